@@ -1,0 +1,142 @@
+"""Rows of the store's object index, and the listing of an order in pages.
+
+Paths are BLOBs of UTF-8 in the index, so SQL order is byte order.  A listing walks the
+primary key ``(order_id, path)`` from the marker on; with a delimiter, everything under a
+common prefix is skipped with one range seek (the next query starts at the byte successor
+of the prefix), so a page costs ``O(max_keys)`` index lookups whatever the order's size.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from lambgw.network.errors import InvalidPath
+from lambgw.network.interface import ListPage, ObjectInfo
+
+#: The columns of the ``objects`` table, in the order :func:`info_from_row` reads them.
+OBJECT_COLUMNS = (
+    "order_id, path, size, etag, last_modified, content_type, metadata, headers,"
+    " checksums, checksum_type, part_sizes, files"
+)
+
+_Entries = list[tuple[bytes, ObjectInfo | None]]
+
+
+def info_from_row(row: Sequence[Any]) -> ObjectInfo:
+    """Return the object described by a row of :data:`OBJECT_COLUMNS`."""
+    return ObjectInfo(
+        order_id=row[0],
+        path=bytes(row[1]).decode("utf-8"),
+        size=row[2],
+        etag=row[3],
+        last_modified=row[4],
+        content_type=row[5],
+        metadata=json.loads(row[6]),
+        headers=json.loads(row[7]),
+        checksums=json.loads(row[8]),
+        checksum_type=row[9],
+        part_sizes=json.loads(row[10]),
+    )
+
+
+def byte_successor(prefix: bytes) -> bytes | None:
+    """Return the smallest byte string above every string that starts with ``prefix``.
+
+    ``None`` if there is none (the prefix is empty or all ``0xff``).
+    """
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _encode(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPath("the prefix, delimiter or marker is not valid UTF-8") from None
+
+
+def list_page(
+    db: sqlite3.Connection,
+    order_id: str,
+    prefix: str,
+    delimiter: str,
+    marker: str,
+    max_keys: int,
+) -> ListPage:
+    """List up to ``max_keys`` objects and common prefixes after ``marker``, in byte order.
+
+    An entry (a path, or the common prefix that rolls it up) is listed if it is above
+    ``marker``; so a marker that is a common prefix skips every path under it.
+    """
+    start, delim, after = _encode(prefix), _encode(delimiter), _encode(marker)
+    upper = byte_successor(start)
+    low: bytes | None = start
+    inclusive = True
+    if after and after >= start:
+        low, inclusive = after, False
+        cut = after.find(delim, len(start)) if delim and after.startswith(start) else -1
+        if cut >= 0:
+            low, inclusive = byte_successor(after[: cut + len(delim)]), True
+    entries: _Entries = []
+    wanted = max(0, max_keys) + 1
+    while low is not None and len(entries) < wanted:
+        low, inclusive, more = _scan(
+            db, order_id, start, delim, upper, low, inclusive, wanted, entries
+        )
+        if not more:
+            break
+    truncated = len(entries) >= wanted
+    del entries[wanted - 1 :]
+    return ListPage(
+        objects=[info for _, info in entries if info is not None],
+        common_prefixes=[key.decode("utf-8") for key, info in entries if info is None],
+        is_truncated=truncated,
+        next_marker=entries[-1][0].decode("utf-8") if entries else None,
+    )
+
+
+def _scan(
+    db: sqlite3.Connection,
+    order_id: str,
+    start: bytes,
+    delim: bytes,
+    upper: bytes | None,
+    low: bytes,
+    inclusive: bool,
+    wanted: int,
+    entries: _Entries,
+) -> tuple[bytes | None, bool, bool]:
+    """Append entries from ``low`` on, until a common prefix, ``wanted`` or the end.
+
+    Returns where to go on and whether there may be more.
+    """
+    query = (
+        f"SELECT {OBJECT_COLUMNS} FROM objects WHERE order_id = ?"
+        f" AND path {'>=' if inclusive else '>'} ?"
+    )
+    args: list[Any] = [order_id, low]
+    if upper is not None:
+        query += " AND path < ?"
+        args.append(upper)
+    limit = wanted - len(entries)
+    cursor = db.execute(query + " ORDER BY path LIMIT ?", [*args, limit])
+    try:
+        seen = 0
+        for row in cursor:
+            seen += 1
+            key = bytes(row[1])
+            cut = key.find(delim, len(start)) if delim else -1
+            if cut >= 0:
+                common = key[: cut + len(delim)]
+                entries.append((common, None))
+                return byte_successor(common), True, True
+            entries.append((key, info_from_row(row)))
+            low, inclusive = key, False
+    finally:
+        cursor.close()
+    return low, inclusive, seen == limit

@@ -1,0 +1,591 @@
+"""The embedded network's store: an SQLite index of accounts, orders and objects, plus files.
+
+One directory holds ``index.sqlite3`` and the object bytes under ``objects/``.  Object files
+are named by random ids (``objects/ab/ab12...``), never by the object's path, so no path can
+reach outside the directory or collide with another.  An object is the concatenation of its
+segment files; the spooled files of an upload are moved in as they are (a rename, not a
+copy).  Object files are never modified in place: an overwrite writes new files, commits
+the index row, then unlinks the old files, so a reader that opened them keeps reading.
+
+Several threads and several processes may use one store at once: each thread has its own
+SQLite connection (WAL mode, busy timeout) and every write is one ``BEGIN IMMEDIATE``
+transaction that checks and charges the order's capacity.
+
+A crash between moving files in and committing the row leaves unreferenced files behind;
+nothing refers to them, so they are invisible, and :meth:`Store.sweep` removes them.  It
+walks every object file, so it is run on demand (``python -m lambgw store sweep``), not at
+each start.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import IO, Any
+
+from attrs import frozen
+from twisted.python.filepath import FilePath
+
+from lambgw.network.errors import (
+    InvalidPath,
+    NetworkError,
+    NoSuchAccount,
+    NoSuchOrder,
+    NoSuchPath,
+    OrderExpired,
+    PreconditionFailed,
+    QuotaExceeded,
+)
+from lambgw.network.interface import (
+    MAX_PATH_BYTES,
+    ListPage,
+    NewObject,
+    ObjectInfo,
+    Order,
+    Segment,
+)
+from lambgw.network.listing import OBJECT_COLUMNS, info_from_row, list_page
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS orders (
+    order_id TEXT PRIMARY KEY,
+    account TEXT NOT NULL REFERENCES accounts(name),
+    capacity INTEGER NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active'
+);
+CREATE INDEX IF NOT EXISTS orders_by_account ON orders (account, created);
+CREATE TABLE IF NOT EXISTS objects (
+    order_id TEXT NOT NULL,
+    path BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    last_modified REAL NOT NULL,
+    content_type TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    checksums TEXT NOT NULL,
+    checksum_type TEXT NOT NULL,
+    part_sizes TEXT NOT NULL,
+    files TEXT NOT NULL,
+    PRIMARY KEY (order_id, path)
+) WITHOUT ROWID;
+"""
+
+_ORDER_COLUMNS = "order_id, account, capacity, used, created, expires, status"
+
+#: How often a read retries when a concurrent overwrite removed the files it looked up.
+_READ_ATTEMPTS = 5
+
+
+@frozen
+class FileRange:
+    """``length`` bytes of an open object file, from ``offset``."""
+
+    file: IO[bytes]
+    offset: int
+    length: int
+
+
+def encode_path(path: str) -> bytes:
+    """Return the UTF-8 bytes of an object path; raise ``InvalidPath`` if it is not one."""
+    try:
+        raw = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPath("the path is not valid UTF-8") from None
+    if not raw:
+        raise InvalidPath("the path is empty")
+    if len(raw) > MAX_PATH_BYTES:
+        raise InvalidPath(f"the path is {len(raw)} bytes long, more than {MAX_PATH_BYTES}")
+    return raw
+
+
+def _order_from_row(row: Sequence[Any]) -> Order:
+    return Order(
+        order_id=row[0],
+        account=row[1],
+        capacity=row[2],
+        used=row[3],
+        created=row[4],
+        expires=row[5],
+        status=row[6],
+    )
+
+
+def _dump(value: Mapping[str, str] | Sequence[Any]) -> str:
+    return json.dumps(dict(value) if isinstance(value, Mapping) else list(value), sort_keys=True)
+
+
+class Store:
+    """Accounts, orders and objects kept in one directory; every method is synchronous."""
+
+    def __init__(
+        self,
+        root: FilePath[str] | str,
+        clock: Callable[[], float] = time.time,
+        durable: bool = True,
+    ) -> None:
+        """Open (creating if needed) the store in ``root``.
+
+        With ``durable``, object files are flushed to disk before their row is committed.
+        """
+        self._root = root.path if isinstance(root, FilePath) else os.fspath(root)
+        self._objects = os.path.join(self._root, "objects")
+        self._index = os.path.join(self._root, "index.sqlite3")
+        self._clock = clock
+        self._durable = durable
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        os.makedirs(self._objects, exist_ok=True)
+        self._connection().executescript(_SCHEMA)
+
+    @property
+    def root(self) -> str:
+        """The directory of the store."""
+        return self._root
+
+    # -- connections -------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self._index, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA busy_timeout = 30000")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the index connections of every thread."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+        self._local = threading.local()
+
+    # -- object files ------------------------------------------------------------------
+
+    def _file(self, file_id: str) -> str:
+        return os.path.join(self._objects, file_id[:2], file_id)
+
+    def _new_file(self) -> tuple[str, str]:
+        file_id = secrets.token_hex(16)
+        target = self._file(file_id)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        return file_id, target
+
+    def _adopt(self, source: str) -> str:
+        """Move the spooled file ``source`` in as a new object file; return its id."""
+        file_id, target = self._new_file()
+        try:
+            os.rename(source, target)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            shutil.copyfile(source, target)
+            os.unlink(source)
+        return file_id
+
+    def _link(self, file_id: str) -> str:
+        """Make a new object file with the bytes of ``file_id``; return its id."""
+        new_id, target = self._new_file()
+        try:
+            os.link(self._file(file_id), target)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            shutil.copyfile(self._file(file_id), target)
+            self._flush([new_id])
+        return new_id
+
+    def _flush(self, file_ids: Sequence[str]) -> None:
+        if not self._durable:
+            return
+        for file_id in file_ids:
+            fd = os.open(self._file(file_id), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _remove(self, file_ids: Sequence[str]) -> None:
+        for file_id in file_ids:
+            with suppress(FileNotFoundError):
+                os.unlink(self._file(file_id))
+
+    # -- accounts and orders -----------------------------------------------------------
+
+    def create_account(self, name: str) -> None:
+        """Create the account ``name``; fails if it exists."""
+        if not name:
+            raise NetworkError("the account name is empty")
+        with self._write() as db:
+            if self._has_account(db, name):
+                raise NetworkError(f"the account {name} already exists")
+            db.execute("INSERT INTO accounts VALUES (?, ?)", (name, self._clock()))
+
+    def has_account(self, name: str) -> bool:
+        """Whether the account ``name`` exists."""
+        return self._has_account(self._connection(), name)
+
+    @staticmethod
+    def _has_account(db: sqlite3.Connection, name: str) -> bool:
+        row = db.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone()
+        return row is not None
+
+    def buy_order(self, account: str, capacity: int, days: float) -> Order:
+        """Buy a new order of ``capacity`` bytes for ``account``, valid ``days`` days."""
+        with self._write() as db:
+            return self._buy(db, account, capacity, days)
+
+    def _buy(self, db: sqlite3.Connection, account: str, capacity: int, days: float) -> Order:
+        if capacity <= 0:
+            raise NetworkError("the capacity must be positive")
+        if days <= 0:
+            raise NetworkError("the duration must be positive")
+        if not self._has_account(db, account):
+            raise NoSuchAccount(f"no such account: {account}")
+        now = self._clock()
+        order = Order(
+            order_id=secrets.token_hex(20).upper(),
+            account=account,
+            capacity=capacity,
+            used=0,
+            created=now,
+            expires=now + days * 86400.0,
+        )
+        db.execute(
+            f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (order.order_id, account, capacity, 0, order.created, order.expires, order.status),
+        )
+        return order
+
+    def orders(self, account: str) -> list[Order]:
+        """Return the orders of ``account``, in the order they were bought."""
+        with self._read() as db:
+            return self._orders(db, account)
+
+    def _orders(self, db: sqlite3.Connection, account: str) -> list[Order]:
+        if not self._has_account(db, account):
+            raise NoSuchAccount(f"no such account: {account}")
+        rows = db.execute(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE account = ? ORDER BY created, rowid",
+            (account,),
+        )
+        return [_order_from_row(row) for row in rows]
+
+    def order(self, account: str, order_id: str) -> Order:
+        """Return one order of ``account``; ``NoSuchOrder`` if it is missing or another's."""
+        return self._order(self._connection(), account, order_id)
+
+    @staticmethod
+    def _order(db: sqlite3.Connection, account: str, order_id: str) -> Order:
+        row = db.execute(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = ? AND account = ?",
+            (order_id, account),
+        ).fetchone()
+        if row is None:
+            raise NoSuchOrder(f"no such order: {order_id}")
+        return _order_from_row(row)
+
+    def ensure_account(self, name: str, default_capacity: int, default_days: float) -> list[Order]:
+        """Return the orders of ``name``, creating the account with one order if new."""
+        with self._write() as db:
+            if not self._has_account(db, name):
+                db.execute("INSERT INTO accounts VALUES (?, ?)", (name, self._clock()))
+                self._buy(db, name, default_capacity, default_days)
+            return self._orders(db, name)
+
+    # -- objects -----------------------------------------------------------------------
+
+    def put(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        segments: Sequence[Segment],
+        new: NewObject,
+        if_none_match: bool = False,
+    ) -> ObjectInfo:
+        """Store the object made of the spooled ``segments`` at ``path``, atomically.
+
+        The segment files are moved in on success and deleted on failure.  A multipart
+        object (an etag ending in ``-N``) records the segment sizes as its part sizes.
+        """
+        adopted: list[str] = []
+        try:
+            raw = encode_path(path)
+            sizes = [segment.size for segment in segments]
+            for segment in segments:
+                if os.stat(segment.path).st_size != segment.size:
+                    raise NetworkError(f"the spooled part {segment.path} has the wrong size")
+            if sum(sizes) != new.size:
+                raise NetworkError(f"the parts hold {sum(sizes)} bytes, not {new.size}")
+            for segment in segments:
+                adopted.append(self._adopt(segment.path))
+            self._flush(adopted)
+            # ``Any``: the attrs converter of ``part_sizes`` confuses mypy.
+            part_sizes: Any = tuple(sizes) if "-" in new.etag else ()
+            info = ObjectInfo(
+                order_id=order_id,
+                path=path,
+                size=new.size,
+                etag=new.etag,
+                last_modified=self._clock(),
+                content_type=new.content_type,
+                metadata=new.metadata,
+                headers=new.headers,
+                checksums=new.checksums,
+                checksum_type=new.checksum_type,
+                part_sizes=part_sizes,
+            )
+            old = self._commit(
+                account, raw, info, list(zip(adopted, sizes, strict=True)), if_none_match
+            )
+        except BaseException:
+            self._remove(adopted)
+            for segment in segments[len(adopted) :]:
+                with suppress(FileNotFoundError):
+                    os.unlink(segment.path)
+            raise
+        self._remove(old)
+        return info
+
+    def _commit(
+        self,
+        account: str,
+        raw: bytes,
+        info: ObjectInfo,
+        files: list[tuple[str, int]],
+        if_none_match: bool,
+    ) -> list[str]:
+        """Write the row of ``info`` and charge its order; return the replaced files."""
+        with self._write() as db:
+            order = self._order(db, account, info.order_id)
+            if order.expired(self._clock()):
+                raise OrderExpired(f"the order {order.order_id} has expired")
+            old = db.execute(
+                "SELECT size, files FROM objects WHERE order_id = ? AND path = ?",
+                (info.order_id, raw),
+            ).fetchone()
+            if old is not None and if_none_match:
+                raise PreconditionFailed(f"an object exists at {info.path}")
+            used = order.used - (old[0] if old else 0) + info.size
+            if used > order.capacity:
+                raise QuotaExceeded(
+                    f"the order {order.order_id} has {order.free} bytes free,"
+                    f" {info.size} are needed"
+                )
+            db.execute(
+                f"INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    info.order_id,
+                    raw,
+                    info.size,
+                    info.etag,
+                    info.last_modified,
+                    info.content_type,
+                    _dump(info.metadata),
+                    _dump(info.headers),
+                    _dump(info.checksums),
+                    info.checksum_type,
+                    _dump(info.part_sizes),
+                    json.dumps(files),
+                ),
+            )
+            db.execute("UPDATE orders SET used = ? WHERE order_id = ?", (used, order.order_id))
+        return [file_id for file_id, _ in json.loads(old[1])] if old else []
+
+    def _lookup(
+        self, account: str, order_id: str, raw: bytes
+    ) -> tuple[ObjectInfo, list[tuple[str, int]]]:
+        with self._read() as db:
+            self._order(db, account, order_id)
+            row = db.execute(
+                f"SELECT {OBJECT_COLUMNS} FROM objects WHERE order_id = ? AND path = ?",
+                (order_id, raw),
+            ).fetchone()
+        if row is None:
+            raise NoSuchPath(f"no object at {raw.decode('utf-8')}")
+        return info_from_row(row), [(file_id, size) for file_id, size in json.loads(row[11])]
+
+    def head(self, account: str, order_id: str, path: str) -> ObjectInfo:
+        """Return what is stored at ``path``; raise ``NoSuchPath`` if nothing is."""
+        return self._lookup(account, order_id, encode_path(path))[0]
+
+    def open_range(
+        self, account: str, order_id: str, path: str, first: int = 0, last: int | None = None
+    ) -> tuple[ObjectInfo, list[FileRange]]:
+        """Return the object at ``path`` and its bytes ``first`` to ``last``, opened.
+
+        The files are open when this returns, so a concurrent overwrite or delete does not
+        disturb the reader; the caller closes them.
+        """
+        raw = encode_path(path)
+        for _ in range(_READ_ATTEMPTS):
+            info, files = self._lookup(account, order_id, raw)
+            end = info.size if last is None else min(last + 1, info.size)
+            ranges: list[FileRange] = []
+            start = 0
+            try:
+                for file_id, size in files:
+                    low, high = max(first, start), min(end, start + size)
+                    if low < high:
+                        handle = open(self._file(file_id), "rb")  # noqa: SIM115
+                        ranges.append(FileRange(handle, low - start, high - low))
+                    start += size
+            except FileNotFoundError:
+                for opened in ranges:
+                    opened.file.close()
+                continue
+            return info, ranges
+        raise NetworkError(f"the object at {path} keeps changing; try again")
+
+    def delete(self, account: str, order_id: str, path: str) -> bool:
+        """Remove the object at ``path`` and give its space back; whether there was one."""
+        raw = encode_path(path)
+        with self._write() as db:
+            self._order(db, account, order_id)
+            old = db.execute(
+                "SELECT size, files FROM objects WHERE order_id = ? AND path = ?",
+                (order_id, raw),
+            ).fetchone()
+            if old is None:
+                return False
+            db.execute("DELETE FROM objects WHERE order_id = ? AND path = ?", (order_id, raw))
+            db.execute("UPDATE orders SET used = used - ? WHERE order_id = ?", (old[0], order_id))
+        self._remove([file_id for file_id, _ in json.loads(old[1])])
+        return True
+
+    def copy(
+        self,
+        account: str,
+        src_order_id: str,
+        src_path: str,
+        dst_order_id: str,
+        dst_path: str,
+        replace: NewObject | None = None,
+    ) -> ObjectInfo:
+        """Copy an object between orders of ``account``, charged to the destination.
+
+        With ``replace``, its content type, metadata and headers replace the source's.
+        """
+        src_raw, dst_raw = encode_path(src_path), encode_path(dst_path)
+        for _ in range(_READ_ATTEMPTS):
+            source, files = self._lookup(account, src_order_id, src_raw)
+            linked: list[str] = []
+            try:
+                for file_id, _size in files:
+                    linked.append(self._link(file_id))
+            except FileNotFoundError:
+                self._remove(linked)
+                continue
+            copied_sizes: Any = source.part_sizes
+            info = ObjectInfo(
+                order_id=dst_order_id,
+                path=dst_path,
+                size=source.size,
+                etag=source.etag,
+                last_modified=self._clock(),
+                content_type=replace.content_type if replace else source.content_type,
+                metadata=replace.metadata if replace else source.metadata,
+                headers=replace.headers if replace else source.headers,
+                checksums=source.checksums,
+                checksum_type=source.checksum_type,
+                part_sizes=copied_sizes,
+            )
+            new_files = [(new_id, size) for new_id, (_, size) in zip(linked, files, strict=True)]
+            try:
+                old = self._commit(account, dst_raw, info, new_files, False)
+            except BaseException:
+                self._remove(linked)
+                raise
+            self._remove(old)
+            return info
+        raise NetworkError(f"the object at {src_path} keeps changing; try again")
+
+    def list(
+        self,
+        account: str,
+        order_id: str,
+        prefix: str = "",
+        delimiter: str = "",
+        marker: str = "",
+        max_keys: int = 1000,
+    ) -> ListPage:
+        """List up to ``max_keys`` objects and common prefixes after ``marker``, in byte order.
+
+        Paths under a common prefix are skipped with one range seek, so a page costs
+        ``O(max_keys)`` index lookups whatever the size of the order.
+        """
+        with self._read() as db:
+            self._order(db, account, order_id)
+            return list_page(db, order_id, prefix, delimiter, marker, max_keys)
+
+    def sweep(self, min_age: float = 3600.0) -> int:
+        """Delete object files no row refers to, older than ``min_age`` seconds.
+
+        Such files are left by a crash between moving files in and committing their row.
+        Younger files may belong to a write in progress and are kept.  Returns how many
+        files were deleted.
+        """
+        now = time.time()
+        candidates: list[str] = []
+        for directory, _, names in os.walk(self._objects):
+            for name in names:
+                try:
+                    stat = os.stat(os.path.join(directory, name))
+                except FileNotFoundError:
+                    continue
+                if now - max(stat.st_mtime, stat.st_ctime) >= min_age:
+                    candidates.append(name)
+        with self._read() as db:
+            referenced = {
+                file_id
+                for (files,) in db.execute("SELECT files FROM objects")
+                for file_id, _ in json.loads(files)
+            }
+        orphans = [name for name in candidates if name not in referenced]
+        self._remove(orphans)
+        return len(orphans)
