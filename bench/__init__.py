@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway against a baseline S3 server."""

@@ -1,0 +1,286 @@
+"""The servers a benchmark runs against, each started on loopback and always stopped.
+
+A target is an S3 server in its own process: the lambgw gateway (on its embedded
+network, in a temporary home), moto_server (the baseline), or a trivial sink that drains
+uploads and answers downloads with zeros (to measure the client's own ceiling).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from attrs import define, field
+
+from bench.client import Endpoint, Signer, connect, object_path, perform
+
+ACCESS_KEY = "accesskey"
+SECRET_KEY = "secretkey"
+ACCOUNT = "demo"
+
+#: Seconds a server has to start listening, and to exit once asked.
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+
+
+class StartError(Exception):
+    """A server did not start; the message holds the end of its log."""
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@define
+class ServerProcess:
+    """A server in a child process, logging to a file, stopped on ``stop()``."""
+
+    args: list[str]
+    port: int
+    log: Path
+    env: dict[str, str] = field(factory=lambda: dict(os.environ))
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        assert self._process is not None
+        return self._process.pid
+
+    def start(self) -> None:
+        """Start the process and wait until its port accepts connections."""
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise StartError(f"{self.args[:4]} exited at start:\n{_tail(self.log)}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise StartError(f"{self.args[:4]} did not listen in {START_TIMEOUT} s:\n{_tail(self.log)}")
+
+    def stop(self) -> None:
+        """Stop the process: SIGTERM, then SIGKILL if it lingers."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(STOP_TIMEOUT)
+
+
+@define
+class Target:
+    """An S3 server under test: its endpoint, process and buckets."""
+
+    name: str
+    endpoint: Endpoint
+    server: ServerProcess
+    bucket: str
+    home: Path
+
+    @property
+    def pid(self) -> int:
+        """The process id whose memory is measured."""
+        return self.server.pid
+
+    def signer(self) -> Signer:
+        """Return a signer for this target's credentials."""
+        return Signer(self.endpoint)
+
+    def new_bucket(self, name: str) -> str:
+        """Create an empty bucket (an S3 CreateBucket) and return its name."""
+        conn = connect(self.endpoint)
+        try:
+            perform(conn, self.signer().prepare("PUT", object_path(name)))
+        finally:
+            conn.close()
+        return name
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+@contextmanager
+def moto_target(home: Path, name: str = "moto") -> Iterator[Target]:
+    """Run moto_server on loopback with one bucket, ``bench``."""
+    port = free_port()
+    server = ServerProcess(
+        _python("-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)), port, home / "moto.log"
+    )
+    server.start()
+    try:
+        target = Target(
+            name, Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY), server, "bench", home
+        )
+        target.new_bucket("bench")
+        yield target
+    finally:
+        server.stop()
+
+
+@define
+class GatewayTarget(Target):
+    """The lambgw gateway on its embedded network; buckets are the account's orders."""
+
+    def _admin(self, *args: str) -> str:
+        command = _python("-m", "lambgw", "order", *args, "--account", ACCOUNT)
+        command += ["--home", str(self.home)]
+        done = subprocess.run(command, capture_output=True, timeout=120, check=False, text=True)
+        if done.returncode:
+            raise StartError(f"{' '.join(command[1:])} failed:\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+    def order_ids(self) -> list[str]:
+        """Return the ids of the account's orders, from the admin command."""
+        return [order["order_id"] for order in json.loads(self._admin("list", "--json"))]
+
+    def new_bucket(self, name: str) -> str:
+        """Buy a fresh order (bucket ``name`` is not used: orders are bought, not named)."""
+        before = set(self.order_ids())
+        self._admin("buy", "--capacity", "20GiB", "--days", "30")
+        fresh = sorted(set(self.order_ids()) - before)
+        if len(fresh) != 1:
+            raise StartError(f"buying an order gave {fresh!r}")
+        conn = connect(self.endpoint)
+        try:
+            perform(conn, self.signer().prepare("GET", "/"))
+        finally:
+            conn.close()
+        return fresh[0]
+
+
+@contextmanager
+def gateway_target(home: Path, name: str = "gateway") -> Iterator[Target]:
+    """Run the lambgw twistd plugin in a fresh home on loopback."""
+    port = free_port()
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    server = ServerProcess(
+        _python(
+            "-m",
+            "twisted",
+            "-n",
+            "--pidfile=",
+            "lambgw",
+            "--home",
+            str(home),
+            "--account",
+            ACCOUNT,
+            "--gateway.address",
+            f"127.0.0.1:{port}",
+        ),
+        port,
+        home / "gateway.log",
+        env,
+    )
+    server.start()
+    try:
+        target = GatewayTarget(
+            name, Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY), server, "", home
+        )
+        ids = target.order_ids()
+        if not ids:
+            raise StartError("the gateway's account has no order")
+        target.bucket = ids[0]
+        yield target
+    finally:
+        server.stop()
+
+
+@contextmanager
+def sink_target(home: Path, name: str = "sink") -> Iterator[Target]:
+    """Run the trivial sink server (``python -m bench.sink``)."""
+    port = free_port()
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    server = ServerProcess(_python("-m", "bench.sink", str(port)), port, home / "sink.log", env)
+    server.start()
+    try:
+        endpoint = Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY)
+        yield Target(name, endpoint, server, "sink", home)
+    finally:
+        server.stop()
+
+
+_STATUS = re.compile(r"^(\w+):\s+(\d+) kB$", re.MULTILINE)
+
+
+def memory_status(pid: int) -> dict[str, int]:
+    """Return the ``Vm*`` fields of ``/proc/PID/status``, in bytes."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    return {name: int(kb) * 1024 for name, kb in _STATUS.findall(text)}
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset the kernel's peak RSS (``VmHWM``) of ``pid``; return whether it worked."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+@define
+class RssSampler:
+    """Samples a process's ``VmRSS`` in a thread, keeping the largest value seen."""
+
+    pid: int
+    interval: float = 0.02
+    peak: int = 0
+    _stop: threading.Event = field(factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, memory_status(self.pid).get("VmRSS", 0))
+            except OSError:
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)

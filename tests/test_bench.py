@@ -1,0 +1,82 @@
+"""Tests of the benchmark script: its signing, its report, and a quick run end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from bench.client import Endpoint, Payload, Signer, object_path
+from bench.s3bench import FIGURES, GROUPS, QUICK, Bench, Goal, Measurement, report
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = ROOT / "twisted" / "plugins" / "lambgw_plugin.py"
+
+
+class SignerTests(SynchronousTestCase):
+    def test_matches_botocore(self) -> None:
+        """A PUT signed by the bench signer carries botocore's exact Authorization header."""
+        endpoint = Endpoint("127.0.0.1", 9002, "accesskey", "secretkey")
+        payload = Payload.of(b"x" * 4096)
+        path = object_path("bucket", "a b/c~d+e=f")
+        extra = {"x-amz-checksum-crc32": payload.crc32, "x-amz-sdk-checksum-algorithm": "CRC32"}
+        query = [("list-type", "2"), ("start-after", "k 1/2")]
+        url = f"http://127.0.0.1:9002{path}?list-type=2&start-after=k%201%2F2"
+        request = AWSRequest("PUT", url, data=payload.data, headers=dict(extra))
+        S3SigV4Auth(Credentials("accesskey", "secretkey"), "s3", "us-east-1").add_auth(request)
+        when = datetime.strptime(request.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+        ours = Signer(endpoint).sign(
+            "PUT", path, query, payload.sha256, extra, when.replace(tzinfo=timezone.utc)
+        )
+        self.assertEqual(ours["authorization"], request.headers["Authorization"])
+
+
+class ReportTests(SynchronousTestCase):
+    def test_ratio_goal(self) -> None:
+        """A ratio goal is met at or above its bound and unknown without a ratio."""
+        goal = Goal(">= 2x", ratio_min=2.0)
+        self.assertEqual(
+            (goal.met(1.0, 2.0), goal.met(1.0, 1.9), goal.met(None, None)), (True, False, None)
+        )
+
+    def test_every_figure_has_a_row(self) -> None:
+        """The table has a row per figure with both values and their ratio."""
+        results = {f.key: Measurement(10.0) for f in FIGURES}
+        baseline = {f.key: Measurement(5.0) for f in FIGURES}
+        table, rows = report(Bench(QUICK), GROUPS, results, baseline, {})
+        self.assertEqual([row["key"] for row in rows], [f.key for f in FIGURES])
+        self.assertEqual({row["ratio"] for row in rows}, {2.0})
+        for figure in FIGURES:
+            self.assertIn(Bench(QUICK).label(figure), table)
+
+
+class QuickRunTests(SynchronousTestCase):
+    def test_quick_run_prints_every_figure(self) -> None:
+        """``--quick`` against the gateway and moto measures and prints every figure."""
+        if not PLUGIN.exists():
+            raise SkipTest("the lambgw twistd plugin is not there yet")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "figures.json"
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.s3bench", "--quick", "--json", str(out)],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+            self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+            figures = json.loads(out.read_text())["figures"]
+        for row in figures:
+            self.assertIn(row["label"], done.stdout)
+            self.assertIsNotNone(row["gateway"], row)
+            self.assertIsNotNone(row["moto"], row)
+        self.assertEqual([row["key"] for row in figures], [f.key for f in FIGURES])
