@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import signal
 import statistics
 import sys
@@ -202,7 +203,15 @@ def measure_throughput(bench: Bench, target: Target) -> Results:
     }
 
 
-def _concurrent(bench: Bench, target: Target, requests: list[list[PreparedRequest]]) -> float:
+def _concurrent(
+    bench: Bench, target: Target, requests: list[list[PreparedRequest]]
+) -> tuple[float, float]:
+    """Send pre-signed requests from concurrent clients; return requests/s and client CPU.
+
+    The client's CPU is its share of one core (its threads share one interpreter lock):
+    near 1.0 the client, not the server, sets the pace.
+    """
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
     done, seconds = run_clients(
         target.endpoint,
         len(requests),
@@ -210,7 +219,9 @@ def _concurrent(bench: Bench, target: Target, requests: list[list[PreparedReques
         lambda client, index: requests[client][index],
         time.monotonic() + bench.sizes.deadline / (2 * bench.sizes.repeats),
     )
-    return done / seconds
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    used = after.ru_utime - cpu.ru_utime + after.ru_stime - cpu.ru_stime
+    return done / seconds, used / seconds
 
 
 def measure_small(bench: Bench, target: Target) -> Results:
@@ -218,8 +229,8 @@ def measure_small(bench: Bench, target: Target) -> Results:
     sizes = bench.sizes
     payload = bench.payload(sizes.small_size)
     signer = target.signer()
-    puts: list[float] = []
-    gets: list[float] = []
+    puts: list[tuple[float, float]] = []
+    gets: list[tuple[float, float]] = []
     count = sizes.small_count
     for round_ in range(sizes.repeats):
         paths = [
@@ -230,11 +241,14 @@ def measure_small(bench: Bench, target: Target) -> Results:
         puts.append(_concurrent(bench, target, put))
         get = [[signer.prepare("GET", p) for p in row] for row in paths]
         gets.append(_concurrent(bench, target, get))
-        _log(target, f"small PUT {puts[-1]:.0f}/s, GET {gets[-1]:.0f}/s")
-    return {
-        "put_small": Measurement(statistics.median(puts)),
-        "get_small": Measurement(statistics.median(gets)),
-    }
+        _log(target, f"small PUT {puts[-1][0]:.0f}/s, GET {gets[-1][0]:.0f}/s")
+    return {"put_small": _median_rate(puts), "get_small": _median_rate(gets)}
+
+
+def _median_rate(runs: list[tuple[float, float]]) -> Measurement:
+    rate, cpu = sorted(runs)[len(runs) // 2]
+    spread = "/".join(f"{r:.0f}" for r, _ in runs)
+    return Measurement(rate, f"runs {spread} req/s; client CPU {cpu:.0%} of a core")
 
 
 def measure_rss(bench: Bench, target: Target) -> Results:
