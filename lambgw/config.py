@@ -1,0 +1,208 @@
+"""The gateway's configuration: ``user.toml`` as the storage CLI reads it, and flags over it.
+
+The file is ``~/.lambda_storagecli/config/user.toml`` unless ``--home`` or ``--config`` says
+otherwise.  Every problem is reported as one :class:`ConfigError` line naming the file, the key,
+its line and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import tomli
+from attrs import frozen
+
+#: The config home of the storage CLI.
+DEFAULT_HOME = "~/.lambda_storagecli"
+DEFAULT_ADDRESS = "127.0.0.1:9002"
+#: The seed's example keys, used only when none are configured (a warning is logged).
+DEFAULT_ACCESS_KEY = "accesskey"
+DEFAULT_SECRET_KEY = "secretkey"  # noqa: S105 - documented default for a loopback gateway
+
+_ORDER_ID = re.compile(r"[0-9A-F]{40}")
+
+#: The keys a file may hold, by section; anything else is refused as a likely typo.
+KNOWN_KEYS: Mapping[str, frozenset[str]] = {
+    "gateway": frozenset({"address", "access_key", "secret_key"}),
+    "broker": frozenset({"validator_addr", "dht_gateway_addr", "extra_order_id", "db_path"}),
+}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``str()`` is one line for the operator."""
+
+
+@frozen
+class Config:
+    """Everything the gateway needs to start, after the file and the flags are merged."""
+
+    home: str
+    config_file: str
+    host: str
+    port: int
+    access_key: str
+    secret_key: str
+    account: str
+    validator_addr: str
+    dht_gateway_addr: str
+    extra_order_id: str
+    db_path: str
+    debug: bool
+    default_keys: bool
+
+    @property
+    def address(self) -> str:
+        """The listening address as ``HOST:PORT``."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def network_dir(self) -> str:
+        """Where the embedded network keeps its data."""
+        return os.path.join(self.home, "network")
+
+    @property
+    def embedded(self) -> bool:
+        """Whether no network address is configured, so the embedded network is used."""
+        return not (self.validator_addr or self.dht_gateway_addr)
+
+
+def _key_line(text: str, section: str, key: str) -> int | None:
+    """The line number of ``key`` in ``[section]`` of a TOML text, if it can be found."""
+    current = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        header = re.match(r"\[\s*([A-Za-z0-9_.\-]+)\s*\]", stripped)
+        if header:
+            current = header.group(1)
+            continue
+        if current == section and re.match(rf'"?{re.escape(key)}"?\s*=', stripped):
+            return number
+    return None
+
+
+def read_file(path: str) -> tuple[dict[str, Any], str]:
+    """Parse the TOML file at ``path``; a missing file is an empty configuration."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return {}, ""
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from e
+    try:
+        return tomli.loads(text), text
+    except tomli.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` too); raise ValueError saying what is wrong."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port {number} is out of range 0-65535")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ":PORT" means all interfaces, as in Go
+    return host, number
+
+
+def _string(
+    data: Mapping[str, Any], section: str, key: str, path: str, text: str
+) -> str | None:
+    table = data.get(section, {})
+    if key not in table:
+        return None
+    value = table[key]
+    if not isinstance(value, str):
+        line = _key_line(text, section, key)
+        where = f"line {line}: " if line else ""
+        raise ConfigError(
+            f"{path}: {where}[{section}] {key}: expected a string, got {type(value).__name__}"
+        )
+    return value
+
+
+def load(options: Mapping[str, Any]) -> Config:
+    """Merge the config file with the command-line ``options`` (flags win).
+
+    ``options`` uses the flag names: ``home``, ``config``, ``account``, ``gateway.address``,
+    ``gateway.access_key``, ``gateway.secret_key``, ``broker.validator_addr``,
+    ``broker.dht_gateway_addr``, ``broker.extra_order_id``, ``broker.db_path``, ``debug``.
+    """
+    home = os.path.expanduser(options.get("home") or DEFAULT_HOME)
+    path = os.path.expanduser(options.get("config") or os.path.join(home, "config", "user.toml"))
+    data, text = read_file(path)
+
+    for section, table in data.items():
+        if section not in KNOWN_KEYS:
+            continue
+        if not isinstance(table, dict):
+            line = _key_line(text, "", section)
+            where = f"line {line}: " if line else ""
+            raise ConfigError(f"{path}: {where}{section}: expected a [{section}] table")
+        for key in table:
+            if key not in KNOWN_KEYS[section]:
+                line = _key_line(text, section, key)
+                where = f"line {line}: " if line else ""
+                known = ", ".join(sorted(KNOWN_KEYS[section]))
+                raise ConfigError(
+                    f"{path}: {where}[{section}] {key}: unknown key (known: {known})"
+                )
+
+    def pick(section: str, key: str) -> tuple[str | None, str]:
+        flag = options.get(f"{section}.{key}")
+        if flag is not None:
+            return str(flag), f"--{section}.{key}"
+        value = _string(data, section, key, path, text)
+        line = _key_line(text, section, key)
+        where = f"{path}: line {line}: [{section}] {key}" if line else f"{path}: [{section}] {key}"
+        return value, where
+
+    address, where = pick("gateway", "address")
+    try:
+        host, port = parse_address(address or DEFAULT_ADDRESS)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+    access_key, _ = pick("gateway", "access_key")
+    secret_key, where = pick("gateway", "secret_key")
+    if (access_key is None) != (secret_key is None):
+        raise ConfigError(f"{where}: access_key and secret_key must be set together")
+    default_keys = access_key is None
+    if access_key is not None and secret_key is not None and not (access_key and secret_key):
+        raise ConfigError(f"{where}: access_key and secret_key must not be empty")
+
+    extra_order_id, where = pick("broker", "extra_order_id")
+    if extra_order_id and not _ORDER_ID.fullmatch(extra_order_id.upper()):
+        raise ConfigError(
+            f"{where}: expected an order id of 40 hex digits, got {extra_order_id!r}"
+        )
+
+    account = options.get("account") or ""
+    if not account:
+        raise ConfigError("--account is required: the account whose orders are served")
+
+    db_path, _ = pick("broker", "db_path")
+    return Config(
+        home=home,
+        config_file=path,
+        host=host,
+        port=port,
+        access_key=access_key or DEFAULT_ACCESS_KEY,
+        secret_key=secret_key or DEFAULT_SECRET_KEY,
+        account=account,
+        validator_addr=pick("broker", "validator_addr")[0] or "",
+        dht_gateway_addr=pick("broker", "dht_gateway_addr")[0] or "",
+        extra_order_id=(extra_order_id or "").upper(),
+        db_path=os.path.expanduser(db_path or os.path.join(home, "gateway")),
+        debug=bool(options.get("debug")),
+        default_keys=default_keys,
+    )

@@ -1,0 +1,267 @@
+"""The gateway core: S3 buckets and keys onto orders and paths of the network.
+
+The S3 layer calls this with buckets and keys; this resolves them (``lambgw`` or ``s3gw``
+mode), calls the network, and turns the network's failures into S3 errors in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
+
+from attrs import define, evolve
+from twisted.internet.defer import Deferred, inlineCallbacks
+
+from lambgw.gateway.buckets import Bucket, OrderBuckets, OrderFolderBuckets
+from lambgw.gateway.orders import OrderCache
+from lambgw.network import errors as net
+from lambgw.network.interface import (
+    MAX_PATH_BYTES,
+    INetwork,
+    IObjectBody,
+    ListPage,
+    NewObject,
+    ObjectInfo,
+    Segment,
+)
+from lambgw.protocol.errors import S3Error
+
+T = TypeVar("T")
+
+#: The largest single PUT, as in S3.
+MAX_PUT_SIZE = 5 * 1024**3
+
+
+def s3_error(failure: BaseException, bucket: str = "", key: str = "") -> BaseException:
+    """The S3 error for a network failure (others pass through unchanged)."""
+    resource = f"/{bucket}/{key}" if key else f"/{bucket}"
+    if isinstance(failure, net.NoSuchOrder):
+        return S3Error("NoSuchBucket", 404, "The specified bucket does not exist.", resource)
+    if isinstance(failure, net.NoSuchPath):
+        return S3Error("NoSuchKey", 404, "The specified key does not exist.", resource)
+    if isinstance(failure, net.QuotaExceeded):
+        return S3Error("QuotaExceeded", 403, f"The order is full: {failure}", resource)
+    if isinstance(failure, net.OrderExpired):
+        return S3Error("AccountProblem", 403, f"The order has expired: {failure}", resource)
+    if isinstance(failure, net.PreconditionFailed):
+        return S3Error(
+            "PreconditionFailed",
+            412,
+            "At least one of the pre-conditions you specified did not hold",
+            resource,
+        )
+    if isinstance(failure, net.InvalidPath):
+        return S3Error("InvalidArgument", 400, f"Invalid key: {failure}", resource)
+    if isinstance(failure, net.NetworkUnavailable):
+        return S3Error(
+            "ServiceUnavailable", 503, "The storage network is unavailable; retry.", resource
+        )
+    return failure
+
+
+def check_key(key: str, prefix: str) -> None:
+    """Refuse keys that S3 refuses: empty, or longer than 1024 bytes of UTF-8."""
+    if not key:
+        raise S3Error.of("InvalidArgument", "An object key must not be empty.")
+    if len(key.encode("utf-8")) > MAX_PATH_BYTES or len(
+        (prefix + key).encode("utf-8")
+    ) > MAX_PATH_BYTES + len(prefix.encode("utf-8")):
+        raise S3Error("KeyTooLongError", 400, "Your key is too long.", key)
+
+
+@define
+class Gateway:
+    """One account's buckets and objects, over a network."""
+
+    network: INetwork
+    account: str
+    orders: OrderCache
+    buckets: OrderBuckets | OrderFolderBuckets
+    spool_dir: str
+
+    @classmethod
+    def create(
+        cls, network: INetwork, account: str, spool_dir: str, single_order: str = ""
+    ) -> Gateway:
+        """A gateway in ``lambgw`` mode, or ``s3gw`` mode when ``single_order`` is given."""
+        os.makedirs(spool_dir, exist_ok=True)
+        cache = OrderCache(network, account)
+        buckets: OrderBuckets | OrderFolderBuckets
+        if single_order:
+            buckets = OrderFolderBuckets(network, cache, single_order, spool_dir)
+        else:
+            buckets = OrderBuckets(cache)
+        return cls(network, account, cache, buckets, spool_dir)
+
+    @inlineCallbacks
+    def _call(
+        self, bucket: str, key: str, call: Callable[[], Deferred[T]]
+    ) -> Generator[Deferred[Any], Any, T]:
+        try:
+            result: T = yield call()
+        except net.NetworkError as e:
+            raise s3_error(e, bucket, key) from None
+        return result
+
+    def list_buckets(self) -> Deferred[Sequence[Bucket]]:
+        """The buckets, fetched afresh from the network."""
+        return self._call("", "", self.buckets.list)
+
+    def bucket(self, name: str) -> Deferred[Bucket]:
+        """The bucket ``name`` or NoSuchBucket."""
+        return self._call(name, "", lambda: self.buckets.get(name))
+
+    def create_bucket(self, name: str) -> Deferred[Bucket]:
+        """Create bucket ``name`` (s3gw) or say why not (lambgw)."""
+        return self._call(name, "", lambda: self.buckets.create(name))
+
+    def delete_bucket(self, name: str) -> Deferred[None]:
+        """Delete the empty bucket ``name``."""
+        return self._call(name, "", lambda: self.buckets.delete(name))
+
+    def precheck_upload(self, bucket: str, size: int) -> None:
+        """Refuse at once an upload that cannot fit, judged from the cached order."""
+        if size > MAX_PUT_SIZE:
+            raise S3Error.of(
+                "EntityTooLarge",
+                f"Your proposed upload exceeds the maximum allowed size of {MAX_PUT_SIZE} bytes.",
+            )
+        order = self.buckets.order_for(bucket)
+        if order is None:
+            return
+        if size > order.free:
+            raise S3Error(
+                "QuotaExceeded",
+                403,
+                f"The upload of {size} bytes does not fit in order {order.order_id}: "
+                f"{order.free} bytes free of {order.capacity}.",
+                f"/{bucket}",
+            )
+
+    @inlineCallbacks
+    def put_object(  # type: ignore[misc]
+        self,
+        bucket: str,
+        key: str,
+        segments: Sequence[Segment],
+        new: NewObject,
+        if_none_match: bool = False,
+    ) -> Deferred[ObjectInfo]:
+        """Store an object made of spooled segments (consumed either way)."""
+        try:
+            b = yield self.bucket(bucket)
+            check_key(key, b.prefix)
+        except Exception:
+            for segment in segments:
+                _unlink(segment.path)
+            raise
+        info: ObjectInfo = yield self._call(
+            bucket,
+            key,
+            lambda: self.network.put_object(
+                self.account, b.order_id, b.prefix + key, segments, new, if_none_match
+            ),
+        )
+        self.orders.charge(b.order_id, info.size)
+        return evolve(info, path=key)
+
+    @inlineCallbacks
+    def head_object(self, bucket: str, key: str) -> Deferred[ObjectInfo]:  # type: ignore[misc]
+        """What is stored at ``key``."""
+        b = yield self.bucket(bucket)
+        check_key(key, b.prefix)
+        info: ObjectInfo = yield self._call(
+            bucket, key, lambda: self.network.head_object(self.account, b.order_id, b.prefix + key)
+        )
+        return evolve(info, path=key)
+
+    @inlineCallbacks
+    def get_object(  # type: ignore[misc]
+        self, bucket: str, key: str, first: int = 0, last: int | None = None
+    ) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
+        """The object at ``key`` and the bytes ``first``..``last`` of it."""
+        b = yield self.bucket(bucket)
+        check_key(key, b.prefix)
+        info, body = yield self._call(
+            bucket,
+            key,
+            lambda: self.network.get_object(self.account, b.order_id, b.prefix + key, first, last),
+        )
+        return evolve(info, path=key), body
+
+    @inlineCallbacks
+    def delete_object(self, bucket: str, key: str) -> Deferred[bool]:  # type: ignore[misc]
+        """Delete ``key``; deleting a missing key succeeds, as in S3."""
+        b = yield self.bucket(bucket)
+        check_key(key, b.prefix)
+        existed: bool = yield self._call(
+            bucket,
+            key,
+            lambda: self.network.delete_object(self.account, b.order_id, b.prefix + key),
+        )
+        return existed
+
+    @inlineCallbacks
+    def copy_object(  # type: ignore[misc]
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        replace: NewObject | None,
+    ) -> Deferred[ObjectInfo]:
+        """Copy an object inside the network (between orders of the account too)."""
+        src = yield self.bucket(src_bucket)
+        dst = yield self.bucket(dst_bucket)
+        check_key(src_key, src.prefix)
+        check_key(dst_key, dst.prefix)
+        info: ObjectInfo = yield self._call(
+            src_bucket,
+            src_key,
+            lambda: self.network.copy_object(
+                self.account,
+                src.order_id,
+                src.prefix + src_key,
+                dst.order_id,
+                dst.prefix + dst_key,
+                replace,
+            ),
+        )
+        self.orders.charge(dst.order_id, info.size)
+        return evolve(info, path=dst_key)
+
+    @inlineCallbacks
+    def list_objects(  # type: ignore[misc]
+        self, bucket: str, prefix: str, delimiter: str, marker: str, max_keys: int
+    ) -> Deferred[ListPage]:
+        """A page of the bucket's keys after ``marker``, paths turned back into keys."""
+        b = yield self.bucket(bucket)
+        page: ListPage = yield self._call(
+            bucket,
+            "",
+            lambda: self.network.list_objects(
+                self.account,
+                b.order_id,
+                b.prefix + prefix,
+                delimiter,
+                b.prefix + marker if marker else "",
+                max_keys,
+            ),
+        )
+        if not b.prefix:
+            return page
+        cut = len(b.prefix)
+        return ListPage(
+            objects=[evolve(o, path=o.path[cut:]) for o in page.objects],
+            common_prefixes=[p[cut:] for p in page.common_prefixes],
+            is_truncated=page.is_truncated,
+            next_marker=page.next_marker[cut:] if page.next_marker else None,
+        )
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

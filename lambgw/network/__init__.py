@@ -1,0 +1,1 @@
+"""The Lambda storage network: the interface the gateway uses and its implementations."""

@@ -1,0 +1,39 @@
+"""The failures of the network interface, shared by its implementations."""
+
+from __future__ import annotations
+
+
+class NetworkError(Exception):
+    """A request to the network failed; ``str()`` says why, for a person."""
+
+
+class NoSuchAccount(NetworkError):
+    """The account does not exist on the network."""
+
+
+class NoSuchOrder(NetworkError):
+    """The order does not exist, or belongs to another account."""
+
+
+class NoSuchPath(NetworkError):
+    """No object is stored at that path of the order."""
+
+
+class QuotaExceeded(NetworkError):
+    """Storing this would exceed the order's capacity."""
+
+
+class OrderExpired(NetworkError):
+    """The order has expired (or is not active) and cannot be written."""
+
+
+class PreconditionFailed(NetworkError):
+    """A conditional write found an object where none was allowed."""
+
+
+class InvalidPath(NetworkError):
+    """The path is not a valid object name (empty, too long, or not UTF-8)."""
+
+
+class NetworkUnavailable(NetworkError):
+    """The network could not be reached or did not answer in time."""

@@ -1,0 +1,185 @@
+"""The network interface: what the gateway needs from the Lambda storage network.
+
+Two implementations provide it: the embedded network (an in-process store) and the HTTP
+client that speaks the network protocol to a ``lambnet`` node.  Every method returns a
+Deferred; failures are the exceptions of :mod:`lambgw.network.errors`.
+
+Paths are the object names inside an order (``str``, arbitrary UTF-8 up to 1024 bytes).
+They are compared and listed in the byte order of their UTF-8 encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from attrs import field, frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+from zope.interface import Interface
+
+#: The largest path (object name) accepted, in bytes of UTF-8.
+MAX_PATH_BYTES = 1024
+
+
+def _frozen_mapping(value: Mapping[str, str]) -> Mapping[str, str]:
+    return dict(value)
+
+
+@frozen
+class Order:
+    """A storage contract of an account: capacity, space used and an expiry time."""
+
+    order_id: str
+    account: str
+    capacity: int
+    used: int
+    created: float
+    expires: float
+    status: str = "active"
+
+    @property
+    def free(self) -> int:
+        """Bytes that can still be stored in this order."""
+        return max(0, self.capacity - self.used)
+
+    def expired(self, now: float) -> bool:
+        """Whether the order can no longer be written at time ``now``."""
+        return now >= self.expires or self.status != "active"
+
+
+@frozen
+class Segment:
+    """A spooled file that is one consecutive piece of an object's bytes.
+
+    A single-part object has one segment; a multipart object has one per part, in order.
+    """
+
+    path: str
+    size: int
+
+
+@frozen
+class NewObject:
+    """What is known of an object about to be stored, besides its bytes."""
+
+    size: int
+    etag: str
+    content_type: str = "binary/octet-stream"
+    metadata: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+    #: Other stored headers (Cache-Control, Content-Disposition, Content-Encoding,
+    #: Content-Language, Expires), keyed by their lower-case names.
+    headers: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+    #: ``x-amz-checksum-*`` values, keyed by algorithm (``crc32``, ``sha256``, ...),
+    #: base64 as S3 returns them.
+    checksums: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+    #: ``COMPOSITE`` or ``FULL_OBJECT`` when a checksum is present.
+    checksum_type: str = ""
+
+
+@frozen
+class ObjectInfo:
+    """An object stored in an order."""
+
+    order_id: str
+    path: str
+    size: int
+    etag: str
+    last_modified: float
+    content_type: str = "binary/octet-stream"
+    metadata: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+    headers: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+    checksums: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+    checksum_type: str = ""
+    #: Sizes of the parts, in order, for an object made by a multipart upload.
+    part_sizes: Sequence[int] = field(factory=tuple, converter=tuple)
+
+
+@frozen
+class ListPage:
+    """One page of an order's listing, in byte order of the paths."""
+
+    objects: Sequence[ObjectInfo]
+    common_prefixes: Sequence[str]
+    is_truncated: bool
+    #: The last path or common prefix returned: pass it as ``marker`` to go on.
+    next_marker: str | None
+
+
+class IObjectBody(Interface):
+    """The bytes of an object (or of a range of it), ready to stream."""
+
+    def deliver(consumer: IConsumer) -> Deferred[None]:
+        """Write the bytes to ``consumer`` with backpressure.
+
+        Registers a producer on the consumer, unregisters it when done, and fires when
+        every byte is written; fails if the bytes cannot be read.  Cancelling the Deferred
+        stops the transfer.
+        """
+
+    def close() -> None:
+        """Release what the body holds (open files, connections) if never delivered."""
+
+
+class INetwork(Interface):
+    """Accounts, orders and objects on the Lambda storage network."""
+
+    def orders(account: str) -> Deferred[Sequence[Order]]:
+        """All orders of ``account``, in the order they were bought."""
+
+    def order(account: str, order_id: str) -> Deferred[Order]:
+        """One order of ``account``; fails with ``NoSuchOrder`` if it is not the account's."""
+
+    def put_object(
+        account: str,
+        order_id: str,
+        path: str,
+        segments: Sequence[Segment],
+        new: NewObject,
+        if_none_match: bool = False,
+    ) -> Deferred[ObjectInfo]:
+        """Store an object made of the spooled ``segments``, atomically.
+
+        The segment files are consumed (moved or deleted) whether this succeeds or not.
+        Replaces an existing object at ``path`` unless ``if_none_match``, in which case an
+        existing object fails it with ``PreconditionFailed``.  Fails with
+        ``QuotaExceeded`` if the order cannot hold it and ``OrderExpired`` if the order
+        has expired.
+        """
+
+    def head_object(account: str, order_id: str, path: str) -> Deferred[ObjectInfo]:
+        """What is stored at ``path``; fails with ``NoSuchPath`` if nothing is."""
+
+    def get_object(
+        account: str, order_id: str, path: str, first: int = 0, last: int | None = None
+    ) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
+        """The object at ``path`` and its bytes ``first`` to ``last`` (inclusive).
+
+        ``last`` of ``None`` means to the end.  The caller validates the range.
+        """
+
+    def delete_object(account: str, order_id: str, path: str) -> Deferred[bool]:
+        """Remove the object at ``path``; fires with whether there was one."""
+
+    def copy_object(
+        account: str,
+        src_order_id: str,
+        src_path: str,
+        dst_order_id: str,
+        dst_path: str,
+        replace: NewObject | None = None,
+    ) -> Deferred[ObjectInfo]:
+        """Copy an object inside the network, between orders of one account.
+
+        With ``replace``, its content type, metadata and headers replace the source's
+        (its size and etag are ignored).  Charged to the destination order.
+        """
+
+    def list_objects(
+        account: str,
+        order_id: str,
+        prefix: str = "",
+        delimiter: str = "",
+        marker: str = "",
+        max_keys: int = 1000,
+    ) -> Deferred[ListPage]:
+        """Up to ``max_keys`` objects and common prefixes after ``marker``, in byte order."""

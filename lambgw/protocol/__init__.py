@@ -1,0 +1,1 @@
+"""Pure S3 protocol code: signatures, aws-chunked bodies, checksums, XML, key rules."""

@@ -1,0 +1,1 @@
+"""The S3 HTTP API: request spooling, authentication, routing, XML responses, errors."""

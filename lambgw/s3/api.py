@@ -1,0 +1,196 @@
+"""The S3 API resource: Klein dispatches each request to its operation; errors become S3 XML.
+
+Operations are chosen from the method, whether a bucket and a key are named, and the query's
+sub-resources, as S3 does.  Every response carries ``x-amz-request-id``; every failure is
+rendered in one place as an S3 error document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+
+from lambgw.gateway.core import Gateway
+from lambgw.protocol.errors import S3Error
+from lambgw.protocol.s3xml import error_document
+from lambgw.s3 import buckets, objects
+from lambgw.s3.request import S3Request, Target
+
+log = Logger()
+
+#: Sub-resources that name operations this gateway does not implement.
+UNSUPPORTED = frozenset(
+    {
+        "accelerate", "analytics", "attributes", "cors", "encryption", "intelligent-tiering",
+        "inventory", "legal-hold", "lifecycle", "logging", "metrics", "notification",
+        "object-lock", "ownershipControls", "policy", "policyStatus", "publicAccessBlock",
+        "replication", "requestPayment", "restore", "retention", "select", "tagging",
+        "torrent", "versions", "website", "versionId",
+    }
+)  # fmt: skip
+
+Handler = Callable[["S3API", S3Request, Target], Any]
+
+
+def not_implemented(what: str) -> S3Error:
+    """The NotImplemented error for an operation this gateway does not provide."""
+    return S3Error(
+        "NotImplemented",
+        501,
+        f"A header or query you provided implies functionality that is not implemented: {what}.",
+    )
+
+
+class S3API:
+    """The S3 operations of one gateway, served through Klein."""
+
+    app = Klein()
+    app.url_map.merge_slashes = False
+
+    def __init__(self, gateway: Gateway, multipart: Any = None) -> None:
+        self.gateway = gateway
+        self.multipart = multipart
+        self.owner_id = hashlib.sha256(gateway.account.encode()).hexdigest()
+
+    def resource(self) -> Resource:
+        """The twisted.web resource serving the API."""
+        return S3Resource(self)
+
+    def choose(self, request: S3Request, target: Target) -> Handler:
+        """The handler of the operation a request asks for."""
+        method = request.method.decode("ascii", "replace").upper()
+        query = target.query
+        unsupported = sorted(set(query) & UNSUPPORTED)
+        if not target.bucket:
+            if method in ("GET", "HEAD"):
+                return buckets.list_buckets
+            raise S3Error("MethodNotAllowed", 405, "The specified method is not allowed.")
+        if unsupported and not (method == "GET" and unsupported == ["versioning"]):
+            raise not_implemented(f"{method} ?{unsupported[0]}")
+        handler = (
+            self._object_handler(method, target) if target.key else self._bucket_handler(method, target)
+        )
+        if handler is None:
+            raise S3Error(
+                "MethodNotAllowed", 405, "The specified method is not allowed against this resource."
+            )
+        return handler
+
+    def _bucket_handler(self, method: str, target: Target) -> Handler | None:
+        query = target.query
+        if method == "GET":
+            if "location" in query:
+                return buckets.get_location
+            if "versioning" in query:
+                return buckets.get_versioning
+            if "acl" in query:
+                return buckets.get_acl
+            if "uploads" in query:
+                return self._multipart("list_uploads")
+            if query.get("list-type") == "2":
+                return buckets.list_objects_v2
+            return buckets.list_objects_v1
+        if method == "HEAD":
+            return buckets.head_bucket
+        if method == "PUT":
+            if "acl" in query:
+                raise not_implemented("PUT ?acl")
+            return buckets.create_bucket
+        if method == "DELETE":
+            return buckets.delete_bucket
+        if method == "POST" and "delete" in query:
+            return objects.delete_objects
+        return None
+
+    def _object_handler(self, method: str, target: Target) -> Handler | None:
+        query = target.query
+        if "acl" in query:
+            if method == "GET":
+                return buckets.get_acl
+            raise not_implemented(f"{method} ?acl")
+        if "uploadId" in query:
+            operation = {
+                "GET": "list_parts",
+                "PUT": "upload_part",
+                "POST": "complete",
+                "DELETE": "abort",
+            }.get(method)
+            return self._multipart(operation) if operation else None
+        if method == "POST" and "uploads" in query:
+            return self._multipart("create")
+        return {
+            "GET": objects.get_object,
+            "HEAD": objects.get_object,
+            "PUT": objects.put_object,
+            "DELETE": objects.delete_object,
+        }.get(method)
+
+    def _multipart(self, operation: str) -> Handler:
+        if self.multipart is None:
+            raise not_implemented("multipart uploads")
+        handler: Handler = getattr(self.multipart, operation)
+        return handler
+
+    @app.route("/", branch=True, methods=["GET", "HEAD", "PUT", "POST", "DELETE"])
+    def dispatch(self, request: S3Request) -> Deferred[Any]:
+        """Run the operation the request asks for."""
+        state = request.s3
+        if state.error is not None:
+            raise state.error
+        assert state.target is not None
+        handler = self.choose(request, state.target)
+        return maybeDeferred(handler, self, request, state.target)
+
+    @app.handle_errors(Exception)
+    def render_error(self, request: S3Request, failure: Failure) -> bytes:
+        """Render any failure as an S3 error document."""
+        error = failure.value
+        if not isinstance(error, S3Error):
+            log.failure("Unexpected failure in {method} {uri}", failure,
+                        method=request.method, uri=request.uri)
+            error = S3Error("InternalError", 500, "We encountered an internal error. Please try again.")
+        return render_s3_error(request, error)
+
+
+def render_s3_error(request: S3Request, error: S3Error) -> bytes:
+    """Set the status and headers of an S3 error and return its document."""
+    target = getattr(request.s3, "target", None)
+    resource = error.resource
+    if resource is None and target is not None:
+        resource = "/" + target.bucket + ("/" + target.key if target.key else "")
+    request.setResponseCode(error.status)
+    request.setHeader(b"Content-Type", b"application/xml")
+    for name in (b"ETag", b"Last-Modified", b"Content-Range", b"Accept-Ranges"):
+        request.responseHeaders.removeHeader(name)
+    body = error_document(error.code, error.message, resource, request.s3.request_id)
+    request.setHeader(b"Content-Length", str(len(body)).encode())
+    return body
+
+
+class S3Resource(Resource):
+    """The root resource: common headers, then the Klein app."""
+
+    isLeaf = True
+
+    def __init__(self, api: S3API) -> None:
+        super().__init__()
+        self._api = api
+        self._klein = api.app.resource()
+
+    def render(self, request: S3Request) -> Any:  # type: ignore[override]
+        """Add the headers every S3 response has and hand the request to Klein."""
+        state = request.s3
+        request.setHeader(b"Server", b"lambgw")
+        request.setHeader(b"x-amz-request-id", state.request_id.encode())
+        request.setHeader(b"x-amz-id-2", state.request_id.encode())
+        request.notifyFinish().addBoth(lambda _: request.run_cleanups())
+        if state.error is not None and state.error.code == "InvalidURI":
+            return render_s3_error(request, state.error)
+        return self._klein.render(request)

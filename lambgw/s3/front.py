@@ -1,0 +1,159 @@
+"""What the S3 layer does when a request's headers are in: target, signature, body sink.
+
+Runs before any byte of the body is stored, so a request with a bad signature, a body that
+cannot fit in the order, or a malformed target never reaches the disk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from attrs import define
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.python.threadpool import ThreadPool
+
+from lambgw.gateway.core import MAX_PUT_SIZE, Gateway
+from lambgw.protocol.auth import AuthResult, PayloadMode, RequestView, authenticate
+from lambgw.protocol.checksums import normalize_name
+from lambgw.protocol.chunked import AwsChunkedDecoder
+from lambgw.protocol.errors import S3Error
+from lambgw.protocol.s3xml import error_document
+from lambgw.s3.request import (
+    MAX_XML_BODY,
+    DiscardBody,
+    MemoryBody,
+    S3Request,
+    parse_target,
+)
+from lambgw.s3.spool import SpoolBody
+
+CHECKSUM_HEADER = "x-amz-checksum-"
+
+
+def header_map(request: S3Request) -> dict[str, list[str]]:
+    """The request's headers with lower-case names and text values."""
+    return {
+        name.decode("latin-1").lower(): [v.decode("latin-1") for v in values]
+        for name, values in request.requestHeaders.getAllRawHeaders()
+    }
+
+
+def first(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
+    """The first value of header ``name``."""
+    values = headers.get(name)
+    return values[0] if values else None
+
+
+def requested_checksums(headers: Mapping[str, Sequence[str]]) -> list[str]:
+    """The checksum algorithms a request asks to be computed over its body."""
+    names: set[str] = set()
+    for name in headers:
+        if name.startswith(CHECKSUM_HEADER) and name != "x-amz-checksum-type":
+            names.add(normalize_name(name[len(CHECKSUM_HEADER) :]))
+    for trailer in (first(headers, "x-amz-trailer") or "").split(","):
+        trailer = trailer.strip().lower()
+        if trailer.startswith(CHECKSUM_HEADER):
+            names.add(normalize_name(trailer[len(CHECKSUM_HEADER) :]))
+    algorithm = first(headers, "x-amz-sdk-checksum-algorithm") or first(
+        headers, "x-amz-checksum-algorithm"
+    )
+    if algorithm:
+        names.add(normalize_name(algorithm))
+    return sorted(names)
+
+
+def declared_size(headers: Mapping[str, Sequence[str]], length: int | None) -> int | None:
+    """The size of the payload: the decoded length of aws-chunked bodies."""
+    decoded = first(headers, "x-amz-decoded-content-length")
+    if decoded is not None:
+        if not decoded.isdigit():
+            raise S3Error.of("InvalidArgument", "Invalid x-amz-decoded-content-length.")
+        return int(decoded)
+    return length
+
+
+def is_upload(method: str, key: str, query: Mapping[str, str], headers: Mapping[str, Sequence[str]]) -> bool:
+    """Whether a request carries object bytes (PutObject or UploadPart, not a copy)."""
+    return method == "PUT" and bool(key) and "x-amz-copy-source" not in headers and not (
+        set(query) & {"acl", "tagging", "retention", "legal-hold"}
+    )
+
+
+@define
+class Front:
+    """Checks requests at their headers and chooses where their bodies go."""
+
+    gateway: Gateway
+    reactor: IReactorFromThreads
+    pool: ThreadPool
+    lookup_secret: Callable[[str], str | None]
+    clock: Callable[[], float] = time.time
+
+    def begin(self, request: S3Request, method: bytes, uri: bytes, length: int | None) -> None:
+        """Set ``request.s3`` and ``request.content`` from the request's headers."""
+        state = request.s3
+        headers = header_map(request)
+        try:
+            target = parse_target(uri)
+            state.target = target
+            verb = method.decode("ascii", "replace").upper()
+            auth = authenticate(
+                RequestView(verb, target.raw_path, target.raw_query, headers),
+                self.lookup_secret,
+                self.clock(),
+            )
+            state.auth = auth
+            state.access_key = auth.access_key
+            if is_upload(verb, target.key, target.query, headers):
+                request.content = self._spool(request, target.bucket, headers, length, auth)
+            else:
+                if length is not None and length > MAX_XML_BODY:
+                    raise S3Error("MaxMessageLengthExceeded", 400, "Your request was too big.")
+                request.content = MemoryBody(MAX_XML_BODY)
+        except S3Error as e:
+            state.error = e
+            request.content = DiscardBody()
+            expect = (first(headers, "expect") or "").lower()
+            if expect == "100-continue" and (length or length is None):
+                request.respond_early(
+                    e.status,
+                    [
+                        (b"Content-Type", b"application/xml"),
+                        (b"x-amz-request-id", state.request_id.encode()),
+                    ],
+                    error_document(e.code, e.message, e.resource, state.request_id),
+                )
+
+    def _spool(
+        self,
+        request: S3Request,
+        bucket: str,
+        headers: Mapping[str, Sequence[str]],
+        length: int | None,
+        auth: AuthResult,
+    ) -> SpoolBody:
+        size = declared_size(headers, length)
+        if size is None and not auth.payload.is_chunked and length is None:
+            # Transfer-Encoding: chunked without a declared size: bounded by MAX_PUT_SIZE.
+            size = 0
+        self.gateway.precheck_upload(bucket, size or 0)
+        decoder = None
+        if auth.payload.is_chunked:
+            decoder = AwsChunkedDecoder(
+                signer=auth.chunk_signer,
+                expect_trailer=auth.payload.has_trailer,
+                decoded_length=size,
+            )
+        transport = request.channel.transport
+        return SpoolBody(
+            self.reactor,
+            self.pool,
+            self.gateway.spool_dir,
+            max_size=MAX_PUT_SIZE,
+            decoder=decoder,
+            checksums=requested_checksums(headers),
+            sha256=auth.payload is PayloadMode.SIGNED,
+            pause=transport.pauseProducing,
+            resume=transport.resumeProducing,
+        )

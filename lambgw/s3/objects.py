@@ -1,0 +1,408 @@
+"""Object operations: PutObject, GetObject/HeadObject, DeleteObject(s), CopyObject."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from twisted.internet.defer import inlineCallbacks
+
+from lambgw.network.interface import NewObject, ObjectInfo, Segment
+from lambgw.protocol.auth import PayloadMode
+from lambgw.protocol.checksums import decode_b64, normalize_name
+from lambgw.protocol.errors import S3Error
+from lambgw.protocol.s3xml import (
+    document,
+    element,
+    esc,
+    http_date,
+    iso8601,
+    parse_delete,
+    parse_http_date,
+)
+from lambgw.s3.front import CHECKSUM_HEADER, first, header_map, requested_checksums
+from lambgw.s3.request import S3Request, Target
+from lambgw.s3.spool import SpooledFile
+
+if TYPE_CHECKING:
+    from lambgw.s3.api import S3API
+
+#: The most bytes of user metadata (names and values of ``x-amz-meta-*``), as in S3.
+MAX_METADATA = 2048
+#: Stored with the object and returned on GET and HEAD.
+STORED_HEADERS = (
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+)
+#: Query parameters of a signed GET that override response headers.
+OVERRIDES = {
+    "response-content-type": b"Content-Type",
+    "response-content-language": b"Content-Language",
+    "response-expires": b"Expires",
+    "response-cache-control": b"Cache-Control",
+    "response-content-disposition": b"Content-Disposition",
+    "response-content-encoding": b"Content-Encoding",
+}
+
+
+def new_object_from(headers: Mapping[str, Sequence[str]], size: int, etag: str) -> NewObject:
+    """The content type, metadata and stored headers a request gives a new object."""
+    metadata = {
+        name[len("x-amz-meta-") :]: ",".join(values)
+        for name, values in headers.items()
+        if name.startswith("x-amz-meta-")
+    }
+    if sum(len(k) + len(v) for k, v in metadata.items()) > MAX_METADATA:
+        raise S3Error(
+            "MetadataTooLarge",
+            400,
+            f"Your metadata headers exceed the maximum allowed metadata size ({MAX_METADATA} bytes).",
+        )
+    stored = {}
+    for name in STORED_HEADERS:
+        value = first(headers, name)
+        if name == "content-encoding" and value:
+            value = ",".join(
+                v.strip() for v in value.split(",") if v.strip().lower() != "aws-chunked"
+            )
+        if value:
+            stored[name] = value
+    return NewObject(
+        size=size,
+        etag=etag,
+        content_type=first(headers, "content-type") or "binary/octet-stream",
+        metadata=metadata,
+        headers=stored,
+    )
+
+
+def verify_body(
+    request: S3Request, headers: Mapping[str, Sequence[str]], spooled: SpooledFile
+) -> dict[str, str]:
+    """Check the body against every digest the request declared; return its checksums."""
+    auth = request.s3.auth
+    if auth.payload is PayloadMode.SIGNED and not hmac.compare_digest(
+        spooled.sha256 or "", auth.content_sha256 or ""
+    ):
+        raise S3Error.of(
+            "XAmzContentSHA256Mismatch",
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        )
+    content_md5 = first(headers, "content-md5")
+    if content_md5 is not None:
+        try:
+            declared = base64.b64decode(content_md5.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            declared = b""
+        if len(declared) != 16:
+            raise S3Error.of("InvalidDigest", "The Content-MD5 you specified was invalid.")
+        if not hmac.compare_digest(declared, spooled.md5):
+            raise S3Error.of("BadDigest", "The Content-MD5 you specified did not match what we received.")
+    checksums: dict[str, str] = {}
+    for name in requested_checksums(headers):
+        given = first(headers, CHECKSUM_HEADER + name) or spooled.trailers.get(CHECKSUM_HEADER + name)
+        computed = spooled.checksums[name]
+        if given is not None:
+            decode_b64(name, given)
+            if not hmac.compare_digest(given, computed):
+                raise S3Error.of(
+                    "BadDigest",
+                    f"The {name.upper()} you specified did not match the calculated checksum.",
+                )
+        checksums[name] = computed
+    return checksums
+
+
+def object_headers(request: S3Request, info: ObjectInfo) -> None:
+    """Set the headers that describe an object on a GET or HEAD response."""
+    request.setHeader(b"ETag", f'"{info.etag}"'.encode())
+    request.setHeader(b"Last-Modified", http_date(info.last_modified).encode())
+    request.setHeader(b"Content-Type", info.content_type.encode("utf-8", "replace"))
+    request.setHeader(b"Accept-Ranges", b"bytes")
+    for name, value in info.headers.items():
+        request.setHeader(name.encode(), value.encode("utf-8", "replace"))
+    for name, value in info.metadata.items():
+        request.setHeader(b"x-amz-meta-" + name.encode(), value.encode("utf-8", "replace"))
+    if info.part_sizes:
+        request.setHeader(b"x-amz-mp-parts-count", str(len(info.part_sizes)).encode())
+
+
+def checksum_headers(request: S3Request, info: ObjectInfo) -> None:
+    """Return the stored checksums (GET/HEAD with ``x-amz-checksum-mode: ENABLED``)."""
+    for name, value in info.checksums.items():
+        request.setHeader(f"x-amz-checksum-{name}".encode(), value.encode())
+    if info.checksum_type:
+        request.setHeader(b"x-amz-checksum-type", info.checksum_type.encode())
+
+
+def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive byte range a ``Range`` header asks for, ``None`` for the whole object.
+
+    Syntax S3 ignores (several ranges, garbage) gives the whole object; a range that starts
+    past the end is ``InvalidRange``.
+    """
+    if not value or not value.startswith("bytes=") or "," in value:
+        return None
+    start, sep, end = value[len("bytes=") :].strip().partition("-")
+    if not sep or not (start.isdigit() or end.isdigit()) or (start and not start.isdigit()) or (
+        end and not end.isdigit()
+    ):
+        return None
+    if not start:
+        length = int(end)
+        if length == 0:
+            raise S3Error.of("InvalidRange", "The requested range is not satisfiable")
+        return max(0, size - length), size - 1
+    first_byte = int(start)
+    last_byte = int(end) if end else size - 1
+    if last_byte < first_byte:
+        return None
+    if first_byte >= size:
+        raise S3Error.of("InvalidRange", "The requested range is not satisfiable")
+    return first_byte, min(last_byte, size - 1)
+
+
+def etag_matches(header: str, etag: str) -> bool:
+    """Whether an ``If-Match``/``If-None-Match`` list names ``etag`` (or is ``*``)."""
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/").strip('"') == etag:
+            return True
+    return False
+
+
+def check_conditions(headers: Mapping[str, Sequence[str]], info: ObjectInfo) -> int | None:
+    """The status a conditional GET earns (304 or 412), or ``None`` to serve it."""
+    if_match = first(headers, "if-match")
+    if_unmodified = first(headers, "if-unmodified-since")
+    if_none_match = first(headers, "if-none-match")
+    if_modified = first(headers, "if-modified-since")
+    modified = int(info.last_modified)
+    if if_match is not None:
+        if not etag_matches(if_match, info.etag):
+            return 412
+    elif if_unmodified is not None:
+        when = parse_http_date(if_unmodified)
+        if when is not None and modified > when:
+            return 412
+    if if_none_match is not None:
+        if etag_matches(if_none_match, info.etag):
+            return 304
+    elif if_modified is not None:
+        when = parse_http_date(if_modified)
+        if when is not None and modified <= when:
+            return 304
+    return None
+
+
+@inlineCallbacks
+def put_object(api: S3API, request: S3Request, target: Target) -> Any:
+    """PutObject, or CopyObject when ``x-amz-copy-source`` is given."""
+    headers = header_map(request)
+    if "x-amz-copy-source" in headers:
+        result = yield copy_object(api, request, target, headers)
+        return result
+    spooled = request.s3.spooled()
+    checksums = verify_body(request, headers, spooled)
+    new = new_object_from(headers, spooled.size, spooled.md5.hex())
+    if checksums:
+        new = NewObject(
+            size=new.size,
+            etag=new.etag,
+            content_type=new.content_type,
+            metadata=new.metadata,
+            headers=new.headers,
+            checksums=checksums,
+            checksum_type="FULL_OBJECT",
+        )
+    if_none_match = first(headers, "if-none-match")
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise not_implemented_header("If-None-Match other than *")
+    info = yield api.gateway.put_object(
+        target.bucket,
+        target.key,
+        [Segment(spooled.path, spooled.size)],
+        new,
+        if_none_match=if_none_match is not None,
+    )
+    request.setHeader(b"ETag", f'"{info.etag}"'.encode())
+    for name, value in checksums.items():
+        request.setHeader(f"x-amz-checksum-{name}".encode(), value.encode())
+    request.setHeader(b"Content-Length", b"0")
+    return b""
+
+
+def not_implemented_header(what: str) -> S3Error:
+    """NotImplemented for a header this gateway does not act upon."""
+    return S3Error(
+        "NotImplemented",
+        501,
+        f"A header you provided implies functionality that is not implemented: {what}.",
+    )
+
+
+@inlineCallbacks
+def get_object(api: S3API, request: S3Request, target: Target) -> Any:
+    """GetObject and HeadObject, with ranges, conditions and header overrides."""
+    headers = header_map(request)
+    head = request.method == b"HEAD"
+    if "partNumber" in target.query and api.multipart is None:
+        raise not_implemented_header("partNumber")
+    range_header = first(headers, "range")
+    wanted: tuple[int, int] | None = None
+    if range_header is not None or head:
+        info = yield api.gateway.head_object(target.bucket, target.key)
+        wanted = parse_range(range_header, info.size) if not head else None
+    status = None
+    body = None
+    if not head:
+        first_byte, last_byte = wanted if wanted is not None else (0, None)
+        info, body = yield api.gateway.get_object(target.bucket, target.key, first_byte, last_byte)
+    try:
+        status = check_conditions(headers, info)
+        if status is not None:
+            request.setResponseCode(status)
+            request.setHeader(b"ETag", f'"{info.etag}"'.encode())
+            request.setHeader(b"Last-Modified", http_date(info.last_modified).encode())
+            if status == 412:
+                raise S3Error(
+                    "PreconditionFailed",
+                    412,
+                    "At least one of the pre-conditions you specified did not hold",
+                )
+            return b""
+        object_headers(request, info)
+        if (first(headers, "x-amz-checksum-mode") or "").upper() == "ENABLED" and wanted is None:
+            checksum_headers(request, info)
+        for name, header in OVERRIDES.items():
+            if name in target.query:
+                request.setHeader(header, target.query[name].encode("utf-8"))
+        if wanted is not None:
+            request.setResponseCode(206)
+            request.setHeader(
+                b"Content-Range", f"bytes {wanted[0]}-{wanted[1]}/{info.size}".encode()
+            )
+            length = wanted[1] - wanted[0] + 1
+        else:
+            length = info.size
+        request.setHeader(b"Content-Length", str(length).encode())
+        if body is None or length == 0:
+            return b""
+        delivering, body = body, None
+        yield delivering.deliver(request)
+        return None
+    finally:
+        if body is not None:
+            body.close()
+
+
+@inlineCallbacks
+def delete_object(api: S3API, request: S3Request, target: Target) -> Any:
+    """DeleteObject: 204 whether or not the key existed."""
+    yield api.gateway.delete_object(target.bucket, target.key)
+    request.setResponseCode(204)
+    return b""
+
+
+def parse_copy_source(value: str) -> tuple[str, str]:
+    """The bucket and key of ``x-amz-copy-source`` (``/bucket/key``, URL-encoded)."""
+    source, _, version = value.partition("?")
+    if version:
+        raise not_implemented_header("x-amz-copy-source with a versionId")
+    source = unquote(source).lstrip("/")
+    bucket, _, key = source.partition("/")
+    if not bucket or not key:
+        raise S3Error.of("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.")
+    return bucket, key
+
+
+@inlineCallbacks
+def copy_object(
+    api: S3API, request: S3Request, target: Target, headers: Mapping[str, Sequence[str]]
+) -> Any:
+    """CopyObject: metadata copied or replaced (``x-amz-metadata-directive``)."""
+    src_bucket, src_key = parse_copy_source(first(headers, "x-amz-copy-source") or "")
+    directive = (first(headers, "x-amz-metadata-directive") or "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error.of("InvalidArgument", "Unknown metadata directive.")
+    source = yield api.gateway.head_object(src_bucket, src_key)
+    conditions = {
+        name[len("x-amz-copy-source-") :]: values
+        for name, values in headers.items()
+        if name.startswith("x-amz-copy-source-if-")
+    }
+    if check_conditions(conditions, source) is not None:
+        raise S3Error(
+            "PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold"
+        )
+    replace = new_object_from(headers, source.size, source.etag) if directive == "REPLACE" else None
+    if (src_bucket, src_key) == (target.bucket, target.key) and replace is None:
+        raise S3Error.of(
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself "
+            "without changing the object's metadata, storage class, website redirect location "
+            "or encryption attributes.",
+        )
+    info = yield api.gateway.copy_object(src_bucket, src_key, target.bucket, target.key, replace)
+    request.setHeader(b"Content-Type", b"application/xml")
+    return document(
+        "CopyObjectResult",
+        element("LastModified", iso8601(info.last_modified)) + element("ETag", f'"{info.etag}"'),
+    )
+
+
+@inlineCallbacks
+def delete_objects(api: S3API, request: S3Request, target: Target) -> Any:
+    """DeleteObjects: up to 1,000 keys in one request, with or without Content-MD5."""
+    import hashlib
+
+    body = request.s3.xml()
+    headers = header_map(request)
+    auth = request.s3.auth
+    if auth.payload is PayloadMode.SIGNED and not hmac.compare_digest(
+        hashlib.sha256(body).hexdigest(), auth.content_sha256 or ""
+    ):
+        raise S3Error.of(
+            "XAmzContentSHA256Mismatch",
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        )
+    content_md5 = first(headers, "content-md5")
+    if content_md5 is not None and content_md5 != base64.b64encode(
+        hashlib.md5(body).digest()
+    ).decode():
+        raise S3Error.of("BadDigest", "The Content-MD5 you specified did not match what we received.")
+    for name in requested_checksums(headers):
+        given = first(headers, CHECKSUM_HEADER + name)
+        if given is not None:
+            from lambgw.protocol.checksums import new_checksum
+
+            computed = new_checksum(normalize_name(name))
+            computed.update(body)
+            if given != computed.b64():
+                raise S3Error.of(
+                    "BadDigest",
+                    f"The {name.upper()} you specified did not match the calculated checksum.",
+                )
+    wanted = parse_delete(body)
+    yield api.gateway.bucket(target.bucket)
+    out = []
+    for key in wanted.keys:
+        try:
+            yield api.gateway.delete_object(target.bucket, key)
+        except S3Error as e:
+            out.append(
+                "<Error>" + element("Key", key) + element("Code", e.code)
+                + element("Message", e.message) + "</Error>"
+            )
+        else:
+            if not wanted.quiet:
+                out.append(f"<Deleted><Key>{esc(key)}</Key></Deleted>")
+    request.setHeader(b"Content-Type", b"application/xml")
+    return document("DeleteResult", "".join(out))

@@ -1,0 +1,251 @@
+"""The twisted.web request of the S3 API: checked at its headers, its body spooled as it comes.
+
+twisted.web reads a whole body before the resource renders.  This request decides what to do
+with the body as soon as the headers are in (``gotLength``): it parses the target, checks the
+signature and, for uploads, the size against the order's free space.  A refused request's body
+is never stored: with ``Expect: 100-continue`` the error goes back at once and the connection
+closes; otherwise the body is read and dropped, then the error is rendered.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.web import server
+
+from lambgw.protocol.errors import S3Error
+from lambgw.s3.spool import SpooledFile
+
+#: The largest non-upload body accepted (XML documents such as DeleteObjects).
+MAX_XML_BODY = 4 * 1024 * 1024
+
+
+@frozen
+class Target:
+    """What a request addresses: a bucket and a key, both decoded, either may be empty."""
+
+    bucket: str
+    key: str
+    raw_path: str
+    raw_query: str
+    query: Mapping[str, str]
+
+
+def parse_target(raw_uri: bytes) -> Target:
+    """Split a request URI into bucket, key and query, as S3 path-style addressing does.
+
+    The key keeps every ``/`` (``//``, a trailing one) and ``..``: nothing is normalized.
+    Fails with ``InvalidURI`` for bad percent-encoding or bytes that are not UTF-8.
+    """
+    raw_path_b, _, raw_query_b = raw_uri.partition(b"?")
+    try:
+        raw_path = raw_path_b.decode("ascii")
+        raw_query = raw_query_b.decode("ascii")
+        path = unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise S3Error(
+            "InvalidURI", 400, "Couldn't parse the specified URI: it is not valid UTF-8."
+        ) from None
+    if not path.startswith("/"):
+        raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.")
+    bucket, _, key = path[1:].partition("/")
+    query: dict[str, str] = {}
+    for item in raw_query.split("&"):
+        if not item:
+            continue
+        name, _, value = item.partition("=")
+        try:
+            query[unquote_to_bytes(name).decode("utf-8")] = unquote_to_bytes(
+                value.replace("+", " ")
+            ).decode("utf-8")
+        except UnicodeDecodeError:
+            raise S3Error(
+                "InvalidURI", 400, "Couldn't parse the specified URI: the query is not UTF-8."
+            ) from None
+    return Target(bucket, key, raw_path, raw_query, query)
+
+
+class MemoryBody:
+    """A small body kept in memory, refused past ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._error: S3Error | None = None
+
+    def write(self, data: bytes) -> None:
+        """Keep ``data`` unless the body has grown too large."""
+        self._size += len(data)
+        if self._size > self._limit:
+            self._parts = []
+            self._error = S3Error(
+                "MaxMessageLengthExceeded", 400, "Your request was too big."
+            )
+        elif self._error is None:
+            self._parts.append(data)
+
+    def finish(self) -> Deferred[bytes]:
+        """Fire with the whole body."""
+        if self._error is not None:
+            return fail(self._error)
+        return succeed(b"".join(self._parts))
+
+    def tell(self) -> int:
+        """Bytes received so far."""
+        return self._size
+
+    def seek(self, offset: int, whence: int = 0) -> None:
+        """Do nothing; the body is taken with :meth:`finish`."""
+
+    def read(self, size: int = -1) -> bytes:
+        """Nothing: the body is not parsed as a form."""
+        return b""
+
+    def close(self) -> None:
+        """Forget the body."""
+        self._parts = []
+
+
+class DiscardBody(MemoryBody):
+    """The body of a refused request: counted and dropped."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+    def write(self, data: bytes) -> None:
+        """Drop ``data``."""
+        self._size += len(data)
+
+
+class BodySink:
+    """What the request writes its body into (a SpoolBody, MemoryBody or DiscardBody)."""
+
+    write: Callable[[bytes], None]
+    finish: Callable[[], Deferred[Any]]
+
+
+@define
+class RequestState:
+    """What the S3 layer learned of a request at its headers, and its body once read."""
+
+    request_id: str
+    started: float
+    target: Target | None = None
+    access_key: str | None = None
+    auth: Any = None
+    error: S3Error | None = None
+    body: Any = None
+    #: Set once the whole body is in: a SpooledFile, bytes, or the S3Error it earned.
+    received: SpooledFile | bytes | S3Error | None = None
+    responded: bool = False
+    cleanups: list[Callable[[], None]] = field(factory=list)
+
+    def spooled(self) -> SpooledFile:
+        """The spooled body, or raise the error the body earned."""
+        if isinstance(self.received, S3Error):
+            raise self.received
+        if not isinstance(self.received, SpooledFile):
+            raise S3Error.of("InvalidRequest", "This request needs a body.")
+        return self.received
+
+    def xml(self) -> bytes:
+        """The in-memory body, or raise the error it earned."""
+        if isinstance(self.received, S3Error):
+            raise self.received
+        if isinstance(self.received, SpooledFile):
+            raise S3Error.of("InvalidRequest", "Unexpected body.")
+        return self.received or b""
+
+
+def new_request_id() -> str:
+    """A request id as S3 prints them: 16 upper-case hex digits."""
+    return secrets.token_hex(8).upper()
+
+
+class IFront:
+    """What the request asks of the S3 layer when its headers are in."""
+
+    def begin(self, request: S3Request, method: bytes, uri: bytes, length: int | None) -> None:
+        """Set ``request.s3`` and ``request.content`` from the request's headers."""
+        raise NotImplementedError
+
+
+class S3Request(server.Request):
+    """A twisted.web request whose body is checked, spooled and hashed as it arrives."""
+
+    _parsePOSTFormSubmission = False
+    s3: RequestState
+
+    def gotLength(self, length: int | None) -> None:
+        """Decide where the body goes, now that the headers are known."""
+        self.s3 = RequestState(request_id=new_request_id(), started=time.monotonic())
+        front: IFront = self.channel.site.front
+        front.begin(self, self.channel._command, self.channel._path, length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Pass a piece of the body on."""
+        self.content.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Render once the body is spooled (or at once, if the answer was already sent)."""
+        if self.s3.responded:
+            return
+        d: Deferred[Any] = self.content.finish()
+
+        def received(result: object) -> None:
+            if isinstance(result, SpooledFile):
+                self.s3.cleanups.append(result.discard)
+            if hasattr(result, "value") and isinstance(result.value, S3Error):
+                self.s3.received = result.value
+            elif isinstance(result, SpooledFile | bytes):
+                self.s3.received = result
+            else:
+                self.s3.received = S3Error.of("InternalError", "The body could not be stored.")
+            if self.channel is not None:
+                server.Request.requestReceived(self, command, path, version)
+
+        d.addBoth(received)
+
+    def respond_early(self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> None:
+        """Answer before the body is read and close the connection (used with 100-continue)."""
+        self.s3.responded = True
+        self.requestHeaders.removeHeader(b"expect")
+        lines = [b"HTTP/1.1 %d %s" % (status, _reason(status))]
+        lines += [name + b": " + value for name, value in headers]
+        lines += [b"Content-Length: %d" % len(body), b"Connection: close", b"", b""]
+        self.channel.transport.write(b"\r\n".join(lines) + body)
+        self.channel.transport.loseConnection()
+
+    def connectionLost(self, reason: Any) -> None:
+        """Run the clean-ups (spooled files) of a request whose client went away."""
+        super().connectionLost(reason)
+        self.run_cleanups()
+
+    def run_cleanups(self) -> None:
+        """Delete what the request left behind (a spooled body not committed)."""
+        cleanups, self.s3.cleanups = self.s3.cleanups, []
+        for cleanup in cleanups:
+            cleanup()
+
+
+def _reason(status: int) -> bytes:
+    from twisted.web.http import RESPONSES
+
+    return RESPONSES.get(status, b"Error")
+
+
+class S3Site(server.Site):
+    """The site of the S3 API: its requests consult ``front`` when their headers arrive."""
+
+    requestFactory = S3Request
+
+    def __init__(self, resource: Any, front: IFront, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.front = front

@@ -1,0 +1,198 @@
+"""The twistd plugins ``lambgw`` and ``s3gw``: options, and the service tree they start.
+
+This is the only module that touches the global reactor.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.application import service, strports
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+
+from lambgw.config import Config, ConfigError, load
+from lambgw.gateway.core import Gateway
+from lambgw.network.embedded import EmbeddedNetwork
+from lambgw.network.interface import Order
+from lambgw.s3.api import S3API
+from lambgw.s3.front import Front
+from lambgw.s3.request import S3Site
+
+log = Logger()
+
+#: The order a new account of the embedded network starts with.
+FIRST_ORDER_CAPACITY = 10 * 1024**3
+FIRST_ORDER_DAYS = 365.0
+#: How often the order cache is refreshed from the network, in seconds.
+ORDER_REFRESH = 60.0
+
+
+class GatewayOptions(usage.Options):
+    """Command-line options of both gateways, named as the storage CLI names them."""
+
+    optParameters = [
+        ["home", None, None, "Config home (default ~/.lambda_storagecli)."],
+        ["config", None, None, "Config file (default HOME/config/user.toml)."],
+        ["account", None, None, "The account whose orders are served."],
+        ["gateway.address", None, None, "Where the S3 API listens, HOST:PORT."],
+        ["gateway.access_key", None, None, "The access key S3 clients sign with."],
+        ["gateway.secret_key", None, None, "The secret key S3 clients sign with."],
+        ["broker.validator_addr", None, None, "The network's address (empty: embedded)."],
+        ["broker.dht_gateway_addr", None, None, "The network's DHT gateway address."],
+        ["broker.extra_order_id", None, None, "s3gw: the order that holds the buckets."],
+        ["broker.db_path", None, None, "Gateway data (spool, state); default HOME/gateway."],
+    ]
+    optFlags = [["debug", None, "Log every request."]]
+
+    #: Whether the daemon serves one order (s3gw) rather than every order (lambgw).
+    single_order = False
+    config: Config
+
+    def postOptions(self) -> None:
+        """Merge the config file with the flags; stop with one line if anything is wrong."""
+        try:
+            self.config = load(self)
+        except ConfigError as e:
+            raise SystemExit(f"{sys.argv[0] if sys.argv else 'twistd'}: {e}") from None
+        if self.single_order and not self.config.extra_order_id:
+            raise SystemExit(
+                "s3gw needs the order that holds its buckets: --broker.extra_order_id ORDERID "
+                f"or [broker] extra_order_id in {self.config.config_file}"
+            )
+
+
+class LambgwOptions(GatewayOptions):
+    """``twistd lambgw --account A``: every order of the account is a bucket."""
+
+
+class S3gwOptions(GatewayOptions):
+    """``twistd s3gw --account A --broker.extra_order_id O``: one order, ordinary buckets."""
+
+    single_order = True
+
+
+class ThreadPoolService(service.Service):
+    """Starts and stops a thread pool with the application."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        """Start the pool's threads."""
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> Deferred[None] | None:
+        """Stop the pool's threads."""
+        super().stopService()
+        self.pool.stop()
+        return None
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return str(size)
+
+
+class GatewayService(service.MultiService):
+    """The gateway: the network, the S3 API listener and the order refresher."""
+
+    def __init__(self, config: Config, single_order: bool, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.db_pool = ThreadPool(minthreads=1, maxthreads=8, name="lambgw-network")
+        self.spool_pool = ThreadPool(minthreads=1, maxthreads=16, name="lambgw-spool")
+        ThreadPoolService(self.db_pool).setServiceParent(self)
+        ThreadPoolService(self.spool_pool).setServiceParent(self)
+        if not config.embedded:
+            raise SystemExit(
+                "lambgw: the network at [broker] validator_addr is not supported by this "
+                "version; leave it empty to use the embedded network"
+            )
+        self.network = EmbeddedNetwork.from_directory(config.network_dir, reactor, self.db_pool)
+        self.single = config.extra_order_id if single_order else ""
+        self.gateway = Gateway.create(
+            self.network, config.account, os.path.join(config.db_path, "spool"), self.single
+        )
+        self.front = Front(self.gateway, reactor, self.spool_pool, self._secret)
+        self.api = S3API(self.gateway)
+        self.site = S3Site(self.api.resource(), self.front)
+        self.site.displayTracebacks = False
+        self.site.noisy = False
+        host = config.host.replace(":", "\\:")
+        self.listener = strports.service(f"tcp:{config.port}:interface={host}", self.site)
+        self.listener.setServiceParent(self)
+        TimerService(ORDER_REFRESH, self._refresh).setServiceParent(self)
+
+    def _secret(self, access_key: str) -> str | None:
+        return self.config.secret_key if access_key == self.config.access_key else None
+
+    def _refresh(self) -> Deferred[Any]:
+        d = self.gateway.orders.refresh()
+        d.addErrback(lambda f: log.warn("Order refresh failed: {why}", why=f.getErrorMessage()))
+        return d
+
+    def startService(self) -> None:
+        """Create the account on first start, check the order, then listen."""
+        service.Service.startService(self)
+        for child in list(self)[:2]:
+            child.startService()
+        self.reactor.callWhenRunning(self._start)
+
+    @inlineCallbacks
+    def _start(self) -> Any:
+        config = self.config
+        try:
+            orders: list[Order] = yield self.network.ensure_account(
+                config.account, FIRST_ORDER_CAPACITY, FIRST_ORDER_DAYS
+            )
+            yield self.gateway.orders.refresh()
+            if self.single and self.gateway.orders.known(self.single) is None:
+                raise ConfigError(
+                    f"order {self.single} is not an order of account {config.account}"
+                )
+            for child in list(self)[2:]:
+                child.startService()
+        except BaseException as e:
+            log.critical("Cannot start: {why}", why=str(e))
+            self.reactor.stop()
+            return
+        for order in orders:
+            log.info(
+                "Account {account}: order {order_id}, {used} used of {capacity}, {status}",
+                account=config.account,
+                order_id=order.order_id,
+                used=_human(order.used),
+                capacity=_human(order.capacity),
+                status="expired" if order.expired(self.reactor.seconds()) else order.status,
+            )
+        mode = f"s3gw (order {self.single})" if self.single else "lambgw (each order is a bucket)"
+        log.info(
+            "S3 API on http://{address}/ in {mode} mode; access key {access_key}",
+            address=config.address,
+            mode=mode,
+            access_key=config.access_key,
+        )
+        if config.default_keys:
+            log.warn(
+                "No [gateway] access_key/secret_key in {file}: using the default keys; set "
+                "your own before listening beyond loopback",
+                file=config.config_file,
+            )
+
+
+def make_service(options: GatewayOptions) -> service.IService:
+    """Build the gateway service from parsed options (used by the twistd plugins)."""
+    from twisted.internet import reactor
+
+    return GatewayService(options.config, options.single_order, reactor)
