@@ -1,0 +1,1 @@
+"""The lambgw test suite."""

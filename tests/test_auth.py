@@ -6,7 +6,7 @@ import calendar
 import hashlib
 import time
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -106,7 +106,7 @@ class BotocoreHeaderTests(SynchronousTestCase):
     def test_put_object_tricky_keys(self) -> None:
         """PutObject as boto3 sends it authenticates for keys with special characters."""
         for key in TRICKY_KEYS:
-            request = capture(lambda k=key: client().put_object(Bucket="b", Key=k, Body=b"x"))
+            request = capture(partial(client().put_object, Bucket="b", Key=key, Body=b"x"))
             result = auth(view_of_request(request))
             self.assertEqual(result.access_key, ACCESS)
             self.assertEqual(result.payload, PayloadMode.STREAMING_UNSIGNED_TRAILER)

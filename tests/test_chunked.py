@@ -93,7 +93,7 @@ def decoder(mode: str, decoded_length: int | None = None, **kwargs: int) -> AwsC
 
 def decode(d: AwsChunkedDecoder, body: bytes, cuts: list[int]) -> tuple[bytes, dict[str, str]]:
     """Feed ``body`` split at ``cuts``; return the payload and the trailers."""
-    out = []
+    out: list[bytes] = []
     previous = 0
     for cut in [*sorted(cuts), len(body)]:
         out.extend(bytes(piece) for piece in d.feed(body[previous:cut]))

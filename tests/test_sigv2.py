@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -66,8 +67,13 @@ class HeaderAuthTests(SynchronousTestCase):
         """Requests signed by botocore's HmacV1Auth authenticate, payload unsigned."""
         for key in TRICKY_KEYS:
             request = capture(
-                lambda k=key: _v2().put_object(
-                    Bucket="b", Key=k, Body=b"x", ContentType="a/b", Metadata={"m": "v"}
+                partial(
+                    _v2().put_object,
+                    Bucket="b",
+                    Key=key,
+                    Body=b"x",
+                    ContentType="a/b",
+                    Metadata={"m": "v"},
                 )
             )
             result = auth(view_of_request(request))
