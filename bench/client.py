@@ -29,8 +29,9 @@ from attrs import define, field, frozen
 #: Hash of an empty payload, as SigV4 writes it.
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
-#: Seconds a socket may stay silent before a request fails.
+#: Seconds a socket may stay silent before a request fails: large objects, then small requests.
 SOCKET_TIMEOUT = 300.0
+SMALL_TIMEOUT = 30.0
 
 
 class BenchError(Exception):
@@ -181,9 +182,9 @@ class Signer:
         return PreparedRequest(method, target, tuple(headers.items()), body)
 
 
-def connect(endpoint: Endpoint) -> http.client.HTTPConnection:
+def connect(endpoint: Endpoint, timeout: float = SOCKET_TIMEOUT) -> http.client.HTTPConnection:
     """Open a persistent connection with Nagle's algorithm off."""
-    conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=SOCKET_TIMEOUT)
+    conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
     conn.connect()
     assert conn.sock is not None
     conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -266,7 +267,7 @@ def run_clients(
 
     def work(client: int) -> None:
         try:
-            conn = connect(endpoint)
+            conn = connect(endpoint, SMALL_TIMEOUT)
         except OSError as exc:
             errors.append(exc)
             barrier.abort()
@@ -290,7 +291,7 @@ def run_clients(
         barrier.wait()
     start = time.perf_counter()
     for thread in threads:
-        thread.join(max(1.0, deadline - time.monotonic() + SOCKET_TIMEOUT))
+        thread.join(max(1.0, deadline - time.monotonic() + SMALL_TIMEOUT))
     elapsed = time.perf_counter() - start
     if errors:
         raise BenchError(f"{len(errors)} client(s) failed, first: {errors[0]!r}") from errors[0]

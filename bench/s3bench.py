@@ -26,6 +26,7 @@ from types import FrameType
 from attrs import asdict, define, field, frozen
 
 from bench.client import (
+    SMALL_TIMEOUT,
     BenchError,
     Payload,
     PreparedRequest,
@@ -312,7 +313,7 @@ def _page_times(bench: Bench, target: Target, bucket: str, keys: int) -> list[fl
     page, pages = bench.sizes.page, bench.sizes.pages
     signer = target.signer()
     times: list[float] = []
-    conn = connect(target.endpoint)
+    conn = connect(target.endpoint, SMALL_TIMEOUT)
     try:
         for n in range(pages):
             position = (keys - page) * n // max(1, pages - 1)

@@ -7,7 +7,6 @@ uploads and answers downloads with zeros (to measure the client's own ceiling).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -121,6 +120,15 @@ class Target:
         """Return a signer for this target's credentials."""
         return Signer(self.endpoint)
 
+    def bucket_names(self) -> list[str]:
+        """Return the names ListBuckets gives."""
+        conn = connect(self.endpoint)
+        try:
+            body = perform(conn, self.signer().prepare("GET", "/"))
+        finally:
+            conn.close()
+        return [name.decode() for name in _BUCKET_NAME.findall(body)]
+
     def new_bucket(self, name: str) -> str:
         """Create an empty bucket (an S3 CreateBucket) and return its name."""
         conn = connect(self.endpoint)
@@ -165,22 +173,13 @@ class GatewayTarget(Target):
             raise StartError(f"{' '.join(command[1:])} failed:\n{done.stdout}{done.stderr}")
         return done.stdout
 
-    def order_ids(self) -> list[str]:
-        """Return the ids of the account's orders, from the admin command."""
-        return [order["order_id"] for order in json.loads(self._admin("list", "--json"))]
-
     def new_bucket(self, name: str) -> str:
         """Buy a fresh order (bucket ``name`` is not used: orders are bought, not named)."""
-        before = set(self.order_ids())
+        before = set(self.bucket_names())
         self._admin("buy", "--capacity", "20GiB", "--days", "30")
-        fresh = sorted(set(self.order_ids()) - before)
+        fresh = sorted(set(self.bucket_names()) - before)
         if len(fresh) != 1:
-            raise StartError(f"buying an order gave {fresh!r}")
-        conn = connect(self.endpoint)
-        try:
-            perform(conn, self.signer().prepare("GET", "/"))
-        finally:
-            conn.close()
+            raise StartError(f"buying an order gave the new buckets {fresh!r}")
         return fresh[0]
 
 
@@ -193,8 +192,8 @@ def gateway_target(home: Path, name: str = "gateway") -> Iterator[Target]:
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     server = ServerProcess(
         _python(
-            "-m",
-            "twisted",
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
             "-n",
             "--pidfile=",
             "lambgw",
@@ -214,7 +213,7 @@ def gateway_target(home: Path, name: str = "gateway") -> Iterator[Target]:
         target = GatewayTarget(
             name, Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY), server, "", home
         )
-        ids = target.order_ids()
+        ids = target.bucket_names()
         if not ids:
             raise StartError("the gateway's account has no order")
         target.bucket = ids[0]
@@ -239,6 +238,7 @@ def sink_target(home: Path, name: str = "sink") -> Iterator[Target]:
         server.stop()
 
 
+_BUCKET_NAME = re.compile(rb"<Name>([^<]+)</Name>")
 _STATUS = re.compile(r"^(\w+):\s+(\d+) kB$", re.MULTILINE)
 
 
