@@ -1,0 +1,160 @@
+"""Streaming the bytes of open object files to a consumer, with backpressure.
+
+:class:`FileRangeBody` is the :class:`~lambgw.network.interface.IObjectBody` of the
+embedded network: it holds the files opened by
+:meth:`~lambgw.network.store.Store.open_range` and pushes their bytes to an ``IConsumer``
+one chunk at a time.  Each chunk is read in the thread pool (a cold read must not block the
+reactor); the next chunk is read ahead while the consumer writes the previous one, so at
+most one chunk waits in memory, and the consumer pauses the transfer whenever its buffer
+is full.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from lambgw.network.errors import NetworkError
+from lambgw.network.interface import IObjectBody
+from lambgw.network.store import FileRange
+
+#: Bytes read from a file at a time.
+CHUNK_SIZE = 1024 * 1024
+
+
+@implementer(IObjectBody, IPushProducer)
+class FileRangeBody:
+    """The bytes of consecutive ranges of open files, pushed to one consumer."""
+
+    def __init__(
+        self,
+        ranges: Sequence[FileRange],
+        reactor: IReactorFromThreads,
+        threadpool: ThreadPool,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> None:
+        """Stream ``ranges`` in order; reads run in ``threadpool``."""
+        self._ranges = list(ranges)
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._chunk_size = chunk_size
+        self._index = 0
+        self._offset = 0
+        self._consumer: IConsumer | None = None
+        self._done: Deferred[None] | None = None
+        self._paused = False
+        self._reading = False
+        self._finished = False
+        self._pending: bytes | None = None
+
+    def deliver(self, consumer: IConsumer) -> Deferred[None]:
+        """Write every byte to ``consumer``; fire when done.  Cancel to stop."""
+        if self._consumer is not None or self._finished:
+            raise RuntimeError("the body was already delivered or closed")
+        self._consumer = consumer
+        self._done = Deferred(self._cancel)
+        consumer.registerProducer(self, True)
+        self._pump()
+        return self._done
+
+    def close(self) -> None:
+        """Release the files without delivering (or stop a delivery in progress)."""
+        self._finish(Failure(ConnectionLost("the body was closed")))
+
+    def _cancel(self, done: Deferred[None]) -> None:
+        self._done = None
+        self._finish(None)
+
+    def pauseProducing(self) -> None:
+        """Stop writing until resumed."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """Go on writing, starting with the chunk read ahead while paused."""
+        self._paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        """Give up: the consumer will take no more bytes."""
+        self._finish(Failure(ConnectionLost("the consumer stopped the transfer")))
+
+    def _pump(self) -> None:
+        """Write the chunk read ahead unless paused, then read the next one."""
+        if self._finished or self._reading:
+            return
+        if self._pending is not None:
+            if self._paused:
+                return
+            data, self._pending = self._pending, None
+            self._write(data)
+            if self._finished:
+                return
+        if self._index >= len(self._ranges):
+            self._finish(None)
+            return
+        self._reading = True
+        reading = deferToThreadPool(self._reactor, self._threadpool, self._read)
+        reading.addCallbacks(self._read_done, self._read_failed)
+
+    def _read(self) -> bytes:
+        """Read the next chunk of the current range (in a pool thread)."""
+        current = self._ranges[self._index]
+        wanted = min(self._chunk_size, current.length - self._offset)
+        data = os.pread(current.file.fileno(), wanted, current.offset + self._offset)
+        if len(data) < wanted:
+            raise NetworkError("an object file is shorter than its index says")
+        self._offset += wanted
+        if self._offset >= current.length:
+            self._index += 1
+            self._offset = 0
+        return data
+
+    def _read_done(self, data: bytes) -> None:
+        self._reading = False
+        if self._finished:
+            self._close_files()
+        else:
+            self._pending = data
+            self._pump()
+
+    def _read_failed(self, reason: Failure) -> None:
+        self._reading = False
+        if self._finished:
+            self._close_files()
+        else:
+            self._finish(reason)
+
+    def _write(self, data: bytes) -> None:
+        assert self._consumer is not None
+        self._consumer.write(data)
+
+    def _finish(self, reason: Failure | None) -> None:
+        """End the transfer once: unregister, release the files, fire ``deliver``."""
+        if self._finished:
+            return
+        self._finished = True
+        self._pending = None
+        if not self._reading:
+            self._close_files()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.unregisterProducer()
+        done, self._done = self._done, None
+        if done is not None and not done.called:
+            if reason is None:
+                done.callback(None)
+            else:
+                done.errback(reason)
+
+    def _close_files(self) -> None:
+        for current in self._ranges:
+            current.file.close()
+        self._ranges = []

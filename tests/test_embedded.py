@@ -1,0 +1,184 @@
+"""Tests for the embedded network through its asynchronous interface, with a real pool."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.task import deferLater
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from lambgw.network.embedded import EmbeddedNetwork
+from lambgw.network.errors import NoSuchPath, QuotaExceeded
+from lambgw.network.files import FileRangeBody
+from lambgw.network.interface import INetwork, NewObject, Segment
+
+
+@implementer(IConsumer)
+class Consumer:
+    """Collects writes; pauses its producer after each write when ``pausing``."""
+
+    def __init__(self, pausing: bool = False) -> None:
+        self.pausing = pausing
+        self.chunks: list[bytes] = []
+        self.producer: IPushProducer | None = None
+        self.registered = 0
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        assert streaming
+        self.producer = producer
+        self.registered += 1
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+        if self.pausing and self.producer is not None:
+            self.producer.pauseProducing()
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    """Let the reactor and the pool run for ``seconds``."""
+    return deferLater(reactor, seconds, lambda: None)
+
+
+class EmbeddedTests(TestCase):
+    def setUp(self) -> None:
+        base = self.mktemp()
+        os.makedirs(base)
+        self.spool = base
+        self.pool = ThreadPool(1, 4)
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+        self.network = EmbeddedNetwork.from_directory(os.path.join(base, "net"), reactor, self.pool)
+        self.addCleanup(self.network.store.close)
+        self.order_id = self.network.store.ensure_account("demo", 10_000, 30)[0].order_id
+        self.data = os.urandom(5000)
+
+    def segment(self, name: str, data: bytes) -> Segment:
+        """Spool ``data`` into a file."""
+        path = os.path.join(self.spool, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return Segment(path, len(data))
+
+    def put(self, path: str) -> Deferred[object]:
+        """Store ``self.data`` in two segments at ``path``."""
+        segments = [self.segment("p1", self.data[:1234]), self.segment("p2", self.data[1234:])]
+        return self.network.put_object(
+            "demo", self.order_id, path, segments, NewObject(len(self.data), "e")
+        )
+
+    def test_provides_interface(self) -> None:
+        """The embedded network provides INetwork."""
+        self.assertTrue(verifyObject(INetwork, self.network))
+
+    @inlineCallbacks
+    def test_round_trip(self) -> Generator[Any, Any, None]:
+        """Put, head, list, get and delete work through Deferreds."""
+        yield self.put("dir/a")
+        info = yield self.network.head_object("demo", self.order_id, "dir/a")
+        self.assertEqual(info.size, 5000)
+        page = yield self.network.list_objects("demo", self.order_id, "", "/")
+        self.assertEqual(list(page.common_prefixes), ["dir/"])
+        info, body = yield self.network.get_object("demo", self.order_id, "dir/a", 1000, 2999)
+        consumer = Consumer()
+        yield body.deliver(consumer)
+        self.assertEqual(b"".join(consumer.chunks), self.data[1000:3000])
+        self.assertIsNone(consumer.producer)
+        deleted = yield self.network.delete_object("demo", self.order_id, "dir/a")
+        self.assertTrue(deleted)
+        order = yield self.network.order("demo", self.order_id)
+        self.assertEqual(order.used, 0)
+
+    @inlineCallbacks
+    def test_failures_propagate(self) -> Generator[Any, Any, None]:
+        """Store errors arrive as failed Deferreds."""
+        with self.assertRaises(NoSuchPath):
+            yield self.network.get_object("demo", self.order_id, "missing")
+        segment = self.segment("big", b"x" * 10_001)
+        with self.assertRaises(QuotaExceeded):
+            yield self.network.put_object(
+                "demo", self.order_id, "big", [segment], NewObject(10_001, "e")
+            )
+
+    @inlineCallbacks
+    def test_copy(self) -> Generator[Any, Any, None]:
+        """A copy streams the same bytes."""
+        yield self.put("a")
+        yield self.network.copy_object("demo", self.order_id, "a", self.order_id, "b")
+        _, body = yield self.network.get_object("demo", self.order_id, "b")
+        consumer = Consumer()
+        yield body.deliver(consumer)
+        self.assertEqual(b"".join(consumer.chunks), self.data)
+
+    @inlineCallbacks
+    def test_pause_is_honoured(self) -> Generator[Any, Any, None]:
+        """A paused producer writes nothing until resumed, and all bytes arrive in order."""
+        yield self.put("a")
+        _, ranges = self.network.store.open_range("demo", self.order_id, "a")
+        body = FileRangeBody(ranges, reactor, self.pool, chunk_size=1000)
+        consumer = Consumer(pausing=True)
+        done = body.deliver(consumer)
+        for expected in range(1, 6):
+            yield sleep(0.02)
+            self.assertEqual(len(consumer.chunks), expected)
+            self.assertFalse(done.called)
+            assert consumer.producer is not None
+            consumer.producer.resumeProducing()
+        yield done
+        self.assertEqual([len(c) for c in consumer.chunks], [1000, 234, 1000, 1000, 1000, 766])
+        self.assertEqual(b"".join(consumer.chunks), self.data)
+        self.assertIsNone(consumer.producer)
+
+    @inlineCallbacks
+    def test_cancel(self) -> Generator[Any, Any, None]:
+        """Cancelling a delivery stops it, unregisters and closes the files."""
+        yield self.put("a")
+        _, ranges = self.network.store.open_range("demo", self.order_id, "a")
+        body = FileRangeBody(ranges, reactor, self.pool, chunk_size=1000)
+        consumer = Consumer(pausing=True)
+        done = body.deliver(consumer)
+        yield sleep(0.02)
+        done.cancel()
+        with self.assertRaises(CancelledError):
+            yield done
+        self.assertIsNone(consumer.producer)
+        yield sleep(0.02)
+        self.assertEqual(len(consumer.chunks), 1)
+        self.assertTrue(all(r.file.closed for r in ranges))
+
+    @inlineCallbacks
+    def test_stop_twice(self) -> Generator[Any, Any, None]:
+        """A consumer that stops the producer fails the delivery; a second stop is harmless."""
+        yield self.put("a")
+        _, ranges = self.network.store.open_range("demo", self.order_id, "a")
+        body = FileRangeBody(ranges, reactor, self.pool, chunk_size=1000)
+        consumer = Consumer(pausing=True)
+        done = body.deliver(consumer)
+        body.stopProducing()
+        body.stopProducing()
+        with self.assertRaises(ConnectionLost):
+            yield done
+        yield sleep(0.02)
+        self.assertEqual(consumer.chunks, [])
+        self.assertTrue(all(r.file.closed for r in ranges))
+
+    @inlineCallbacks
+    def test_close_undelivered(self) -> Generator[Any, Any, None]:
+        """Closing a body that was never delivered closes its files."""
+        yield self.put("a")
+        _, ranges = self.network.store.open_range("demo", self.order_id, "a")
+        body = FileRangeBody(ranges, reactor, self.pool)
+        body.close()
+        self.assertTrue(all(r.file.closed for r in ranges))
+        self.assertRaises(RuntimeError, body.deliver, Consumer())
