@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from hypothesis import given, settings
@@ -319,6 +320,36 @@ class CopyTests(StoreMixin, SynchronousTestCase):
             NoSuchOrder, self.store.copy, "other", self.order.order_id, "a", theirs.order_id, "a"
         )
         self.assertEqual(len(self.object_files()), 1)
+
+
+class ConcurrencyTests(StoreMixin, SynchronousTestCase):
+    def test_threads_keep_accounting_exact(self) -> None:
+        """Concurrent puts and deletes from several threads keep ``used`` exact."""
+        order = self.store.buy_order("demo", 10**9, 1)
+        segments = {(t, i): self.segment(b"x" * (t * 7 + i)) for t in range(6) for i in range(15)}
+        errors: list[BaseException] = []
+
+        def work(t: int) -> None:
+            try:
+                for i in range(15):
+                    segment = segments[(t, i)]
+                    new = NewObject(segment.size, "e")
+                    self.store.put("demo", order.order_id, f"k{i % 4}", [segment], new)
+                    if i % 5 == 0:
+                        self.store.delete("demo", order.order_id, f"k{(i + 1) % 4}")
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(errors, [])
+        objects = self.store.list("demo", order.order_id).objects
+        used = self.store.order("demo", order.order_id).used
+        self.assertEqual(used, sum(o.size for o in objects))
+        self.assertEqual(len(self.object_files()), len(objects))
 
 
 class SweepTests(StoreMixin, SynchronousTestCase):
