@@ -7,8 +7,10 @@ uploads and answers downloads with zeros (to measure the client's own ceiling).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +45,15 @@ def free_port() -> int:
         return port
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM to this child when the benchmark process dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -75,6 +86,7 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
