@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from attrs import define
 from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from lambgw.gateway.core import MAX_PUT_SIZE, Gateway
@@ -29,6 +30,8 @@ from lambgw.s3.request import (
 from lambgw.s3.spool import SpoolBody
 
 CHECKSUM_HEADER = "x-amz-checksum-"
+
+log = Logger()
 
 
 def header_map(request: S3Request) -> dict[str, list[str]]:
@@ -92,6 +95,16 @@ class Front:
 
     def begin(self, request: S3Request, method: bytes, uri: bytes, length: int | None) -> None:
         """Set ``request.s3`` and ``request.content`` from the request's headers."""
+        try:
+            self._begin(request, method, uri, length)
+        except Exception:
+            log.failure("Unexpected failure reading the headers of {uri!r}", uri=uri)
+            request.s3.error = S3Error(
+                "InternalError", 500, "We encountered an internal error. Please try again."
+            )
+            request.content = DiscardBody()
+
+    def _begin(self, request: S3Request, method: bytes, uri: bytes, length: int | None) -> None:
         state = request.s3
         headers = header_map(request)
         try:

@@ -128,8 +128,11 @@ def object_headers(request: S3Request, info: ObjectInfo) -> None:
     request.setHeader(b"Accept-Ranges", b"bytes")
     for name, value in info.headers.items():
         request.setHeader(name.encode(), value.encode("utf-8", "replace"))
+    # User metadata goes back with the names' case as stored (lower case, as S3 does):
+    # twisted.web would title-case them, which clients keep in the metadata keys.
+    raw = request.responseHeaders._rawHeaders
     for name, value in info.metadata.items():
-        request.setHeader(b"x-amz-meta-" + name.encode(), value.encode("utf-8", "replace"))
+        raw[b"x-amz-meta-" + name.encode("utf-8")] = [value.encode("utf-8", "replace")]
     if info.part_sizes:
         request.setHeader(b"x-amz-mp-parts-count", str(len(info.part_sizes)).encode())
 

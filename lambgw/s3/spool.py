@@ -222,7 +222,7 @@ class SpoolBody:
             with self._lock:
                 if not self._queue:
                     self._running = False
-                    return
+                    break
                 pieces = []
                 size = 0
                 while self._queue and size < WRITE_SIZE:
@@ -235,6 +235,7 @@ class SpoolBody:
                 except BaseException as e:  # noqa: BLE001 - reported by finish()
                     self._error = e
             self._reactor.callFromThread(self._after_batch, size)
+        self._reactor.callFromThread(self._maybe_done)
 
     def _consume(self, data: bytes) -> None:
         payload: Sequence[Any] = [data] if self._decoder is None else self._decoder.feed(data)
