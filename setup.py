@@ -13,7 +13,7 @@ setup(
     long_description=README.read_text(encoding="utf-8") if README.exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["lambgw", "lambgw.*"]) + ["twisted.plugins"],
+    packages=[*find_packages(include=["lambgw", "lambgw.*"]), "twisted.plugins"],
     package_data={"lambgw": ["py.typed"], "twisted": ["plugins/lambgw_plugin.py"]},
     install_requires=[
         "twisted>=23.10",

@@ -114,9 +114,7 @@ def parse_address(value: str) -> tuple[str, int]:
     return host, number
 
 
-def _string(
-    data: Mapping[str, Any], section: str, key: str, path: str, text: str
-) -> str | None:
+def _string(data: Mapping[str, Any], section: str, key: str, path: str, text: str) -> str | None:
     table = data.get(section, {})
     if key not in table:
         return None
@@ -153,9 +151,7 @@ def load(options: Mapping[str, Any]) -> Config:
                 line = _key_line(text, section, key)
                 where = f"line {line}: " if line else ""
                 known = ", ".join(sorted(KNOWN_KEYS[section]))
-                raise ConfigError(
-                    f"{path}: {where}[{section}] {key}: unknown key (known: {known})"
-                )
+                raise ConfigError(f"{path}: {where}[{section}] {key}: unknown key (known: {known})")
 
     def pick(section: str, key: str) -> tuple[str | None, str]:
         flag = options.get(f"{section}.{key}")
@@ -182,9 +178,7 @@ def load(options: Mapping[str, Any]) -> Config:
 
     extra_order_id, where = pick("broker", "extra_order_id")
     if extra_order_id and not _ORDER_ID.fullmatch(extra_order_id.upper()):
-        raise ConfigError(
-            f"{where}: expected an order id of 40 hex digits, got {extra_order_id!r}"
-        )
+        raise ConfigError(f"{where}: expected an order id of 40 hex digits, got {extra_order_id!r}")
 
     account = options.get("account") or ""
     if not account:

@@ -18,10 +18,12 @@ from twisted.python.threadpool import ThreadPool
 
 from lambgw.config import Config, ConfigError, load
 from lambgw.gateway.core import Gateway
+from lambgw.gateway.multipart import DEFAULT_EXPIRY, MultipartUploads, UploadStore
 from lambgw.network.embedded import EmbeddedNetwork
 from lambgw.network.interface import Order
 from lambgw.s3.api import S3API
 from lambgw.s3.front import Front
+from lambgw.s3.multipart import MultipartAPI
 from lambgw.s3.request import S3Site
 
 log = Logger()
@@ -31,6 +33,8 @@ FIRST_ORDER_CAPACITY = 10 * 1024**3
 FIRST_ORDER_DAYS = 365.0
 #: How often the order cache is refreshed from the network, in seconds.
 ORDER_REFRESH = 60.0
+#: How often idle multipart uploads are looked for, in seconds.
+UPLOAD_SWEEP = 600.0
 
 
 class GatewayOptions(usage.Options):
@@ -47,6 +51,13 @@ class GatewayOptions(usage.Options):
         ["broker.dht_gateway_addr", None, None, "The network's DHT gateway address."],
         ["broker.extra_order_id", None, None, "s3gw: the order that holds the buckets."],
         ["broker.db_path", None, None, "Gateway data (spool, state); default HOME/gateway."],
+        [
+            "multipart.expiry",
+            None,
+            DEFAULT_EXPIRY,
+            "Seconds after which an idle multipart upload is aborted (default 7 days).",
+            float,
+        ],
     ]
     optFlags = [["debug", None, "Log every request."]]
 
@@ -106,7 +117,13 @@ def _human(size: int) -> str:
 class GatewayService(service.MultiService):
     """The gateway: the network, the S3 API listener and the order refresher."""
 
-    def __init__(self, config: Config, single_order: bool, reactor: Any) -> None:
+    def __init__(
+        self,
+        config: Config,
+        single_order: bool,
+        reactor: Any,
+        upload_expiry: float = DEFAULT_EXPIRY,
+    ) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -125,7 +142,15 @@ class GatewayService(service.MultiService):
             self.network, config.account, os.path.join(config.db_path, "spool"), self.single
         )
         self.front = Front(self.gateway, reactor, self.spool_pool, self._secret)
-        self.api = S3API(self.gateway)
+        self.uploads = MultipartUploads(
+            self.gateway,
+            UploadStore(os.path.join(config.db_path, "uploads")),
+            reactor,
+            self.spool_pool,
+        )
+        self.api = S3API(
+            self.gateway, MultipartAPI(self.uploads, reactor, reactor, self.spool_pool)
+        )
         self.site = S3Site(self.api.resource(), self.front)
         self.site.displayTracebacks = False
         self.site.noisy = False
@@ -133,9 +158,15 @@ class GatewayService(service.MultiService):
         self.listener = strports.service(f"tcp:{config.port}:interface={host}", self.site)
         self.listener.setServiceParent(self)
         TimerService(ORDER_REFRESH, self._refresh).setServiceParent(self)
+        TimerService(UPLOAD_SWEEP, self._expire_uploads, upload_expiry).setServiceParent(self)
 
     def _secret(self, access_key: str) -> str | None:
         return self.config.secret_key if access_key == self.config.access_key else None
+
+    def _expire_uploads(self, max_idle: float) -> Deferred[Any]:
+        d: Deferred[Any] = self.uploads.expire(max_idle)
+        d.addErrback(lambda f: log.failure("Expiring multipart uploads failed", f))
+        return d
 
     def _refresh(self) -> Deferred[Any]:
         d = self.gateway.orders.refresh()
@@ -195,4 +226,6 @@ def make_service(options: GatewayOptions) -> service.IService:
     """Build the gateway service from parsed options (used by the twistd plugins)."""
     from twisted.internet import reactor
 
-    return GatewayService(options.config, options.single_order, reactor)
+    return GatewayService(
+        options.config, options.single_order, reactor, options["multipart.expiry"]
+    )

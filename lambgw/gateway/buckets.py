@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from typing import Any
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -44,11 +45,7 @@ def no_such_bucket(name: str) -> S3Error:
 
 def check_bucket_name(name: str) -> None:
     """Refuse names that S3 refuses (3-63 characters of a-z, 0-9, '.', '-'; not an IP)."""
-    if (
-        not BUCKET_NAME.fullmatch(name)
-        or ".." in name
-        or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name)
-    ):
+    if not BUCKET_NAME.fullmatch(name) or ".." in name or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name):
         raise S3Error("InvalidBucketName", 400, "The specified bucket is not valid.", name)
 
 
@@ -71,13 +68,13 @@ class OrderBuckets:
         return self.cache.known(name.upper()) if ORDER_ID.fullmatch(name) else None
 
     @inlineCallbacks
-    def list(self) -> Deferred[Sequence[Bucket]]:  # type: ignore[misc]
+    def list(self) -> Generator[Deferred[Any], Any, Sequence[Bucket]]:
         """Every order, fetched afresh: buying an order makes it appear here."""
         orders = yield self.cache.refresh()
         return [Bucket(o.order_id, o.created, o.order_id, "") for o in orders]
 
     @inlineCallbacks
-    def get(self, name: str) -> Deferred[Bucket]:  # type: ignore[misc]
+    def get(self, name: str) -> Generator[Deferred[Any], Any, Bucket]:
         """The bucket ``name`` (an order id, in either case)."""
         if not ORDER_ID.fullmatch(name):
             raise no_such_bucket(name)
@@ -88,7 +85,7 @@ class OrderBuckets:
         return Bucket(order.order_id, order.created, order.order_id, "")
 
     @inlineCallbacks
-    def create(self, name: str) -> Deferred[Bucket]:  # type: ignore[misc]
+    def create(self, name: str) -> Generator[Deferred[Any], Any, Bucket]:
         """Orders are bought, not created: only one's own order "exists already"."""
         if ORDER_ID.fullmatch(name):
             try:
@@ -137,7 +134,7 @@ class OrderFolderBuckets:
         return self.cache.known(self.order_id)
 
     @inlineCallbacks
-    def list(self) -> Deferred[Sequence[Bucket]]:  # type: ignore[misc]
+    def list(self) -> Generator[Deferred[Any], Any, Sequence[Bucket]]:
         """The bucket markers of the order, in name order."""
         buckets: list[Bucket] = []
         marker = ""
@@ -155,7 +152,7 @@ class OrderFolderBuckets:
         return buckets
 
     @inlineCallbacks
-    def get(self, name: str) -> Deferred[Bucket]:  # type: ignore[misc]
+    def get(self, name: str) -> Generator[Deferred[Any], Any, Bucket]:
         """The bucket ``name``, from memory or from its marker on the network."""
         bucket = self._known.get(name)
         if bucket is not None:
@@ -163,9 +160,7 @@ class OrderFolderBuckets:
         if not BUCKET_NAME.fullmatch(name):
             raise no_such_bucket(name)
         try:
-            info = yield self.network.head_object(
-                self.cache.account, self.order_id, MARKERS + name
-            )
+            info = yield self.network.head_object(self.cache.account, self.order_id, MARKERS + name)
         except NoSuchPath:
             raise no_such_bucket(name) from None
         bucket = Bucket(name, info.last_modified, self.order_id, name + "/")
@@ -173,7 +168,7 @@ class OrderFolderBuckets:
         return bucket
 
     @inlineCallbacks
-    def create(self, name: str) -> Deferred[Bucket]:  # type: ignore[misc]
+    def create(self, name: str) -> Generator[Deferred[Any], Any, Bucket]:
         """Create bucket ``name``: a marker written only if none exists."""
         check_bucket_name(name)
         segment = empty_segment(self.spool_dir)
@@ -199,7 +194,7 @@ class OrderFolderBuckets:
         return bucket
 
     @inlineCallbacks
-    def delete(self, name: str) -> Deferred[None]:  # type: ignore[misc]
+    def delete(self, name: str) -> Generator[Deferred[Any], Any, None]:
         """Delete bucket ``name`` if it holds no object."""
         yield self.get(name)
         page = yield self.network.list_objects(

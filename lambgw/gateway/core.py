@@ -7,6 +7,7 @@ mode), calls the network, and turns the network's failures into S3 errors in one
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
@@ -140,14 +141,14 @@ class Gateway:
             )
 
     @inlineCallbacks
-    def put_object(  # type: ignore[misc]
+    def put_object(
         self,
         bucket: str,
         key: str,
         segments: Sequence[Segment],
         new: NewObject,
         if_none_match: bool = False,
-    ) -> Deferred[ObjectInfo]:
+    ) -> Generator[Deferred[Any], Any, ObjectInfo]:
         """Store an object made of spooled segments (consumed either way)."""
         try:
             b = yield self.bucket(bucket)
@@ -167,7 +168,7 @@ class Gateway:
         return evolve(info, path=key)
 
     @inlineCallbacks
-    def head_object(self, bucket: str, key: str) -> Deferred[ObjectInfo]:  # type: ignore[misc]
+    def head_object(self, bucket: str, key: str) -> Generator[Deferred[Any], Any, ObjectInfo]:
         """What is stored at ``key``."""
         b = yield self.bucket(bucket)
         check_key(key, b.prefix)
@@ -177,9 +178,9 @@ class Gateway:
         return evolve(info, path=key)
 
     @inlineCallbacks
-    def get_object(  # type: ignore[misc]
+    def get_object(
         self, bucket: str, key: str, first: int = 0, last: int | None = None
-    ) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
+    ) -> Generator[Deferred[Any], Any, tuple[ObjectInfo, IObjectBody]]:
         """The object at ``key`` and the bytes ``first``..``last`` of it."""
         b = yield self.bucket(bucket)
         check_key(key, b.prefix)
@@ -191,7 +192,7 @@ class Gateway:
         return evolve(info, path=key), body
 
     @inlineCallbacks
-    def delete_object(self, bucket: str, key: str) -> Deferred[bool]:  # type: ignore[misc]
+    def delete_object(self, bucket: str, key: str) -> Generator[Deferred[Any], Any, bool]:
         """Delete ``key``; deleting a missing key succeeds, as in S3."""
         b = yield self.bucket(bucket)
         check_key(key, b.prefix)
@@ -203,14 +204,14 @@ class Gateway:
         return existed
 
     @inlineCallbacks
-    def copy_object(  # type: ignore[misc]
+    def copy_object(
         self,
         src_bucket: str,
         src_key: str,
         dst_bucket: str,
         dst_key: str,
         replace: NewObject | None,
-    ) -> Deferred[ObjectInfo]:
+    ) -> Generator[Deferred[Any], Any, ObjectInfo]:
         """Copy an object inside the network (between orders of the account too)."""
         src = yield self.bucket(src_bucket)
         dst = yield self.bucket(dst_bucket)
@@ -232,9 +233,9 @@ class Gateway:
         return evolve(info, path=dst_key)
 
     @inlineCallbacks
-    def list_objects(  # type: ignore[misc]
+    def list_objects(
         self, bucket: str, prefix: str, delimiter: str, marker: str, max_keys: int
-    ) -> Deferred[ListPage]:
+    ) -> Generator[Deferred[Any], Any, ListPage]:
         """A page of the bucket's keys after ``marker``, paths turned back into keys."""
         b = yield self.bucket(bucket)
         page: ListPage = yield self._call(
@@ -261,7 +262,5 @@ class Gateway:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

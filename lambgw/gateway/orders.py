@@ -7,7 +7,8 @@ refuses what does not fit when an object is committed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from typing import Any
 
 from attrs import define, evolve, field
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -42,7 +43,7 @@ class OrderCache:
         return sorted(self._orders.values(), key=lambda o: (o.created, o.order_id))
 
     @inlineCallbacks
-    def refresh(self) -> Deferred[Sequence[Order]]:  # type: ignore[misc]
+    def refresh(self) -> Generator[Deferred[Any], Any, Sequence[Order]]:
         """Fetch every order of the account from the network."""
         orders: Sequence[Order] = yield self.network.orders(self.account)
         self._orders = {o.order_id: o for o in orders}
@@ -50,7 +51,7 @@ class OrderCache:
         return self.all()
 
     @inlineCallbacks
-    def get(self, order_id: str) -> Deferred[Order]:  # type: ignore[misc]
+    def get(self, order_id: str) -> Generator[Deferred[Any], Any, Order]:
         """The order ``order_id``, asking the network when it is not cached."""
         cached = self._orders.get(order_id)
         if cached is not None:

@@ -10,7 +10,7 @@ They are compared and listed in the byte order of their UTF-8 encoding.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from attrs import field, frozen
 from twisted.internet.defer import Deferred
@@ -23,6 +23,10 @@ MAX_PATH_BYTES = 1024
 
 def _frozen_mapping(value: Mapping[str, str]) -> Mapping[str, str]:
     return dict(value)
+
+
+def _int_tuple(value: Iterable[int]) -> tuple[int, ...]:
+    return tuple(value)
 
 
 @frozen
@@ -91,7 +95,7 @@ class ObjectInfo:
     checksums: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
     checksum_type: str = ""
     #: Sizes of the parts, in order, for an object made by a multipart upload.
-    part_sizes: Sequence[int] = field(factory=tuple, converter=tuple)
+    part_sizes: Sequence[int] = field(factory=tuple, converter=_int_tuple)
 
 
 @frozen

@@ -15,12 +15,14 @@ from klein import Klein
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
+import lambgw.s3.buckets as buckets
+import lambgw.s3.objects as objects
 from lambgw.gateway.core import Gateway
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import error_document
-from lambgw.s3 import buckets, objects
 from lambgw.s3.request import S3Request, Target
 
 log = Logger()
@@ -75,11 +77,15 @@ class S3API:
         if unsupported and not (method == "GET" and unsupported == ["versioning"]):
             raise not_implemented(f"{method} ?{unsupported[0]}")
         handler = (
-            self._object_handler(method, target) if target.key else self._bucket_handler(method, target)
+            self._object_handler(method, target)
+            if target.key
+            else self._bucket_handler(method, target)
         )
         if handler is None:
             raise S3Error(
-                "MethodNotAllowed", 405, "The specified method is not allowed against this resource."
+                "MethodNotAllowed",
+                405,
+                "The specified method is not allowed against this resource.",
             )
         return handler
 
@@ -149,13 +155,20 @@ class S3API:
         return maybeDeferred(handler, self, request, state.target)
 
     @app.handle_errors(Exception)
-    def render_error(self, request: S3Request, failure: Failure) -> bytes:
+    def render_error(self, request: IRequest, failure: Failure) -> bytes:
         """Render any failure as an S3 error document."""
+        assert isinstance(request, S3Request)
         error = failure.value
         if not isinstance(error, S3Error):
-            log.failure("Unexpected failure in {method} {uri}", failure,
-                        method=request.method, uri=request.uri)
-            error = S3Error("InternalError", 500, "We encountered an internal error. Please try again.")
+            log.failure(
+                "Unexpected failure in {method} {uri}",
+                failure,
+                method=request.method,
+                uri=request.uri,
+            )
+            error = S3Error(
+                "InternalError", 500, "We encountered an internal error. Please try again."
+            )
         return render_s3_error(request, error)
 
 
@@ -184,7 +197,7 @@ class S3Resource(Resource):
         self._api = api
         self._klein = api.app.resource()
 
-    def render(self, request: S3Request) -> Any:  # type: ignore[override]
+    def render(self, request: S3Request) -> Any:
         """Add the headers every S3 response has and hand the request to Klein."""
         state = request.s3
         request.setHeader(b"Server", b"lambgw")

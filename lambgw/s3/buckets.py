@@ -38,7 +38,10 @@ def list_buckets(api: S3API, request: S3Request, target: Target) -> Any:
     """ListBuckets: the orders (lambgw) or the buckets of the order (s3gw), synced now."""
     found = yield api.gateway.list_buckets()
     items = "".join(
-        "<Bucket>" + element("Name", b.name) + element("CreationDate", iso8601(b.created)) + "</Bucket>"
+        "<Bucket>"
+        + element("Name", b.name)
+        + element("CreationDate", iso8601(b.created))
+        + "</Bucket>"
         for b in found
     )
     return _xml(
@@ -117,7 +120,9 @@ def _max_keys(query: dict[str, str] | Any) -> int:
     if raw is None:
         return MAX_KEYS
     if not raw.isdigit():
-        raise S3Error.of("InvalidArgument", "Provided max-keys not an integer or within integer range")
+        raise S3Error.of(
+            "InvalidArgument", "Provided max-keys not an integer or within integer range"
+        )
     return min(int(raw), MAX_KEYS)
 
 
@@ -183,7 +188,9 @@ def _untoken(token: str) -> str:
     try:
         return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError):
-        raise S3Error.of("InvalidArgument", "The continuation token provided is incorrect") from None
+        raise S3Error.of(
+            "InvalidArgument", "The continuation token provided is incorrect"
+        ) from None
 
 
 @inlineCallbacks
@@ -213,7 +220,9 @@ def list_objects_v2(api: S3API, request: S3Request, target: Target) -> Any:
         )
         + (element("EncodingType", "url") if encode else "")
         + contents(
-            _entries(page), encode, owner(api.owner_id, api.gateway.account) if fetch_owner else None
+            _entries(page),
+            encode,
+            owner(api.owner_id, api.gateway.account) if fetch_owner else None,
         )
         + common_prefixes(page.common_prefixes, encode)
     )

@@ -76,10 +76,15 @@ def declared_size(headers: Mapping[str, Sequence[str]], length: int | None) -> i
     return length
 
 
-def is_upload(method: str, key: str, query: Mapping[str, str], headers: Mapping[str, Sequence[str]]) -> bool:
+def is_upload(
+    method: str, key: str, query: Mapping[str, str], headers: Mapping[str, Sequence[str]]
+) -> bool:
     """Whether a request carries object bytes (PutObject or UploadPart, not a copy)."""
-    return method == "PUT" and bool(key) and "x-amz-copy-source" not in headers and not (
-        set(query) & {"acl", "tagging", "retention", "legal-hold"}
+    return (
+        method == "PUT"
+        and bool(key)
+        and "x-amz-copy-source" not in headers
+        and not (set(query) & {"acl", "tagging", "retention", "legal-hold"})
     )
 
 

@@ -63,7 +63,8 @@ def new_object_from(headers: Mapping[str, Sequence[str]], size: int, etag: str) 
         raise S3Error(
             "MetadataTooLarge",
             400,
-            f"Your metadata headers exceed the maximum allowed metadata size ({MAX_METADATA} bytes).",
+            "Your metadata headers exceed the maximum allowed metadata size "
+            f"({MAX_METADATA} bytes).",
         )
     stored = {}
     for name in STORED_HEADERS:
@@ -104,10 +105,14 @@ def verify_body(
         if len(declared) != 16:
             raise S3Error.of("InvalidDigest", "The Content-MD5 you specified was invalid.")
         if not hmac.compare_digest(declared, spooled.md5):
-            raise S3Error.of("BadDigest", "The Content-MD5 you specified did not match what we received.")
+            raise S3Error.of(
+                "BadDigest", "The Content-MD5 you specified did not match what we received."
+            )
     checksums: dict[str, str] = {}
     for name in requested_checksums(headers):
-        given = first(headers, CHECKSUM_HEADER + name) or spooled.trailers.get(CHECKSUM_HEADER + name)
+        given = first(headers, CHECKSUM_HEADER + name) or spooled.trailers.get(
+            CHECKSUM_HEADER + name
+        )
         computed = spooled.checksums[name]
         if given is not None:
             decode_b64(name, given)
@@ -154,8 +159,11 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     if not value or not value.startswith("bytes=") or "," in value:
         return None
     start, sep, end = value[len("bytes=") :].strip().partition("-")
-    if not sep or not (start.isdigit() or end.isdigit()) or (start and not start.isdigit()) or (
-        end and not end.isdigit()
+    if (
+        not sep
+        or not (start.isdigit() or end.isdigit())
+        or (start and not start.isdigit())
+        or (end and not end.isdigit())
     ):
         return None
     if not start:
@@ -322,7 +330,10 @@ def parse_copy_source(value: str) -> tuple[str, str]:
     source = unquote(source).lstrip("/")
     bucket, _, key = source.partition("/")
     if not bucket or not key:
-        raise S3Error.of("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.")
+        raise S3Error.of(
+            "InvalidArgument",
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.",
+        )
     return bucket, key
 
 
@@ -343,7 +354,9 @@ def copy_object(
     }
     if check_conditions(conditions, source) is not None:
         raise S3Error(
-            "PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold"
+            "PreconditionFailed",
+            412,
+            "At least one of the pre-conditions you specified did not hold",
         )
     replace = new_object_from(headers, source.size, source.etag) if directive == "REPLACE" else None
     if (src_bucket, src_key) == (target.bucket, target.key) and replace is None:
@@ -377,10 +390,14 @@ def delete_objects(api: S3API, request: S3Request, target: Target) -> Any:
             "The provided 'x-amz-content-sha256' header does not match what was computed.",
         )
     content_md5 = first(headers, "content-md5")
-    if content_md5 is not None and content_md5 != base64.b64encode(
-        hashlib.md5(body).digest()
-    ).decode():
-        raise S3Error.of("BadDigest", "The Content-MD5 you specified did not match what we received.")
+    if (
+        content_md5 is not None
+        and content_md5
+        != base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+    ):
+        raise S3Error.of(
+            "BadDigest", "The Content-MD5 you specified did not match what we received."
+        )
     for name in requested_checksums(headers):
         given = first(headers, CHECKSUM_HEADER + name)
         if given is not None:
@@ -401,8 +418,11 @@ def delete_objects(api: S3API, request: S3Request, target: Target) -> Any:
             yield api.gateway.delete_object(target.bucket, key)
         except S3Error as e:
             out.append(
-                "<Error>" + element("Key", key) + element("Code", e.code)
-                + element("Message", e.message) + "</Error>"
+                "<Error>"
+                + element("Key", key)
+                + element("Code", e.code)
+                + element("Message", e.message)
+                + "</Error>"
             )
         else:
             if not wanted.quiet:

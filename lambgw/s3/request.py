@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from attrs import define, field, frozen
@@ -85,9 +85,7 @@ class MemoryBody:
         self._size += len(data)
         if self._size > self._limit:
             self._parts = []
-            self._error = S3Error(
-                "MaxMessageLengthExceeded", 400, "Your request was too big."
-            )
+            self._error = S3Error("MaxMessageLengthExceeded", 400, "Your request was too big.")
         elif self._error is None:
             self._parts.append(data)
 
@@ -124,11 +122,26 @@ class DiscardBody(MemoryBody):
         self._size += len(data)
 
 
-class BodySink:
+class BodySink(Protocol):
     """What the request writes its body into (a SpoolBody, MemoryBody or DiscardBody)."""
 
-    write: Callable[[bytes], None]
-    finish: Callable[[], Deferred[Any]]
+    def write(self, data: bytes) -> None:
+        """Take the next piece of the body."""
+
+    def finish(self) -> Deferred[Any]:
+        """Fire with the whole body once it is in."""
+
+    def tell(self) -> int:
+        """Bytes received so far."""
+
+    def seek(self, offset: int, whence: int = 0) -> None:
+        """Ignored (twisted.web rewinds its content)."""
+
+    def read(self, size: int = -1) -> bytes:
+        """Nothing (the body is not parsed as a form)."""
+
+    def close(self) -> None:
+        """Drop what is not finished."""
 
 
 @define
@@ -141,7 +154,6 @@ class RequestState:
     access_key: str | None = None
     auth: Any = None
     error: S3Error | None = None
-    body: Any = None
     #: Set once the whole body is in: a SpooledFile, bytes, or the S3Error it earned.
     received: SpooledFile | bytes | S3Error | None = None
     responded: bool = False
@@ -169,12 +181,11 @@ def new_request_id() -> str:
     return secrets.token_hex(8).upper()
 
 
-class IFront:
+class IFront(Protocol):
     """What the request asks of the S3 layer when its headers are in."""
 
     def begin(self, request: S3Request, method: bytes, uri: bytes, length: int | None) -> None:
         """Set ``request.s3`` and ``request.content`` from the request's headers."""
-        raise NotImplementedError
 
 
 class S3Request(server.Request):
@@ -182,6 +193,8 @@ class S3Request(server.Request):
 
     _parsePOSTFormSubmission = False
     s3: RequestState
+    content: BodySink  # type: ignore[assignment]
+    channel: Any
 
     def gotLength(self, length: int | None) -> None:
         """Decide where the body goes, now that the headers are known."""
@@ -213,7 +226,9 @@ class S3Request(server.Request):
 
         d.addBoth(received)
 
-    def respond_early(self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> None:
+    def respond_early(
+        self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes
+    ) -> None:
         """Answer before the body is read and close the connection (used with 100-continue)."""
         self.s3.responded = True
         self.requestHeaders.removeHeader(b"expect")

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import suppress
 import secrets
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
@@ -34,16 +35,14 @@ LOW_WATER = 2 * 1024 * 1024
 WRITE_SIZE = 1024 * 1024
 
 
-class IChunkDecoder:
+class IChunkDecoder(Protocol):
     """What the spool needs of an ``aws-chunked`` decoder (see lambgw.protocol.chunked)."""
 
-    def feed(self, data: bytes) -> Sequence[Any]:
+    def feed(self, data: bytes) -> list[memoryview]:
         """Decode more framing; return the payload pieces now complete."""
-        raise NotImplementedError
 
     def finish(self) -> dict[str, str]:
         """Check the body is complete; return its trailer headers."""
-        raise NotImplementedError
 
 
 @frozen
@@ -59,10 +58,8 @@ class SpooledFile:
 
     def discard(self) -> None:
         """Delete the file, if it is still there."""
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 class SpoolBody:
@@ -95,7 +92,7 @@ class SpoolBody:
         self._resume = resume
         self.path = os.path.join(directory, secrets.token_hex(16) + ".part")
         self._file = open(self.path, "xb")  # noqa: SIM115 - closed by the worker
-        self._md5 = hashlib.md5()
+        self._md5 = hashlib.md5(usedforsecurity=False)
         self._sha256 = hashlib.sha256() if sha256 else None
         self._checksums: dict[str, Checksum] = {name: new_checksum(name) for name in checksums}
         self._lock = threading.Lock()
@@ -185,7 +182,7 @@ class SpoolBody:
         result: SpooledFile | Failure
         try:
             result = self._result()
-        except BaseException as e:  # noqa: BLE001 - handed to the Deferred
+        except BaseException as e:
             self._discard()
             result = Failure(e)
         if self._finishing is None:
@@ -210,10 +207,8 @@ class SpoolBody:
         )
 
     def _discard(self) -> None:
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
     # -- the worker side --------------------------------------------------
 
@@ -232,7 +227,7 @@ class SpoolBody:
             if self._error is None:
                 try:
                     self._consume(b"".join(pieces) if len(pieces) > 1 else pieces[0])
-                except BaseException as e:  # noqa: BLE001 - reported by finish()
+                except BaseException as e:
                     self._error = e
             self._reactor.callFromThread(self._after_batch, size)
         self._reactor.callFromThread(self._maybe_done)
