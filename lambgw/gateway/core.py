@@ -7,8 +7,8 @@ mode), calls the network, and turns the network's failures into S3 errors in one
 from __future__ import annotations
 
 import os
-from contextlib import suppress
 from collections.abc import Callable, Generator, Sequence
+from contextlib import suppress
 from typing import Any, TypeVar
 
 from attrs import define, evolve

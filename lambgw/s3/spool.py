@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from contextlib import suppress
 import secrets
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from typing import Any, Protocol
 
 from attrs import frozen
