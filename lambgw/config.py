@@ -107,6 +107,8 @@ def parse_address(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError(f"an IPv6 host goes in brackets, [HOST]:PORT, got {value!r}")
     number = int(port)
     if not 0 <= number <= 65535:
         raise ValueError(f"port {number} is out of range 0-65535")
@@ -168,9 +170,10 @@ def load(options: Mapping[str, Any]) -> Config:
     except ValueError as e:
         raise ConfigError(f"{where}: {e}") from None
 
-    access_key, _ = pick("gateway", "access_key")
+    access_key, access_where = pick("gateway", "access_key")
     secret_key, where = pick("gateway", "secret_key")
     if (access_key is None) != (secret_key is None):
+        where = where if access_key is None else access_where
         raise ConfigError(f"{where}: access_key and secret_key must be set together")
     default_keys = access_key is None
     if access_key is not None and secret_key is not None and not (access_key and secret_key):
