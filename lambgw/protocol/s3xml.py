@@ -32,8 +32,7 @@ def esc(text: str) -> str:
 
 def iso8601(timestamp: float) -> str:
     """A timestamp as S3 writes it in XML: ``2020-09-29T09:12:40.904Z``."""
-    whole = int(timestamp)
-    millis = int((timestamp - whole) * 1000)
+    whole, millis = divmod(round(timestamp * 1000), 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
 
 
