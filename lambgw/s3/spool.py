@@ -1,10 +1,12 @@
 """Request bodies spooled to disk as they arrive, hashed on the way, off the reactor thread.
 
-The reactor thread only queues the bytes it reads from the socket.  A worker in a thread pool
-decodes ``aws-chunked`` framing, updates MD5, SHA-256 and any ``x-amz-checksum-*`` (hashlib
-and the CRCs release the GIL on large buffers) and writes the file, so hashing runs on a
-second core.  When too much is queued the connection stops reading: memory stays bounded
-whatever the body size.
+The reactor thread only queues the bytes it reads from the socket.  Pool threads do the
+rest, in three lanes that run at once: the first decodes ``aws-chunked`` framing, updates
+SHA-256 and any ``x-amz-checksum-*`` and writes the file; the second updates MD5 (the
+slowest digest, so it gets a lane of its own); the third flushes the written bytes to disk
+as they accumulate, so that committing the object does not wait for one long ``fsync``.
+hashlib, the CRCs and file I/O release the GIL, so the lanes use every core.  When too much
+is queued the connection stops reading: memory stays bounded whatever the body size.
 """
 
 from __future__ import annotations
@@ -27,12 +29,17 @@ from twisted.python.threadpool import ThreadPool
 from lambgw.protocol.checksums import Checksum, new_checksum
 from lambgw.protocol.errors import S3Error
 
+#: A piece of a body: bytes as read, or a view into them after aws-chunked decoding.
+Buffer = bytes | memoryview
+
 #: Stop reading from the client when this much is queued for the worker ...
-HIGH_WATER = 8 * 1024 * 1024
+HIGH_WATER = 32 * 1024 * 1024
 #: ... and read again below this.
-LOW_WATER = 2 * 1024 * 1024
-#: The worker joins queued pieces into writes of about this size.
-WRITE_SIZE = 1024 * 1024
+LOW_WATER = 16 * 1024 * 1024
+#: A lane takes at most this many queued bytes at a time.
+BATCH_SIZE = 1024 * 1024
+#: The written bytes are flushed to disk each time this many more are written.
+SYNC_EVERY = 32 * 1024 * 1024
 
 
 class IChunkDecoder(Protocol):
@@ -62,8 +69,80 @@ class SpooledFile:
             os.unlink(self.path)
 
 
+class Lane:
+    """A serial worker on a thread pool: ``work`` sees every queued piece, in order.
+
+    ``put`` may be called from any thread.  After each batch ``on_batch(size)`` and, when
+    the queue runs dry, ``on_idle()`` are called on the reactor thread.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorFromThreads,
+        pool: ThreadPool,
+        work: Callable[[Buffer], None],
+        on_batch: Callable[[int], None],
+        on_idle: Callable[[], None],
+    ) -> None:
+        self._reactor = reactor
+        self._pool = pool
+        self._work = work
+        self._on_batch = on_batch
+        self._on_idle = on_idle
+        self._lock = threading.Lock()
+        self._queue: deque[Buffer] = deque()
+        self._pending = 0
+        self._running = False
+
+    def put(self, data: Buffer) -> None:
+        """Queue ``data`` for ``work``."""
+        with self._lock:
+            self._queue.append(data)
+            self._pending += len(data)
+            start = not self._running
+            self._running = True
+        if start:
+            self._pool.callInThread(self._run)
+
+    def clear(self) -> None:
+        """Drop everything not yet taken by the worker."""
+        with self._lock:
+            self._queue.clear()
+            self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued and not yet worked on."""
+        return self._pending
+
+    @property
+    def busy(self) -> bool:
+        """Whether pieces are queued or being worked on."""
+        with self._lock:
+            return self._running or bool(self._queue)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._running = False
+                    break
+                pieces = []
+                size = 0
+                while self._queue and size < BATCH_SIZE:
+                    piece = self._queue.popleft()
+                    pieces.append(piece)
+                    size += len(piece)
+                self._pending -= size
+            # One large piece rather than many small ones: each hashing call releases and
+            # retakes the GIL, and retaking it is what costs when other threads are busy.
+            self._work(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            self._reactor.callFromThread(self._on_batch, size)
+        self._reactor.callFromThread(self._on_idle)
+
+
 class SpoolBody:
-    """A body being received into ``directory``, hashed and written by a pool thread.
+    """A body being received into ``directory``, hashed and written by pool threads.
 
     The reactor calls :meth:`write` for each piece read from the socket and :meth:`finish`
     at the end, which fires with a :class:`SpooledFile` or fails with the ``S3Error`` that
@@ -84,23 +163,22 @@ class SpoolBody:
         pause: Callable[[], None] = lambda: None,
         resume: Callable[[], None] = lambda: None,
     ) -> None:
-        self._reactor = reactor
-        self._pool = pool
         self._decoder = decoder
         self._max_size = max_size
         self._pause = pause
         self._resume = resume
         self.path = os.path.join(directory, secrets.token_hex(16) + ".part")
-        self._file = open(self.path, "xb")  # noqa: SIM115 - closed by the worker
+        self._file = open(self.path, "xb")  # noqa: SIM115 - closed when the lanes are done
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._sha256 = hashlib.sha256() if sha256 else None
         self._checksums: dict[str, Checksum] = {name: new_checksum(name) for name in checksums}
-        self._lock = threading.Lock()
-        self._queue: deque[bytes] = deque()
+        self._write_lane = Lane(reactor, pool, self._write_work, self._written, self._maybe_done)
+        self._md5_lane = Lane(reactor, pool, self._md5_work, self._maybe_resume, self._maybe_done)
+        self._sync_lane = Lane(reactor, pool, self._sync_work, self._maybe_resume, self._maybe_done)
         self._queued = 0
-        self._running = False
         self._paused = False
         self._size = 0
+        self._unsynced = 0
         self._received = 0
         self._error: BaseException | None = None
         self._finishing: Deferred[SpooledFile] | None = None
@@ -109,19 +187,13 @@ class SpoolBody:
     # -- the reactor side -------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Queue ``data`` for the worker (called on the reactor thread)."""
-        if self._done or not data:
+        """Queue ``data`` for the lanes (called on the reactor thread)."""
+        if self._done or not data or self._error is not None:
             return
         self._received += len(data)
-        with self._lock:
-            self._queue.append(data)
-            self._queued += len(data)
-            start = not self._running
-            if start:
-                self._running = True
-        if start:
-            self._pool.callInThread(self._work)
-        if self._queued > HIGH_WATER and not self._paused:
+        self._queued += len(data)
+        self._write_lane.put(data)
+        if self._queued + self._md5_lane.pending > HIGH_WATER and not self._paused:
             self._paused = True
             self._pause()
 
@@ -129,15 +201,19 @@ class SpoolBody:
         """Fire when every byte is written, with the spooled file and its digests."""
         if self._finishing is None:
             self._finishing = Deferred()
-            self._maybe_done()
+            if self._done:
+                self._finishing.errback(
+                    self._error or S3Error.of("IncompleteBody", "The request was cancelled.")
+                )
+            else:
+                self._maybe_done()
         return self._finishing
 
     def abort(self) -> None:
         """Drop the body: nothing more is written and the file is deleted."""
         self._error = self._error or S3Error.of("IncompleteBody", "The request was cancelled.")
-        with self._lock:
-            self._queue.clear()
-            self._queued = 0
+        self._write_lane.clear()
+        self._md5_lane.clear()
         self._maybe_done()
 
     @property
@@ -163,17 +239,17 @@ class SpoolBody:
         if self._finishing is None:
             self.abort()
 
-    def _after_batch(self, size: int) -> None:
+    def _written(self, size: int) -> None:  # the write lane's batch is done
         self._queued -= size
-        if self._paused and self._queued < LOW_WATER:
+        self._maybe_resume(size)
+
+    def _maybe_resume(self, size: int) -> None:
+        if self._paused and self._queued + self._md5_lane.pending < LOW_WATER:
             self._paused = False
             self._resume()
-        self._maybe_done()
 
     def _maybe_done(self) -> None:
-        with self._lock:
-            busy = self._running or bool(self._queue)
-        if busy or self._done:
+        if self._done or self._write_lane.busy or self._md5_lane.busy or self._sync_lane.busy:
             return
         if self._finishing is None and self._error is None:
             return
@@ -187,11 +263,10 @@ class SpoolBody:
             result = Failure(e)
         if self._finishing is None:
             self._discard()
+        elif isinstance(result, Failure):
+            self._finishing.errback(result)
         else:
-            if isinstance(result, Failure):
-                self._finishing.errback(result)
-            else:
-                self._finishing.callback(result)
+            self._finishing.callback(result)
 
     def _result(self) -> SpooledFile:
         if self._error is not None:
@@ -210,41 +285,43 @@ class SpoolBody:
         with suppress(FileNotFoundError):
             os.unlink(self.path)
 
-    # -- the worker side --------------------------------------------------
+    # -- the lanes (pool threads) -------------------------------------------
 
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                if not self._queue:
-                    self._running = False
-                    break
-                pieces = []
-                size = 0
-                while self._queue and size < WRITE_SIZE:
-                    piece = self._queue.popleft()
-                    pieces.append(piece)
-                    size += len(piece)
-            if self._error is None:
-                try:
-                    self._consume(b"".join(pieces) if len(pieces) > 1 else pieces[0])
-                except BaseException as e:
-                    self._error = e
-            self._reactor.callFromThread(self._after_batch, size)
-        self._reactor.callFromThread(self._maybe_done)
+    def _write_work(self, data: Buffer) -> None:
+        if self._error is not None:
+            return
+        try:
+            payload: Sequence[Any] = (
+                [data] if self._decoder is None else self._decoder.feed(bytes(data))
+            )
+            for piece in payload:
+                self._size += len(piece)
+                if self._size > self._max_size:
+                    raise S3Error.of(
+                        "EntityTooLarge",
+                        f"Your proposed upload exceeds the maximum allowed size of "
+                        f"{self._max_size} bytes.",
+                    )
+                if self._sha256 is not None:
+                    self._sha256.update(piece)
+                for checksum in self._checksums.values():
+                    checksum.update(piece)
+                self._file.write(piece)
+                self._md5_lane.put(piece)
+        except BaseException as e:
+            self._error = e
+            return
+        self._unsynced += len(data)
+        if self._unsynced >= SYNC_EVERY:
+            self._unsynced = 0
+            self._file.flush()
+            self._sync_lane.put(b"")
 
-    def _consume(self, data: bytes) -> None:
-        payload: Sequence[Any] = [data] if self._decoder is None else self._decoder.feed(data)
-        for piece in payload:
-            self._size += len(piece)
-            if self._size > self._max_size:
-                raise S3Error.of(
-                    "EntityTooLarge",
-                    f"Your proposed upload exceeds the maximum allowed size of "
-                    f"{self._max_size} bytes.",
-                )
+    def _md5_work(self, piece: Buffer) -> None:
+        if self._error is None:
             self._md5.update(piece)
-            if self._sha256 is not None:
-                self._sha256.update(piece)
-            for checksum in self._checksums.values():
-                checksum.update(piece)
-            self._file.write(piece)
+
+    def _sync_work(self, _: Buffer) -> None:
+        if self._error is None:
+            with suppress(OSError, ValueError):
+                os.fdatasync(self._file.fileno())
