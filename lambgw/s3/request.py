@@ -9,6 +9,7 @@ closes; otherwise the body is read and dropped, then the error is rendered.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,8 @@ from lambgw.s3.spool import SpooledFile
 
 #: The largest non-upload body accepted (XML documents such as DeleteObjects).
 MAX_XML_BODY = 4 * 1024 * 1024
+#: A ``%`` not followed by two hex digits.
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 @frozen
@@ -54,6 +57,8 @@ def parse_target(raw_uri: bytes) -> Target:
         ) from None
     if not path.startswith("/"):
         raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.")
+    if _BAD_PERCENT.search(raw_path) or _BAD_PERCENT.search(raw_query):
+        raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI: bad percent-encoding.")
     bucket, _, key = path[1:].partition("/")
     query: dict[str, str] = {}
     for item in raw_query.split("&"):
