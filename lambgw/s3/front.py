@@ -30,6 +30,10 @@ from lambgw.s3.request import (
 from lambgw.s3.spool import SpoolBody
 
 CHECKSUM_HEADER = "x-amz-checksum-"
+#: Headers named like a checksum value that say something else.
+_NOT_CHECKSUM_VALUES = frozenset(
+    {"x-amz-checksum-type", "x-amz-checksum-algorithm", "x-amz-checksum-mode"}
+)
 #: How much the reactor reads from the socket at a time during an upload.
 UPLOAD_READ_SIZE = 1024 * 1024
 
@@ -54,7 +58,7 @@ def requested_checksums(headers: Mapping[str, Sequence[str]]) -> list[str]:
     """The checksum algorithms a request asks to be computed over its body."""
     names: set[str] = set()
     for name in headers:
-        if name.startswith(CHECKSUM_HEADER) and name != "x-amz-checksum-type":
+        if name.startswith(CHECKSUM_HEADER) and name not in _NOT_CHECKSUM_VALUES:
             names.add(normalize_name(name[len(CHECKSUM_HEADER) :]))
     for trailer in (first(headers, "x-amz-trailer") or "").split(","):
         trailer = trailer.strip().lower()
