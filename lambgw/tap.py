@@ -154,6 +154,9 @@ class GatewayService(service.MultiService):
         self.site = S3Site(self.api.resource(), self.front)
         self.site.displayTracebacks = False
         self.site.noisy = False
+        if not config.debug:
+            # twisted.web's combined-log line per request costs more than a small request.
+            self.site.log = lambda request: None  # type: ignore[method-assign]
         host = config.host.replace(":", "\\:")
         self.listener = strports.service(f"tcp:{config.port}:interface={host}", self.site)
         self.listener.setServiceParent(self)
