@@ -45,6 +45,10 @@ START_TIMEOUT = 60.0
 STOP_GRACE = 5.0
 
 MiB = 2**20
+#: The checkout the tests are in: its ``lambgw`` and ``twisted/plugins`` are the ones run.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: twistd, run by this interpreter (``python -m twisted`` is the other runner, ``twist``).
+TWISTD = (sys.executable, "-c", "from twisted.scripts.twistd import run; run()")
 
 
 def target_is_moto() -> bool:
@@ -68,6 +72,7 @@ def admin(home: str, *args: str) -> str:
         text=True,
         timeout=60,
         check=False,
+        env=_environment(),
     )
     if done.returncode != 0:
         raise RuntimeError(f"lambgw {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
@@ -205,6 +210,13 @@ def _wait_listening(process: subprocess.Popen[bytes], port: int, log_path: str) 
             time.sleep(0.05)
 
 
+def _environment() -> dict[str, str]:
+    """Return the environment for a gateway: this checkout first on the path, no AWS settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+    return env
+
+
 def _spawn(argv: Sequence[str], home: str, mode: str, order_id: str) -> GatewayProcess:
     """Start ``argv`` (with ``{port}`` filled in) until it listens; retry if the port was taken."""
     for attempt in range(3):
@@ -217,6 +229,7 @@ def _spawn(argv: Sequence[str], home: str, mode: str, order_id: str) -> GatewayP
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=home,
+                env=_environment(),
             )
         try:
             _wait_listening(process, port, log_path)
@@ -249,27 +262,34 @@ def start_lambgw(home: str, *flags: str) -> GatewayProcess:
     if target_is_moto():
         return _start_moto(home, "lambgw")
     argv = [
-        *("-m", "twisted", "-n", "--pidfile=", "lambgw", "--home", home, "--account", ACCOUNT),
+        *(*TWISTD, "-n", "--pidfile=", "lambgw", "--home", home, "--account", ACCOUNT),
         *("--gateway.address", "127.0.0.1:{port}", *flags),
     ]
-    gateway = _spawn([sys.executable, *argv], home, "lambgw", "")
-    gateway.order_id = gateway.orders()[0]["order_id"]
+    gateway = _spawn(argv, home, "lambgw", "")
+    try:
+        gateway.order_id = gateway.s3_client().list_buckets()["Buckets"][0]["Name"]
+    except BaseException:
+        gateway.stop()
+        raise
     return gateway
 
 
 def start_s3gw(home: str, *flags: str) -> GatewayProcess:
-    """Start ``twistd -n s3gw`` serving the first order of account demo under ``home``."""
+    """Start ``twistd -n s3gw`` serving the first order of account demo under ``home``.
+
+    lambgw is started on ``home`` first, for the account to get its order.
+    """
     os.makedirs(home, exist_ok=True)
     if target_is_moto():
         return _start_moto(home, "s3gw")
-    admin(home, "account", "create")
-    orders = json.loads(admin(home, "order", "list", "--json"))
-    order_id = orders[0]["order_id"]
+    first = start_lambgw(home)
+    first.stop()
+    order_id = first.order_id
     argv = [
-        *("-m", "twisted", "-n", "--pidfile=", "s3gw", "--home", home, "--account", ACCOUNT),
+        *(*TWISTD, "-n", "--pidfile=", "s3gw", "--home", home, "--account", ACCOUNT),
         *("--broker.extra_order_id", order_id, "--gateway.address", "127.0.0.1:{port}", *flags),
     ]
-    return _spawn([sys.executable, *argv], home, "s3gw", order_id)
+    return _spawn(argv, home, "s3gw", order_id)
 
 
 def _test_names(cls: type) -> set[str]:
@@ -334,6 +354,13 @@ class GatewayCase(SynchronousTestCase):
             GatewayCase._pending[cls] = _test_names(cls)
         self.addCleanup(self._test_done)
 
+    @staticmethod
+    def tear_down_pending() -> None:
+        """Tear down the classes some of whose tests did not run (e.g. when a subset is run)."""
+        for cls in list(GatewayCase._pending):
+            del GatewayCase._pending[cls]
+            cls.tearDownClass()
+
     def _test_done(self) -> None:
         cls = type(self)
         pending = GatewayCase._pending.get(cls, set())
@@ -371,3 +398,6 @@ if TYPE_CHECKING:
     ClientTests = GatewayCase
 else:
     ClientTests = object
+
+
+atexit.register(GatewayCase.tear_down_pending)
