@@ -76,7 +76,7 @@ def declared_size(headers: Mapping[str, Sequence[str]], length: int | None) -> i
     """The size of the payload: the decoded length of aws-chunked bodies."""
     decoded = first(headers, "x-amz-decoded-content-length")
     if decoded is not None:
-        if not decoded.isdigit():
+        if not (decoded.isascii() and decoded.isdigit()):
             raise S3Error.of("InvalidArgument", "Invalid x-amz-decoded-content-length.")
         return int(decoded)
     return length

@@ -156,7 +156,7 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     Syntax S3 ignores (several ranges, garbage) gives the whole object; a range that starts
     past the end is ``InvalidRange``.
     """
-    if not value or not value.startswith("bytes=") or "," in value:
+    if not value or not value.isascii() or not value.startswith("bytes=") or "," in value:
         return None
     start, sep, end = value[len("bytes=") :].strip().partition("-")
     if (
@@ -170,11 +170,13 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
         length = int(end)
         if length == 0:
             raise S3Error.of("InvalidRange", "The requested range is not satisfiable")
+        if size == 0:
+            return None
         return max(0, size - length), size - 1
     first_byte = int(start)
-    last_byte = int(end) if end else size - 1
-    if last_byte < first_byte:
+    if end and int(end) < first_byte:
         return None
+    last_byte = int(end) if end else size - 1
     if first_byte >= size:
         raise S3Error.of("InvalidRange", "The requested range is not satisfiable")
     return first_byte, min(last_byte, size - 1)
