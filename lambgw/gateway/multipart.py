@@ -283,8 +283,10 @@ class UploadStore:
         self._manifest(directory, upload_id)
         return [p for _, p in sorted(self._parts(directory).items())]
 
-    def add_part(self, upload_id: str, part: Part, source: str) -> tuple[Part, int]:
-        """Move the spooled file ``source`` in as ``part``; return it and the size it replaced.
+    def add_part(self, upload_id: str, part: Part, source: str | bytes) -> tuple[Part, int]:
+        """Store ``part``: the spooled file ``source`` moved in, or the bytes ``source``.
+
+        Returns the part and the size of the part it replaced (0 if none).
 
         The data file is in place (and synced) before its record: a crash in between
         leaves a file that no record names.  Fails with ``NoSuchUpload`` (``source`` is
@@ -295,7 +297,11 @@ class UploadStore:
         name = f"{part.number}.{secrets.token_hex(8)}.data"
         data = os.path.join(directory, name)
         try:
-            _move(source, data)
+            if isinstance(source, bytes):
+                with open(data, "xb") as f:
+                    f.write(source)
+            else:
+                _move(source, data)
         except FileNotFoundError:
             raise _no_such_upload(upload_id) from None
         if self.durable:
@@ -532,8 +538,8 @@ class MultipartUploads:
         return upload
 
     @inlineCallbacks
-    def add_part(self, upload: Upload, part: Part, source: str) -> Any:
-        """Store a spooled file as a part of ``upload``; fire with the stored part."""
+    def add_part(self, upload: Upload, part: Part, source: str | bytes) -> Any:
+        """Store a spooled file (or bytes) as a part of ``upload``; fire with the stored part."""
         stored, replaced = yield self._call(self.store.add_part, upload.upload_id, part, source)
         self._hold(upload.order_id, stored.size - replaced)
         return stored

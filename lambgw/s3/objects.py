@@ -182,6 +182,25 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     return first_byte, min(last_byte, size - 1)
 
 
+def part_range(value: str, info: ObjectInfo) -> tuple[int, int] | None:
+    """The inclusive byte range of part ``value`` of an object (``None``: all of it).
+
+    An object not made by a multipart upload has one part, the whole object.
+    """
+    if not value.isdigit() or not 1 <= int(value) <= 10000:
+        raise S3Error.of(
+            "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive."
+        )
+    number = int(value)
+    sizes = info.part_sizes or (info.size,)
+    if number > len(sizes):
+        raise S3Error("InvalidPartNumber", 416, "The requested partnumber is not satisfiable")
+    if not info.part_sizes:
+        return None
+    start = sum(sizes[: number - 1])
+    return start, start + sizes[number - 1] - 1
+
+
 def etag_matches(header: str, etag: str) -> bool:
     """Whether an ``If-Match``/``If-None-Match`` list names ``etag`` (or is ``*``)."""
     for candidate in header.split(","):
@@ -269,10 +288,14 @@ def get_object(api: S3API, request: S3Request, target: Target) -> Any:
     if "partNumber" in target.query and api.multipart is None:
         raise not_implemented_header("partNumber")
     range_header = first(headers, "range")
+    part_number = target.query.get("partNumber")
     wanted: tuple[int, int] | None = None
-    if range_header is not None or head:
+    if range_header is not None or head or part_number is not None:
         info = yield api.gateway.head_object(target.bucket, target.key)
-        wanted = parse_range(range_header, info.size) if not head else None
+        if part_number is not None:
+            wanted = part_range(part_number, info)
+        elif not head:
+            wanted = parse_range(range_header, info.size)
     status = None
     body = None
     if not head:
