@@ -56,10 +56,13 @@ class Segment:
     """A spooled file that is one consecutive piece of an object's bytes.
 
     A single-part object has one segment; a multipart object has one per part, in order.
+    A small object may come as bytes in memory rather than as a file.
     """
 
     path: str
     size: int
+    #: The bytes themselves, for a small object kept in memory (then ``path`` is empty).
+    data: bytes | None = None
 
 
 @frozen

@@ -214,9 +214,14 @@ class Store:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         return file_id, target
 
-    def _adopt(self, source: str) -> str:
-        """Move the spooled file ``source`` in as a new object file; return its id."""
+    def _adopt(self, segment: Segment) -> str:
+        """Move a spooled segment in as a new object file (write it, if in memory)."""
         file_id, target = self._new_file()
+        if segment.data is not None:
+            with open(target, "xb") as f:
+                f.write(segment.data)
+            return file_id
+        source = segment.path
         try:
             os.rename(source, target)
         except OSError as e:
@@ -357,12 +362,15 @@ class Store:
             raw = encode_path(path)
             sizes = [segment.size for segment in segments]
             for segment in segments:
-                if os.stat(segment.path).st_size != segment.size:
+                held = (
+                    len(segment.data) if segment.data is not None else os.stat(segment.path).st_size
+                )
+                if held != segment.size:
                     raise NetworkError(f"the spooled part {segment.path} has the wrong size")
             if sum(sizes) != new.size:
                 raise NetworkError(f"the parts hold {sum(sizes)} bytes, not {new.size}")
             for segment in segments:
-                adopted.append(self._adopt(segment.path))
+                adopted.append(self._adopt(segment))
             self._flush(adopted)
             # ``Any``: the attrs converter of ``part_sizes`` confuses mypy.
             part_sizes: Any = tuple(sizes) if "-" in new.etag else ()
@@ -385,8 +393,9 @@ class Store:
         except BaseException:
             self._remove(adopted)
             for segment in segments[len(adopted) :]:
-                with suppress(FileNotFoundError):
-                    os.unlink(segment.path)
+                if segment.data is None:
+                    with suppress(FileNotFoundError):
+                        os.unlink(segment.path)
             raise
         self._remove(old)
         return info

@@ -25,9 +25,10 @@ from lambgw.s3.request import (
     DiscardBody,
     MemoryBody,
     S3Request,
+    Target,
     parse_target,
 )
-from lambgw.s3.spool import SpoolBody
+from lambgw.s3.spool import SmallBody, SpoolBody
 
 CHECKSUM_HEADER = "x-amz-checksum-"
 #: Headers named like a checksum value that say something else.
@@ -36,6 +37,8 @@ _NOT_CHECKSUM_VALUES = frozenset(
 )
 #: How much the reactor reads from the socket at a time during an upload.
 UPLOAD_READ_SIZE = 1024 * 1024
+#: Uploads up to this size are kept in memory rather than spooled by pool threads.
+SMALL_UPLOAD = 256 * 1024
 
 log = Logger()
 
@@ -130,7 +133,7 @@ class Front:
             state.auth = auth
             state.access_key = auth.access_key
             if is_upload(verb, target.key, target.query, headers):
-                request.content = self._spool(request, target.bucket, headers, length, auth)
+                request.content = self._spool(request, target, headers, length, auth)
             else:
                 if length is not None and length > MAX_XML_BODY:
                     raise S3Error("MaxMessageLengthExceeded", 400, "Your request was too big.")
@@ -152,16 +155,25 @@ class Front:
     def _spool(
         self,
         request: S3Request,
-        bucket: str,
+        target: Target,
         headers: Mapping[str, Sequence[str]],
         length: int | None,
         auth: AuthResult,
-    ) -> SpoolBody:
+    ) -> SpoolBody | SmallBody:
         size = declared_size(headers, length)
         if size is None and not auth.payload.is_chunked and length is None:
             # Transfer-Encoding: chunked without a declared size: bounded by MAX_PUT_SIZE.
             size = 0
-        self.gateway.precheck_upload(bucket, size or 0)
+        self.gateway.precheck_upload(target.bucket, size or 0)
+        if (
+            length is not None
+            and length <= SMALL_UPLOAD
+            and not auth.payload.is_chunked
+            and "uploadId" not in target.query
+        ):
+            return SmallBody(
+                length, requested_checksums(headers), auth.payload is PayloadMode.SIGNED
+            )
         decoder = None
         if auth.payload.is_chunked:
             decoder = AwsChunkedDecoder(

@@ -314,7 +314,8 @@ class MultipartAPI:
         upload = yield self.uploads.get(target.query["uploadId"], target.bucket, target.key)
         self.uploads.check_room(target.bucket, upload.order_id, spooled.size)
         part = Part(number, spooled.size, spooled.md5.hex(), 0.0, checksums)
-        yield self.uploads.add_part(upload, part, spooled.path)
+        source = spooled.data if spooled.data is not None else spooled.path
+        yield self.uploads.add_part(upload, part, source)
         request.setHeader(b"ETag", f'"{part.etag}"'.encode())
         for name, value in checksums.items():
             request.setHeader(f"x-amz-checksum-{name}".encode(), value.encode())

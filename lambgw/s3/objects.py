@@ -260,7 +260,7 @@ def put_object(api: S3API, request: S3Request, target: Target) -> Any:
     info = yield api.gateway.put_object(
         target.bucket,
         target.key,
-        [Segment(spooled.path, spooled.size)],
+        [Segment(spooled.path, spooled.size, spooled.data)],
         new,
         if_none_match=if_none_match is not None,
     )

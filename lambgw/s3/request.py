@@ -218,7 +218,7 @@ class S3Request(server.Request):
         d: Deferred[Any] = self.content.finish()
 
         def received(result: object) -> None:
-            if isinstance(result, SpooledFile):
+            if isinstance(result, SpooledFile) and result.data is None:
                 self.s3.cleanups.append(result.discard)
             if hasattr(result, "value") and isinstance(result.value, S3Error):
                 self.s3.received = result.value

@@ -21,7 +21,7 @@ from contextlib import suppress
 from typing import Any, Protocol
 
 from attrs import frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -62,11 +62,72 @@ class SpooledFile:
     sha256: str | None
     checksums: dict[str, str]
     trailers: dict[str, str]
+    #: The bytes, for a small body kept in memory (then ``path`` is empty).
+    data: bytes | None = None
 
     def discard(self) -> None:
         """Delete the file, if it is still there."""
-        with suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if self.data is None:
+            with suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+class SmallBody:
+    """A small body of known length, kept in memory and hashed when complete.
+
+    For bodies of a few KiB the pool threads of :class:`SpoolBody` cost more than the
+    hashing itself; the object's file is then written by the network when it stores it.
+    """
+
+    def __init__(self, limit: int, checksums: Iterable[str] = (), sha256: bool = False) -> None:
+        self._limit = limit
+        self._checksums = list(checksums)
+        self._sha256 = sha256
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        """Keep ``data`` (twisted.web never delivers more than the declared length)."""
+        self._size += len(data)
+        if self._size <= self._limit:
+            self._parts.append(data)
+
+    def finish(self) -> Deferred[SpooledFile]:
+        """Fire with the body and its digests."""
+        if self._size > self._limit:
+            return fail(S3Error.of("IncompleteBody", "The body is longer than declared."))
+        data = b"".join(self._parts)
+        checksums = {}
+        for name in self._checksums:
+            checksum = new_checksum(name)
+            checksum.update(data)
+            checksums[name] = checksum.b64()
+        return succeed(
+            SpooledFile(
+                path="",
+                size=len(data),
+                md5=hashlib.md5(data, usedforsecurity=False).digest(),
+                sha256=hashlib.sha256(data).hexdigest() if self._sha256 else None,
+                checksums=checksums,
+                trailers={},
+                data=data,
+            )
+        )
+
+    def tell(self) -> int:
+        """Bytes received so far."""
+        return self._size
+
+    def seek(self, offset: int, whence: int = 0) -> None:
+        """Do nothing; the body is taken with :meth:`finish`."""
+
+    def read(self, size: int = -1) -> bytes:
+        """Nothing: the body is not parsed as a form."""
+        return b""
+
+    def close(self) -> None:
+        """Forget the body."""
+        self._parts = []
 
 
 class Lane:
