@@ -70,6 +70,12 @@ class S3API:
         method = request.method.decode("ascii", "replace").upper()
         query = target.query
         unsupported = sorted(set(query) & UNSUPPORTED)
+        if method not in ("GET", "HEAD", "PUT", "POST", "DELETE"):
+            raise S3Error(
+                "MethodNotAllowed",
+                405,
+                "The specified method is not allowed against this resource.",
+            )
         if not target.bucket:
             if method in ("GET", "HEAD"):
                 return buckets.list_buckets
@@ -144,7 +150,7 @@ class S3API:
         handler: Handler = getattr(self.multipart, operation)
         return handler
 
-    @app.route("/", branch=True, methods=["GET", "HEAD", "PUT", "POST", "DELETE"])
+    @app.route("/", branch=True)
     def dispatch(self, request: S3Request) -> Deferred[Any]:
         """Run the operation the request asks for."""
         state = request.s3

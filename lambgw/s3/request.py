@@ -23,6 +23,10 @@ from twisted.web import server
 from lambgw.protocol.errors import S3Error
 from lambgw.s3.spool import SpooledFile
 
+#: A connection that sends nothing for this long (between requests, or in the middle of
+#: headers or a body) is closed.
+IDLE_TIMEOUT = 120
+
 #: The largest non-upload body accepted (XML documents such as DeleteObjects).
 MAX_XML_BODY = 4 * 1024 * 1024
 #: A ``%`` not followed by two hex digits.
@@ -267,5 +271,6 @@ class S3Site(server.Site):
     requestFactory = S3Request
 
     def __init__(self, resource: Any, front: IFront, **kwargs: Any) -> None:
+        kwargs.setdefault("timeout", IDLE_TIMEOUT)
         super().__init__(resource, **kwargs)
         self.front = front
