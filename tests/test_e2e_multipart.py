@@ -7,6 +7,8 @@ survives ``kill -9`` of its gateway; two gateways sharing one directory serve on
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -105,8 +107,9 @@ class _MultipartClientTests(ClientTests):
         source = self.new_file(72 * MiB)
         key = self.key("cp64")
         settings = ("s3 =\n  multipart_threshold = 64MB",)
-        self.aws("s3", "cp", "--only-show-errors", source, f"s3://{self.bucket}/{key}",
-                 settings=settings)  # fmt: skip
+        self.aws(
+            "s3", "cp", "--only-show-errors", source, f"s3://{self.bucket}/{key}", settings=settings
+        )
         self.check_download(source, key, 9)
 
     def test_boto3_upload_file(self) -> None:
@@ -137,10 +140,20 @@ class _MultipartClientTests(ClientTests):
                 "signature_v2 = False\nbucket_location = us-east-1\n"
             )
         done = subprocess.run(
-            [shutil.which("s3cmd") or "s3cmd", "-c", config, "put", "--multipart-chunk-size-mb=5",
-             source, f"s3://{self.bucket}/{key}"],
-            capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
+            [
+                shutil.which("s3cmd") or "s3cmd",
+                "-c",
+                config,
+                "put",
+                "--multipart-chunk-size-mb=5",
+                source,
+                f"s3://{self.bucket}/{key}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         self.assertEqual(done.returncode, 0, done.stderr)
         self.check_download(source, key, 3)
 
@@ -165,22 +178,37 @@ class _MultipartClientTests(ClientTests):
         client = self.gateway.s3_client()
         key = "test/goland-" + self._testMethodName
         upload_id = client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
-        self.addCleanup(client.abort_multipart_upload, Bucket=self.bucket, Key=key,
-                        UploadId=upload_id)  # fmt: skip
+        self.addCleanup(
+            client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id
+        )
         bodies = [os.urandom(5 * MiB), b"last part"]
         for number, body in enumerate(bodies, 1):
-            client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                               PartNumber=number, Body=body)  # fmt: skip
-        listed = json.loads(self.aws("s3api", "list-multipart-uploads", "--bucket", self.bucket,
-                                     "--prefix", "test/g"))  # fmt: skip
+            client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+        listed = json.loads(
+            self.aws(
+                "s3api", "list-multipart-uploads", "--bucket", self.bucket, "--prefix", "test/g"
+            )
+        )
         (upload,) = [u for u in listed["Uploads"] if u["UploadId"] == upload_id]
         self.assertEqual(upload["Key"], key)
         self.assertEqual(upload["StorageClass"], "STANDARD")
         self.assertTrue(upload["Initiator"]["ID"])
         self.assertNotEqual(upload["Initiated"][:4], "0001")
         self.assertGreaterEqual(len(upload_id), 22)
-        parts = json.loads(self.aws("s3api", "list-parts", "--bucket", self.bucket, "--key", key,
-                                    "--upload-id", upload_id))  # fmt: skip
+        parts = json.loads(
+            self.aws(
+                "s3api",
+                "list-parts",
+                "--bucket",
+                self.bucket,
+                "--key",
+                key,
+                "--upload-id",
+                upload_id,
+            )
+        )
         self.assertEqual([p["PartNumber"] for p in parts["Parts"]], [1, 2])
         self.assertEqual(
             [p["ETag"] for p in parts["Parts"]],
@@ -203,16 +231,26 @@ class LambgwMultipartTests(_MultipartClientTests, GatewayCase):
         upload_id = client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
         parts = []
         for number, size in enumerate(sizes, 1):
-            etag = client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                      PartNumber=number, Body=os.urandom(size))["ETag"]  # fmt: skip
+            etag = client.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=os.urandom(size),
+            )["ETag"]
             parts.append({"PartNumber": number, "ETag": etag})
         return upload_id, parts
 
     def complete_code(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> str:
         """The error code of completing ``upload_id`` with ``parts``."""
         client = self.gateway.s3_client()
-        return error_code(client.complete_multipart_upload, Bucket=self.bucket, Key=key,
-                          UploadId=upload_id, MultipartUpload={"Parts": parts})  # fmt: skip
+        return error_code(
+            client.complete_multipart_upload,
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+        )
 
     def test_part_numbers_out_of_range(self) -> None:
         """Part numbers 0 and 10001 are InvalidArgument."""
@@ -228,7 +266,7 @@ class LambgwMultipartTests(_MultipartClientTests, GatewayCase):
                     UploadId=upload_id,
                     PartNumber=number,
                     Body=b"x",
-                ),  # fmt: skip
+                ),
                 "InvalidArgument",
             )
 
@@ -237,17 +275,20 @@ class LambgwMultipartTests(_MultipartClientTests, GatewayCase):
         key = self.key("errors")
         upload_id, parts = self.client_upload(key, [5 * MiB, 1024, 1024])
         self.assertEqual(self.complete_code(key, upload_id, []), "MalformedXML")
-        self.assertEqual(self.complete_code(key, upload_id, [parts[0], parts[0]]),
-                         "InvalidPartOrder")  # fmt: skip
-        self.assertEqual(self.complete_code(key, upload_id, [parts[1], parts[0]]),
-                         "InvalidPartOrder")  # fmt: skip
+        self.assertEqual(
+            self.complete_code(key, upload_id, [parts[0], parts[0]]), "InvalidPartOrder"
+        )
+        self.assertEqual(
+            self.complete_code(key, upload_id, [parts[1], parts[0]]), "InvalidPartOrder"
+        )
         wrong = {"PartNumber": 1, "ETag": '"' + "0" * 32 + '"'}
         self.assertEqual(self.complete_code(key, upload_id, [wrong]), "InvalidPart")
         self.assertEqual(self.complete_code(key, upload_id, parts), "EntityTooSmall")
         # Nothing was lost: the upload completes with the parts that fit.
         client = self.gateway.s3_client()
-        client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                         MultipartUpload={"Parts": parts[:2]})  # fmt: skip
+        client.complete_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts[:2]}
+        )
         size = client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
         self.assertEqual(size, 5 * MiB + 1024)
 
@@ -261,8 +302,9 @@ class LambgwMultipartTests(_MultipartClientTests, GatewayCase):
             Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id},
             HttpMethod="POST",
         )
-        request = urllib.request.Request(url, data=b"<CompleteMultipartUpload><Part>",
-                                         method="POST")  # fmt: skip
+        request = urllib.request.Request(  # noqa: S310 - an http URL made above
+            url, data=b"<CompleteMultipartUpload><Part>", method="POST"
+        )
         with self.assertRaises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(request, timeout=30)  # noqa: S310
         self.assertEqual(e.exception.code, 400)
@@ -282,7 +324,7 @@ class LambgwMultipartTests(_MultipartClientTests, GatewayCase):
                 UploadId=upload_id,
                 PartNumber=2,
                 Body=b"x",
-            ),  # fmt: skip
+            ),
             "NoSuchUpload",
         )
         self.assertEqual(self.complete_code(key, upload_id, parts), "NoSuchUpload")
@@ -302,7 +344,7 @@ class LambgwMultipartTests(_MultipartClientTests, GatewayCase):
                 UploadId="Upload1",
                 PartNumber=1,
                 Body=b"x",
-            ),  # fmt: skip
+            ),
             "NoSuchUpload",
         )
 
@@ -321,8 +363,12 @@ class LambgwMultipartTests(_MultipartClientTests, GatewayCase):
         def complete() -> None:
             client = self.gateway.s3_client()
             try:
-                client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                                 MultipartUpload={"Parts": parts})  # fmt: skip
+                client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
                 outcomes.append("ok")
             except ClientError as e:
                 outcomes.append(e.response["Error"]["Code"])
@@ -343,21 +389,97 @@ class LambgwMultipartTests(_MultipartClientTests, GatewayCase):
         key = self.key("copied")
         upload_id, _ = self.client_upload(key, [])
         copied = client.upload_part_copy(
-            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=1,
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=1,
             CopySource={"Bucket": self.bucket, "Key": self.key("source")},
             CopySourceRange=f"bytes=0-{5 * MiB - 1}",
-        )  # fmt: skip
+        )
         etag = copied["CopyPartResult"]["ETag"]
         self.assertEqual(etag, f'"{hashlib.md5(source[: 5 * MiB]).hexdigest()}"')
-        last = client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=2,
-                                  Body=b"tail")["ETag"]  # fmt: skip
+        last = client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=2, Body=b"tail"
+        )["ETag"]
         client.complete_multipart_upload(
-            Bucket=self.bucket, Key=key, UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag},
-                                       {"PartNumber": 2, "ETag": last}]},
-        )  # fmt: skip
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={
+                "Parts": [{"PartNumber": 1, "ETag": etag}, {"PartNumber": 2, "ETag": last}]
+            },
+        )
         body = client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         self.assertEqual(body, source[: 5 * MiB] + b"tail")
+
+    def test_full_object_crc64nvme(self) -> None:
+        """A FULL_OBJECT CRC64NVME upload gets the CRC64NVME of the whole object."""
+        from awscrt import checksums
+
+        client = self.gateway.s3_client()
+        key = self.key("crc64")
+        upload_id = client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, ChecksumAlgorithm="CRC64NVME", ChecksumType="FULL_OBJECT"
+        )["UploadId"]
+        bodies = [os.urandom(5 * MiB), b"tail bytes"]
+        parts = []
+        for number, body in enumerate(bodies, 1):
+            answer = client.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+                ChecksumAlgorithm="CRC64NVME",
+            )
+            parts.append(
+                {
+                    "PartNumber": number,
+                    "ETag": answer["ETag"],
+                    "ChecksumCRC64NVME": answer["ChecksumCRC64NVME"],
+                }
+            )
+        whole = checksums.crc64nvme(b"".join(bodies)).to_bytes(8, "big")
+        expected = base64.b64encode(whole).decode()
+        done = client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+            ChecksumCRC64NVME=expected,
+        )
+        self.assertEqual(done["ChecksumCRC64NVME"], expected)
+        head = client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        self.assertEqual(head["ChecksumCRC64NVME"], expected)
+        self.assertEqual(head["ChecksumType"], "FULL_OBJECT")
+
+    def test_open_uploads_hold_capacity(self) -> None:
+        """Parts of open uploads count against the order; abort gives the space back."""
+        bucket = self.gateway.buy_order(capacity="12MiB")
+        client = self.gateway.s3_client()
+        client.list_buckets()
+        key = self.key("quota")
+        upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        body = os.urandom(5 * MiB)
+        for number in (1, 2):
+            client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+        code = error_code(
+            client.upload_part,
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=3,
+            Body=body,
+        )
+        self.assertEqual(code, "QuotaExceeded")
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        again = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        client.upload_part(Bucket=bucket, Key=key, UploadId=again, PartNumber=1, Body=body)
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=again)
+        (order,) = [o for o in self.gateway.orders() if o["order_id"] == bucket]
+        self.assertEqual(int(order["used"]), 0)
 
 
 class S3gwMultipartTests(_MultipartClientTests, GatewayCase):
@@ -392,8 +514,11 @@ class RestartAndScaleOutTests(SynchronousTestCase):
             with open(source, "rb") as f:
                 f.seek((number - 1) * part_size)
                 data = f.read(part_size)
-            return str(c.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
-                                     PartNumber=number, Body=data)["ETag"])  # fmt: skip
+            return str(
+                c.upload_part(
+                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+                )["ETag"]
+            )
 
         etags = {n: part(client, n) for n in (1, 2, 3)}
         # Part 4 is on its way when the gateway dies.
@@ -407,15 +532,17 @@ class RestartAndScaleOutTests(SynchronousTestCase):
         gateway = self.start()
         client = gateway.s3_client()
         listed = client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id)["Parts"]
-        self.assertEqual({p["PartNumber"]: p["ETag"] for p in listed if p["PartNumber"] < 4},
-                         etags)  # fmt: skip
+        self.assertEqual({p["PartNumber"]: p["ETag"] for p in listed if p["PartNumber"] < 4}, etags)
         for number in range(4, count + 1):
             etags[number] = part(client, number)
         client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e}
-                                       for n, e in sorted(etags.items())]},
-        )  # fmt: skip
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={
+                "Parts": [{"PartNumber": n, "ETag": e} for n, e in sorted(etags.items())]
+            },
+        )
         copy = os.path.join(self.root, "copy")
         client.download_file(bucket, key, copy)
         self.assertEqual(file_sha256(copy), file_sha256(source))
@@ -423,10 +550,8 @@ class RestartAndScaleOutTests(SynchronousTestCase):
     @staticmethod
     def swallow(call: Any, *args: Any) -> None:
         """Run ``call``; its failure (the gateway died) is expected."""
-        try:
+        with contextlib.suppress(Exception):
             call(*args)
-        except Exception:  # noqa: S110 - the connection is cut on purpose
-            pass
 
     def test_two_gateways_share_an_upload(self) -> None:
         """Parts sent alternately to two gateways on one directory make one object."""
@@ -439,12 +564,14 @@ class RestartAndScaleOutTests(SynchronousTestCase):
         parts = []
         for number, body in enumerate(bodies, 1):
             client = clients[number % 2]
-            etag = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
-                                      PartNumber=number, Body=body)["ETag"]  # fmt: skip
+            etag = client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            )["ETag"]
             parts.append({"PartNumber": number, "ETag": etag})
         listed = clients[0].list_parts(Bucket=bucket, Key=key, UploadId=upload_id)["Parts"]
         self.assertEqual([p["PartNumber"] for p in listed], [1, 2, 3, 4])
-        clients[1].complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                             MultipartUpload={"Parts": parts})  # fmt: skip
+        clients[1].complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
         body = clients[0].get_object(Bucket=bucket, Key=key)["Body"].read()
         self.assertEqual(body, b"".join(bodies))
