@@ -1,4 +1,4 @@
-"""Tests of the multipart upload store, the completion rules and the listing of uploads."""
+"""Tests of the multipart upload store, completion rules, uploads listing and keep-alive."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import base64
 import hashlib
 import os
 import zlib
+from types import SimpleNamespace
+from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
 
 from lambgw.gateway.multipart import (
     COMPLETING,
@@ -21,8 +26,18 @@ from lambgw.gateway.multipart import (
     final_checksum,
     final_etag,
 )
+from lambgw.network.interface import ObjectInfo
+from lambgw.protocol.auth import PayloadMode
 from lambgw.protocol.errors import S3Error
-from lambgw.s3.multipart import page_uploads, parse_complete
+from lambgw.protocol.s3xml import parse, text
+from lambgw.s3.multipart import (
+    KEEPALIVE_AFTER,
+    KEEPALIVE_EVERY,
+    MultipartAPI,
+    page_uploads,
+    parse_complete,
+)
+from lambgw.s3.request import RequestState, parse_target
 
 
 def _upload(key: str = "a/key", bucket: str = "b", account: str = "demo") -> Upload:
@@ -345,3 +360,90 @@ class ListUploadsTests(SynchronousTestCase):
         """A key marker without an upload id marker skips every upload of that key."""
         page = page_uploads(self.uploads, key_marker="test/g1")
         self.assertEqual(page.uploads[0].upload_id, "id2")
+
+
+class _Request:
+    """Just enough of an S3Request for the CompleteMultipartUpload handler."""
+
+    def __init__(self, body: bytes) -> None:
+        self.code = 200
+        self.headers: dict[bytes, bytes] = {}
+        self.written: list[bytes] = []
+        self.finished = False
+        self.channel = object()
+        self.requestHeaders = Headers()
+        self.s3 = RequestState(
+            request_id="REQ",
+            started=0.0,
+            auth=SimpleNamespace(payload=PayloadMode.UNSIGNED),
+            received=body,
+        )
+
+    def setResponseCode(self, code: int) -> None:
+        self.code = code
+
+    def setHeader(self, name: bytes, value: bytes) -> None:
+        self.headers[name] = value
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+class _Uploads:
+    """A MultipartUploads stand-in whose completion fires when the test says."""
+
+    def __init__(self) -> None:
+        self.completing: Deferred[ObjectInfo] = Deferred()
+
+    def get(self, upload_id: str, bucket: str, key: str) -> Deferred[Upload]:
+        return succeed(_upload(key, bucket))
+
+    def complete(self, upload: Upload, requested: Any, full: Any) -> Deferred[ObjectInfo]:
+        return self.completing
+
+
+class CompleteKeepAliveTests(SynchronousTestCase):
+    """A slow completion answers 200 early, sends whitespace, then the result or the error."""
+
+    BODY = (
+        b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>e</ETag></Part>"
+        b"</CompleteMultipartUpload>"
+    )
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.uploads = _Uploads()
+        self.api = MultipartAPI(self.uploads, self.clock, None, None)  # type: ignore[arg-type]
+        self.request = _Request(self.BODY)
+        target = parse_target(b"/b/a/key?uploadId=u")
+        self.result = self.api.complete(None, self.request, target)  # type: ignore[arg-type]
+        self.info = ObjectInfo("O", "a/key", 10, "abc-1", 0.0)
+
+    def body(self) -> bytes:
+        return b"".join(self.request.written) + self.successResultOf(self.result)
+
+    def test_fast_completion_is_one_document(self) -> None:
+        """A completion done at once is an ordinary response with the ETag header."""
+        self.uploads.completing.callback(self.info)
+        self.assertEqual(self.request.written, [])
+        self.assertEqual(self.request.headers[b"ETag"], b'"abc-1"')
+        self.assertIn(b"<ETag>&quot;abc-1&quot;</ETag>", self.body())
+
+    def test_slow_completion_keeps_alive(self) -> None:
+        """A slow completion starts a 200 at once, then sends spaces every few seconds."""
+        self.clock.advance(KEEPALIVE_AFTER)
+        self.assertEqual(self.request.code, 200)
+        self.clock.advance(KEEPALIVE_EVERY)
+        self.clock.advance(KEEPALIVE_EVERY)
+        self.assertEqual(self.request.written[1:], [b" ", b" "])
+        self.uploads.completing.callback(self.info)
+        tree = parse(self.body(), "CompleteMultipartUploadResult")
+        self.assertEqual(text(tree, "ETag"), '"abc-1"')
+        self.clock.advance(KEEPALIVE_EVERY * 2)
+        self.assertEqual(len(self.request.written), 3)
+
+    def test_slow_failure_in_body(self) -> None:
+        """A slow completion that fails sends the S3 error document in the 200 body."""
+        self.clock.advance(KEEPALIVE_AFTER + KEEPALIVE_EVERY)
+        self.uploads.completing.errback(S3Error.of("InvalidPart", "no"))
+        self.assertEqual(text(parse(self.body(), "Error"), "Code"), "InvalidPart")
