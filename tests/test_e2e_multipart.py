@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -35,6 +36,9 @@ from tests.gateway import (
     make_file,
     start_lambgw,
 )
+
+#: The size of the upload interrupted by ``kill -9`` (``LAMBGW_E2E_KILL_MIB=1024`` for 1 GiB).
+KILL_TEST_SIZE = int(os.environ.get("LAMBGW_E2E_KILL_MIB", "192")) * MiB
 
 
 def aws_env(config_dir: str, *settings: str) -> dict[str, str]:
@@ -503,7 +507,9 @@ class RestartAndScaleOutTests(SynchronousTestCase):
 
     def test_kill_9_mid_upload(self) -> None:
         """After kill -9 in the middle of an upload, a restarted gateway finishes it."""
-        part_size, count = 32 * MiB, 6
+        part_size = 32 * MiB
+        count = KILL_TEST_SIZE // part_size
+        half = count // 2
         source = make_file(self.root, "source", part_size * count)
         gateway = self.start()
         bucket, key = gateway.order_id, "test/killed"
@@ -520,11 +526,12 @@ class RestartAndScaleOutTests(SynchronousTestCase):
                 )["ETag"]
             )
 
-        etags = {n: part(client, n) for n in (1, 2, 3)}
-        # Part 4 is on its way when the gateway dies.
+        etags = {n: part(client, n) for n in range(1, half + 1)}
+        # The next part is on its way when the gateway dies.
         slow = gateway.s3_client(retries={"max_attempts": 1}, read_timeout=30)
-        sending = threading.Thread(target=lambda: self.swallow(part, slow, 4))
+        sending = threading.Thread(target=lambda: self.swallow(part, slow, half + 1))
         sending.start()
+        self.wait_for_spooling(os.path.join(self.home, "gateway", "spool"))
         os.kill(gateway._process.pid, signal.SIGKILL)
         gateway._process.wait()
         sending.join(60)
@@ -532,8 +539,8 @@ class RestartAndScaleOutTests(SynchronousTestCase):
         gateway = self.start()
         client = gateway.s3_client()
         listed = client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id)["Parts"]
-        self.assertEqual({p["PartNumber"]: p["ETag"] for p in listed if p["PartNumber"] < 4}, etags)
-        for number in range(4, count + 1):
+        self.assertEqual({p["PartNumber"]: p["ETag"] for p in listed}, etags)
+        for number in range(half + 1, count + 1):
             etags[number] = part(client, number)
         client.complete_multipart_upload(
             Bucket=bucket,
@@ -546,6 +553,16 @@ class RestartAndScaleOutTests(SynchronousTestCase):
         copy = os.path.join(self.root, "copy")
         client.download_file(bucket, key, copy)
         self.assertEqual(file_sha256(copy), file_sha256(source))
+
+    @staticmethod
+    def wait_for_spooling(spool: str) -> None:
+        """Wait until a body is being written into ``spool`` (at most a few seconds)."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError):
+                if any(e.stat().st_size for e in os.scandir(spool)):
+                    return
+            time.sleep(0.01)
 
     @staticmethod
     def swallow(call: Any, *args: Any) -> None:
