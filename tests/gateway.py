@@ -138,7 +138,7 @@ class GatewayProcess:
         return orders
 
     def buy_order(self, capacity: str = "1GiB", days: str = "30") -> str:
-        """Buy another order for the account; its id."""
+        """Buy another order for the account, and list the buckets for the gateway to see it."""
         if self.is_moto:
             order_id = _order_id()
             self.s3_client().create_bucket(Bucket=order_id)
@@ -147,6 +147,7 @@ class GatewayProcess:
         before = {o["order_id"] for o in self.orders()}
         admin(self.home, "order", "buy", "--capacity", capacity, "--days", days)
         (new,) = [o["order_id"] for o in self.orders() if o["order_id"] not in before]
+        self.s3_client().list_buckets()
         return str(new)
 
     def s3_client(self, **config: Any) -> Any:
