@@ -205,6 +205,15 @@ class UploadStoreTests(SynchronousTestCase):
         self.store.give_back(upload.upload_id)
         self.assertEqual(self.store.parts(upload.upload_id), [part])
 
+    def test_sweep_spool(self) -> None:
+        """Bodies left in the spool by a crash are deleted once stale, fresh ones kept."""
+        fresh = self.spooled(b"in progress")
+        self.now = os.stat(fresh).st_ctime + 10
+        self.assertEqual(self.store.sweep_spool(self.spool, min_age=3600), 0)
+        self.now += 7200
+        self.assertEqual(self.store.sweep_spool(self.spool, min_age=3600), 1)
+        self.assertEqual(os.listdir(self.spool), [])
+
     def test_reserved_and_expiry(self) -> None:
         """Open uploads hold their bytes per order until they expire."""
         upload = self.store.create(_upload())

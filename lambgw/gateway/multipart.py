@@ -452,6 +452,22 @@ class UploadStore:
                 cleaned += self._sweep_upload(path, now, min_age)
         return cleaned
 
+    def sweep_spool(self, spool_dir: str, min_age: float = STALE_AFTER) -> int:
+        """Delete bodies left in ``spool_dir`` by requests cut short by a crash.
+
+        A file untouched (neither written nor linked) for ``min_age`` seconds belongs to
+        no request in progress.  Returns how many files were deleted.
+        """
+        now = self.clock()
+        cleaned = 0
+        for entry in os.scandir(spool_dir):
+            with contextlib.suppress(FileNotFoundError):
+                stat = entry.stat(follow_symlinks=False)
+                if entry.is_file() and now - max(stat.st_mtime, stat.st_ctime) >= min_age:
+                    os.unlink(entry.path)
+                    cleaned += 1
+        return cleaned
+
     def _sweep_upload(self, directory: str, now: float, min_age: float) -> int:
         try:
             names = os.listdir(directory)
@@ -608,7 +624,10 @@ class MultipartUploads:
 
     @inlineCallbacks
     def expire(self, max_idle: float = DEFAULT_EXPIRY) -> Any:
-        """Abort uploads idle longer than ``max_idle``, clean up after crashes, recount."""
+        """Abort uploads idle longer than ``max_idle``, clean up after crashes, recount.
+
+        Crashes leave temporary files in the uploads and bodies in the spool directory.
+        """
         expired: list[Upload] = yield self._call(self.store.expire, max_idle)
         for upload in expired:
             log.info(
@@ -618,4 +637,5 @@ class MultipartUploads:
                 key=upload.key,
             )
         yield self._call(self.store.sweep)
+        yield self._call(self.store.sweep_spool, self.gateway.spool_dir)
         yield self.refresh()
