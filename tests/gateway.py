@@ -293,6 +293,11 @@ def start_s3gw(home: str, *flags: str) -> GatewayProcess:
     return _spawn(argv, home, "s3gw", order_id)
 
 
+def _remove_if_there(path: str) -> None:
+    if os.path.exists(path):
+        os.remove(path)
+
+
 def _test_names(cls: type) -> set[str]:
     return set(unittest.TestLoader().getTestCaseNames(cls))
 
@@ -311,8 +316,8 @@ class GatewayCase(SynchronousTestCase):
     root: ClassVar[str]
     scratch: ClassVar[str]
 
-    _pending: ClassVar[dict[type, set[str]]] = {}
-    _failed: ClassVar[dict[type, BaseException]] = {}
+    _pending: ClassVar[dict[type[GatewayCase], set[str]]] = {}
+    _failed: ClassVar[dict[type[GatewayCase], BaseException]] = {}
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -385,7 +390,7 @@ class GatewayCase(SynchronousTestCase):
     def scratch_path(self, name: str) -> str:
         """Return a scratch path for a file the test writes (removed after the test)."""
         path = os.path.join(self.scratch, f"{self._testMethodName}-{name}")
-        self.addCleanup(lambda: os.path.exists(path) and os.remove(path))
+        self.addCleanup(_remove_if_there, path)
         return path
 
     def assertSameFile(self, expected: str, actual: str) -> None:
