@@ -86,20 +86,18 @@ class OrderBuckets:
 
     @inlineCallbacks
     def create(self, name: str) -> Generator[Deferred[Any], Any, Bucket]:
-        """Orders are bought, not created: only one's own order "exists already"."""
+        """Orders are bought, not created: creating one's own order succeeds, as in us-east-1.
+
+        S3 in its default region answers 200 when one creates a bucket one already owns;
+        clients (the seed's boto3 script among them) rely on it.
+        """
         if ORDER_ID.fullmatch(name):
             try:
-                yield self.cache.get(name.upper())
+                order = yield self.cache.get(name.upper())
             except NoSuchOrder:
                 pass
             else:
-                raise S3Error(
-                    "BucketAlreadyOwnedByYou",
-                    409,
-                    "Your previous request to create the named bucket succeeded and you "
-                    "already own it.",
-                    name,
-                )
+                return Bucket(order.order_id, order.created, order.order_id, "")
         raise S3Error(
             "InvalidBucketName" if not ORDER_ID.fullmatch(name) else "AccessDenied",
             400 if not ORDER_ID.fullmatch(name) else 403,
@@ -169,7 +167,7 @@ class OrderFolderBuckets:
 
     @inlineCallbacks
     def create(self, name: str) -> Generator[Deferred[Any], Any, Bucket]:
-        """Create bucket ``name``: a marker written only if none exists."""
+        """Create bucket ``name``: a marker written only if none exists (else it is ours)."""
         check_bucket_name(name)
         segment = empty_segment(self.spool_dir)
         try:
@@ -182,13 +180,9 @@ class OrderFolderBuckets:
                 if_none_match=True,
             )
         except PreconditionFailed:
-            raise S3Error(
-                "BucketAlreadyOwnedByYou",
-                409,
-                "Your previous request to create the named bucket succeeded and you "
-                "already own it.",
-                name,
-            ) from None
+            # Already ours: 200, as S3 answers in its default region.
+            bucket = yield self.get(name)
+            return bucket
         bucket = Bucket(name, info.last_modified, self.order_id, name + "/")
         self._known[name] = bucket
         return bucket
