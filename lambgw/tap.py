@@ -148,6 +148,7 @@ class GatewayService(service.MultiService):
             reactor,
             self.spool_pool,
         )
+        self.gateway.reserved = self.uploads.reserved
         self.api = S3API(
             self.gateway, MultipartAPI(self.uploads, reactor, reactor, self.spool_pool)
         )

@@ -80,6 +80,8 @@ class Gateway:
     orders: OrderCache
     buckets: OrderBuckets | OrderFolderBuckets
     spool_dir: str
+    #: Bytes of an order held by open multipart uploads (set when uploads are served).
+    reserved: Callable[[str], int] = lambda order_id: 0
 
     @classmethod
     def create(
@@ -131,12 +133,13 @@ class Gateway:
         order = self.buckets.order_for(bucket)
         if order is None:
             return
-        if size > order.free:
+        free = max(0, order.free - self.reserved(order.order_id))
+        if size > free:
             raise S3Error(
                 "QuotaExceeded",
                 403,
                 f"The upload of {size} bytes does not fit in order {order.order_id}: "
-                f"{order.free} bytes free of {order.capacity}.",
+                f"{free} bytes free of {order.capacity} (open multipart uploads included).",
                 f"/{bucket}",
             )
 
