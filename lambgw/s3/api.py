@@ -184,6 +184,9 @@ def render_s3_error(request: S3Request, error: S3Error) -> bytes:
     resource = error.resource
     if resource is None and target is not None:
         resource = "/" + target.bucket + ("/" + target.key if target.key else "")
+    if resource is None:
+        # The target could not be parsed: name the path as it came, still percent-encoded.
+        resource = request.uri.partition(b"?")[0].decode("latin-1")
     request.setResponseCode(error.status)
     request.setHeader(b"Content-Type", b"application/xml")
     for name in (b"ETag", b"Last-Modified", b"Content-Range", b"Accept-Ranges"):
