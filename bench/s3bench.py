@@ -37,6 +37,7 @@ from bench.client import (
     run_clients,
     upload,
 )
+from bench.multipart import measure_multipart
 from bench.servers import (
     RssSampler,
     StartError,
@@ -66,6 +67,9 @@ class Sizes:
     page: int = 1000
     pages: int = 7
     rss_size: int = 1024 * MiB
+    multipart_size: int = 1024 * MiB
+    part_size: int = 64 * MiB
+    part_concurrency: int = 4
     #: Seconds any one group of measurements may take on one server.
     deadline: float = 900.0
     #: Seconds a listing fill may be projected to take before it is skipped.
@@ -80,6 +84,9 @@ QUICK = Sizes(
     page=50,
     pages=3,
     rss_size=16 * MiB,
+    multipart_size=16 * MiB,
+    part_concurrency=2,
+    part_size=8 * MiB,
     deadline=60.0,
     fill_budget=60.0,
 )
@@ -135,12 +142,19 @@ FIGURES: tuple[Figure, ...] = (
     Figure("put_small", "small", "PUT {small}, {clients} clients", "req/s", Goal(">= 3x moto", 3)),
     Figure("get_small", "small", "GET {small}, {clients} clients", "req/s", Goal(">= 3x moto", 3)),
     Figure("rss_peak", "rss", "peak RSS, {rss} PUT+GET", "MiB", Goal("< 150 MiB", None, 150.0)),
+    Figure("mp_upload", "multipart", "multipart {mp}, {parts} parts x{conc}", "MB/s"),
+    Figure(
+        "mp_complete", "multipart", "CompleteMultipartUpload of {mp}", "s", Goal("< 1 s", None, 1.0)
+    ),
+    Figure(
+        "mp_rss", "multipart", "peak RSS, multipart {mp}", "MiB", Goal("< 150 MiB", None, 150.0)
+    ),
     Figure("list_fill", "list", "listing fill, {clients} clients", "PUT/s"),
     Figure("list_small", "list", "list page ({page}) of {list0} keys", "ms", _UNDER_50_MS),
     Figure("list_large", "list", "list page ({page}) of {list1} keys", "ms", _UNDER_50_MS),
 )
 
-GROUPS = ("throughput", "small", "rss", "list")
+GROUPS = ("throughput", "small", "rss", "multipart", "list")
 
 Results = dict[str, Measurement]
 
@@ -169,6 +183,9 @@ class Bench:
             page=f"{sizes.page:,}",
             list0=f"{sizes.list_sizes[0]:,}",
             list1=f"{sizes.list_sizes[-1]:,}",
+            mp=_size(sizes.multipart_size),
+            parts=sizes.multipart_size // sizes.part_size,
+            conc=sizes.part_concurrency,
         )
 
 
@@ -361,10 +378,22 @@ def measure_list(bench: Bench, target: Target) -> Results:
     return results
 
 
+def measure_multipart_group(bench: Bench, target: Target) -> Results:
+    """One large upload in parts sent concurrently: MB/s, completion time, peak RSS."""
+    sizes = bench.sizes
+    measure = measure_multipart(
+        sizes.multipart_size, sizes.part_size, sizes.part_concurrency, bench.payload
+    )
+    figures = measure(target)
+    _log(target, "multipart " + ", ".join(f"{k} {v:.2f}" for k, (v, _) in figures.items()))
+    return {key: Measurement(value, note) for key, (value, note) in figures.items()}
+
+
 MEASURES: dict[str, Callable[[Bench, Target], Results]] = {
     "throughput": measure_throughput,
     "small": measure_small,
     "rss": measure_rss,
+    "multipart": measure_multipart_group,
     "list": measure_list,
 }
 
