@@ -33,9 +33,9 @@ from lambgw.protocol.errors import S3Error
 Buffer = bytes | memoryview
 
 #: Stop reading from the client when this much is queued for the worker ...
-HIGH_WATER = 32 * 1024 * 1024
+HIGH_WATER = 8 * 1024 * 1024
 #: ... and read again below this.
-LOW_WATER = 16 * 1024 * 1024
+LOW_WATER = 4 * 1024 * 1024
 #: A lane takes at most this many queued bytes at a time.
 BATCH_SIZE = 1024 * 1024
 #: The written bytes are flushed to disk each time this many more are written.
