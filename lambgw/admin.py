@@ -3,12 +3,16 @@
 ::
 
     python -m lambgw account create --account demo
+    python -m lambgw account key --account demo
     python -m lambgw order buy --account demo --capacity 10GiB --days 30
     python -m lambgw order list --account demo [--json]
     python -m lambgw store sweep [--min-age 3600]
 
 Every command takes ``--home DIR`` (default ``~/.lambda_storagecli``) and ``--data DIR`` (the
-embedded network's data, default ``HOME/network``).  Capacities are bytes with an optional
+embedded network's data, default ``HOME/network``; a ``lambnet`` node's ``--data`` is such a
+store too).  ``account key`` makes the account's Ed25519 key pair unless ``HOME/keys/ACCOUNT.key``
+exists (encrypted with ``$LAMBGW_KEY_PASSWORD`` if set), publishes its public key in the store
+for a node to check signatures with, and prints the public key.  Capacities are bytes with an optional
 unit: ``B``, ``KiB``, ``MiB``, ``GiB``, ``TiB``, ``PiB`` are powers of 1024 and ``KB``, ``MB``,
 ``GB``, ``TB``, ``PB`` powers of 1000 (units are case-insensitive, decimals are allowed:
 ``1.5GiB``).  ``order list --json`` prints a list of objects with the keys ``order_id``,
@@ -32,6 +36,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from lambgw.config import DEFAULT_HOME
+from lambgw.lambnet.keys import ensure_key_pair
+from lambgw.network import signing
 from lambgw.network.errors import NetworkError
 from lambgw.network.interface import Order
 from lambgw.network.store import Store
@@ -149,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     accounts.add_parser("create", parents=[common, account], help="create an account")
+    accounts.add_parser("key", parents=[common, account], help="make or show the account's key")
     orders = topics.add_parser("order", help="orders").add_subparsers(dest="action", required=True)
     listing = orders.add_parser("list", parents=[common, account], help="list the orders")
     listing.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -174,6 +181,17 @@ def _run(args: argparse.Namespace, store: Store) -> None:
     if command == ("account", "create"):
         store.create_account(args.account)
         print(f"created account {args.account}")
+    elif command == ("account", "key"):
+        if not store.has_account(args.account):
+            raise NetworkError(f"no such account: {args.account}")
+        try:
+            key_file, public = ensure_key_pair(
+                args.home, store.root, args.account, signing.env_password()
+            )
+        except ValueError as e:
+            raise NetworkError(str(e)) from None
+        print(f"private key: {key_file}")
+        print(signing.public_key_pem(public).decode("ascii"), end="")
     elif command == ("order", "list"):
         _print_orders(store.orders(args.account), args.json, now)
     elif command == ("order", "buy"):

@@ -8,3 +8,6 @@ lambgw = ServiceMaker(
 s3gw = ServiceMaker(
     "s3gw", "lambgw.tap_s3gw", "S3 gateway: ordinary buckets inside one order.", "s3gw"
 )
+lambnet = ServiceMaker(
+    "lambnet", "lambgw.lambnet.tap", "A Lambda network node serving a store over HTTP.", "lambnet"
+)

@@ -1,0 +1,329 @@
+"""The ``lambnet`` node: the network protocol (``docs/network-protocol.md``) over a Store.
+
+:class:`NodeSite` spools each request body as it arrives (small ones in memory, larger ones
+to a file in the store's ``incoming/`` directory, so that storing it is a rename) and hashes
+it on the way.  :class:`Node` is the Klein app: it checks the request's signature, date,
+nonce and body digest, then calls the store in a thread pool.  Object bytes stream back
+from the open files through :class:`~lambgw.network.files.FileRangeBody`, with backpressure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from contextlib import suppress
+from typing import IO, Any, ParamSpec, TypeVar
+from urllib.parse import parse_qsl
+
+from klein import Klein
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request, Site
+
+from lambgw.lambnet import wire
+from lambgw.lambnet.keys import PublicKeys
+from lambgw.network import signing
+from lambgw.network.errors import NetworkError
+from lambgw.network.files import FileRangeBody
+from lambgw.network.interface import Segment
+from lambgw.network.store import Store
+
+log = Logger()
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: Bodies up to this size are kept in memory; larger ones go to a file.
+MEMORY_BODY = 256 * 1024
+#: The largest JSON request body accepted (a copy request).
+MAX_JSON_BODY = 64 * 1024
+
+
+class NodeRequest(Request):
+    """A request whose body is spooled into the store's ``incoming/`` and hashed on arrival."""
+
+    spool_path: str | None = None
+    received = 0
+    body: IO[bytes]
+
+    def gotLength(self, length: int | None) -> None:
+        """Choose where the body goes: memory if small and announced, else a spool file."""
+        self._sha256 = hashlib.sha256()
+        self.received = 0
+        if length is not None and length <= MEMORY_BODY:
+            self.body = self.content = io.BytesIO()  # type: ignore[assignment]
+            return
+        site: NodeSite = self.channel.site  # type: ignore[attr-defined]
+        fd, self.spool_path = tempfile.mkstemp(dir=site.incoming, prefix="body-")
+        self.body = self.content = os.fdopen(fd, "w+b")  # type: ignore[assignment]
+        self.notifyFinish().addBoth(self._discard_spool)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Hash and store a piece of the body."""
+        self._sha256.update(data)
+        self.received += len(data)
+        self.body.write(data)
+
+    def body_sha256(self) -> str:
+        """The SHA-256 of the body received, in hex."""
+        return self._sha256.hexdigest()
+
+    def _discard_spool(self, result: object) -> None:
+        """Remove the spool file unless it was moved into the store."""
+        if self.spool_path is not None:
+            with suppress(FileNotFoundError):
+                os.unlink(self.spool_path)
+
+    def segment(self) -> Segment:
+        """The body as a segment for :meth:`Store.put`; the spool file is flushed first."""
+        if self.spool_path is None:
+            assert isinstance(self.body, io.BytesIO)
+            data = self.body.getvalue()
+            return Segment("", len(data), data)
+        self.body.flush()
+        return Segment(self.spool_path, self.received)
+
+
+class NodeSite(Site):
+    """The node's site: requests spool their bodies into ``incoming``."""
+
+    requestFactory = NodeRequest
+
+    def __init__(self, node: Node) -> None:
+        """Serve ``node``'s resource; bodies go to its store's ``incoming/`` directory."""
+        super().__init__(node.app.resource())
+        self.incoming = os.path.join(node.store.root, "incoming")
+        os.makedirs(self.incoming, exist_ok=True)
+        self.displayTracebacks = False
+        self.noisy = False
+
+
+def _query(request: Request) -> dict[str, str]:
+    raw = request.uri.partition(b"?")[2].decode("ascii", "strict")
+    try:
+        return dict(parse_qsl(raw, keep_blank_values=True, errors="strict"))
+    except UnicodeDecodeError:
+        raise wire.ProtocolError(400, "InvalidPath", "a query parameter is not UTF-8") from None
+
+
+def _header(request: Request, name: str) -> str | None:
+    value = request.getHeader(name)
+    return None if value is None else value
+
+
+def _json(request: Request, value: Any) -> bytes:
+    request.setHeader("content-type", "application/json")
+    return json.dumps(value).encode("utf-8")
+
+
+class Node:
+    """The Klein app of the network protocol over ``store``."""
+
+    app = Klein()
+
+    def __init__(
+        self,
+        store: Store,
+        reactor: IReactorFromThreads,
+        clock: IReactorTime,
+        threadpool: ThreadPool,
+    ) -> None:
+        """Serve ``store``, calling it in ``threadpool``; ``clock`` dates requests."""
+        self.store = store
+        self._reactor = reactor
+        self._clock = clock
+        self._threadpool = threadpool
+        self._keys = PublicKeys(store.root)
+        self._nonces = signing.NonceCache()
+
+    def _call(self, f: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
+        return deferToThreadPool(self._reactor, self._threadpool, f, *args, **kwargs)
+
+    # -- errors ------------------------------------------------------------------------
+
+    @app.handle_errors(Exception)
+    def render_error(self, request: IRequest, failure: Failure) -> bytes:
+        """Render any failure as a JSON error: the one place errors become answers."""
+        error = failure.value
+        if isinstance(error, wire.ProtocolError):
+            code, status = error.code, error.status
+        elif isinstance(error, signing.SignatureError):
+            code, status = "Unauthorized", 401
+        elif isinstance(error, NetworkError):
+            code, status = wire.code_of(error)
+        else:
+            log.failure("Request failed", failure)
+            code, status, error = "InternalError", 500, Exception("internal error")
+        assert isinstance(request, Request)
+        request.setResponseCode(status)
+        request.setHeader("content-type", "application/json")
+        return wire.error_body(code, str(error))
+
+    # -- authentication ----------------------------------------------------------------
+
+    def _authenticate(self, request: Request, account: str) -> None:
+        """Refuse the request unless ``account`` signed exactly it, recently, once."""
+        raw_path, _, raw_query = request.uri.partition(b"?")
+        try:
+            path, query = raw_path.decode("ascii"), raw_query.decode("ascii")
+        except UnicodeDecodeError:
+            raise wire.ProtocolError(400, "BadRequest", "the URI is not ASCII") from None
+        if any(part in ("", ".", "..") for part in path.split("/")[1:]):
+            raise wire.ProtocolError(400, "BadRequest", "the path has empty or dot segments")
+        if not signing.valid_account(account):
+            raise wire.ProtocolError(400, "BadRequest", "not a valid account name")
+        headers = {
+            name.decode("latin-1").lower(): values[0].decode("latin-1")
+            for name, values in request.requestHeaders.getAllRawHeaders()
+        }
+        method = request.method.decode("ascii")
+        signed = signing.parse(method, path, query, headers)
+        if signed.account != account:
+            raise wire.ProtocolError(
+                403, "AccessDenied", f"the request is signed by {signed.account}, not {account}"
+            )
+        key = self._keys.get(account)
+        if key is None:
+            raise signing.SignatureError(f"the account {account} has no key on this node")
+        now = self._clock.seconds()
+        signing.verify(key, signed, now)
+        assert isinstance(request, NodeRequest)
+        if request.body_sha256() != signed.request.content_sha256:
+            raise wire.ProtocolError(400, "BadDigest", "the body does not match its SHA-256")
+        self._nonces.check(account, signed.request.nonce, signed.request.date, now)
+
+    @staticmethod
+    def _path(request: Request) -> str:
+        path = _query(request).get("path")
+        if path is None:
+            raise wire.ProtocolError(400, "BadRequest", "the path parameter is missing")
+        return path
+
+    # -- orders ------------------------------------------------------------------------
+
+    @app.route("/v1/accounts/<account>/orders", methods=["GET"])
+    async def orders(self, request: Request, account: str) -> bytes:
+        """The orders of the account."""
+        self._authenticate(request, account)
+        orders = await self._call(self.store.orders, account)
+        return _json(request, [wire.order_to_json(order) for order in orders])
+
+    @app.route("/v1/accounts/<account>/orders/<order_id>", methods=["GET"])
+    async def order(self, request: Request, account: str, order_id: str) -> bytes:
+        """One order of the account."""
+        self._authenticate(request, account)
+        order = await self._call(self.store.order, account, order_id)
+        return _json(request, wire.order_to_json(order))
+
+    # -- objects -----------------------------------------------------------------------
+
+    @app.route("/v1/accounts/<account>/orders/<order_id>/object", methods=["PUT"])
+    async def put(self, request: Request, account: str, order_id: str) -> bytes:
+        """Store the body at the path, atomically."""
+        self._authenticate(request, account)
+        path = self._path(request)
+        try:
+            new = wire.new_from_json(json.loads(_header(request, wire.OBJECT_HEADER) or ""))
+        except ValueError:
+            raise wire.ProtocolError(400, "BadRequest", "the object header is not JSON") from None
+        assert isinstance(request, NodeRequest)
+        if request.received != new.size:
+            raise wire.ProtocolError(
+                400, "BadRequest", f"the body holds {request.received} bytes, not {new.size}"
+            )
+        if_none_match = _header(request, wire.IF_NONE_MATCH_HEADER) == "1"
+        segment = request.segment()
+        info = await self._call(
+            self.store.put, account, order_id, path, [segment], new, if_none_match
+        )
+        request.setResponseCode(201)
+        return _json(request, wire.info_to_json(info))
+
+    @app.route("/v1/accounts/<account>/orders/<order_id>/object", methods=["GET", "HEAD"])
+    async def get(self, request: Request, account: str, order_id: str) -> bytes | None:
+        """The object at the path (HEAD: its description only), whole or a byte range."""
+        self._authenticate(request, account)
+        path = self._path(request)
+        if request.method == b"HEAD":
+            info = await self._call(self.store.head, account, order_id, path)
+            request.setHeader(wire.OBJECT_HEADER, wire.header_json(wire.info_to_json(info)))
+            request.setHeader("content-length", str(info.size))
+            return b""
+        first, last = wire.parse_range(_header(request, "range"))
+        info, ranges = await self._call(self.store.open_range, account, order_id, path, first, last)
+        body = FileRangeBody(ranges, self._reactor, self._threadpool)
+        end = info.size if last is None else min(last + 1, info.size)
+        length = max(0, end - first)
+        request.setHeader(wire.OBJECT_HEADER, wire.header_json(wire.info_to_json(info)))
+        request.setHeader("content-type", "application/octet-stream")
+        request.setHeader("content-length", str(length))
+        if _header(request, "range"):
+            request.setResponseCode(206)
+            request.setHeader("content-range", f"bytes {first}-{first + length - 1}/{info.size}")
+        try:
+            await body.deliver(request)
+        finally:
+            body.close()
+        return None
+
+    @app.route("/v1/accounts/<account>/orders/<order_id>/object", methods=["DELETE"])
+    async def delete(self, request: Request, account: str, order_id: str) -> bytes:
+        """Remove the object at the path."""
+        self._authenticate(request, account)
+        deleted = await self._call(self.store.delete, account, order_id, self._path(request))
+        return _json(request, {"deleted": deleted})
+
+    @app.route("/v1/accounts/<account>/orders/<order_id>/copy", methods=["POST"])
+    async def copy(self, request: Request, account: str, order_id: str) -> bytes:
+        """Copy an object of the account to the path, in this order."""
+        self._authenticate(request, account)
+        path = self._path(request)
+        assert isinstance(request, NodeRequest)
+        if request.received > MAX_JSON_BODY or request.spool_path is not None:
+            raise wire.ProtocolError(400, "BadRequest", "the copy request is too large")
+        try:
+            data = json.loads(request.segment().data or b"")
+            source_order, source_path = str(data["source_order_id"]), str(data["source_path"])
+            replace = data.get("replace")
+        except (ValueError, KeyError, TypeError):
+            raise wire.ProtocolError(400, "BadRequest", "malformed copy request") from None
+        new = None if replace is None else wire.new_from_json(replace)
+        info = await self._call(
+            self.store.copy, account, source_order, source_path, order_id, path, new
+        )
+        return _json(request, wire.info_to_json(info))
+
+    @app.route("/v1/accounts/<account>/orders/<order_id>/list", methods=["GET"])
+    async def listing(self, request: Request, account: str, order_id: str) -> bytes:
+        """One page of the order's listing."""
+        self._authenticate(request, account)
+        query = _query(request)
+        try:
+            max_keys = int(query.get("max-keys", "1000"))
+        except ValueError:
+            raise wire.ProtocolError(400, "BadRequest", "max-keys is not a number") from None
+        if not 0 <= max_keys <= 1000:
+            raise wire.ProtocolError(400, "BadRequest", "max-keys must be from 0 to 1000")
+        page = await self._call(
+            self.store.list,
+            account,
+            order_id,
+            query.get("prefix", ""),
+            query.get("delimiter", ""),
+            query.get("marker", ""),
+            max_keys,
+        )
+        return _json(request, wire.page_to_json(page))
+
+    @app.route("/", branch=True)
+    def unknown(self, request: Request) -> bytes:
+        """Anything else."""
+        raise wire.ProtocolError(404, "NotFound", "no such resource in protocol v1")

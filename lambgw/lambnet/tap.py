@@ -1,0 +1,84 @@
+"""``twistd lambnet``: a network node serving a store directory over the network protocol.
+
+::
+
+    twistd -n lambnet --data DIR [--listen tcp:9100:interface=127.0.0.1]
+                      [--tls-cert cert.pem --tls-key key.pem]
+
+``--listen`` is a Twisted server endpoint string; with ``--tls-cert`` and ``--tls-key`` a
+``tcp:`` endpoint becomes an ``ssl:`` one.  Accounts, keys and orders are managed with
+``python -m lambgw --data DIR``.  This is the only module of the node that touches the
+global reactor.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application import service, strports
+from twisted.internet.defer import Deferred
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+
+from lambgw.lambnet.app import Node, NodeSite
+from lambgw.network.store import Store
+
+DEFAULT_LISTEN = "tcp:9100:interface=127.0.0.1"
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd lambnet``."""
+
+    optParameters = [
+        ["data", None, None, "The store directory served (created if needed)."],
+        ["listen", None, DEFAULT_LISTEN, "Twisted server endpoint to listen on."],
+        ["tls-cert", None, None, "PEM certificate (chain) to serve HTTPS with."],
+        ["tls-key", None, None, "PEM private key of the certificate."],
+    ]
+
+    def postOptions(self) -> None:
+        """Check the store directory and build the endpoint string."""
+        if not self["data"]:
+            raise usage.UsageError("--data DIR is required: the store to serve")
+        self["data"] = os.path.abspath(os.path.expanduser(self["data"]))
+        cert, key = self["tls-cert"], self["tls-key"]
+        if bool(cert) != bool(key):
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        if cert:
+            listen: str = self["listen"]
+            if not listen.startswith("tcp:"):
+                raise usage.UsageError("--tls-cert needs a tcp: endpoint in --listen")
+            escaped = [os.path.abspath(p).replace(":", "\\:") for p in (cert, key)]
+            self["listen"] = f"ssl:{listen[4:]}:certKey={escaped[0]}:privateKey={escaped[1]}"
+
+
+class _ThreadPoolService(service.Service):
+    """Starts and stops the store's thread pool with the node."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        """Start the pool."""
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> Deferred[None] | None:
+        """Stop the pool."""
+        super().stopService()
+        self.pool.stop()
+        return None
+
+
+def makeService(options: Options) -> service.IService:
+    """Build the node: a thread pool for the store, and the listening site."""
+    from twisted.internet import reactor
+
+    top = service.MultiService()
+    pool = ThreadPool(minthreads=1, maxthreads=16, name="lambnet-store")
+    _ThreadPoolService(pool).setServiceParent(top)
+    node = Node(Store(options["data"]), reactor, reactor, pool)  # type: ignore[arg-type]
+    listener: Any = strports.service(options["listen"], NodeSite(node))
+    listener.setServiceParent(top)
+    return top

@@ -1,0 +1,218 @@
+"""The network protocol's encodings, shared by the ``lambnet`` node and the HTTP client.
+
+Orders, objects and listings travel as JSON; an object's metadata travels in the
+``x-lamb-object`` header (compact ASCII JSON); errors are JSON ``{"code", "message"}`` with
+an HTTP status, the code naming one of the exceptions of :mod:`lambgw.network.errors`.
+See ``docs/network-protocol.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from lambgw.network import errors
+from lambgw.network.interface import ListPage, NewObject, ObjectInfo, Order
+
+#: The protocol version, first segment of every path.
+VERSION = "v1"
+OBJECT_HEADER = "x-lamb-object"
+IF_NONE_MATCH_HEADER = "x-lamb-if-none-match"
+
+#: Error codes of the network's exceptions, with their HTTP status.
+ERRORS: Mapping[str, tuple[type[errors.NetworkError], int]] = {
+    "NoSuchAccount": (errors.NoSuchAccount, 404),
+    "NoSuchOrder": (errors.NoSuchOrder, 404),
+    "NoSuchPath": (errors.NoSuchPath, 404),
+    "QuotaExceeded": (errors.QuotaExceeded, 413),
+    "OrderExpired": (errors.OrderExpired, 403),
+    "PreconditionFailed": (errors.PreconditionFailed, 412),
+    "InvalidPath": (errors.InvalidPath, 400),
+    "ServiceUnavailable": (errors.NetworkUnavailable, 503),
+    "NetworkError": (errors.NetworkError, 400),
+}
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
+
+class ProtocolError(Exception):
+    """A request the node refuses: an HTTP status, an error code and a message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        """Refuse with ``status`` and ``code``; ``message`` is for a person."""
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def error_body(code: str, message: str) -> bytes:
+    """Return the JSON body of an error."""
+    return json.dumps({"code": code, "message": message}).encode("utf-8")
+
+
+def code_of(error: errors.NetworkError) -> tuple[str, int]:
+    """Return the code and status under which ``error`` is sent."""
+    for code, (kind, status) in ERRORS.items():
+        if type(error) is kind:
+            return code, status
+    return "NetworkError", 400
+
+
+def error_from(status: int, body: bytes) -> errors.NetworkError:
+    """Return the exception for an error answer of the node."""
+    try:
+        decoded = json.loads(body)
+        code, message = str(decoded["code"]), str(decoded["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "", body[:200].decode("utf-8", "replace")
+    if code in ERRORS and code != "NetworkError":
+        return ERRORS[code][0](message)
+    if status >= 500:
+        return errors.NetworkUnavailable(f"the network failed ({status}): {message}")
+    return errors.NetworkError(f"the network refused the request ({status} {code}): {message}")
+
+
+def quote_path(path: str) -> str:
+    """Return ``path`` percent-encoded for a query parameter (every reserved byte quoted)."""
+    try:
+        return quote(path.encode("utf-8"), safe="")
+    except UnicodeEncodeError:
+        raise errors.InvalidPath("the path is not valid UTF-8") from None
+
+
+def parse_range(value: str | None) -> tuple[int, int | None]:
+    """Return the ``first`` and ``last`` of a ``Range: bytes=F-[L]`` header (whole if absent)."""
+    if not value:
+        return 0, None
+    match = _RANGE.fullmatch(value.strip())
+    if match is None:
+        raise ProtocolError(400, "BadRequest", f"unsupported Range: {value!r}")
+    first, last = int(match[1]), int(match[2]) if match[2] else None
+    if last is not None and last < first:
+        raise ProtocolError(400, "BadRequest", f"empty Range: {value!r}")
+    return first, last
+
+
+def order_to_json(order: Order) -> dict[str, Any]:
+    """Return an order as JSON."""
+    return {
+        "order_id": order.order_id,
+        "account": order.account,
+        "capacity": order.capacity,
+        "used": order.used,
+        "created": order.created,
+        "expires": order.expires,
+        "status": order.status,
+    }
+
+
+def order_from_json(data: Mapping[str, Any]) -> Order:
+    """Return the order of its JSON."""
+    return Order(
+        order_id=str(data["order_id"]),
+        account=str(data["account"]),
+        capacity=int(data["capacity"]),
+        used=int(data["used"]),
+        created=float(data["created"]),
+        expires=float(data["expires"]),
+        status=str(data["status"]),
+    )
+
+
+def new_to_json(new: NewObject) -> dict[str, Any]:
+    """Return what is known of an object to store, as JSON."""
+    return {
+        "size": new.size,
+        "etag": new.etag,
+        "content_type": new.content_type,
+        "metadata": dict(new.metadata),
+        "headers": dict(new.headers),
+        "checksums": dict(new.checksums),
+        "checksum_type": new.checksum_type,
+    }
+
+
+def _strings(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise TypeError("expected an object of strings")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def new_from_json(data: Mapping[str, Any]) -> NewObject:
+    """Return the :class:`NewObject` of its JSON; raise ``ProtocolError`` if malformed."""
+    try:
+        return NewObject(
+            size=int(data["size"]),
+            etag=str(data["etag"]),
+            content_type=str(data["content_type"]),
+            metadata=_strings(data["metadata"]),
+            headers=_strings(data["headers"]),
+            checksums=_strings(data["checksums"]),
+            checksum_type=str(data["checksum_type"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ProtocolError(400, "BadRequest", f"malformed object description: {e}") from None
+
+
+def info_to_json(info: ObjectInfo) -> dict[str, Any]:
+    """Return an object's description as JSON."""
+    return {
+        "order_id": info.order_id,
+        "path": info.path,
+        "size": info.size,
+        "etag": info.etag,
+        "last_modified": info.last_modified,
+        "content_type": info.content_type,
+        "metadata": dict(info.metadata),
+        "headers": dict(info.headers),
+        "checksums": dict(info.checksums),
+        "checksum_type": info.checksum_type,
+        "part_sizes": list(info.part_sizes),
+    }
+
+
+def info_from_json(data: Mapping[str, Any]) -> ObjectInfo:
+    """Return the :class:`ObjectInfo` of its JSON."""
+    part_sizes: Any = tuple(int(n) for n in data["part_sizes"])
+    return ObjectInfo(
+        order_id=str(data["order_id"]),
+        path=str(data["path"]),
+        size=int(data["size"]),
+        etag=str(data["etag"]),
+        last_modified=float(data["last_modified"]),
+        content_type=str(data["content_type"]),
+        metadata=_strings(data["metadata"]),
+        headers=_strings(data["headers"]),
+        checksums=_strings(data["checksums"]),
+        checksum_type=str(data["checksum_type"]),
+        part_sizes=part_sizes,
+    )
+
+
+def page_to_json(page: ListPage) -> dict[str, Any]:
+    """Return a listing page as JSON."""
+    return {
+        "objects": [info_to_json(info) for info in page.objects],
+        "common_prefixes": list(page.common_prefixes),
+        "is_truncated": page.is_truncated,
+        "next_marker": page.next_marker,
+    }
+
+
+def page_from_json(data: Mapping[str, Any]) -> ListPage:
+    """Return the listing page of its JSON."""
+    marker = data["next_marker"]
+    return ListPage(
+        objects=[info_from_json(item) for item in data["objects"]],
+        common_prefixes=[str(p) for p in data["common_prefixes"]],
+        is_truncated=bool(data["is_truncated"]),
+        next_marker=None if marker is None else str(marker),
+    )
+
+
+def header_json(value: Mapping[str, Any]) -> str:
+    """Return ``value`` as compact ASCII JSON for a header."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)

@@ -1,0 +1,240 @@
+"""Signing of network protocol requests with an account's Ed25519 key, and their verification.
+
+Every request to a ``lambnet`` node carries four headers::
+
+    x-lamb-date: 1764071234                 (Unix time, whole seconds)
+    x-lamb-nonce: 5f0c...                   (32 random hex digits, never reused)
+    x-lamb-content-sha256: e3b0c442...       (SHA-256 of the body, hex; of b"" if none)
+    authorization: LAMB1-ED25519 account=demo,signature=BASE64
+
+The signature covers :func:`string_to_sign`: the scheme, the method, the raw path, the
+query with its parameters sorted, the date, the nonce and the body digest, one per line.
+The node checks the signature with the account's public key, the date against its clock
+(at most :data:`MAX_SKEW` seconds apart), that the nonce was not seen within that window
+(:class:`NonceCache`), and the body's digest as the body arrives.
+
+Nothing here does I/O except the small key file helpers at the end.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Mapping
+
+from attrs import define, field, frozen
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+#: The name of the signing scheme, first word of the ``authorization`` header.
+SCHEME = "LAMB1-ED25519"
+#: The largest difference allowed between a request's date and the node's clock, in seconds.
+MAX_SKEW = 300
+#: The body digest of a request without a body.
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+#: The environment variable holding the password of encrypted private key files.
+PASSWORD_ENV = "LAMBGW_KEY_PASSWORD"  # noqa: S105 - the name of a variable
+
+DATE_HEADER = "x-lamb-date"
+NONCE_HEADER = "x-lamb-nonce"
+SHA256_HEADER = "x-lamb-content-sha256"
+
+#: Account names: also used as file names, so no separators and no leading dot.
+ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_NONCE = re.compile(r"[0-9a-f]{32}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_AUTHORIZATION = re.compile(
+    rf"{SCHEME} account=(?P<account>[^,\s]+),\s*signature=(?P<signature>[A-Za-z0-9+/=]+)"
+)
+
+
+class SignatureError(Exception):
+    """A request's signature, date, nonce or digest is missing or wrong; ``str()`` says which."""
+
+
+@frozen
+class RequestToSign:
+    """The parts of a request its signature covers."""
+
+    method: str
+    #: The path as sent on the wire (percent-encoded), without the query.
+    path: str
+    #: The query as sent on the wire, without the ``?``.
+    query: str
+    date: int
+    nonce: str
+    content_sha256: str
+
+
+def valid_account(name: str) -> bool:
+    """Whether ``name`` is a usable account name (letters, digits, ``.``, ``_``, ``-``)."""
+    return ACCOUNT_NAME.fullmatch(name) is not None
+
+
+def canonical_query(query: str) -> str:
+    """Return the query's ``&``-separated parameters sorted, as sent (not decoded)."""
+    return "&".join(sorted(part for part in query.split("&") if part))
+
+
+def string_to_sign(request: RequestToSign) -> bytes:
+    """Return the bytes the signature of ``request`` covers."""
+    lines = [
+        SCHEME,
+        request.method.upper(),
+        request.path,
+        canonical_query(request.query),
+        str(request.date),
+        request.nonce,
+        request.content_sha256,
+    ]
+    return "\n".join(lines).encode("utf-8")
+
+
+def new_nonce() -> str:
+    """Return a fresh random nonce."""
+    return secrets.token_hex(16)
+
+
+def sign(
+    key: Ed25519PrivateKey,
+    account: str,
+    method: str,
+    path: str,
+    query: str,
+    content_sha256: str,
+    date: int,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """Return the headers that sign a request of ``account``."""
+    request = RequestToSign(method, path, query, date, nonce or new_nonce(), content_sha256)
+    signature = base64.b64encode(key.sign(string_to_sign(request))).decode("ascii")
+    return {
+        DATE_HEADER: str(request.date),
+        NONCE_HEADER: request.nonce,
+        SHA256_HEADER: request.content_sha256,
+        "authorization": f"{SCHEME} account={account},signature={signature}",
+    }
+
+
+@frozen
+class Signed:
+    """What a request's headers claim: who signed it, and the signed parts."""
+
+    account: str
+    signature: bytes
+    request: RequestToSign
+
+
+def parse(method: str, path: str, query: str, headers: Mapping[str, str]) -> Signed:
+    """Read the signing headers of a request (lower-case names); raise ``SignatureError``."""
+    match = _AUTHORIZATION.fullmatch(headers.get("authorization", "").strip())
+    if match is None:
+        raise SignatureError(f"the request is not signed ({SCHEME} authorization expected)")
+    try:
+        signature = base64.b64decode(match["signature"], validate=True)
+    except binascii.Error:
+        raise SignatureError("the signature is not base64") from None
+    date = headers.get(DATE_HEADER, "")
+    if not date.isdigit() or len(date) > 12:
+        raise SignatureError(f"the {DATE_HEADER} header is missing or not a Unix time")
+    nonce = headers.get(NONCE_HEADER, "")
+    if _NONCE.fullmatch(nonce) is None:
+        raise SignatureError(f"the {NONCE_HEADER} header is missing or malformed")
+    digest = headers.get(SHA256_HEADER, "")
+    if _SHA256.fullmatch(digest) is None:
+        raise SignatureError(f"the {SHA256_HEADER} header is missing or malformed")
+    return Signed(
+        match["account"], signature, RequestToSign(method, path, query, int(date), nonce, digest)
+    )
+
+
+def verify(key: Ed25519PublicKey, signed: Signed, now: float, max_skew: int = MAX_SKEW) -> None:
+    """Check the signature and the date of ``signed``; raise ``SignatureError`` if wrong."""
+    if abs(now - signed.request.date) > max_skew:
+        raise SignatureError(f"the request's date is more than {max_skew} s from the node's clock")
+    try:
+        key.verify(signed.signature, string_to_sign(signed.request))
+    except InvalidSignature:
+        raise SignatureError("the signature does not match the account's key") from None
+
+
+@define
+class NonceCache:
+    """The nonces seen in the last ``window`` seconds, to refuse replayed requests."""
+
+    window: int = MAX_SKEW
+    _seen: dict[tuple[str, str], float] = field(factory=dict)
+
+    def check(self, account: str, nonce: str, date: int, now: float) -> None:
+        """Remember ``nonce``; raise ``SignatureError`` if it was seen before.
+
+        Requests older than the window are refused by their date, so nonces are
+        forgotten once they are older than the window too.
+        """
+        if len(self._seen) > 1024:
+            horizon = now - 2 * self.window
+            self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
+        if (account, nonce) in self._seen:
+            raise SignatureError("the request was replayed (its nonce was already used)")
+        self._seen[(account, nonce)] = max(now, float(date))
+
+
+# -- key files -----------------------------------------------------------------------------
+
+
+def generate_key() -> Ed25519PrivateKey:
+    """Return a new private key."""
+    return Ed25519PrivateKey.generate()
+
+
+def private_key_pem(key: Ed25519PrivateKey, password: bytes | None = None) -> bytes:
+    """Return ``key`` as PKCS#8 PEM, encrypted with ``password`` if given."""
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def public_key_pem(key: Ed25519PublicKey) -> bytes:
+    """Return ``key`` as SubjectPublicKeyInfo PEM."""
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_private_key(data: bytes, password: bytes | None = None) -> Ed25519PrivateKey:
+    """Read a PEM private key; raise ``ValueError`` if it is not an Ed25519 one."""
+    try:
+        key = serialization.load_pem_private_key(data, password or None)
+    except TypeError as e:
+        raise ValueError(
+            f"the key is encrypted: set {PASSWORD_ENV}"
+            if password is None
+            else f"the key is not encrypted: unset {PASSWORD_ENV}"
+        ) from e
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("the key is not an Ed25519 key")
+    return key
+
+
+def load_public_key(data: bytes) -> Ed25519PublicKey:
+    """Read a PEM public key; raise ``ValueError`` if it is not an Ed25519 one."""
+    key = serialization.load_pem_public_key(data)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("the key is not an Ed25519 key")
+    return key
+
+
+def env_password() -> bytes | None:
+    """The key password from the environment, if set."""
+    value = os.environ.get(PASSWORD_ENV)
+    return value.encode("utf-8") if value else None
