@@ -13,7 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import tomli
-from attrs import frozen
+from attrs import field, frozen
+
+from lambgw.s3.cors import CorsPolicy
+from lambgw.users import User, Users
 
 #: The config home of the storage CLI.
 DEFAULT_HOME = "~/.lambda_storagecli"
@@ -26,7 +29,18 @@ _ORDER_ID = re.compile(r"[0-9A-F]{40}")
 
 #: The keys a file may hold, by section; anything else is refused as a likely typo.
 KNOWN_KEYS: Mapping[str, frozenset[str]] = {
-    "gateway": frozenset({"address", "access_key", "secret_key"}),
+    "gateway": frozenset(
+        {
+            "address",
+            "access_key",
+            "secret_key",
+            "domain",
+            "users",
+            "cors_origins",
+            "cors_methods",
+            "cors_headers",
+        }
+    ),
     "broker": frozenset({"validator_addr", "dht_gateway_addr", "extra_order_id", "db_path"}),
 }
 
@@ -52,6 +66,16 @@ class Config:
     db_path: str
     debug: bool
     default_keys: bool
+    #: Every key the gateway accepts, the ``[gateway]`` pair (for ``account``) included.
+    users: Users = field(factory=lambda: Users({}))
+    #: Domains under which ``BUCKET.DOMAIN`` addresses a bucket (virtual-hosted style).
+    domains: tuple[str, ...] = ()
+    cors: CorsPolicy = field(factory=CorsPolicy)
+    #: Twisted endpoint descriptions the S3 API listens on besides ``address``.
+    listen: tuple[str, ...] = ()
+    #: A certificate and key (PEM files) that make ``address`` HTTPS.
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @property
     def address(self) -> str:
@@ -130,12 +154,52 @@ def _string(data: Mapping[str, Any], section: str, key: str, path: str, text: st
     return value
 
 
+def _strings(
+    data: Mapping[str, Any], section: str, key: str, path: str, text: str
+) -> list[str] | None:
+    """A key holding a list of strings (a single string is a list of one)."""
+    value = data.get(section, {}).get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        line = _key_line(text, section, key)
+        where = f"line {line}: " if line else ""
+        raise ConfigError(f"{path}: {where}[{section}] {key}: expected a list of strings")
+    return list(value)
+
+
+def _users(data: Mapping[str, Any], path: str) -> list[User]:
+    """The ``[[gateway.users]]`` tables: an access key, its secret key and its account."""
+    tables = data.get("gateway", {}).get("users", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{path}: [gateway] users: expected [[gateway.users]] tables")
+    users = []
+    for number, table in enumerate(tables, 1):
+        where = f"{path}: [[gateway.users]] #{number}"
+        unknown = sorted(set(table) - {"access_key", "secret_key", "account"})
+        if unknown:
+            raise ConfigError(
+                f"{where}: {unknown[0]}: unknown key (known: access_key, account, secret_key)"
+            )
+        values = []
+        for key in ("access_key", "secret_key", "account"):
+            value = table.get(key)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}: {key}: expected a non-empty string")
+            values.append(value)
+        users.append(User(*values))
+    return users
+
+
 def load(options: Mapping[str, Any]) -> Config:
     """Merge the config file with the command-line ``options`` (flags win).
 
     ``options`` uses the flag names: ``home``, ``config``, ``account``, ``gateway.address``,
     ``gateway.access_key``, ``gateway.secret_key``, ``broker.validator_addr``,
-    ``broker.dht_gateway_addr``, ``broker.extra_order_id``, ``broker.db_path``, ``debug``.
+    ``broker.dht_gateway_addr``, ``broker.extra_order_id``, ``broker.db_path``, ``debug``,
+    and the lists ``domain`` and ``listen``, with ``tls-cert`` and ``tls-key``.
     """
     home = os.path.expanduser(options.get("home") or DEFAULT_HOME)
     path = os.path.expanduser(options.get("config") or os.path.join(home, "config", "user.toml"))
@@ -187,6 +251,28 @@ def load(options: Mapping[str, Any]) -> Config:
     if not account:
         raise ConfigError("--account is required: the account whose orders are served")
 
+    extra_users = _users(data, path)
+    primary = []
+    if not (default_keys and extra_users):
+        primary = [
+            User(access_key or DEFAULT_ACCESS_KEY, secret_key or DEFAULT_SECRET_KEY, account)
+        ]
+    try:
+        users = Users.of(primary + extra_users)
+    except ValueError as e:
+        raise ConfigError(f"{path}: [[gateway.users]]: {e}") from None
+
+    domains = list(options.get("domain") or _strings(data, "gateway", "domain", path, text) or [])
+    cors = CorsPolicy.of(
+        _strings(data, "gateway", "cors_origins", path, text) or [],
+        _strings(data, "gateway", "cors_methods", path, text),
+        _strings(data, "gateway", "cors_headers", path, text),
+    )
+    tls_cert = options.get("tls-cert") or ""
+    tls_key = options.get("tls-key") or ""
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError("--tls-cert and --tls-key must be given together")
+
     db_path, _ = pick("broker", "db_path")
     return Config(
         home=home,
@@ -201,5 +287,11 @@ def load(options: Mapping[str, Any]) -> Config:
         extra_order_id=(extra_order_id or "").upper(),
         db_path=os.path.expanduser(db_path or os.path.join(home, "gateway")),
         debug=bool(options.get("debug")),
-        default_keys=default_keys,
+        default_keys=default_keys and not extra_users,
+        users=users,
+        domains=tuple(domains),
+        cors=cors,
+        listen=tuple(options.get("listen") or ()),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
