@@ -1,0 +1,1 @@
+"""Watching the gateway: access log, Prometheus metrics, health checks and the status page."""

@@ -1,0 +1,121 @@
+"""A network that times its calls: latency and errors of the storage network, as metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from attrs import define
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from lambgw.network.interface import (
+    INetwork,
+    IObjectBody,
+    ListPage,
+    NewObject,
+    ObjectInfo,
+    Order,
+    Segment,
+)
+from lambgw.observe.metrics import GatewayMetrics
+
+_T = TypeVar("_T")
+
+
+@implementer(INetwork)
+@define
+class TimedNetwork:
+    """An :class:`INetwork` that passes every call on and records how long it took."""
+
+    network: INetwork
+    metrics: GatewayMetrics
+    clock: Callable[[], float] = time.monotonic
+
+    def _timed(self, call: str, start: Callable[[], Deferred[_T]]) -> Deferred[_T]:
+        began = self.clock()
+
+        def done(result: Any) -> Any:
+            self.metrics.network_seconds.observe(self.clock() - began, call)
+            if isinstance(result, Failure):
+                self.metrics.network_errors.inc(call, type(result.value).__name__)
+            return result
+
+        return start().addBoth(done)
+
+    def orders(self, account: str) -> Deferred[Sequence[Order]]:
+        """The orders of ``account``."""
+        return self._timed("orders", lambda: self.network.orders(account))
+
+    def order(self, account: str, order_id: str) -> Deferred[Order]:
+        """One order of ``account``."""
+        return self._timed("order", lambda: self.network.order(account, order_id))
+
+    def put_object(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        segments: Sequence[Segment],
+        new: NewObject,
+        if_none_match: bool = False,
+    ) -> Deferred[ObjectInfo]:
+        """Store an object."""
+        return self._timed(
+            "put_object",
+            lambda: self.network.put_object(account, order_id, path, segments, new, if_none_match),
+        )
+
+    def head_object(self, account: str, order_id: str, path: str) -> Deferred[ObjectInfo]:
+        """What is stored at ``path``."""
+        return self._timed("head_object", lambda: self.network.head_object(account, order_id, path))
+
+    def get_object(
+        self, account: str, order_id: str, path: str, first: int = 0, last: int | None = None
+    ) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
+        """The object at ``path`` and its bytes (timed until the body is ready to stream)."""
+        return self._timed(
+            "get_object", lambda: self.network.get_object(account, order_id, path, first, last)
+        )
+
+    def delete_object(self, account: str, order_id: str, path: str) -> Deferred[bool]:
+        """Remove the object at ``path``."""
+        return self._timed(
+            "delete_object", lambda: self.network.delete_object(account, order_id, path)
+        )
+
+    def copy_object(
+        self,
+        account: str,
+        src_order_id: str,
+        src_path: str,
+        dst_order_id: str,
+        dst_path: str,
+        replace: NewObject | None = None,
+    ) -> Deferred[ObjectInfo]:
+        """Copy an object inside the network."""
+        return self._timed(
+            "copy_object",
+            lambda: self.network.copy_object(
+                account, src_order_id, src_path, dst_order_id, dst_path, replace
+            ),
+        )
+
+    def list_objects(
+        self,
+        account: str,
+        order_id: str,
+        prefix: str = "",
+        delimiter: str = "",
+        marker: str = "",
+        max_keys: int = 1000,
+    ) -> Deferred[ListPage]:
+        """A page of an order's listing."""
+        return self._timed(
+            "list_objects",
+            lambda: self.network.list_objects(
+                account, order_id, prefix, delimiter, marker, max_keys
+            ),
+        )
