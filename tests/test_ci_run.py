@@ -73,7 +73,7 @@ class ReadmeCommandTests(SynchronousTestCase):
             readme = f.read()
         section = readme.split("\n## Test\n", 1)[1].split("\n## ", 1)[0]
         commands = re.findall(r"^pip install .*$", section, re.MULTILINE)
-        self.assertEqual(commands, ["pip install '.[test]' && trial tests"])
+        self.assertEqual(commands, ["pip install '.[test]' && python -m twisted.trial tests"])
         done = subprocess.run(
             ["bash", CI_RUN, "--print-command"], capture_output=True, text=True, check=True
         )
