@@ -41,7 +41,16 @@ KNOWN_KEYS: Mapping[str, frozenset[str]] = {
             "cors_headers",
         }
     ),
-    "broker": frozenset({"validator_addr", "dht_gateway_addr", "extra_order_id", "db_path"}),
+    "broker": frozenset(
+        {
+            "validator_addr",
+            "dht_gateway_addr",
+            "extra_order_id",
+            "db_path",
+            "extra_key_file",
+            "ca_file",
+        }
+    ),
 }
 
 
@@ -76,6 +85,10 @@ class Config:
     #: A certificate and key (PEM files) that make ``address`` HTTPS.
     tls_cert: str = ""
     tls_key: str = ""
+    #: The account's private key for the network at ``validator_addr`` (default under home).
+    extra_key_file: str = ""
+    #: The PEM certificate authorities an HTTPS ``validator_addr`` is checked against.
+    ca_file: str = ""
 
     @property
     def address(self) -> str:
@@ -198,7 +211,8 @@ def load(options: Mapping[str, Any]) -> Config:
 
     ``options`` uses the flag names: ``home``, ``config``, ``account``, ``gateway.address``,
     ``gateway.access_key``, ``gateway.secret_key``, ``broker.validator_addr``,
-    ``broker.dht_gateway_addr``, ``broker.extra_order_id``, ``broker.db_path``, ``debug``,
+    ``broker.dht_gateway_addr``, ``broker.extra_order_id``, ``broker.db_path``,
+    ``broker.extra_key_file``, ``broker.ca_file``, ``debug``,
     and the lists ``domain`` and ``listen``, with ``tls-cert`` and ``tls-key``.
     """
     home = os.path.expanduser(options.get("home") or DEFAULT_HOME)
@@ -294,4 +308,6 @@ def load(options: Mapping[str, Any]) -> Config:
         listen=tuple(options.get("listen") or ()),
         tls_cert=tls_cert,
         tls_key=tls_key,
+        extra_key_file=os.path.expanduser(pick("broker", "extra_key_file")[0] or ""),
+        ca_file=os.path.expanduser(pick("broker", "ca_file")[0] or ""),
     )
