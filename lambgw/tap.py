@@ -20,6 +20,7 @@ from lambgw.config import Config, ConfigError, load
 from lambgw.gateway.core import Gateway
 from lambgw.gateway.multipart import DEFAULT_EXPIRY, MultipartUploads, UploadStore
 from lambgw.network.embedded import EmbeddedNetwork
+from lambgw.network.http import HTTPNetwork, account_key, network_address
 from lambgw.network.interface import Order
 from lambgw.s3.api import S3API
 from lambgw.s3.front import Front
@@ -51,6 +52,8 @@ class GatewayOptions(usage.Options):
         ["broker.dht_gateway_addr", None, None, "The network's DHT gateway address."],
         ["broker.extra_order_id", None, None, "s3gw: the order that holds the buckets."],
         ["broker.db_path", None, None, "Gateway data (spool, state); default HOME/gateway."],
+        ["broker.extra_key_file", None, None, "The account's key (default HOME/keys/ACCOUNT.key)."],
+        ["broker.ca_file", None, None, "CA certificates (PEM) of an https network address."],
         [
             "multipart.expiry",
             None,
@@ -131,12 +134,24 @@ class GatewayService(service.MultiService):
         self.spool_pool = ThreadPool(minthreads=1, maxthreads=16, name="lambgw-spool")
         ThreadPoolService(self.db_pool).setServiceParent(self)
         ThreadPoolService(self.spool_pool).setServiceParent(self)
-        if not config.embedded:
-            raise SystemExit(
-                "lambgw: the network at [broker] validator_addr is not supported by this "
-                "version; leave it empty to use the embedded network"
+        self.network: EmbeddedNetwork | HTTPNetwork
+        if config.embedded:
+            self.network = EmbeddedNetwork.from_directory(
+                config.network_dir, reactor, self.db_pool
             )
-        self.network = EmbeddedNetwork.from_directory(config.network_dir, reactor, self.db_pool)
+        else:
+            try:
+                key = account_key(config.home, config.account, config.extra_key_file)
+            except ValueError as e:
+                raise SystemExit(f"lambgw: the account's key for the network: {e}") from None
+            self.network = HTTPNetwork.connect(
+                network_address(config.validator_addr, config.dht_gateway_addr),
+                config.account,
+                key,
+                reactor,
+                self.db_pool,
+                config.ca_file or None,
+            )
         self.single = config.extra_order_id if single_order else ""
         self.gateway = Gateway.create(
             self.network, config.account, os.path.join(config.db_path, "spool"), self.single

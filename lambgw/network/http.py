@@ -1,0 +1,662 @@
+"""The HTTP network: :class:`INetwork` spoken to a ``lambnet`` node with treq.
+
+Every request is signed with the account's key (:mod:`lambgw.network.signing`).  Uploads
+stream the spooled segments in order through :class:`SegmentsProducer`; downloads are
+unbuffered and pushed to the consumer by :class:`HTTPObjectBody`, which pauses the
+connection when the consumer is full.  Connections are kept in a persistent pool.  A
+request that makes no progress for ``silence`` seconds is cancelled; idempotent requests
+are retried with backoff when the node cannot be reached or answers 503.  Every failure to
+reach the node becomes :class:`NetworkUnavailable`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from typing import IO, Any
+from urllib.parse import urlencode, urlsplit
+
+from treq import content
+from twisted.internet import defer, error, task
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorFromThreads,
+    IReactorTime,
+)
+from twisted.internet.protocol import Protocol
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from twisted.web.client import FileBodyProducer, ResponseDone, _HTTP11ClientFactory
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+
+from lambgw.lambnet import wire
+from lambgw.network import signing
+from lambgw.network.errors import NetworkError, NetworkUnavailable
+from lambgw.network.interface import (
+    INetwork,
+    IObjectBody,
+    ListPage,
+    NewObject,
+    ObjectInfo,
+    Order,
+    Segment,
+)
+
+#: Seconds to wait for a connection to the node.
+CONNECT_TIMEOUT = 10.0
+#: Seconds without any progress after which a request is given up.
+SILENCE_TIMEOUT = 30.0
+#: Delays before the retries of an idempotent request, in seconds.
+RETRY_DELAYS = (0.2, 1.0, 3.0)
+#: Bytes read from a spooled segment at a time.
+READ_SIZE = 256 * 1024
+#: The largest error or JSON answer read.
+MAX_ANSWER = 16 * 1024 * 1024
+
+_UNREACHABLE = (
+    error.ConnectError,
+    error.ConnectionLost,
+    error.ConnectionClosed,
+    error.TimeoutError,
+    defer.CancelledError,
+    OSError,
+)
+
+
+def _unavailable(failure: Failure) -> Failure:
+    """Turn transport failures into ``NetworkUnavailable``; network errors pass."""
+    if failure.check(NetworkError):
+        return failure
+    reason = failure.value
+    inner = getattr(reason, "reasons", None)
+    if inner:
+        reason = inner[0].value
+    return Failure(NetworkUnavailable(f"the network node cannot be reached: {reason!r}"))
+
+
+class _Silence:
+    """Cancels a Deferred when ``touch`` has not been called for ``timeout`` seconds."""
+
+    def __init__(self, clock: IReactorTime, timeout: float, target: Deferred[Any]) -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self._target = target
+        self._call: IDelayedCall | None = clock.callLater(timeout, target.cancel)
+
+    def touch(self) -> None:
+        """Progress was made: start the wait again."""
+        if self._call is not None and self._call.active():
+            self._call.reset(self._timeout)
+
+    def stop(self) -> None:
+        """Stop watching."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
+@implementer(IBodyProducer)
+class SegmentsProducer:
+    """The bytes of spooled segments, in order, as one request body."""
+
+    def __init__(
+        self,
+        segments: Sequence[Segment],
+        cooperator: task.Cooperator,
+        progress: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Produce ``segments``; ``progress`` is called whenever bytes are written."""
+        self.length = sum(segment.size for segment in segments)
+        self._segments = list(segments)
+        self._cooperator = cooperator
+        self.progress = progress
+        self._current: FileBodyProducer | None = None
+        self._file: IO[bytes] | None = None
+        self._stopped = False
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        """Write every segment to ``consumer``, one after the other."""
+        return Deferred.fromCoroutine(self._produce(consumer))
+
+    async def _produce(self, consumer: IConsumer) -> None:
+        counting = _CountingConsumer(consumer, lambda: self.progress())
+        for segment in self._segments:
+            if self._stopped:
+                break
+            if segment.data is not None:
+                counting.write(segment.data)
+                continue
+            self._file = open(segment.path, "rb")  # noqa: SIM115 - closed by the producer
+            self._current = FileBodyProducer(self._file, self._cooperator, READ_SIZE)
+            try:
+                await self._current.startProducing(counting)
+            finally:
+                self._current = None
+                self._file.close()
+
+    def pauseProducing(self) -> None:
+        """Stop writing until resumed."""
+        if self._current is not None:
+            self._current.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """Go on writing."""
+        if self._current is not None:
+            self._current.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """Give up: nothing more is written."""
+        self._stopped = True
+        if self._current is not None:
+            self._current.stopProducing()
+
+
+class _CountingConsumer:
+    """Passes writes on to a consumer, reporting progress."""
+
+    def __init__(self, consumer: IConsumer, progress: Callable[[], None]) -> None:
+        self._consumer = consumer
+        self._progress = progress
+
+    def write(self, data: bytes) -> None:
+        self._progress()
+        self._consumer.write(data)
+
+
+@implementer(IObjectBody, IPushProducer)
+class HTTPObjectBody:
+    """The body of a node's answer, pushed to a consumer with backpressure."""
+
+    def __init__(self, response: Any, clock: IReactorTime, silence: float) -> None:
+        """Stream ``response`` (an unbuffered treq response)."""
+        self._response = response
+        self._clock = clock
+        self._silence = silence
+        self._expected = response.length
+        self._received = 0
+        self._consumer: IConsumer | None = None
+        self._transport: Any = None
+        self._timer: IDelayedCall | None = None
+        self._done: Deferred[None] | None = None
+        self._finished = False
+
+    def deliver(self, consumer: IConsumer) -> Deferred[None]:
+        """Write the body to ``consumer``; fire when done.  Cancel to stop."""
+        if self._consumer is not None or self._finished:
+            raise RuntimeError("the body was already delivered or closed")
+        self._consumer = consumer
+        self._done = Deferred(lambda d: self._abort(None))
+        consumer.registerProducer(self, True)
+        self._response.deliverBody(_Receiver(self))
+        self._arm()
+        return self._done
+
+    def close(self) -> None:
+        """Drop the connection without reading the body (or stop a delivery)."""
+        if self._consumer is None and not self._finished:
+            self._response.deliverBody(_Receiver(self))
+        self._abort(Failure(NetworkUnavailable("the body was closed")))
+
+    def _arm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self._clock.callLater(self._silence, self._silent)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _silent(self) -> None:
+        self._timer = None
+        self._abort(Failure(NetworkUnavailable("the network node stopped sending")))
+
+    def pauseProducing(self) -> None:
+        """The consumer is full: pause the connection (silence is not counted meanwhile)."""
+        self._disarm()
+        if self._transport is not None:
+            self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """Go on reading."""
+        if self._finished:
+            return
+        self._arm()
+        if self._transport is not None:
+            self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """The consumer gives up."""
+        self._abort(Failure(error.ConnectionLost("the consumer stopped the transfer")))
+
+    def connected(self, transport: Any) -> None:
+        """The body's transport is known (called by the receiver)."""
+        self._transport = transport
+        if self._finished:
+            transport.stopProducing()
+
+    def received(self, data: bytes) -> None:
+        """Pass bytes on to the consumer."""
+        if self._finished or self._consumer is None:
+            return
+        self._received += len(data)
+        if self._timer is not None:
+            self._arm()
+        self._consumer.write(data)
+
+    def ended(self, reason: Failure) -> None:
+        """The body is over: complete, or cut."""
+        complete = reason.check(ResponseDone) and (
+            self._expected == UNKNOWN_LENGTH or self._received == self._expected
+        )
+        self._finish(
+            None
+            if complete
+            else Failure(
+                NetworkUnavailable(
+                    f"the network node cut the transfer after {self._received} bytes"
+                )
+            )
+        )
+
+    def _abort(self, reason: Failure | None) -> None:
+        if not self._finished and self._transport is not None:
+            self._transport.stopProducing()
+        self._finish(reason)
+
+    def _finish(self, reason: Failure | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._disarm()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.unregisterProducer()
+        done, self._done = self._done, None
+        if done is not None and not done.called:
+            if reason is None:
+                done.callback(None)
+            else:
+                done.errback(reason)
+
+
+class _Receiver(Protocol):
+    """Hands a response body's events to an :class:`HTTPObjectBody`."""
+
+    def __init__(self, body: HTTPObjectBody) -> None:
+        self._body = body
+
+    def connectionMade(self) -> None:
+        self._body.connected(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._body.received(data)
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
+        self._body.ended(reason)
+
+
+def file_sha256(segments: Sequence[Segment]) -> str:
+    """Return the SHA-256 of the segments' bytes, in order, in hex (reads the files)."""
+    digest = hashlib.sha256()
+    for segment in segments:
+        if segment.data is not None:
+            digest.update(segment.data)
+            continue
+        with open(segment.path, "rb") as f:
+            while chunk := f.read(1024 * 1024):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _remove_segments(segments: Sequence[Segment]) -> None:
+    for segment in segments:
+        if segment.data is None:
+            with suppress(FileNotFoundError):
+                os.unlink(segment.path)
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    """The pool's connection factory, without a log line per connection."""
+
+    noisy = False
+
+
+@implementer(INetwork)
+class HTTPNetwork:
+    """The Lambda network reached over HTTP(S) at ``base_url``, as one account."""
+
+    def __init__(
+        self,
+        base_url: str,
+        account: str,
+        key: Any,
+        client: Any,
+        reactor: IReactorFromThreads,
+        clock: IReactorTime,
+        threadpool: ThreadPool,
+        cooperator: task.Cooperator | None = None,
+        silence: float = SILENCE_TIMEOUT,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+    ) -> None:
+        """Talk to the node at ``base_url`` with the treq-like ``client``, signing with ``key``.
+
+        Digests of uploads are computed in ``threadpool``.
+        """
+        self._base = base_url.rstrip("/")
+        self._base_path = urlsplit(self._base).path
+        self._account = account
+        self._key = key
+        self._client = client
+        self._reactor = reactor
+        self._clock = clock
+        self._threadpool = threadpool
+        self._cooperator = cooperator or task.Cooperator()
+        self._silence = silence
+        self._retry_delays = tuple(retry_delays)
+
+    @classmethod
+    def connect(
+        cls,
+        base_url: str,
+        account: str,
+        key: Any,
+        reactor: Any,
+        threadpool: ThreadPool,
+        ca_file: str | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> HTTPNetwork:
+        """Build the network with a treq client over a persistent connection pool.
+
+        HTTPS certificates are verified, with the host name, against ``ca_file`` (PEM) if
+        given, else the system's trusted authorities.
+        """
+        from treq.client import HTTPClient
+        from twisted.internet.ssl import Certificate, platformTrust
+        from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+
+        if not base_url.startswith(("http://", "https://")):
+            base_url = f"http://{base_url}"
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool._factory = _QuietFactory
+        pool.maxPersistentPerHost = 16
+        pool.cachedConnectionTimeout = 60
+        if ca_file:
+            with open(ca_file, "rb") as f:
+                trust: Any = Certificate.loadPEM(f.read())
+        else:
+            trust = platformTrust()
+        policy = BrowserLikePolicyForHTTPS(trustRoot=trust)
+        agent = Agent(reactor, policy, connectTimeout=connect_timeout, pool=pool)
+        return cls(base_url, account, key, HTTPClient(agent), reactor, reactor, threadpool)
+
+    # -- requests ----------------------------------------------------------------------
+
+    def _url(self, account: str, rest: str, query: dict[str, str] | None = None) -> str:
+        path = f"{self._base_path}/{wire.VERSION}/accounts/{account}/orders{rest}"
+        encoded = urlencode(query or {}, quote_via=lambda s, *_: wire.quote_path(str(s)))
+        return path + (f"?{encoded}" if encoded else "")
+
+    def _check_account(self, account: str) -> None:
+        if account != self._account:
+            raise NetworkError(f"this gateway holds the key of {self._account}, not {account}")
+
+    async def _send(
+        self,
+        method: str,
+        target: str,
+        body: Any = None,
+        content_sha256: str = signing.EMPTY_SHA256,
+        headers: dict[str, str] | None = None,
+        unbuffered: bool = False,
+    ) -> Any:
+        """Send one signed request; return the response (or raise its error)."""
+        path, _, query = target.partition("?")
+        signed = signing.sign(
+            self._key,
+            self._account,
+            method,
+            path,
+            query,
+            content_sha256,
+            int(self._clock.seconds()),
+        )
+        all_headers = {**signed, **(headers or {})}
+        url = f"{self._base}{target[len(self._base_path) :]}"
+        request: Deferred[Any] = self._client.request(
+            method,
+            url,
+            headers={k: [v] for k, v in all_headers.items()},
+            data=body,
+            unbuffered=True,
+        )
+        watch = _Silence(self._clock, self._silence, request)
+        if isinstance(body, SegmentsProducer):
+            body.progress = watch.touch
+        try:
+            response = await request
+            if response.code >= 400 or not unbuffered:
+                content = await _bounded(_read(response), self._clock, self._silence)
+                if response.code >= 400:
+                    raise wire.error_from(response.code, content)
+                return content
+        except NetworkError:
+            raise
+        except Exception:
+            raise _unavailable(Failure()).value from None
+        finally:
+            watch.stop()
+        return response
+
+    async def _idempotent(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str] | None = None,
+        unbuffered: bool = False,
+    ) -> Any:
+        """Send a request that may be repeated, retrying with backoff while unreachable."""
+        for delay in (*self._retry_delays, None):
+            try:
+                return await self._send(method, target, headers=headers, unbuffered=unbuffered)
+            except NetworkUnavailable:
+                if delay is None:
+                    raise
+            await task.deferLater(self._clock, delay)
+        raise AssertionError("unreachable")
+
+    async def _json(self, target: str) -> Any:
+        return json.loads(await self._idempotent("GET", target))
+
+    def ensure_account(
+        self, account: str, default_capacity: int, default_days: float
+    ) -> Deferred[Sequence[Order]]:
+        """Return the orders of ``account``, which must exist on the node.
+
+        Accounts and orders are made on the node (``python -m lambgw --data DIR``), not by
+        the gateway, so the defaults are not used.
+        """
+        return self.orders(account)
+
+    # -- INetwork ----------------------------------------------------------------------
+
+    def orders(self, account: str) -> Deferred[Sequence[Order]]:
+        """Return all orders of ``account``."""
+
+        async def run() -> Sequence[Order]:
+            self._check_account(account)
+            data = await self._json(self._url(account, ""))
+            return [wire.order_from_json(item) for item in data]
+
+        return Deferred.fromCoroutine(run())
+
+    def order(self, account: str, order_id: str) -> Deferred[Order]:
+        """Return one order of ``account``."""
+
+        async def run() -> Order:
+            self._check_account(account)
+            return wire.order_from_json(await self._json(self._url(account, f"/{order_id}")))
+
+        return Deferred.fromCoroutine(run())
+
+    def put_object(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        segments: Sequence[Segment],
+        new: NewObject,
+        if_none_match: bool = False,
+    ) -> Deferred[ObjectInfo]:
+        """Upload the spooled ``segments`` as one object; the segments are removed after."""
+
+        async def run() -> ObjectInfo:
+            try:
+                self._check_account(account)
+                target = self._url(account, f"/{order_id}/object", {"path": path})
+                digest = await deferToThreadPool(
+                    self._reactor, self._threadpool, file_sha256, segments
+                )
+                headers = {wire.OBJECT_HEADER: wire.header_json(wire.new_to_json(new))}
+                if if_none_match:
+                    headers[wire.IF_NONE_MATCH_HEADER] = "1"
+                body = SegmentsProducer(segments, self._cooperator)
+                answer = await self._send("PUT", target, body, digest, headers)
+                return wire.info_from_json(json.loads(answer))
+            finally:
+                await deferToThreadPool(self._reactor, self._threadpool, _remove_segments, segments)
+
+        return Deferred.fromCoroutine(run())
+
+    def head_object(self, account: str, order_id: str, path: str) -> Deferred[ObjectInfo]:
+        """Return what is stored at ``path``."""
+
+        async def run() -> ObjectInfo:
+            self._check_account(account)
+            target = self._url(account, f"/{order_id}/object", {"path": path})
+            response = await self._idempotent("HEAD", target, unbuffered=True)
+            info = _info_header(response)
+            HTTPObjectBody(response, self._clock, self._silence).close()
+            return info
+
+        return Deferred.fromCoroutine(run())
+
+    def get_object(
+        self, account: str, order_id: str, path: str, first: int = 0, last: int | None = None
+    ) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
+        """Return the object at ``path`` and a body streaming bytes ``first`` to ``last``."""
+
+        async def run() -> tuple[ObjectInfo, IObjectBody]:
+            self._check_account(account)
+            target = self._url(account, f"/{order_id}/object", {"path": path})
+            headers = {}
+            if first or last is not None:
+                headers["range"] = f"bytes={first}-{'' if last is None else last}"
+            response = await self._idempotent("GET", target, headers, unbuffered=True)
+            info = _info_header(response)
+            return info, HTTPObjectBody(response, self._clock, self._silence)
+
+        return Deferred.fromCoroutine(run())
+
+    def delete_object(self, account: str, order_id: str, path: str) -> Deferred[bool]:
+        """Remove the object at ``path``; fire with whether there was one."""
+
+        async def run() -> bool:
+            self._check_account(account)
+            target = self._url(account, f"/{order_id}/object", {"path": path})
+            return bool(json.loads(await self._idempotent("DELETE", target))["deleted"])
+
+        return Deferred.fromCoroutine(run())
+
+    def copy_object(
+        self,
+        account: str,
+        src_order_id: str,
+        src_path: str,
+        dst_order_id: str,
+        dst_path: str,
+        replace: NewObject | None = None,
+    ) -> Deferred[ObjectInfo]:
+        """Copy an object between orders of ``account``, on the node."""
+
+        async def run() -> ObjectInfo:
+            self._check_account(account)
+            target = self._url(account, f"/{dst_order_id}/copy", {"path": dst_path})
+            request = {
+                "source_order_id": src_order_id,
+                "source_path": src_path,
+                "replace": None if replace is None else wire.new_to_json(replace),
+            }
+            body = json.dumps(request).encode("utf-8")
+            digest = hashlib.sha256(body).hexdigest()
+            answer = await self._send("POST", target, body, digest)
+            return wire.info_from_json(json.loads(answer))
+
+        return Deferred.fromCoroutine(run())
+
+    def list_objects(
+        self,
+        account: str,
+        order_id: str,
+        prefix: str = "",
+        delimiter: str = "",
+        marker: str = "",
+        max_keys: int = 1000,
+    ) -> Deferred[ListPage]:
+        """List up to ``max_keys`` objects and common prefixes after ``marker``."""
+
+        async def run() -> ListPage:
+            self._check_account(account)
+            query = {"prefix": prefix, "delimiter": delimiter, "marker": marker}
+            query = {k: v for k, v in query.items() if v}
+            query["max-keys"] = str(max_keys)
+            target = self._url(account, f"/{order_id}/list", query)
+            return wire.page_from_json(await self._json(target))
+
+        return Deferred.fromCoroutine(run())
+
+
+def _info_header(response: Any) -> ObjectInfo:
+    values = response.headers.getRawHeaders(wire.OBJECT_HEADER) or [""]
+    try:
+        return wire.info_from_json(json.loads(values[0]))
+    except (ValueError, KeyError, TypeError):
+        raise NetworkError("the network node sent a malformed object description") from None
+
+
+def _read(response: Any) -> Deferred[bytes]:
+    """Read a (small) answer body whole, refusing one larger than :data:`MAX_ANSWER`."""
+    if response.length != UNKNOWN_LENGTH and response.length > MAX_ANSWER:
+        raise NetworkError("the network node's answer is too large")
+    result: Deferred[bytes] = content(response)
+    return result
+
+
+def _bounded(d: Deferred[bytes], clock: IReactorTime, timeout: float) -> Deferred[bytes]:
+    """Cancel ``d`` if it has not fired within ``timeout`` seconds."""
+    return d.addTimeout(timeout, clock)
+
+
+def network_address(validator_addr: str, dht_gateway_addr: str) -> str:
+    """The node's base URL from the ``[broker]`` addresses (``http://`` if no scheme)."""
+    address = validator_addr or dht_gateway_addr
+    return address if "://" in address else f"http://{address}"
+
+
+def account_key(home: str, account: str, key_file: str = "") -> Any:
+    """Read ``account``'s private key from ``key_file`` or ``HOME/keys/ACCOUNT.key``.
+
+    An encrypted key is opened with :data:`~lambgw.network.signing.PASSWORD_ENV`; raises
+    ``ValueError`` saying what is wrong.
+    """
+    from lambgw.lambnet.keys import private_key_path, read_private_key
+
+    return read_private_key(key_file or private_key_path(home, account), signing.env_password())
