@@ -10,8 +10,8 @@ import sys
 from typing import Any
 
 from twisted.application import service, strports
-from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
@@ -22,10 +22,15 @@ from lambgw.gateway.multipart import DEFAULT_EXPIRY, MultipartUploads, UploadSto
 from lambgw.network.embedded import EmbeddedNetwork
 from lambgw.network.http import HTTPNetwork, account_key, network_address
 from lambgw.network.interface import Order
+from lambgw.observe.access import FORMATS, AccessLog
+from lambgw.observe.admin import Monitor, admin_site
+from lambgw.observe.inflight import InFlight
+from lambgw.observe.metrics import GatewayMetrics, RateWindow
+from lambgw.observe.network import TimedNetwork
 from lambgw.s3.api import S3API
 from lambgw.s3.front import Front
 from lambgw.s3.multipart import MultipartAPI
-from lambgw.s3.request import S3Site
+from lambgw.s3.request import S3Request, S3Site
 
 log = Logger()
 
@@ -36,6 +41,10 @@ FIRST_ORDER_DAYS = 365.0
 ORDER_REFRESH = 60.0
 #: How often idle multipart uploads are looked for, in seconds.
 UPLOAD_SWEEP = 600.0
+#: Where the admin pages (metrics, health, status) listen unless told otherwise.
+DEFAULT_ADMIN_LISTEN = "tcp:9003:interface=127.0.0.1"
+#: Seconds the requests in flight have to finish when the gateway is stopped.
+DEFAULT_SHUTDOWN_GRACE = 30.0
 
 
 class GatewayOptions(usage.Options):
@@ -61,8 +70,23 @@ class GatewayOptions(usage.Options):
             "Seconds after which an idle multipart upload is aborted (default 7 days).",
             float,
         ],
+        ["access-log-format", None, "text", "The access log's format: text or json."],
+        [
+            "admin-listen",
+            None,
+            DEFAULT_ADMIN_LISTEN,
+            "Where /metrics, /healthz, /readyz and the status page listen (a Twisted "
+            "endpoint description; empty: nowhere).",
+        ],
+        [
+            "shutdown-grace",
+            None,
+            DEFAULT_SHUTDOWN_GRACE,
+            "Seconds the requests in flight have to finish on SIGTERM.",
+            float,
+        ],
     ]
-    optFlags = [["debug", None, "Log every request."]]
+    optFlags = [["debug", None, "Log debugging details."]]
 
     #: Whether the daemon serves one order (s3gw) rather than every order (lambgw).
     single_order = False
@@ -70,6 +94,8 @@ class GatewayOptions(usage.Options):
 
     def postOptions(self) -> None:
         """Merge the config file with the flags; stop with one line if anything is wrong."""
+        if self["access-log-format"] not in FORMATS:
+            raise usage.UsageError(f"--access-log-format must be one of {', '.join(FORMATS)}")
         try:
             self.config = load(self)
         except ConfigError as e:
@@ -126,19 +152,23 @@ class GatewayService(service.MultiService):
         single_order: bool,
         reactor: Any,
         upload_expiry: float = DEFAULT_EXPIRY,
+        access_log_format: str = "text",
+        admin_listen: str = DEFAULT_ADMIN_LISTEN,
+        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     ) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self.shutdown_grace = shutdown_grace
+        self.metrics = GatewayMetrics()
+        self.rates = RateWindow(reactor.seconds)
         self.db_pool = ThreadPool(minthreads=1, maxthreads=8, name="lambgw-network")
         self.spool_pool = ThreadPool(minthreads=1, maxthreads=16, name="lambgw-spool")
         ThreadPoolService(self.db_pool).setServiceParent(self)
         ThreadPoolService(self.spool_pool).setServiceParent(self)
         self.network: EmbeddedNetwork | HTTPNetwork
         if config.embedded:
-            self.network = EmbeddedNetwork.from_directory(
-                config.network_dir, reactor, self.db_pool
-            )
+            self.network = EmbeddedNetwork.from_directory(config.network_dir, reactor, self.db_pool)
         else:
             try:
                 key = account_key(config.home, config.account, config.extra_key_file)
@@ -153,8 +183,9 @@ class GatewayService(service.MultiService):
                 config.ca_file or None,
             )
         self.single = config.extra_order_id if single_order else ""
+        timed = TimedNetwork(self.network, self.metrics)
         self.gateway = Gateway.create(
-            self.network, config.account, os.path.join(config.db_path, "spool"), self.single
+            timed, config.account, os.path.join(config.db_path, "spool"), self.single
         )
         self.front = Front(self.gateway, reactor, self.spool_pool, self._secret)
         self.uploads = MultipartUploads(
@@ -167,17 +198,33 @@ class GatewayService(service.MultiService):
         self.api = S3API(
             self.gateway, MultipartAPI(self.uploads, reactor, reactor, self.spool_pool)
         )
+        self.api.observer = AccessLog(self.api, self.metrics, self.rates, access_log_format).begin
+        self.in_flight = InFlight(reactor)
         self.site = S3Site(self.api.resource(), self.front)
+        self.site.requestFactory = self.in_flight.request_factory(S3Request)  # type: ignore[assignment]
         self.site.displayTracebacks = False
         self.site.noisy = False
-        if not config.debug:
-            # twisted.web's combined-log line per request costs more than a small request.
-            self.site.log = lambda request: None  # type: ignore[method-assign]
+        # The access log replaces twisted.web's combined-log line.
+        self.site.log = lambda request: None  # type: ignore[method-assign]
         host = config.host.replace(":", "\\:")
         self.listener = strports.service(f"tcp:{config.port}:interface={host}", self.site)
         self.listener.setServiceParent(self)
         TimerService(ORDER_REFRESH, self._refresh).setServiceParent(self)
         TimerService(UPLOAD_SWEEP, self._expire_uploads, upload_expiry).setServiceParent(self)
+        self.mode = f"s3gw (order {self.single})" if self.single else "lambgw"
+        self.admin_listen = admin_listen
+        if admin_listen:
+            monitor = Monitor(
+                self.gateway,
+                self.uploads,
+                timed,
+                self.metrics,
+                self.rates,
+                self.in_flight,
+                reactor,
+                self.mode,
+            )
+            strports.service(admin_listen, admin_site(monitor)).setServiceParent(self)
 
     def _secret(self, access_key: str) -> str | None:
         return self.config.secret_key if access_key == self.config.access_key else None
@@ -191,6 +238,27 @@ class GatewayService(service.MultiService):
         d = self.gateway.orders.refresh()
         d.addErrback(lambda f: log.warn("Order refresh failed: {why}", why=f.getErrorMessage()))
         return d
+
+    def stopService(self) -> Deferred[Any]:
+        """Stop listening, let the requests in flight finish (up to the grace), then stop."""
+        service.Service.stopService(self)
+        listeners = [c for c in self if isinstance(c, StreamServerEndpointService) and c.running]
+        if self.in_flight.count:
+            log.info(
+                "Stopping: {count} requests in flight have {grace} s to finish",
+                count=self.in_flight.count,
+                grace=self.shutdown_grace,
+            )
+        d: Deferred[Any] = DeferredList([maybeDeferred(c.stopService) for c in listeners])
+        d.addCallback(lambda _: self.in_flight.drain(self.shutdown_grace))
+        d.addCallback(self._stop_the_rest)
+        return d
+
+    def _stop_the_rest(self, left: int) -> Deferred[Any]:
+        if left:
+            log.warn("Stopping with {count} requests unfinished", count=left)
+        rest = [c for c in reversed(list(self)) if c.running]
+        return DeferredList([maybeDeferred(c.stopService) for c in rest])
 
     def startService(self) -> None:
         """Create the account on first start, check the order, then listen."""
@@ -233,6 +301,8 @@ class GatewayService(service.MultiService):
             mode=mode,
             access_key=config.access_key,
         )
+        if self.admin_listen:
+            log.info("Metrics, health and status pages on {admin}", admin=self.admin_listen)
         if config.default_keys:
             log.warn(
                 "No [gateway] access_key/secret_key in {file}: using the default keys; set "
@@ -246,5 +316,11 @@ def make_service(options: GatewayOptions) -> service.IService:
     from twisted.internet import reactor
 
     return GatewayService(
-        options.config, options.single_order, reactor, options["multipart.expiry"]
+        options.config,
+        options.single_order,
+        reactor,
+        options["multipart.expiry"],
+        options["access-log-format"],
+        options["admin-listen"],
+        options["shutdown-grace"],
     )

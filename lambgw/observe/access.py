@@ -51,6 +51,8 @@ def operation_name(api: S3API, request: S3Request) -> str:
     target = getattr(getattr(request, "s3", None), "target", None)
     if target is None:
         return "Unknown"
+    if request.method.upper() == b"OPTIONS":
+        return "PreflightCORS"
     try:
         handler = api.choose(request, target)
     except S3Error:
@@ -123,15 +125,14 @@ def _client(request: S3Request) -> str:
 
 
 def access_record(
-    api: S3API, request: S3Request, now: float, completed: bool = True
+    api: S3API, request: S3Request, received: int, now: float, completed: bool = True
 ) -> AccessRecord:
-    """The access record of ``request``, finished at ``now`` (on its ``started`` clock)."""
+    """The access record of ``request`` with a body of ``received`` bytes, finished at ``now``.
+
+    ``now`` is on the clock of the request's ``started``.
+    """
     state = request.s3
     target = state.target
-    try:
-        received = request.content.tell()
-    except (AttributeError, ValueError):
-        received = 0
     return AccessRecord(
         request_id=state.request_id,
         client=_client(request),
@@ -160,9 +161,14 @@ class AccessLog:
     clock: Callable[[], float] = time.monotonic
     log: Logger = field(factory=lambda: Logger(namespace="lambgw.access"))
 
-    def finished(self, request: S3Request, completed: bool) -> None:
+    def begin(self, request: S3Request) -> Callable[[bool], None]:
+        """Note what ``request`` received (its whole body is in); return what logs it."""
+        received = request.content.tell()
+        return lambda completed: self.finished(request, received, completed)
+
+    def finished(self, request: S3Request, received: int, completed: bool) -> None:
         """Log ``request``, answered (``completed``) or given up by its client."""
-        record = access_record(self.api, request, self.clock(), completed)
+        record = access_record(self.api, request, received, self.clock(), completed)
         line = record.json() if self.format == "json" else record.text()
         self.log.info("{access_line}", access_line=line)
         metrics = self.metrics

@@ -56,6 +56,10 @@ class S3API:
     app = Klein()
     app.url_map.merge_slashes = False
 
+    #: Called with each request as it is rendered; what it returns is called once the request
+    #: is answered (with True) or given up by its client (with False).
+    observer: Callable[[S3Request], Callable[[bool], None]] | None = None
+
     def __init__(self, gateway: Gateway, multipart: Any = None) -> None:
         self.gateway = gateway
         self.multipart = multipart
@@ -213,6 +217,9 @@ class S3Resource(Resource):
         request.setHeader(b"x-amz-request-id", state.request_id.encode())
         request.setHeader(b"x-amz-id-2", state.request_id.encode())
         request.notifyFinish().addBoth(lambda _: request.run_cleanups())
+        if self._api.observer is not None:
+            finished = self._api.observer(request)
+            request.notifyFinish().addCallbacks(lambda _: finished(True), lambda _: finished(False))
         if state.error is not None and state.error.code == "InvalidURI":
             return render_s3_error(request, state.error)
         return self._klein.render(request)
