@@ -6,7 +6,7 @@ import json
 from typing import cast
 
 from twisted.internet.address import IPv4Address
-from twisted.logger import LogEvent, Logger, formatEvent
+from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
