@@ -36,6 +36,7 @@ setup(
             "mypy",
             "mypy-zope",
             "ruff",
+            "prometheus_client",
         ],
     },
     entry_points={"console_scripts": ["lambgw-admin = lambgw.admin:main"]},

@@ -135,7 +135,7 @@ class Histogram(Metric):
         """The buckets (``le``), the sum and the count of each label values."""
         names = (*self.labelnames, "le")
         for labels, counts in sorted(self._counts.items()):
-            bounds = [*map(_number, self.buckets), "+Inf"]
+            bounds = [*(repr(float(b)) for b in self.buckets), "+Inf"]
             for bound, count in zip(bounds, counts, strict=True):
                 yield _sample(self.name + "_bucket", names, (*labels, bound), count)
             yield _sample(self.name + "_sum", self.labelnames, labels, self._sums[labels])

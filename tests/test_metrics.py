@@ -1,0 +1,205 @@
+"""Tests of the metrics text format, the timed network, requests in flight and the status page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from lambgw.network.errors import NoSuchOrder
+from lambgw.network.interface import Order
+from lambgw.observe.inflight import InFlight
+from lambgw.observe.metrics import Counter, GatewayMetrics, Histogram, Rates, RateWindow
+from lambgw.observe.network import TimedNetwork
+from lambgw.observe.status import OpenUpload, StatusSnapshot, render_status
+
+ORDER = "D9A585E80A92439D5DFFB384901F359A572F4E1F"
+
+
+def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of ``text`` as prometheus_client parses it, by name and labels."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+class TextFormatTests(SynchronousTestCase):
+    """The metrics are written in the Prometheus text format."""
+
+    def test_counter_parses(self) -> None:
+        """Counters come back from the parser with their labels and values."""
+        counter = Counter("lambgw_requests", "Requests.", ("operation", "status"))
+        counter.inc("GetObject", "200")
+        counter.inc("GetObject", "200", amount=2)
+        samples = parse(counter.render())
+        key = ("lambgw_requests_total", (("operation", "GetObject"), ("status", "200")))
+        self.assertEqual(samples[key], 3.0)
+
+    def test_label_escaping(self) -> None:
+        """Quotes, backslashes and newlines in label values survive the round trip."""
+        counter = Counter("lambgw_x", "X.", ("key",))
+        value = 'a "quoted"\\path\nnext'
+        counter.inc(value)
+        self.assertEqual(parse(counter.render())[("lambgw_x_total", (("key", value),))], 1.0)
+
+    def test_histogram_buckets(self) -> None:
+        """Histogram buckets are cumulative, with the sum and the count."""
+        histogram = Histogram("lambgw_t_seconds", "T.", ("op",), (0.1, 1.0))
+        for value in (0.05, 0.5, 5.0):
+            histogram.observe(value, "Get")
+        samples = parse(histogram.render())
+        buckets = [
+            samples[("lambgw_t_seconds_bucket", (("le", b), ("op", "Get")))]
+            for b in ("0.1", "1.0", "+Inf")
+        ]
+        self.assertEqual(buckets, [1.0, 2.0, 3.0])
+        self.assertEqual(samples[("lambgw_t_seconds_count", (("op", "Get"),))], 3.0)
+        self.assertAlmostEqual(samples[("lambgw_t_seconds_sum", (("op", "Get"),))], 5.55)
+
+    def test_wrong_labels(self) -> None:
+        """A sample with the wrong number of labels is refused."""
+        self.assertRaises(ValueError, Counter("lambgw_x", "X.", ("a",)).inc, "1", "2")
+
+    def test_gateway_metrics_parse(self) -> None:
+        """Every family of the gateway parses, gauges included."""
+        metrics = GatewayMetrics()
+        metrics.order_used.set(1234, ORDER)
+        metrics.spool_bytes.set(10, "uploads")
+        names = {f.name for f in text_string_to_metric_families(metrics.render())}
+        self.assertIn("lambgw_order_used_bytes", names)
+        self.assertIn("lambgw_network_call_duration_seconds", names)
+        self.assertEqual(len(names), len(metrics.families()))
+
+
+class RateWindowTests(SynchronousTestCase):
+    """Request rates over a sliding window."""
+
+    def test_old_requests_leave_the_window(self) -> None:
+        """Requests older than the window no longer count."""
+        clock = Clock()
+        window = RateWindow(clock.seconds, window=60)
+        window.record(200)
+        window.record(503)
+        clock.advance(30)
+        window.record(404)
+        self.assertEqual(window.rates(), Rates(60.0, 3, 1, 1))
+        clock.advance(31)
+        self.assertEqual(window.rates(), Rates(60.0, 1, 1, 0))
+
+
+class FakeNetwork:
+    """Answers ``orders`` after a delay on a clock, and fails ``order``."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def orders(self, account: str) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.clock.callLater(0.2, d.callback, [])
+        return d
+
+    def order(self, account: str, order_id: str) -> Deferred[Any]:
+        return fail(NoSuchOrder(order_id))
+
+
+class TimedNetworkTests(SynchronousTestCase):
+    """Network calls are timed and their errors counted."""
+
+    def test_latency(self) -> None:
+        """A call's time is observed under its name once it answers."""
+        clock = Clock()
+        metrics = GatewayMetrics()
+        network = TimedNetwork(FakeNetwork(clock), metrics, clock.seconds)  # type: ignore[arg-type]
+        d = network.orders("demo")
+        self.assertEqual(metrics.network_seconds.count("orders"), 0)
+        clock.advance(0.2)
+        self.assertEqual(self.successResultOf(d), [])
+        samples = parse(metrics.network_seconds.render())
+        key = ("lambgw_network_call_duration_seconds_bucket", (("call", "orders"), ("le", "0.25")))
+        self.assertEqual(samples[key], 1.0)
+
+    def test_errors(self) -> None:
+        """A failed call is counted by its error, and still fails."""
+        clock = Clock()
+        metrics = GatewayMetrics()
+        network = TimedNetwork(FakeNetwork(clock), metrics, clock.seconds)  # type: ignore[arg-type]
+        self.failureResultOf(network.order("demo", ORDER), NoSuchOrder)
+        self.assertEqual(metrics.network_errors.value("order", "NoSuchOrder"), 1)
+
+
+class FakeRequest:
+    """A request that finishes when told."""
+
+    def __init__(self, *args: Any) -> None:
+        self.done: Deferred[None] = Deferred()
+
+    def notifyFinish(self) -> Deferred[None]:
+        return self.done
+
+
+class InFlightTests(SynchronousTestCase):
+    """Requests in flight are counted and waited for."""
+
+    def test_drain_waits_for_requests(self) -> None:
+        """Draining fires with 0 once the last request in flight finishes."""
+        clock = Clock()
+        in_flight = InFlight(clock)
+        make = in_flight.request_factory(FakeRequest)  # type: ignore[arg-type]
+        first, second = make(None, 0), make(None, 1)
+        d = in_flight.drain(30)
+        first.done.callback(None)  # type: ignore[attr-defined]
+        self.assertNoResult(d)
+        second.done.errback(ConnectionError())  # type: ignore[attr-defined]
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_drain_deadline(self) -> None:
+        """Draining gives up at its deadline with the number still in flight."""
+        clock = Clock()
+        in_flight = InFlight(clock)
+        in_flight.request_factory(FakeRequest)(None, 0)  # type: ignore[arg-type]
+        d = in_flight.drain(30)
+        clock.advance(29)
+        self.assertNoResult(d)
+        clock.advance(1)
+        self.assertEqual(self.successResultOf(d), 1)
+        self.assertTrue(in_flight.draining)
+
+    def test_drain_idle(self) -> None:
+        """Draining with nothing in flight fires at once."""
+        self.assertEqual(self.successResultOf(InFlight(Clock()).drain(30)), 0)
+
+
+class StatusPageTests(SynchronousTestCase):
+    """The status page shows orders as bars, uploads and rates."""
+
+    def page(self, key: str = "photos/cat.jpg") -> str:
+        order = Order(ORDER, "demo", 1000, 250, 0.0, 86400.0 * 30)
+        upload = OpenUpload("u1", ORDER, key, 3, 3 * 2**20, 3600.0)
+        snapshot = StatusSnapshot(
+            "demo", "lambgw", 7200.0, 60.0, [order], [upload], Rates(300.0, 10, 2, 1), 1
+        )
+        return render_status(snapshot).decode("utf-8")
+
+    def test_order_bar(self) -> None:
+        """An order shows its id, a bar as wide as its used share, and its expiry."""
+        page = self.page()
+        self.assertIn(ORDER, page)
+        self.assertIn('style="width: 25.0%"', page)
+        self.assertIn("250 B of 1000 B (25%)", page)
+        self.assertIn("1970-01-31", page)
+
+    def test_upload_escaped(self) -> None:
+        """Upload keys are escaped: markup in a key stays text."""
+        page = self.page("<script>alert(1)</script>")
+        self.assertNotIn("<script>", page)
+        self.assertIn("&lt;script&gt;", page)
+
+    def test_rates(self) -> None:
+        """Rates are shown per minute."""
+        self.assertIn("<b>2.0</b>requests / min", self.page())
