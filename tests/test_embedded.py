@@ -18,7 +18,7 @@ from zope.interface.verify import verifyObject
 
 from lambgw.network.embedded import EmbeddedNetwork
 from lambgw.network.errors import NoSuchPath, QuotaExceeded
-from lambgw.network.files import FileRangeBody
+from lambgw.network.files import SMALL_READ, BytesBody, FileRangeBody
 from lambgw.network.interface import INetwork, NewObject, Segment
 
 
@@ -99,6 +99,33 @@ class EmbeddedTests(TestCase):
         self.assertTrue(deleted)
         order = yield self.network.order("demo", self.order_id)
         self.assertEqual(order.used, 0)
+
+    @inlineCallbacks
+    def test_small_body_read_with_lookup(self) -> Generator[Any, Any, None]:
+        """A small range across segments comes back read, its files already closed."""
+        yield self.put("small")
+        _, body = yield self.network.get_object("demo", self.order_id, "small", 1000, 2999)
+        self.assertIsInstance(body, BytesBody)
+        consumer = Consumer()
+        yield body.deliver(consumer)
+        self.assertEqual(b"".join(consumer.chunks), self.data[1000:3000])
+
+    @inlineCallbacks
+    def test_large_body_streams(self) -> Generator[Any, Any, None]:
+        """A body larger than SMALL_READ is streamed by a producer, not read at once."""
+        self.network.store.buy_order("demo", 10 * SMALL_READ, 30)
+        orders = yield self.network.orders("demo")
+        data = os.urandom(SMALL_READ + 1)
+        segment = self.segment("large", data)
+        yield self.network.put_object(
+            "demo", orders[-1].order_id, "large", [segment], NewObject(len(data), "e")
+        )
+        _, body = yield self.network.get_object("demo", orders[-1].order_id, "large")
+        self.assertIsInstance(body, FileRangeBody)
+        consumer = Consumer()
+        yield body.deliver(consumer)
+        self.assertEqual(b"".join(consumer.chunks), data)
+        self.assertEqual(consumer.registered, 1)
 
     @inlineCallbacks
     def test_failures_propagate(self) -> Generator[Any, Any, None]:

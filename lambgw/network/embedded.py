@@ -16,7 +16,7 @@ from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from lambgw.network.files import FileRangeBody
+from lambgw.network.files import SMALL_READ, BytesBody, FileRangeBody, read_small
 from lambgw.network.interface import (
     INetwork,
     IObjectBody,
@@ -26,7 +26,7 @@ from lambgw.network.interface import (
     Order,
     Segment,
 )
-from lambgw.network.store import FileRange, Store
+from lambgw.network.store import Store
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -92,13 +92,13 @@ class EmbeddedNetwork:
     ) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
         """Return the object at ``path`` and a body streaming bytes ``first`` to ``last``."""
 
-        def opened(result: tuple[ObjectInfo, list[FileRange]]) -> tuple[ObjectInfo, IObjectBody]:
-            info, ranges = result
+        def opened() -> tuple[ObjectInfo, IObjectBody]:
+            info, ranges = self._store.open_range(account, order_id, path, first, last)
+            if sum(piece.length for piece in ranges) <= SMALL_READ:
+                return info, BytesBody(read_small(ranges))
             return info, FileRangeBody(ranges, self._reactor, self._threadpool)
 
-        return self._call(self._store.open_range, account, order_id, path, first, last).addCallback(
-            opened
-        )
+        return self._call(opened)
 
     def delete_object(self, account: str, order_id: str, path: str) -> Deferred[bool]:
         """Remove the object at ``path``; fire with whether there was one."""

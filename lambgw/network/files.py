@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
@@ -158,3 +158,42 @@ class FileRangeBody:
         for current in self._ranges:
             current.file.close()
         self._ranges = []
+
+
+#: Bodies up to this size are read whole with the lookup, in the same pool call.
+SMALL_READ = 64 * 1024
+
+
+def read_small(ranges: Sequence[FileRange]) -> bytes:
+    """Read the bytes of ``ranges`` whole and close their files (pool thread only)."""
+    try:
+        pieces = []
+        for piece in ranges:
+            piece.file.seek(piece.offset)
+            data = piece.file.read(piece.length)
+            if len(data) != piece.length:
+                raise OSError(f"an object file is shorter than recorded ({len(data)} bytes)")
+            pieces.append(data)
+        return b"".join(pieces)
+    finally:
+        for piece in ranges:
+            piece.file.close()
+
+
+@implementer(IObjectBody)
+class BytesBody:
+    """A small body already read: written to the consumer in one piece."""
+
+    def __init__(self, data: bytes) -> None:
+        """Deliver ``data``."""
+        self._data = data
+
+    def deliver(self, consumer: IConsumer) -> Deferred[None]:
+        """Write the bytes to ``consumer``."""
+        consumer.write(self._data)
+        self._data = b""
+        return succeed(None)
+
+    def close(self) -> None:
+        """Drop the bytes."""
+        self._data = b""
