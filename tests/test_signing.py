@@ -1,0 +1,143 @@
+"""Tests of request signing: what the signature covers, dates, nonces and key files."""
+
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from lambgw.network import signing
+
+KEY = signing.generate_key()
+NOW = 1_764_000_000
+
+
+def _signed(
+    method: str = "PUT",
+    path: str = "/v1/accounts/demo/orders/O/object",
+    query: str = "path=a%2Fb",
+    digest: str = signing.EMPTY_SHA256,
+    date: int = NOW,
+    account: str = "demo",
+) -> dict[str, str]:
+    return signing.sign(KEY, account, method, path, query, digest, date)
+
+
+def _check(headers: dict[str, str], **overrides: str) -> None:
+    parts = {
+        "method": "PUT",
+        "path": "/v1/accounts/demo/orders/O/object",
+        "query": "path=a%2Fb",
+    }
+    parts.update(overrides)
+    signed = signing.parse(parts["method"], parts["path"], parts["query"], headers)
+    signing.verify(KEY.public_key(), signed, NOW)
+
+
+class SignatureTests(SynchronousTestCase):
+    def test_round_trip(self) -> None:
+        """A signed request verifies with the account's public key."""
+        headers = _signed()
+        _check(headers)
+        self.assertEqual(signing.parse("PUT", "/", "", headers).account, "demo")
+
+    def test_method_covered(self) -> None:
+        """Changing the method breaks the signature."""
+        self.assertRaises(signing.SignatureError, _check, _signed(), method="DELETE")
+
+    def test_path_covered(self) -> None:
+        """Changing the path breaks the signature."""
+        self.assertRaises(
+            signing.SignatureError, _check, _signed(), path="/v1/accounts/demo/orders/P/object"
+        )
+
+    def test_query_covered(self) -> None:
+        """Changing the query breaks the signature."""
+        self.assertRaises(signing.SignatureError, _check, _signed(), query="path=other")
+
+    def test_query_order_free(self) -> None:
+        """Query parameters may be sent in any order."""
+        headers = _signed(query="b=2&a=1")
+        _check(headers, query="a=1&b=2")
+
+    def test_digest_covered(self) -> None:
+        """Changing the body digest header breaks the signature."""
+        headers = _signed()
+        headers[signing.SHA256_HEADER] = hashlib.sha256(b"other").hexdigest()
+        self.assertRaises(signing.SignatureError, _check, headers)
+
+    def test_other_key_refused(self) -> None:
+        """A signature by another key does not verify."""
+        headers = signing.sign(
+            signing.generate_key(), "demo", "GET", "/", "", signing.EMPTY_SHA256, NOW
+        )
+        signed = signing.parse("GET", "/", "", headers)
+        self.assertRaises(signing.SignatureError, signing.verify, KEY.public_key(), signed, NOW)
+
+    def test_skew_bounded(self) -> None:
+        """A date further than the skew from the clock is refused, either way."""
+        for date in (NOW - signing.MAX_SKEW - 1, NOW + signing.MAX_SKEW + 1):
+            self.assertRaises(signing.SignatureError, _check, _signed(date=date))
+        _check(_signed(date=NOW - signing.MAX_SKEW))
+
+    def test_missing_headers(self) -> None:
+        """A request lacking any signing header is refused."""
+        for name in ("authorization", signing.DATE_HEADER, signing.NONCE_HEADER):
+            headers = _signed()
+            del headers[name]
+            self.assertRaises(signing.SignatureError, signing.parse, "PUT", "/", "", headers)
+
+    @given(st.text(), st.text(), st.binary())
+    def test_any_tampering_detected(self, path: str, query: str, body: bytes) -> None:
+        """Any path, query or body other than the signed one is refused."""
+        digest = hashlib.sha256(body).hexdigest()
+        headers = signing.sign(KEY, "demo", "GET", "/p", "q=1", digest, NOW)
+        signed = signing.parse("GET", "/p" + path, "q=1" + query, headers)
+        if path or query.strip("&"):
+            self.assertRaises(signing.SignatureError, signing.verify, KEY.public_key(), signed, NOW)
+
+
+class NonceTests(SynchronousTestCase):
+    def test_replay_refused(self) -> None:
+        """A nonce is accepted once."""
+        cache = signing.NonceCache()
+        cache.check("demo", "a" * 32, NOW, NOW)
+        self.assertRaises(signing.SignatureError, cache.check, "demo", "a" * 32, NOW, NOW + 1)
+
+    def test_accounts_separate(self) -> None:
+        """The same nonce from two accounts is two requests."""
+        cache = signing.NonceCache()
+        cache.check("demo", "a" * 32, NOW, NOW)
+        cache.check("eve", "a" * 32, NOW, NOW)
+
+    def test_old_nonces_forgotten(self) -> None:
+        """Nonces older than twice the window are dropped, so the cache stays bounded."""
+        cache = signing.NonceCache(window=10)
+        for n in range(2000):
+            cache.check("demo", f"{n:032x}", NOW + n, NOW + n)
+        self.assertLess(len(cache._seen), 1100)
+
+
+class KeyFileTests(SynchronousTestCase):
+    def test_plain_round_trip(self) -> None:
+        """A private key written without a password reads back."""
+        pem = signing.private_key_pem(KEY)
+        self.assertEqual(
+            signing.public_key_pem(signing.load_private_key(pem).public_key()),
+            signing.public_key_pem(KEY.public_key()),
+        )
+
+    def test_encrypted_needs_password(self) -> None:
+        """An encrypted key needs its password, and says so."""
+        pem = signing.private_key_pem(KEY, b"secret")
+        error = self.assertRaises(ValueError, signing.load_private_key, pem)
+        self.assertIn(signing.PASSWORD_ENV, str(error))
+        signing.load_private_key(pem, b"secret")
+
+    def test_account_names(self) -> None:
+        """Account names cannot be paths."""
+        self.assertTrue(signing.valid_account("demo-1.x_y"))
+        for name in ("", "..", ".hidden", "a/b", "a\\b", "x" * 200):
+            self.assertFalse(signing.valid_account(name), name)
