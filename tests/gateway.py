@@ -44,6 +44,9 @@ START_TIMEOUT = 60.0
 #: Seconds a gateway has to exit after SIGTERM before it is killed.
 STOP_GRACE = 5.0
 
+#: The admin pages of a test gateway listen on any free loopback port (not the fixed default).
+ADMIN_ANYWHERE = ("--admin-listen", "tcp:0:interface=127.0.0.1")
+
 MiB = 2**20
 #: The checkout the tests are in: its ``lambgw`` and ``twisted/plugins`` are the ones run.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -264,7 +267,7 @@ def start_lambgw(home: str, *flags: str) -> GatewayProcess:
         return _start_moto(home, "lambgw")
     argv = [
         *(*TWISTD, "-n", "--pidfile=", "lambgw", "--home", home, "--account", ACCOUNT),
-        *("--gateway.address", "127.0.0.1:{port}", *flags),
+        *("--gateway.address", "127.0.0.1:{port}", *ADMIN_ANYWHERE, *flags),
     ]
     gateway = _spawn(argv, home, "lambgw", "")
     try:
@@ -288,7 +291,8 @@ def start_s3gw(home: str, *flags: str) -> GatewayProcess:
     order_id = first.order_id
     argv = [
         *(*TWISTD, "-n", "--pidfile=", "s3gw", "--home", home, "--account", ACCOUNT),
-        *("--broker.extra_order_id", order_id, "--gateway.address", "127.0.0.1:{port}", *flags),
+        *("--broker.extra_order_id", order_id, "--gateway.address", "127.0.0.1:{port}"),
+        *(*ADMIN_ANYWHERE, *flags),
     ]
     return _spawn(argv, home, "s3gw", order_id)
 
