@@ -232,6 +232,8 @@ class S3Request(server.Request):
                 self.s3.received = S3Error.of("InternalError", "The body could not be stored.")
             if self.channel is not None:
                 server.Request.requestReceived(self, command, path, version)
+            else:
+                self.run_cleanups()  # the client left while its body was being finished
 
         d.addBoth(received)
 
@@ -254,7 +256,10 @@ class S3Request(server.Request):
 
     def run_cleanups(self) -> None:
         """Delete what the request left behind (a spooled body not committed)."""
-        cleanups, self.s3.cleanups = self.s3.cleanups, []
+        state = getattr(self, "s3", None)  # none if the client left during the headers
+        if state is None:
+            return
+        cleanups, state.cleanups = state.cleanups, []
         for cleanup in cleanups:
             cleanup()
 
