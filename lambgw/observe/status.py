@@ -16,9 +16,9 @@ body { font: 15px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 60em; 
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid #ddd; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .bar { background: #e8eef4; border-radius: 4px; height: 1.1em; width: 14em; overflow: hidden; }
-.fill { background: #3b7dd8; height: 100%; }
+.fill { background: #3b7dd8; height: 100%; min-width: 2px; }
 .fill.high { background: #d8873b; } .fill.full { background: #c8413b; }
 .expired { color: #c8413b; font-weight: bold; }
 .cards { display: flex; gap: 1em; flex-wrap: wrap; }
