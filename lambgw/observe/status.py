@@ -15,7 +15,8 @@ STYLE = """
 body { font: 15px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; }
 table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid #ddd; }
+th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid #ddd;
+  white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .bar { background: #e8eef4; border-radius: 4px; height: 1.1em; width: 14em; overflow: hidden; }
 .fill { background: #3b7dd8; height: 100%; min-width: 2px; }
@@ -74,7 +75,8 @@ def _order_row(order: Order, now: float) -> str:
     expiry = (
         '<span class="expired">expired</span>'
         if order.expired(now)
-        else f"{_when(order.expires)} <span class='muted'>({days:.0f} days)</span>"
+        else time.strftime("%Y-%m-%d", time.gmtime(order.expires))
+        + f" <span class='muted'>({days:.0f} days)</span>"
     )
     return (
         f"<tr><td><code>{escape(order.order_id)}</code></td>"
