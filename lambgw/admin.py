@@ -9,16 +9,15 @@
     python -m lambgw store sweep [--min-age 3600]
 
 Every command takes ``--home DIR`` (default ``~/.lambda_storagecli``) and ``--data DIR`` (the
-embedded network's data, default ``HOME/network``; a ``lambnet`` node's ``--data`` is such a
-store too).  ``account key`` makes the account's Ed25519 key pair unless ``HOME/keys/ACCOUNT.key``
-exists (encrypted with ``$LAMBGW_KEY_PASSWORD`` if set), publishes its public key in the store
-for a node to check signatures with, and prints the public key.  Capacities are bytes with an optional
-unit: ``B``, ``KiB``, ``MiB``, ``GiB``, ``TiB``, ``PiB`` are powers of 1024 and ``KB``, ``MB``,
-``GB``, ``TB``, ``PB`` powers of 1000 (units are case-insensitive, decimals are allowed:
-``1.5GiB``).  ``order list --json`` prints a list of objects with the keys ``order_id``,
-``capacity`` and ``used`` (bytes), ``created`` and ``expires`` (ISO 8601, UTC) and ``status``
-(``active`` or ``expired``).  A failure prints one line on stderr and exits with status 1
-(2 for a bad command line).
+embedded network's data, default ``HOME/network``; a ``lambnet`` node's ``--data`` is such a store
+too). ``account key`` makes the account's Ed25519 key pair unless ``HOME/keys/ACCOUNT.key`` exists
+(encrypted with ``$LAMBGW_KEY_PASSWORD`` if set), publishes its public key in the store for a node
+to check signatures with, and prints the public key. Capacities are bytes with an optional unit:
+``B``, ``KiB``, ``MiB``, ``GiB``, ``TiB``, ``PiB`` are powers of 1024 and ``KB``, ``MB``, ``GB``,
+``TB``, ``PB`` powers of 1000 (units are case-insensitive, decimals are allowed: ``1.5GiB``).
+``order list --json`` prints a list of objects with the keys ``order_id``, ``capacity`` and ``used``
+(bytes), ``created`` and ``expires`` (ISO 8601, UTC) and ``status`` (``active`` or ``expired``). A
+failure prints one line on stderr and exits with status 1 (2 for a bad command line).
 """
 
 from __future__ import annotations

@@ -165,6 +165,7 @@ class Node:
         assert isinstance(request, Request)
         request.setResponseCode(status)
         request.setHeader("content-type", "application/json")
+        request.setHeader(wire.ERROR_HEADER, code)
         return wire.error_body(code, str(error))
 
     # -- authentication ----------------------------------------------------------------

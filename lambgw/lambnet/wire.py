@@ -21,6 +21,8 @@ from lambgw.network.interface import ListPage, NewObject, ObjectInfo, Order
 VERSION = "v1"
 OBJECT_HEADER = "x-lamb-object"
 IF_NONE_MATCH_HEADER = "x-lamb-if-none-match"
+#: The error code, also in a header for the answers to HEAD, which have no body.
+ERROR_HEADER = "x-lamb-error"
 
 #: Error codes of the network's exceptions, with their HTTP status.
 ERRORS: Mapping[str, tuple[type[errors.NetworkError], int]] = {
@@ -61,13 +63,13 @@ def code_of(error: errors.NetworkError) -> tuple[str, int]:
     return "NetworkError", 400
 
 
-def error_from(status: int, body: bytes) -> errors.NetworkError:
-    """Return the exception for an error answer of the node."""
+def error_from(status: int, body: bytes, header_code: str = "") -> errors.NetworkError:
+    """Return the exception for an error answer of the node (``header_code``: its header)."""
     try:
         decoded = json.loads(body)
         code, message = str(decoded["code"]), str(decoded["message"])
     except (ValueError, KeyError, TypeError):
-        code, message = "", body[:200].decode("utf-8", "replace")
+        code, message = header_code, body[:200].decode("utf-8", "replace") or header_code
     if code in ERRORS and code != "NetworkError":
         return ERRORS[code][0](message)
     if status >= 500:

@@ -193,11 +193,12 @@ class HTTPObjectBody:
         if self._consumer is not None or self._finished:
             raise RuntimeError("the body was already delivered or closed")
         self._consumer = consumer
-        self._done = Deferred(lambda d: self._abort(None))
+        done: Deferred[None] = Deferred(lambda d: self._abort(None))
+        self._done = done
         consumer.registerProducer(self, True)
-        self._response.deliverBody(_Receiver(self))
         self._arm()
-        return self._done
+        self._response.deliverBody(_Receiver(self))
+        return done
 
     def close(self) -> None:
         """Drop the connection without reading the body (or stop a delivery)."""
@@ -446,7 +447,8 @@ class HTTPNetwork:
             if response.code >= 400 or not unbuffered:
                 content = await _bounded(_read(response), self._clock, self._silence)
                 if response.code >= 400:
-                    raise wire.error_from(response.code, content)
+                    code = response.headers.getRawHeaders(wire.ERROR_HEADER) or [""]
+                    raise wire.error_from(response.code, content, code[0])
                 return content
         except NetworkError:
             raise
@@ -595,8 +597,9 @@ class HTTPNetwork:
                 "source_path": src_path,
                 "replace": None if replace is None else wire.new_to_json(replace),
             }
-            body = json.dumps(request).encode("utf-8")
-            digest = hashlib.sha256(body).hexdigest()
+            data = json.dumps(request).encode("utf-8")
+            body = SegmentsProducer([Segment("", len(data), data)], self._cooperator)
+            digest = hashlib.sha256(data).hexdigest()
             answer = await self._send("POST", target, body, digest)
             return wire.info_from_json(json.loads(answer))
 

@@ -1,0 +1,330 @@
+"""Tests of the HTTP network client against the lambnet app in memory (treq.testing, no sockets).
+
+The client's treq ``HTTPClient`` runs over ``treq.testing.RequestTraversalAgent``, whose
+server side is the node's own site; store calls and digests run synchronously and time is a
+``task.Clock``, so every test is deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from treq.client import HTTPClient
+from treq.testing import RequestTraversalAgent
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from lambgw.lambnet.app import Node, NodeSite
+from lambgw.lambnet.keys import PublicKeys
+from lambgw.network import errors, signing
+from lambgw.network.http import HTTPNetwork, SegmentsProducer
+from lambgw.network.interface import NewObject, Segment
+from lambgw.network.store import Store
+
+_T = TypeVar("_T")
+
+
+class SyncPool:
+    """A thread pool that runs each call at once, in the calling thread."""
+
+    def callInThreadWithCallback(
+        self, on_result: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
+    ) -> None:
+        try:
+            result = f(*a, **kw)
+        except BaseException:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
+class QueueReactor:
+    """Queues ``callFromThread`` calls for the harness to run."""
+
+    def __init__(self, queue: list[Callable[[], None]]) -> None:
+        self.queue = queue
+
+    def callFromThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
+        self.queue.append(lambda: f(*a, **kw))
+
+
+class Harness:
+    """A node over a store in ``root`` and an HTTP network client wired to it in memory."""
+
+    def __init__(self, root: str, resource: Resource | None = None) -> None:
+        self.clock = task.Clock()
+        self.clock.advance(time.time())
+        self.scheduled: list[Callable[[], None]] = []
+        self.cooperator = task.Cooperator(scheduler=self._schedule, started=True)
+        self.store = Store(root, clock=self.clock.seconds, durable=False)
+        self.store.create_account("demo")
+        self.order = self.store.buy_order("demo", 1024 * 1024, 30)
+        self.key = signing.generate_key()
+        os.makedirs(os.path.join(root, "keys"))
+        with open(os.path.join(root, "keys", "demo.pub"), "wb") as f:
+            f.write(signing.public_key_pem(self.key.public_key()))
+        pool: Any = SyncPool()
+        reactor: Any = QueueReactor(self.scheduled)
+        self.node = Node(self.store, reactor, self.clock, pool)
+        self.agent = RequestTraversalAgent(resource or self.node.app.resource())
+        if resource is None:
+            self.agent._serverFactory = NodeSite(self.node)
+        self.network = HTTPNetwork(
+            "http://node.example:9100",
+            "demo",
+            self.key,
+            HTTPClient(self.agent),
+            reactor,
+            self.clock,
+            pool,
+            self.cooperator,
+            silence=30.0,
+            retry_delays=(1.0, 2.0),
+        )
+
+    def _schedule(self, f: Callable[[], None]) -> None:
+        self.scheduled.append(f)
+
+    def run(self, d: Deferred[_T], advance: float = 0.0) -> _T | Failure:
+        """Pump the connections and the cooperator until ``d`` fires; its result."""
+        results: list[Any] = []
+        d.addBoth(results.append)
+        for _ in range(10_000):
+            if results:
+                break
+            self.agent.flush()
+            pending = list(self.scheduled)
+            del self.scheduled[:]
+            for f in pending:
+                f()
+            if not pending and advance:
+                self.clock.advance(advance)
+        if not results:
+            raise AssertionError("the Deferred never fired")
+        result: _T | Failure = results[0]
+        return result
+
+
+def _segment(directory: str, name: str, data: bytes) -> Segment:
+    path = os.path.join(directory, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return Segment(path, len(data))
+
+
+def _new(data: bytes, etag: str = "") -> NewObject:
+    return NewObject(size=len(data), etag=etag or hashlib.md5(data).hexdigest())
+
+
+class ClientTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        root = self.mktemp()
+        self.spool = self.mktemp()
+        os.makedirs(self.spool)
+        self.h = Harness(root)
+
+    def put(self, path: str, data: bytes) -> Any:
+        segment = _segment(self.spool, "body", data)
+        return self.h.run(
+            self.h.network.put_object("demo", self.h.order.order_id, path, [segment], _new(data))
+        )
+
+    def test_orders(self) -> None:
+        """The account's orders come back as the store holds them."""
+        orders = self.h.run(self.h.network.orders("demo"))
+        self.assertEqual(orders, [self.h.order])
+
+    def test_streaming_upload_of_segments(self) -> None:
+        """Segments from files and memory are uploaded in order and consumed."""
+        parts = [os.urandom(300_000), os.urandom(5), os.urandom(700_000)]
+        segments = [
+            _segment(self.spool, "p1", parts[0]),
+            Segment("", len(parts[1]), parts[1]),
+            _segment(self.spool, "p3", parts[2]),
+        ]
+        whole = b"".join(parts)
+        info = self.h.run(
+            self.h.network.put_object(
+                "demo", self.h.order.order_id, "a/b c", segments, _new(whole, "x-3")
+            )
+        )
+        self.assertEqual((info.size, info.etag), (len(whole), "x-3"))
+        self.assertEqual(os.listdir(self.spool), [])
+        _, ranges = self.h.store.open_range("demo", self.h.order.order_id, "a/b c")
+        stored = b"".join(os.pread(r.file.fileno(), r.length, r.offset) for r in ranges)
+        self.assertEqual(stored, whole)
+
+    def test_get_streams_with_range(self) -> None:
+        """A byte range is delivered to the consumer, and the description comes along."""
+        data = os.urandom(100_000)
+        self.put("k", data)
+        info, body = self.h.run(
+            self.h.network.get_object("demo", self.h.order.order_id, "k", 10, 20_009)
+        )
+        self.assertEqual(info.size, len(data))
+        consumer = StringTransport()
+        self.h.run(body.deliver(consumer))
+        self.assertEqual(consumer.value(), data[10:20_010])
+        self.assertIsNone(consumer.producer)
+
+    def test_head_list_copy_delete(self) -> None:
+        """Head, list, copy and delete reach the store."""
+        self.put("dir/one", b"1")
+        self.put("two", b"22")
+        order = self.h.order.order_id
+        self.assertEqual(self.h.run(self.h.network.head_object("demo", order, "two")).size, 2)
+        page = self.h.run(self.h.network.list_objects("demo", order, delimiter="/"))
+        self.assertEqual(
+            ([o.path for o in page.objects], page.common_prefixes), (["two"], ["dir/"])
+        )
+        copied = self.h.run(self.h.network.copy_object("demo", order, "two", order, "three"))
+        self.assertEqual(copied.size, 2)
+        self.assertTrue(self.h.run(self.h.network.delete_object("demo", order, "two")))
+        self.assertFalse(self.h.run(self.h.network.delete_object("demo", order, "two")))
+
+    def test_errors_mapped(self) -> None:
+        """The node's errors come back as the network's exceptions."""
+        order = self.h.order.order_id
+        missing = self.h.run(self.h.network.head_object("demo", order, "nope"))
+        self.assertIsInstance(missing, Failure)
+        missing.trap(errors.NoSuchPath)
+        other = self.h.run(self.h.network.order("demo", "0" * 40))
+        other.trap(errors.NoSuchOrder)
+
+    def test_quota_refused_and_not_charged(self) -> None:
+        """An object larger than the order's free space is refused; nothing is charged."""
+        result = self.put("big", os.urandom(1024 * 1024 + 1))
+        result.trap(errors.QuotaExceeded)
+        self.assertEqual(self.h.store.order("demo", self.h.order.order_id).used, 0)
+        self.assertEqual(os.listdir(self.spool), [])
+        self.assertEqual(os.listdir(os.path.join(self.h.store.root, "incoming")), [])
+
+    def test_if_none_match(self) -> None:
+        """A conditional put over an existing object fails with PreconditionFailed."""
+        self.put("k", b"1")
+        segment = Segment("", 1, b"2")
+        result = self.h.run(
+            self.h.network.put_object(
+                "demo", self.h.order.order_id, "k", [segment], _new(b"2"), if_none_match=True
+            )
+        )
+        result.trap(errors.PreconditionFailed)
+
+
+class _Answers(Resource):
+    """Answers each request with the next status; ``None`` never answers."""
+
+    isLeaf = True
+
+    def __init__(self, statuses: list[int | None]) -> None:
+        super().__init__()
+        self.statuses = statuses
+        self.requests = 0
+
+    def render(self, request: Any) -> Any:
+        self.requests += 1
+        status = self.statuses.pop(0) if self.statuses else 200
+        if status is None:
+            return NOT_DONE_YET
+        request.setResponseCode(status)
+        return b"[]" if status == 200 else b'{"code": "X", "message": "broken"}'
+
+
+class FailureTests(SynchronousTestCase):
+    def harness(self, statuses: list[int | None]) -> tuple[Harness, _Answers]:
+        answers = _Answers(statuses)
+        return Harness(self.mktemp(), answers), answers
+
+    def test_idempotent_retried(self) -> None:
+        """A listing of orders is retried after 503s and 500s, with backoff."""
+        h, answers = self.harness([503, 500])
+        self.assertEqual(h.run(h.network.orders("demo"), advance=1.0), [])
+        self.assertEqual(answers.requests, 3)
+
+    def test_retries_give_up(self) -> None:
+        """After the last retry, the failure is NetworkUnavailable."""
+        h, answers = self.harness([500, 500, 500, 500])
+        h.run(h.network.orders("demo"), advance=1.0).trap(errors.NetworkUnavailable)
+        self.assertEqual(answers.requests, 3)
+
+    def test_put_not_retried(self) -> None:
+        """A put answered with 503 is not repeated, and its segments are removed."""
+        h, answers = self.harness([503])
+        spool = self.mktemp()
+        os.makedirs(spool)
+        segment = _segment(spool, "body", b"data")
+        d = h.network.put_object("demo", "O" * 40, "k", [segment], _new(b"data"))
+        h.run(d, advance=1.0).trap(errors.NetworkUnavailable)
+        self.assertEqual(answers.requests, 1)
+        self.assertEqual(os.listdir(spool), [])
+
+    def test_client_errors_not_retried(self) -> None:
+        """A 4xx answer is not retried and is a NetworkError."""
+        h, answers = self.harness([403])
+        h.run(h.network.orders("demo"), advance=1.0).trap(errors.NetworkError)
+        self.assertEqual(answers.requests, 1)
+
+    def test_silent_node_times_out(self) -> None:
+        """A node that never answers fails the request after the silence timeout."""
+        h, _ = self.harness([None, None, None])
+        result = h.run(h.network.orders("demo"), advance=10.0)
+        result.trap(errors.NetworkUnavailable)
+
+
+class ProducerTests(SynchronousTestCase):
+    def test_pause_resume(self) -> None:
+        """The upload producer writes nothing while paused, then every byte in order."""
+        spool = self.mktemp()
+        os.makedirs(spool)
+        data = [os.urandom(600_000), os.urandom(10)]
+        scheduled: list[Callable[[], None]] = []
+        cooperator = task.Cooperator(scheduler=scheduled.append, started=True)
+        producer = SegmentsProducer(
+            [_segment(spool, "a", data[0]), _segment(spool, "b", data[1])], cooperator
+        )
+        self.assertEqual(producer.length, 600_010)
+        consumer = StringTransport()
+        done = producer.startProducing(consumer)
+        scheduled.pop(0)()
+        written = len(consumer.value())
+        self.assertGreater(written, 0)
+        producer.pauseProducing()
+        while scheduled:
+            scheduled.pop(0)()
+        self.assertEqual(len(consumer.value()), written)
+        producer.resumeProducing()
+        while scheduled:
+            scheduled.pop(0)()
+        self.successResultOf(done)
+        self.assertEqual(consumer.value(), b"".join(data))
+
+    def test_public_keys_follow_the_file(self) -> None:
+        """The node reads a replaced public key without a restart."""
+        root = self.mktemp()
+        os.makedirs(os.path.join(root, "keys"))
+        keys = PublicKeys(root)
+        self.assertIsNone(keys.get("demo"))
+        first, second = signing.generate_key(), signing.generate_key()
+        path = os.path.join(root, "keys", "demo.pub")
+        with open(path, "wb") as f:
+            f.write(signing.public_key_pem(first.public_key()))
+        self.assertEqual(
+            signing.public_key_pem(keys.get("demo")),  # type: ignore[arg-type]
+            signing.public_key_pem(first.public_key()),
+        )
+        with open(path, "wb") as f:
+            f.write(signing.public_key_pem(second.public_key()))
+        os.utime(path, (1, 1))
+        self.assertEqual(
+            signing.public_key_pem(keys.get("demo")),  # type: ignore[arg-type]
+            signing.public_key_pem(second.public_key()),
+        )
