@@ -6,12 +6,21 @@ This is the only module that touches the global reactor.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from attrs import frozen
 from twisted.application import service, strports
 from twisted.application.internet import StreamServerEndpointService, TimerService
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    gatherResults,
+    inlineCallbacks,
+    maybeDeferred,
+)
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
@@ -19,6 +28,7 @@ from twisted.python.threadpool import ThreadPool
 from lambgw.config import Config, ConfigError, load
 from lambgw.gateway.core import Gateway
 from lambgw.gateway.multipart import DEFAULT_EXPIRY, MultipartUploads, UploadStore
+from lambgw.listening import listen_descriptions, server_endpoint
 from lambgw.network.embedded import EmbeddedNetwork
 from lambgw.network.http import HTTPNetwork, account_key, network_address
 from lambgw.network.interface import Order
@@ -27,10 +37,11 @@ from lambgw.observe.admin import Monitor, admin_site
 from lambgw.observe.inflight import InFlight
 from lambgw.observe.metrics import GatewayMetrics, RateWindow
 from lambgw.observe.network import TimedNetwork
-from lambgw.s3.api import S3API
+from lambgw.s3.api import S3API, S3Resource
 from lambgw.s3.front import Front
 from lambgw.s3.multipart import MultipartAPI
 from lambgw.s3.request import S3Request, S3Site
+from lambgw.users import Accounts
 
 log = Logger()
 
@@ -63,6 +74,8 @@ class GatewayOptions(usage.Options):
         ["broker.db_path", None, None, "Gateway data (spool, state); default HOME/gateway."],
         ["broker.extra_key_file", None, None, "The account's key (default HOME/keys/ACCOUNT.key)."],
         ["broker.ca_file", None, None, "CA certificates (PEM) of an https network address."],
+        ["tls-cert", None, None, "Serve the gateway address over HTTPS with this certificate."],
+        ["tls-key", None, None, "The private key of --tls-cert (PEM)."],
         [
             "multipart.expiry",
             None,
@@ -88,6 +101,19 @@ class GatewayOptions(usage.Options):
     ]
     optFlags = [["debug", None, "Log debugging details."]]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["domain"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """Also serve the S3 API on a Twisted endpoint (tcp:, ssl:, systemd:, ...); repeatable."""
+        self["listen"].append(description)
+
+    def opt_domain(self, domain: str) -> None:
+        """Serve BUCKET.DOMAIN as bucket BUCKET (virtual-hosted style); repeatable."""
+        self["domain"].append(domain)
+
     #: Whether the daemon serves one order (s3gw) rather than every order (lambgw).
     single_order = False
     config: Config
@@ -97,14 +123,40 @@ class GatewayOptions(usage.Options):
         if self["access-log-format"] not in FORMATS:
             raise usage.UsageError(f"--access-log-format must be one of {', '.join(FORMATS)}")
         try:
-            self.config = load(self)
+            self.config = load_for_mode(self, self.single_order)
         except ConfigError as e:
             raise SystemExit(f"{sys.argv[0] if sys.argv else 'twistd'}: {e}") from None
-        if self.single_order and not self.config.extra_order_id:
-            raise SystemExit(
-                "s3gw needs the order that holds its buckets: --broker.extra_order_id ORDERID "
-                f"or [broker] extra_order_id in {self.config.config_file}"
-            )
+
+
+def load_for_mode(options: Any, single_order: bool) -> Config:
+    """Load the configuration and check that it suits the mode; raise ConfigError if not."""
+    config = load(options)
+    if single_order and not config.extra_order_id:
+        raise ConfigError(
+            "s3gw needs the order that holds its buckets: --broker.extra_order_id ORDERID "
+            f"or [broker] extra_order_id in {config.config_file}"
+        )
+    others = sorted(set(config.users.accounts) - {config.account})
+    if others and not config.embedded:
+        raise ConfigError(
+            f"{config.config_file}: [[gateway.users]]: account {others[0]}: over a network "
+            f"address the gateway signs as account {config.account} only"
+        )
+    if single_order and others:
+        raise ConfigError(
+            f"{config.config_file}: [[gateway.users]]: s3gw serves the order of account "
+            f"{config.account} only; account {others[0]} cannot use it"
+        )
+    return config
+
+
+@frozen
+class AccountServer:
+    """What serves one account: its gateway, its multipart uploads and its S3 API."""
+
+    gateway: Gateway
+    uploads: MultipartUploads
+    api: S3API
 
 
 class LambgwOptions(GatewayOptions):
@@ -155,9 +207,11 @@ class GatewayService(service.MultiService):
         access_log_format: str = "text",
         admin_listen: str = DEFAULT_ADMIN_LISTEN,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        reload_config: Callable[[], Config] | None = None,
     ) -> None:
         super().__init__()
         self.config = config
+        self._reload_config = reload_config
         self.reactor = reactor
         self.shutdown_grace = shutdown_grace
         self.metrics = GatewayMetrics()
@@ -168,7 +222,9 @@ class GatewayService(service.MultiService):
         ThreadPoolService(self.spool_pool).setServiceParent(self)
         self.network: EmbeddedNetwork | HTTPNetwork
         if config.embedded:
-            self.network = EmbeddedNetwork.from_directory(config.network_dir, reactor, self.db_pool)
+            self.network = EmbeddedNetwork.from_directory(
+                config.network_dir, reactor, self.db_pool
+            )
         else:
             try:
                 key = account_key(config.home, config.account, config.extra_key_file)
@@ -187,7 +243,6 @@ class GatewayService(service.MultiService):
         self.gateway = Gateway.create(
             timed, config.account, os.path.join(config.db_path, "spool"), self.single
         )
-        self.front = Front(self.gateway, reactor, self.spool_pool, self._secret)
         self.uploads = MultipartUploads(
             self.gateway,
             UploadStore(os.path.join(config.db_path, "uploads")),
@@ -200,15 +255,37 @@ class GatewayService(service.MultiService):
         )
         self.api.observer = AccessLog(self.api, self.metrics, self.rates, access_log_format).begin
         self.in_flight = InFlight(reactor)
-        self.site = S3Site(self.api.resource(), self.front)
+        self.accounts: Accounts[AccountServer] = Accounts(
+            self._serve_account,
+            config.users,
+            {config.account: AccountServer(self.gateway, self.uploads, self.api)},
+        )
+        self.front = Front(
+            lambda key: self.accounts.for_key(key).gateway,
+            reactor,
+            self.spool_pool,
+            self.accounts.secret,
+            domains=config.domains,
+        )
+        resource = S3Resource(
+            self.api, lambda key: self.accounts.for_key(key).api, lambda: self.config.cors
+        )
+        self.site = S3Site(resource, self.front)
         self.site.requestFactory = self.in_flight.request_factory(S3Request)  # type: ignore[assignment]
         self.site.displayTracebacks = False
         self.site.noisy = False
         # The access log replaces twisted.web's combined-log line.
         self.site.log = lambda request: None  # type: ignore[method-assign]
-        host = config.host.replace(":", "\\:")
-        self.listener = strports.service(f"tcp:{config.port}:interface={host}", self.site)
-        self.listener.setServiceParent(self)
+        self.listeners = []
+        for description in listen_descriptions(config):
+            try:
+                endpoint = server_endpoint(reactor, description)
+            except ValueError as e:
+                raise SystemExit(f"lambgw: {e}") from None
+            listener = StreamServerEndpointService(endpoint, self.site)
+            listener.setServiceParent(self)
+            self.listeners.append(listener)
+        self.listener = self.listeners[0]
         TimerService(ORDER_REFRESH, self._refresh).setServiceParent(self)
         TimerService(UPLOAD_SWEEP, self._expire_uploads, upload_expiry).setServiceParent(self)
         self.mode = f"s3gw (order {self.single})" if self.single else "lambgw"
@@ -226,18 +303,73 @@ class GatewayService(service.MultiService):
             )
             strports.service(admin_listen, admin_site(monitor)).setServiceParent(self)
 
-    def _secret(self, access_key: str) -> str | None:
-        return self.config.secret_key if access_key == self.config.access_key else None
+    def _serve_account(self, account: str) -> AccountServer:
+        """The gateway, multipart uploads and S3 API of an account other than ``--account``."""
+        data = os.path.join(self.config.db_path, "accounts", account)
+        gateway = Gateway.create(
+            self.gateway.network, account, os.path.join(data, "spool"), self.single
+        )
+        uploads = MultipartUploads(
+            gateway, UploadStore(os.path.join(data, "uploads")), self.reactor, self.spool_pool
+        )
+        gateway.reserved = uploads.reserved
+        multipart = MultipartAPI(uploads, self.reactor, self.reactor, self.spool_pool)
+        return AccountServer(gateway, uploads, S3API(gateway, multipart))
 
     def _expire_uploads(self, max_idle: float) -> Deferred[Any]:
-        d: Deferred[Any] = self.uploads.expire(max_idle)
+        served = self.accounts.serving()
+        d: Deferred[Any] = gatherResults([a.uploads.expire(max_idle) for a in served])
         d.addErrback(lambda f: log.failure("Expiring multipart uploads failed", f))
         return d
 
     def _refresh(self) -> Deferred[Any]:
-        d = self.gateway.orders.refresh()
+        served = self.accounts.serving()
+        d: Deferred[Any] = gatherResults([a.gateway.orders.refresh() for a in served])
         d.addErrback(lambda f: log.warn("Order refresh failed: {why}", why=f.getErrorMessage()))
         return d
+
+    @inlineCallbacks
+    def _open_accounts(self, accounts: list[str]) -> Any:
+        """Make sure each account exists on the network, and load its orders."""
+        for account in accounts:
+            yield self.network.ensure_account(account, FIRST_ORDER_CAPACITY, FIRST_ORDER_DAYS)
+            yield self.accounts.for_account(account).gateway.orders.refresh()
+
+    def reload(self) -> Deferred[Any] | None:
+        """Re-read the config file: keys and users, CORS and domains; listeners stay.
+
+        A file that cannot be used is reported in one line and the running configuration
+        is kept.  New accounts are opened before their keys are accepted.
+        """
+        if self._reload_config is None:
+            return None
+        try:
+            config = self._reload_config()
+        except ConfigError as e:
+            log.error("Reload refused, keeping the running configuration: {why}", why=str(e))
+            return None
+        served = {a.gateway.account for a in self.accounts.serving()}
+        d: Deferred[Any] = self._open_accounts(
+            [a for a in config.users.accounts if a not in served]
+        )
+
+        def apply(_: object) -> None:
+            self.config = config
+            self.accounts.users = config.users
+            self.front.domains = config.domains
+            log.info(
+                "Reloaded {file}: {keys} access keys, {origins} CORS origins",
+                file=config.config_file,
+                keys=len(config.users.by_key),
+                origins=len(config.cors.origins),
+            )
+
+        d.addCallback(apply)
+        d.addErrback(lambda f: log.error("Reload failed: {why}", why=f.getErrorMessage()))
+        return d
+
+    def _on_sighup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.reload)
 
     def stopService(self) -> Deferred[Any]:
         """Stop listening, let the requests in flight finish (up to the grace), then stop."""
@@ -265,6 +397,8 @@ class GatewayService(service.MultiService):
         service.Service.startService(self)
         for child in list(self)[:2]:
             child.startService()
+        if self._reload_config is not None:
+            signal.signal(signal.SIGHUP, self._on_sighup)
         self.reactor.callWhenRunning(self._start)
 
     @inlineCallbacks
@@ -279,6 +413,7 @@ class GatewayService(service.MultiService):
                 raise ConfigError(
                     f"order {self.single} is not an order of account {config.account}"
                 )
+            yield self._open_accounts([a for a in config.users.accounts if a != config.account])
             for child in list(self)[2:]:
                 child.startService()
         except BaseException as e:
@@ -296,10 +431,10 @@ class GatewayService(service.MultiService):
             )
         mode = f"s3gw (order {self.single})" if self.single else "lambgw (each order is a bucket)"
         log.info(
-            "S3 API on http://{address}/ in {mode} mode; access key {access_key}",
-            address=config.address,
+            "S3 API on {listen} in {mode} mode; access keys {access_keys}",
+            listen=", ".join(listen_descriptions(config)),
             mode=mode,
-            access_key=config.access_key,
+            access_keys=", ".join(config.users.by_key),
         )
         if self.admin_listen:
             log.info("Metrics, health and status pages on {admin}", admin=self.admin_listen)
@@ -323,4 +458,5 @@ def make_service(options: GatewayOptions) -> service.IService:
         options["access-log-format"],
         options["admin-listen"],
         options["shutdown-grace"],
+        reload_config=lambda: load_for_mode(options, options.single_order),
     )

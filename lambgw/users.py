@@ -87,6 +87,6 @@ class Accounts(Generic[T]):
         """The secret key of ``access_key`` in the current table."""
         return self.users.secret(access_key)
 
-    def made(self) -> list[T]:
+    def serving(self) -> list[T]:
         """Everything made so far, one per account."""
         return list(self._made.values())

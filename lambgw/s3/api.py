@@ -23,6 +23,7 @@ import lambgw.s3.objects as objects
 from lambgw.gateway.core import Gateway
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import error_document
+from lambgw.s3.cors import CorsPolicy
 from lambgw.s3.request import S3Request, Target
 
 log = Logger()
@@ -200,15 +201,55 @@ def render_s3_error(request: S3Request, error: S3Error) -> bytes:
     return body
 
 
+def _header(request: S3Request, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
+
+
 class S3Resource(Resource):
-    """The root resource: common headers, then the Klein app."""
+    """The root resource: common headers and CORS, then the Klein app of the request's account.
+
+    ``api_for`` gives the API of the account an access key acts for (by default, ``api``
+    serves every key); requests refused before authentication are answered by ``api``.
+    ``cors`` gives the CORS policy in force: preflights are answered here, unauthenticated.
+    """
 
     isLeaf = True
 
-    def __init__(self, api: S3API) -> None:
+    def __init__(
+        self,
+        api: S3API,
+        api_for: Callable[[str], S3API] | None = None,
+        cors: Callable[[], CorsPolicy] = CorsPolicy,
+    ) -> None:
         super().__init__()
         self._api = api
+        self._api_for = api_for
+        self._cors = cors
         self._klein = api.app.resource()
+        self._kleins: dict[int, Resource] = {id(api): self._klein}
+
+    def _klein_for(self, access_key: str | None) -> Resource:
+        if access_key is None or self._api_for is None:
+            return self._klein
+        api = self._api_for(access_key)
+        if id(api) not in self._kleins:
+            self._kleins[id(api)] = api.app.resource()
+        return self._kleins[id(api)]
+
+    def _preflight(self, request: S3Request, policy: CorsPolicy) -> bytes:
+        try:
+            headers = policy.preflight(
+                _header(request, b"origin"),
+                _header(request, b"access-control-request-method"),
+                _header(request, b"access-control-request-headers"),
+            )
+        except S3Error as e:
+            return render_s3_error(request, e)
+        for name, value in headers:
+            request.setHeader(name, value)
+        request.setHeader(b"Content-Length", b"0")
+        return b""
 
     def render(self, request: S3Request) -> Any:
         """Add the headers every S3 response has and hand the request to Klein."""
@@ -222,4 +263,13 @@ class S3Resource(Resource):
             request.notifyFinish().addCallbacks(lambda _: finished(True), lambda _: finished(False))
         if state.error is not None and state.error.code == "InvalidURI":
             return render_s3_error(request, state.error)
-        return self._klein.render(request)
+        policy = self._cors()
+        if request.method == b"OPTIONS" and state.error is None:
+            return self._preflight(request, policy)
+        for name, value in policy.response_headers(_header(request, b"origin")):
+            request.setHeader(name, value)
+        try:
+            klein = self._klein_for(state.access_key)
+        except S3Error as e:
+            return render_s3_error(request, e)
+        return klein.render(request)

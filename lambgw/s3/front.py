@@ -20,6 +20,7 @@ from lambgw.protocol.checksums import normalize_name
 from lambgw.protocol.chunked import AwsChunkedDecoder
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import error_document
+from lambgw.s3.hosts import bucket_from_host, virtual_target
 from lambgw.s3.request import (
     MAX_XML_BODY,
     DiscardBody,
@@ -99,13 +100,19 @@ def is_upload(
 
 @define
 class Front:
-    """Checks requests at their headers and chooses where their bodies go."""
+    """Checks requests at their headers and chooses where their bodies go.
 
-    gateway: Gateway
+    ``gateway_for`` gives the gateway of the account an access key acts for; ``domains``
+    are those under which the host names the bucket (virtual-hosted style).  A CORS
+    preflight (``OPTIONS``) is not authenticated: browsers send it without credentials.
+    """
+
+    gateway_for: Callable[[str], Gateway]
     reactor: IReactorFromThreads
     pool: ThreadPool
     lookup_secret: Callable[[str], str | None]
     clock: Callable[[], float] = time.time
+    domains: Sequence[str] = ()
 
     def begin(self, request: S3Request, method: bytes, uri: bytes, length: int | None) -> None:
         """Set ``request.s3`` and ``request.content`` from the request's headers."""
@@ -122,11 +129,21 @@ class Front:
         state = request.s3
         headers = header_map(request)
         try:
-            target = parse_target(uri)
+            host = first(headers, "host")
+            host_bucket = bucket_from_host(host, self.domains)
+            if host_bucket is None:
+                target = parse_target(uri)
+            else:
+                target = virtual_target(uri, host_bucket)
+                # SigV2 signs the bucket as the client wrote it in the host.
+                host_bucket = (host or "").strip()[: len(host_bucket)]
             state.target = target
             verb = method.decode("ascii", "replace").upper()
+            if verb == "OPTIONS":
+                request.content = DiscardBody()
+                return
             auth = authenticate(
-                RequestView(verb, target.raw_path, target.raw_query, headers),
+                RequestView(verb, target.raw_path, target.raw_query, headers, host_bucket),
                 self.lookup_secret,
                 self.clock(),
             )
@@ -164,7 +181,8 @@ class Front:
         if size is None and not auth.payload.is_chunked and length is None:
             # Transfer-Encoding: chunked without a declared size: bounded by MAX_PUT_SIZE.
             size = 0
-        self.gateway.precheck_upload(target.bucket, size or 0)
+        gateway = self.gateway_for(auth.access_key)
+        gateway.precheck_upload(target.bucket, size or 0)
         if (
             length is not None
             and length <= SMALL_UPLOAD
@@ -187,7 +205,7 @@ class Front:
         return SpoolBody(
             self.reactor,
             self.pool,
-            self.gateway.spool_dir,
+            gateway.spool_dir,
             max_size=MAX_PUT_SIZE,
             decoder=decoder,
             checksums=requested_checksums(headers),
