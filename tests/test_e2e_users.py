@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from typing import Any, ClassVar
+from typing import Any
 
 import boto3
 from botocore.client import Config
@@ -13,7 +13,7 @@ from tests.configured import ConfiguredCase, send_signal, wait_for, write_config
 from tests.gateway import ACCESS_KEY, SECRET_KEY
 
 
-def users_config(alice_secret: str = "alice-secret") -> str:
+def users_config(alice_secret: str = "alice-secret") -> str:  # noqa: S107 - test keys
     """A config with the default keys for account demo, and alice and bob on their own."""
     return f"""
 [gateway]
@@ -62,8 +62,8 @@ class UsersCase(ConfiguredCase):
 class AccountsTests(UsersCase):
     """Each key reaches only its own account's orders."""
 
-    alice: ClassVar[Any]
-    bob: ClassVar[Any]
+    alice: Any
+    bob: Any
 
     def setUp(self) -> None:
         """Start the gateway; clients for alice and bob."""
