@@ -132,10 +132,26 @@ class TimedNetworkTests(SynchronousTestCase):
         self.assertEqual(metrics.network_errors.value("order", "NoSuchOrder"), 1)
 
 
+class FakeTransport:
+    """A connection that stays open until the test says it closed."""
+
+    connected = True
+    closing = False
+
+    def loseConnection(self) -> None:
+        self.closing = True
+
+
+class FakeChannel:
+    def __init__(self) -> None:
+        self.transport = FakeTransport()
+
+
 class FakeRequest:
     """A request that finishes when told."""
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, channel: FakeChannel | None, queued: int) -> None:
+        self.channel = channel
         self.done: Deferred[None] = Deferred()
 
     def notifyFinish(self) -> Deferred[None]:
@@ -169,6 +185,20 @@ class InFlightTests(SynchronousTestCase):
         clock.advance(1)
         self.assertEqual(self.successResultOf(d), 1)
         self.assertTrue(in_flight.draining)
+
+    def test_drain_closes_connections(self) -> None:
+        """A request finished while draining has its connection closed, and waited for."""
+        clock = Clock()
+        in_flight = InFlight(clock)
+        channel = FakeChannel()
+        request = in_flight.request_factory(FakeRequest)(channel, 0)  # type: ignore[arg-type]
+        d = in_flight.drain(30)
+        request.done.callback(None)  # type: ignore[attr-defined]
+        self.assertTrue(channel.transport.closing)
+        self.assertNoResult(d)
+        channel.transport.connected = False
+        clock.advance(0.05)
+        self.assertEqual(self.successResultOf(d), 0)
 
     def test_drain_idle(self) -> None:
         """Draining with nothing in flight fires at once."""
