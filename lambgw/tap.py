@@ -222,9 +222,7 @@ class GatewayService(service.MultiService):
         ThreadPoolService(self.spool_pool).setServiceParent(self)
         self.network: EmbeddedNetwork | HTTPNetwork
         if config.embedded:
-            self.network = EmbeddedNetwork.from_directory(
-                config.network_dir, reactor, self.db_pool
-            )
+            self.network = EmbeddedNetwork.from_directory(config.network_dir, reactor, self.db_pool)
         else:
             try:
                 key = account_key(config.home, config.account, config.extra_key_file)
