@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from email.utils import formatdate
+
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.testing import MemoryReactor
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyChannel
 
+from lambgw.protocol import sigv2
 from lambgw.protocol.errors import S3Error
+from lambgw.s3.front import Front
 from lambgw.s3.hosts import bucket_from_host, host_name, request_target, virtual_target
+from lambgw.s3.request import RequestState, S3Request
 
 DOMAINS = ["s3.example.com"]
 
@@ -101,3 +109,57 @@ class VirtualTargetTests(SynchronousTestCase):
         """A host under a domain gives the virtual-hosted target."""
         target = request_target(b"/photos/k", "b.s3.example.com", DOMAINS)
         self.assertEqual((target.bucket, target.key), ("b", "photos/k"))
+
+
+class FrontTests(SynchronousTestCase):
+    """What the S3 layer's header-time check does with the host and with preflights."""
+
+    NOW = 1_790_000_000.0
+
+    def begin(self, method: bytes, uri: bytes, headers: dict[bytes, bytes]) -> S3Request:
+        """Run a request's headers through a Front serving ``s3.example.com``."""
+        request = S3Request(DummyChannel())
+        for name, value in headers.items():
+            request.requestHeaders.setRawHeaders(name, [value])
+        request.s3 = RequestState(request_id="TEST", started=0.0)
+        front = Front(
+            lambda key: self.fail("no gateway is needed"),
+            MemoryReactor(),  # type: ignore[arg-type]
+            ThreadPool(),
+            {"key": "secret"}.get,
+            clock=lambda: self.NOW,
+            domains=DOMAINS,
+        )
+        front.begin(request, method, uri, 0)
+        return request
+
+    def test_sigv2_virtual_host(self) -> None:
+        """A SigV2 request to BUCKET.domain signs /Bucket/key and reaches that bucket."""
+        date = formatdate(self.NOW, usegmt=True)
+        text = sigv2.string_to_sign("GET", "/k", "", {}, date, "Photos")
+        request = self.begin(
+            b"GET",
+            b"/k",
+            {
+                b"host": b"Photos.s3.example.com",
+                b"date": date.encode(),
+                b"authorization": f"AWS key:{sigv2.sign('secret', text)}".encode(),
+            },
+        )
+        state = request.s3
+        self.assertIsNone(state.error)
+        assert state.target is not None
+        self.assertEqual((state.target.bucket, state.target.key), ("photos", "k"))
+        self.assertEqual(state.access_key, "key")
+
+    def test_preflight_not_authenticated(self) -> None:
+        """An OPTIONS request passes the header check without any signature."""
+        request = self.begin(b"OPTIONS", b"/b/k", {b"host": b"s3.example.com"})
+        self.assertIsNone(request.s3.error)
+        self.assertIsNone(request.s3.access_key)
+
+    def test_other_methods_authenticated(self) -> None:
+        """A GET without a signature is refused at its headers."""
+        request = self.begin(b"GET", b"/b/k", {b"host": b"b.s3.example.com"})
+        assert request.s3.error is not None
+        self.assertEqual(request.s3.error.code, "AccessDenied")
