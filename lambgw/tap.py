@@ -290,8 +290,7 @@ class GatewayService(service.MultiService):
         self.admin_listen = admin_listen
         if admin_listen:
             monitor = Monitor(
-                self.gateway,
-                self.uploads,
+                self.accounts.serving,
                 timed,
                 self.metrics,
                 self.rates,

@@ -230,6 +230,14 @@ class StatusPageTests(SynchronousTestCase):
         self.assertNotIn("<script>", page)
         self.assertIn("&lt;script&gt;", page)
 
+    def test_several_accounts(self) -> None:
+        """With the orders of several accounts, each order names its account."""
+        orders = [Order(ORDER, "alice", 10, 1, 0.0, 1e9), Order("B" * 40, "bob", 10, 2, 0.0, 1e9)]
+        snapshot = StatusSnapshot("alice", "lambgw", 0.0, 0.0, orders, [], Rates(60, 0, 0, 0), 0)
+        page = render_status(snapshot).decode("utf-8")
+        self.assertIn("<th>Account</th>", page)
+        self.assertIn("<td>bob</td>", page)
+
     def test_rates(self) -> None:
         """Rates are shown per minute."""
         self.assertIn("<b>2.0</b>requests / min", self.page())

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Protocol
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 
 from lambgw.gateway.core import Gateway
 from lambgw.gateway.multipart import MultipartUploads
-from lambgw.network.interface import INetwork
+from lambgw.network.interface import INetwork, Order
 from lambgw.observe.inflight import InFlight
 from lambgw.observe.metrics import GatewayMetrics, RateWindow
 from lambgw.observe.status import OpenUpload, StatusSnapshot, render_status
@@ -56,12 +56,26 @@ def check_writable(directory: str) -> None:
         os.remove(path)
 
 
+class ServedAccount(Protocol):
+    """An account the gateway serves: its gateway core and its multipart uploads."""
+
+    @property
+    def gateway(self) -> Gateway:
+        """The account's buckets and objects."""
+
+    @property
+    def uploads(self) -> MultipartUploads:
+        """The account's multipart uploads."""
+
+
 @define
 class Monitor:
-    """What the admin listener reports on: one gateway's metrics, orders, uploads and health."""
+    """What the admin listener reports on: the gateway's metrics, orders, uploads and health.
 
-    gateway: Gateway
-    uploads: MultipartUploads
+    ``served`` gives the accounts served so far, the one of ``--account`` first.
+    """
+
+    served: Callable[[], Sequence[ServedAccount]]
     network: INetwork
     metrics: GatewayMetrics
     rates: RateWindow
@@ -71,19 +85,36 @@ class Monitor:
     wall_clock: Callable[[], float] = time.time
     started: float = field(factory=time.time)
 
+    @property
+    def _main(self) -> ServedAccount:
+        return self.served()[0]
+
     def _in_pool(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self.reactor, self.uploads.pool, f, *args)  # type: ignore[arg-type]
+        pool = self._main.uploads.pool
+        return deferToThreadPool(self.reactor, pool, f, *args)  # type: ignore[arg-type]
+
+    def _orders(self) -> list[Order]:
+        return [o for served in self.served() for o in served.gateway.orders.all()]
 
     @inlineCallbacks
     def open_uploads(self) -> Generator[Deferred[Any], Any, list[OpenUpload]]:
-        """The open multipart uploads of the account, oldest first."""
-        found = yield self._in_pool(self.uploads.store.uploads)
-        uploads = [
-            OpenUpload(u.upload_id, u.bucket, u.key, len(parts), sum(p.size for p in parts), at)
-            for u, parts, at in found
-            if u.account == self.gateway.account
-        ]
+        """The open multipart uploads of every account served, oldest first."""
+        uploads = []
+        for served in self.served():
+            found = yield self._in_pool(served.uploads.store.uploads)
+            uploads += [
+                OpenUpload(u.upload_id, u.bucket, u.key, len(ps), sum(p.size for p in ps), at)
+                for u, ps, at in found
+                if u.account == served.gateway.account
+            ]
         return sorted(uploads, key=lambda u: (u.last_activity, u.upload_id))
+
+    def _spool_bytes(self) -> tuple[int, int]:
+        """Bytes of spooled bodies and of multipart parts, over every account (in a thread)."""
+        served = self.served()
+        bodies = sum(directory_bytes(s.gateway.spool_dir) for s in served)
+        parts = sum(directory_bytes(s.uploads.store.root) for s in served)
+        return bodies, parts
 
     @inlineCallbacks
     def refresh(self) -> Generator[Deferred[Any], Any, None]:
@@ -92,16 +123,15 @@ class Monitor:
         metrics.in_flight.set(self.in_flight.count)
         for gauge in (metrics.order_capacity, metrics.order_used, metrics.order_expires):
             gauge.clear()
-        for order in self.gateway.orders.all():
+        for order in self._orders():
             metrics.order_capacity.set(order.capacity, order.order_id)
             metrics.order_used.set(order.used, order.order_id)
             metrics.order_expires.set(order.expires, order.order_id)
         uploads = yield self.open_uploads()
         metrics.uploads_open.set(len(uploads))
-        spool = yield self._in_pool(directory_bytes, self.gateway.spool_dir)
-        held = yield self._in_pool(directory_bytes, self.uploads.store.root)
-        metrics.spool_bytes.set(spool, "bodies")
-        metrics.spool_bytes.set(held, "uploads")
+        bodies, parts = yield self._in_pool(self._spool_bytes)
+        metrics.spool_bytes.set(bodies, "bodies")
+        metrics.spool_bytes.set(parts, "uploads")
 
     @inlineCallbacks
     def problems(self) -> Generator[Deferred[Any], Any, list[str]]:
@@ -110,13 +140,13 @@ class Monitor:
         if self.in_flight.draining:
             found.append("shutting down")
         try:
-            d = self.network.orders(self.gateway.account)
+            d = self.network.orders(self._main.gateway.account)
             d.addTimeout(READY_TIMEOUT, self.reactor)
             yield d
         except Exception as e:
             found.append(f"network unreachable: {type(e).__name__}: {e}")
         try:
-            yield self._in_pool(check_writable, self.gateway.spool_dir)
+            yield self._in_pool(check_writable, self._main.gateway.spool_dir)
         except OSError as e:
             found.append(f"spool not writable: {e}")
         return found
@@ -127,11 +157,11 @@ class Monitor:
         uploads = yield self.open_uploads()
         now = self.wall_clock()
         return StatusSnapshot(
-            account=self.gateway.account,
+            account=self._main.gateway.account,
             mode=self.mode,
             now=now,
             uptime=now - self.started,
-            orders=self.gateway.orders.all(),
+            orders=self._orders(),
             uploads=uploads,
             rates=self.rates.rates(),
             in_flight=self.in_flight.count,

@@ -68,7 +68,7 @@ def _when(moment: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(moment))
 
 
-def _order_row(order: Order, now: float) -> str:
+def _order_row(order: Order, now: float, with_account: bool) -> str:
     share = min(1.0, order.used / order.capacity) if order.capacity else 1.0
     level = "full" if share >= 0.95 else "high" if share >= 0.8 else ""
     days = (order.expires - now) / 86400
@@ -78,8 +78,9 @@ def _order_row(order: Order, now: float) -> str:
         else time.strftime("%Y-%m-%d", time.gmtime(order.expires))
         + f" <span class='muted'>({days:.0f} days)</span>"
     )
+    account = f"<td>{escape(order.account)}</td>" if with_account else ""
     return (
-        f"<tr><td><code>{escape(order.order_id)}</code></td>"
+        f"<tr>{account}<td><code>{escape(order.order_id)}</code></td>"
         f'<td><div class="bar" title="{share:.1%}">'
         f'<div class="fill {level}" style="width: {share * 100:.1f}%"></div></div></td>'
         f'<td class="num">{human_size(order.used)} of {human_size(order.capacity)}'
@@ -100,9 +101,11 @@ def render_status(snapshot: StatusSnapshot) -> bytes:
     """The status page of ``snapshot``, as UTF-8 HTML."""
     rates = snapshot.rates
     minutes = rates.window / 60
-    orders = "".join(_order_row(o, snapshot.now) for o in snapshot.orders) or (
+    several = len({o.account for o in snapshot.orders}) > 1
+    orders = "".join(_order_row(o, snapshot.now, several) for o in snapshot.orders) or (
         '<tr><td colspan="5" class="muted">No orders.</td></tr>'
     )
+    account_head = "<th>Account</th>" if several else ""
     uploads = "".join(_upload_row(u, snapshot.now) for u in snapshot.uploads) or (
         '<tr><td colspan="5" class="muted">No open uploads.</td></tr>'
     )
@@ -121,7 +124,7 @@ def render_status(snapshot: StatusSnapshot) -> bytes:
 <div class="cards">{"".join(f"<div class='card'><b>{v}</b>{k}</div>" for k, v in cards)}</div>
 <p class="muted">Rates over the last {minutes:.0f} minutes; page taken {_when(snapshot.now)}.</p>
 <h2>Orders</h2>
-<table><tr><th>Order</th><th>Used</th><th></th><th>Expires</th><th>Status</th></tr>
+<table><tr>{account_head}<th>Order</th><th>Used</th><th></th><th>Expires</th><th>Status</th></tr>
 {orders}</table>
 <h2>Open multipart uploads</h2>
 <table><tr><th>Bucket</th><th>Key</th><th>Parts</th><th>Size</th><th>Idle</th></tr>
