@@ -1,0 +1,459 @@
+"""End-to-end tests of the gateway over a real ``twistd -n lambnet`` node on loopback.
+
+The node serves ``HOME/network``, the store the admin command manages, so orders bought with
+``python -m lambgw order buy --home HOME`` appear on the node at once.  The client suites of
+boto3, the aws cli and multipart uploads run again in both gateway modes over the node; then
+faults (the node stopped before and during transfers) and security (unsigned, another
+account's, tampered, replayed and escaping requests, sent straight to the node).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from botocore.exceptions import ClientError
+from twisted.trial.unittest import SkipTest
+
+from lambgw.lambnet.keys import private_key_path, read_private_key
+from lambgw.network import signing
+from tests.gateway import (
+    ACCOUNT,
+    ADMIN_ANYWHERE,
+    TWISTD,
+    GatewayCase,
+    GatewayProcess,
+    MiB,
+    _environment,
+    _spawn,
+    _wait_listening,
+    admin,
+    free_port,
+    target_is_moto,
+)
+from tests.test_e2e_awscli import _AwsCliTests
+from tests.test_e2e_boto3 import _Boto3Tests
+from tests.test_e2e_multipart import _MultipartClientTests
+
+
+def prepare_account(home: str, capacity: str = "10GiB") -> str:
+    """Create account demo with a key and one order in ``HOME/network``; the order's id."""
+    admin(home, "account", "create")
+    admin(home, "account", "key")
+    bought = json.loads(admin(home, "order", "buy", "--capacity", capacity, "--json"))
+    return str(bought["order_id"])
+
+
+def start_node(home: str, port: int | None = None) -> GatewayProcess:
+    """Start ``twistd -n lambnet --data HOME/network`` on ``port`` (a free one by default)."""
+    argv = [
+        *(*TWISTD, "-n", "--pidfile=", "lambnet", "--data", os.path.join(home, "network")),
+        *("--listen", "tcp:{port}:interface=127.0.0.1"),
+    ]
+    if port is None:
+        return _spawn(argv, home, "lambnet", "")
+    log_path = os.path.join(home, f"lambnet-{port}-{time.monotonic_ns()}.log")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [a.format(port=port) for a in argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=home,
+            env=_environment(),
+        )
+    _wait_listening(process, port, log_path)
+    return GatewayProcess("lambnet", home, port, "", process, log_path)
+
+
+def start_gateway(home: str, mode: str, node_port: int, order_id: str) -> GatewayProcess:
+    """Start the gateway in ``mode`` over the node on ``node_port``."""
+    argv = [
+        *(*TWISTD, "-n", "--pidfile=", mode, "--home", home, "--account", ACCOUNT),
+        *("--gateway.address", "127.0.0.1:{port}", *ADMIN_ANYWHERE),
+        *("--broker.validator_addr", f"http://127.0.0.1:{node_port}"),
+    ]
+    if mode == "s3gw":
+        argv += ["--broker.extra_order_id", order_id]
+    return _spawn(argv, home, mode, order_id)
+
+
+class LambnetCase(GatewayCase):
+    """A gateway case whose gateway talks to a lambnet node started for the class."""
+
+    node: ClassVar[GatewayProcess]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        """Start the node, make the account, start the gateway over the node."""
+        if target_is_moto():
+            raise SkipTest("the lambnet tests run against the gateway only")
+        cls.root = tempfile.mkdtemp(prefix="lambgw-e2e-")
+        cls.scratch = os.path.join(cls.root, "scratch")
+        os.makedirs(cls.scratch)
+        home = os.path.join(cls.root, "home")
+        os.makedirs(home)
+        try:
+            order_id = prepare_account(home)
+            cls.node = start_node(home, free_port())
+            cls.gateway = start_gateway(home, cls.mode, cls.node.port, order_id)
+            if cls.mode == "lambgw":
+                cls.bucket = order_id
+            else:
+                cls.bucket = f"e2e-{cls.__name__.lower()}"
+                cls.gateway.s3_client().create_bucket(Bucket=cls.bucket)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        """Stop the gateway and the node, remove the directory."""
+        node = cls.__dict__.get("node")
+        if node is not None:
+            node.stop()
+        super().tearDownClass()
+
+
+class Boto3LambgwOverLambnetTests(_Boto3Tests, LambnetCase):
+    """boto3 against lambgw over lambnet."""
+
+    mode = "lambgw"
+
+
+class Boto3S3gwOverLambnetTests(_Boto3Tests, LambnetCase):
+    """boto3 against s3gw over lambnet."""
+
+    mode = "s3gw"
+
+
+class AwsCliLambgwOverLambnetTests(_AwsCliTests, LambnetCase):
+    """The aws cli against lambgw over lambnet."""
+
+    mode = "lambgw"
+
+    def test_bought_order_is_listed(self) -> None:
+        """An order bought on the node appears in the gateway's bucket listing."""
+        order_id = self.gateway.buy_order()
+        names = [b["Name"] for b in self.gateway.s3_client().list_buckets()["Buckets"]]
+        self.assertIn(order_id, names)
+
+
+class AwsCliS3gwOverLambnetTests(_AwsCliTests, LambnetCase):
+    """The aws cli against s3gw over lambnet."""
+
+    mode = "s3gw"
+
+
+class MultipartLambgwOverLambnetTests(_MultipartClientTests, LambnetCase):
+    """Multipart uploads of every client against lambgw over lambnet."""
+
+    mode = "lambgw"
+
+
+class MultipartS3gwOverLambnetTests(_MultipartClientTests, LambnetCase):
+    """Multipart uploads of every client against s3gw over lambnet."""
+
+    mode = "s3gw"
+
+
+def _incoming(home: str) -> list[str]:
+    directory = os.path.join(home, "network", "incoming")
+    return os.listdir(directory) if os.path.isdir(directory) else []
+
+
+class FaultTests(LambnetCase):
+    """The node stops or fails; the gateway answers clearly and keeps serving."""
+
+    mode = "lambgw"
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.home = self.gateway.home
+        self.order_id = self.bucket
+        self.s3 = self.gateway.s3_client(
+            retries={"max_attempts": 1}, read_timeout=60, connect_timeout=5
+        )
+        self.used_before = self.used()
+
+    def used(self) -> int:
+        """The bytes the order holds, as the node's store says."""
+        (order,) = [o for o in self.gateway.orders() if o["order_id"] == self.order_id]
+        return int(order["used"])
+
+    def assert_nothing_stored(self, key: str) -> None:
+        """No object at ``key``, and the order holds what it held before the test."""
+        self.assertEqual(self.used(), self.used_before)
+        listed = self.s3.list_objects_v2(Bucket=self.order_id, Prefix=key)
+        self.assertNotIn("Contents", listed)
+
+    def assert_serving(self) -> None:
+        """The gateway stores and reads an object again."""
+        key = self.key("after")
+        self.s3.put_object(Bucket=self.order_id, Key=key, Body=b"still here")
+        body = self.s3.get_object(Bucket=self.order_id, Key=key)["Body"].read()
+        self.assertEqual(body, b"still here")
+        self.assertTrue(self.gateway.running())
+
+    def restart_node(self) -> None:
+        """Start the node again on its port."""
+        node = type(self).node
+        type(self).node = start_node(self.home, node.port)
+
+    def test_node_stopped_before_upload(self) -> None:
+        """With the node down, a PUT fails with 503 and nothing is stored or charged."""
+        self.node.stop()
+        with self.assertRaises(ClientError) as caught:
+            self.s3.put_object(Bucket=self.order_id, Key=self.key("k"), Body=b"x" * 1000)
+        self.assertEqual(caught.exception.response["ResponseMetadata"]["HTTPStatusCode"], 503)
+        self.restart_node()
+        self.assert_nothing_stored(self.key("k"))
+        self.assert_serving()
+
+    def test_node_stopped_during_upload(self) -> None:
+        """The node stopped while the gateway streams to it: 503, no object, no charge."""
+        size = 192 * MiB
+        path = self.scratch_path("big")
+        with open(path, "wb") as f:
+            f.truncate(size)
+        errors: list[BaseException] = []
+
+        def upload() -> None:
+            try:
+                with open(path, "rb") as body:
+                    self.s3.put_object(Bucket=self.order_id, Key=self.key("big"), Body=body)
+            except BaseException as e:
+                errors.append(e)
+
+        thread = threading.Thread(target=upload)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not _incoming(self.home) and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        self.node.stop()
+        thread.join(60)
+        self.assertEqual(len(errors), 1, "the upload should have failed")
+        error = errors[0]
+        assert isinstance(error, ClientError)
+        self.assertEqual(error.response["ResponseMetadata"]["HTTPStatusCode"], 503)
+        self.assertEqual(_incoming(self.home), [])
+        self.restart_node()
+        self.assert_nothing_stored(self.key("big"))
+        self.assert_serving()
+
+    def test_node_stopped_before_download(self) -> None:
+        """With the node down, a GET fails with 503; it works again once the node is back."""
+        key = self.key("k")
+        self.s3.put_object(Bucket=self.order_id, Key=key, Body=b"data")
+        self.node.stop()
+        with self.assertRaises(ClientError) as caught:
+            self.s3.get_object(Bucket=self.order_id, Key=key)
+        self.assertEqual(caught.exception.response["ResponseMetadata"]["HTTPStatusCode"], 503)
+        self.restart_node()
+        self.assertEqual(self.s3.get_object(Bucket=self.order_id, Key=key)["Body"].read(), b"data")
+        self.assert_serving()
+
+    def test_node_stopped_during_download(self) -> None:
+        """The node stopped mid-download: the client gets a short body, never a wrong one."""
+        data = os.urandom(64 * MiB)
+        self.s3.put_object(Bucket=self.order_id, Key=self.key("big"), Body=data)
+        reader = self.gateway.s3_client(retries={"max_attempts": 1}, read_timeout=5)
+        body = reader.get_object(Bucket=self.order_id, Key=self.key("big"))["Body"]
+        first = body.read(1 * MiB)
+        kill(self.node)
+        received = first
+        with self.assertRaises(Exception):  # noqa: B017 - botocore raises several kinds
+            while chunk := body.read(1 * MiB):
+                received += chunk
+            raise AssertionError(f"the body ended after {len(received)} bytes")
+        self.assertEqual(received, data[: len(received)])
+        self.restart_node()
+        self.assert_serving()
+
+
+def kill(process: GatewayProcess) -> None:
+    """Kill a process at once (SIGKILL)."""
+    process._process.send_signal(signal.SIGKILL)
+    process._process.wait()
+
+
+class SecurityTests(LambnetCase):
+    """Requests sent straight to the node that it must refuse, reading and writing nothing."""
+
+    mode = "lambgw"
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.home = self.gateway.home
+        self.order_id = self.bucket
+        self.account_key = read_private_key(private_key_path(self.home, ACCOUNT))
+        self.used_before = self.stored()[0]["used"]
+
+    def send(
+        self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Send a raw request to the node; its status and JSON answer."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.node.port, timeout=30)
+        try:
+            connection.request(method, target, body=body, headers=headers or {})
+            response = connection.getresponse()
+            raw = response.read()
+        finally:
+            connection.close()
+        return response.status, json.loads(raw) if raw else {}
+
+    def signed(
+        self,
+        method: str,
+        target: str,
+        body: bytes = b"",
+        key: Any = None,
+        account: str = ACCOUNT,
+        digest: str | None = None,
+    ) -> dict[str, str]:
+        """The signing headers of a request."""
+        path, _, query = target.partition("?")
+        return signing.sign(
+            key or self.account_key,
+            account,
+            method,
+            path,
+            query,
+            digest or hashlib.sha256(body).hexdigest(),
+            int(time.time()),
+        )
+
+    def object_target(self, path: str, account: str = ACCOUNT) -> str:
+        """The target of an object of the order."""
+        return f"/v1/accounts/{account}/orders/{self.order_id}/object?path={quote(path, safe='')}"
+
+    def put_headers(self, body: bytes) -> dict[str, str]:
+        """The object description of a PUT of ``body``."""
+        new = {
+            "size": len(body),
+            "etag": hashlib.md5(body).hexdigest(),
+            "content_type": "text/plain",
+            "metadata": {},
+            "headers": {},
+            "checksums": {},
+            "checksum_type": "",
+        }
+        return {"x-lamb-object": json.dumps(new)}
+
+    def stored(self) -> list[dict[str, Any]]:
+        """The orders of the account as the admin command sees them."""
+        orders: list[dict[str, Any]] = json.loads(admin(self.home, "order", "list", "--json"))
+        return orders
+
+    def test_signed_request_accepted(self) -> None:
+        """A correctly signed PUT is stored (the baseline of the refusals below)."""
+        body = b"hello"
+        target = self.object_target("ok")
+        headers = {**self.signed("PUT", target, body), **self.put_headers(body)}
+        status, answer = self.send("PUT", target, body, headers)
+        self.assertEqual((status, answer["size"]), (201, 5))
+
+    def test_unsigned_refused(self) -> None:
+        """A request without a signature is refused with 401."""
+        status, answer = self.send("GET", f"/v1/accounts/{ACCOUNT}/orders")
+        self.assertEqual((status, answer["code"]), (401, "Unauthorized"))
+
+    def test_other_account_refused(self) -> None:
+        """A request for demo's order signed by another account is refused, nothing written."""
+        for action in ("create", "key"):
+            command = ["account", action, "--account", "eve", "--home", self.home]
+            subprocess.run(
+                [sys.executable, "-m", "lambgw", *command],
+                check=True,
+                capture_output=True,
+                env=_environment(),
+            )
+        eve = read_private_key(private_key_path(self.home, "eve"))
+        body = b"evil"
+        target = self.object_target("x")
+        headers = {**self.signed("PUT", target, body, eve, "eve"), **self.put_headers(body)}
+        status, answer = self.send("PUT", target, body, headers)
+        self.assertEqual((status, answer["code"]), (403, "AccessDenied"))
+        target = self.object_target("x", "eve")
+        headers = {**self.signed("PUT", target, body, eve, "eve"), **self.put_headers(body)}
+        status, answer = self.send("PUT", target, body, headers)
+        self.assertEqual((status, answer["code"]), (404, "NoSuchOrder"))
+        self.assertEqual(self.stored()[0]["used"], self.used_before)
+
+    def test_forged_signature_refused(self) -> None:
+        """A request claiming to be demo's but signed with another key is refused."""
+        target = f"/v1/accounts/{ACCOUNT}/orders"
+        headers = self.signed("GET", target, key=signing.generate_key())
+        status, answer = self.send("GET", target, headers=headers)
+        self.assertEqual((status, answer["code"]), (401, "Unauthorized"))
+
+    def test_tampered_body_refused(self) -> None:
+        """A body that does not match its signed digest is refused, and not stored."""
+        target = self.object_target("t")
+        headers = {**self.signed("PUT", target, b"good"), **self.put_headers(b"evil")}
+        status, answer = self.send("PUT", target, b"evil", headers)
+        self.assertEqual((status, answer["code"]), (400, "BadDigest"))
+        self.assertEqual(self.stored()[0]["used"], self.used_before)
+        self.assertEqual(_incoming(self.home), [])
+
+    def test_tampered_path_refused(self) -> None:
+        """A signed request sent to another path is refused."""
+        headers = {**self.signed("PUT", self.object_target("a"), b"x"), **self.put_headers(b"x")}
+        status, answer = self.send("PUT", self.object_target("b"), b"x", headers)
+        self.assertEqual((status, answer["code"]), (401, "Unauthorized"))
+
+    def test_replay_refused(self) -> None:
+        """The same signed request sent twice is refused the second time."""
+        target = f"/v1/accounts/{ACCOUNT}/orders"
+        headers = self.signed("GET", target)
+        self.assertEqual(self.send("GET", target, headers=headers)[0], 200)
+        status, answer = self.send("GET", target, headers=headers)
+        self.assertEqual((status, answer["code"]), (401, "Unauthorized"))
+        self.assertIn("replayed", answer["message"])
+
+    def test_old_date_refused(self) -> None:
+        """A request dated beyond the allowed skew is refused."""
+        target = f"/v1/accounts/{ACCOUNT}/orders"
+        headers = signing.sign(
+            self.account_key,
+            ACCOUNT,
+            "GET",
+            target,
+            "",
+            signing.EMPTY_SHA256,
+            int(time.time()) - 3600,
+        )
+        status, answer = self.send("GET", target, headers=headers)
+        self.assertEqual((status, answer["code"]), (401, "Unauthorized"))
+
+    def test_path_escape_refused(self) -> None:
+        """Dot segments that would leave the order or the account are refused."""
+        for target in [
+            f"/v1/accounts/{ACCOUNT}/orders/{self.order_id}/../../../accounts/eve/orders",
+            f"/v1/accounts/{ACCOUNT}/orders/./{self.order_id}",
+            f"/v1/accounts/..%2F{ACCOUNT}/orders",
+        ]:
+            headers = self.signed("GET", target)
+            status, _ = self.send("GET", target, headers=headers)
+            self.assertIn(status, (400, 404), target)
+
+    def test_object_path_stays_in_the_order(self) -> None:
+        """An object named with dot segments is just a name inside the order."""
+        body = b"inside"
+        target = self.object_target("../../etc/passwd")
+        headers = {**self.signed("PUT", target, body), **self.put_headers(body)}
+        self.assertEqual(self.send("PUT", target, body, headers)[0], 201)
+        self.assertFalse(os.path.exists(os.path.join(self.home, "etc", "passwd")))
+        target = f"/v1/accounts/{ACCOUNT}/orders/{self.order_id}/list?prefix=..%2F"
+        _, page = self.send("GET", target, headers=self.signed("GET", target))
+        self.assertEqual([o["path"] for o in page["objects"]], ["../../etc/passwd"])
