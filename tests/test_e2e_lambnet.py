@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from botocore.exceptions import ClientError
-from twisted.trial.unittest import SkipTest
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from lambgw.lambnet.keys import private_key_path, read_private_key
 from lambgw.network import signing
@@ -457,3 +458,105 @@ class SecurityTests(LambnetCase):
         target = f"/v1/accounts/{ACCOUNT}/orders/{self.order_id}/list?prefix=..%2F"
         _, page = self.send("GET", target, headers=self.signed("GET", target))
         self.assertEqual([o["path"] for o in page["objects"]], ["../../etc/passwd"])
+
+
+def make_test_ca(directory: str) -> tuple[str, str, str]:
+    """Write a test CA and a certificate for ``localhost`` signed by it; their PEM files.
+
+    Returns the CA certificate, the server certificate and the server key.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lambgw test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = [os.path.join(directory, name) for name in ("ca.pem", "node.pem", "node.key")]
+    pem = serialization.Encoding.PEM
+    for path, data in zip(
+        paths,
+        [
+            ca.public_bytes(pem),
+            cert.public_bytes(pem),
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        ],
+        strict=True,
+    ):
+        with open(path, "wb") as f:
+            f.write(data)
+    return paths[0], paths[1], paths[2]
+
+
+class HTTPSTests(SynchronousTestCase):
+    """The gateway over a lambnet node serving HTTPS with a certificate of a test CA."""
+
+    def setUp(self) -> None:
+        if target_is_moto():
+            raise SkipTest("the lambnet tests run against the gateway only")
+        self.root = tempfile.mkdtemp(prefix="lambgw-e2e-")
+        self.addCleanup(shutil.rmtree, self.root, True)
+        self.home = os.path.join(self.root, "home")
+        os.makedirs(self.home)
+        self.order_id = prepare_account(self.home, "1GiB")
+        self.ca, cert, key = make_test_ca(self.root)
+        argv = [
+            *(*TWISTD, "-n", "--pidfile=", "lambnet", "--data", os.path.join(self.home, "network")),
+            *("--listen", "tcp:{port}:interface=127.0.0.1", "--tls-cert", cert, "--tls-key", key),
+        ]
+        self.node = _spawn(argv, self.home, "lambnet", "")
+        self.addCleanup(self.node.stop)
+
+    def gateway(self, *flags: str) -> GatewayProcess:
+        """Start lambgw over the node's HTTPS address, with ``flags``."""
+        argv = [
+            *(*TWISTD, "-n", "--pidfile=", "lambgw", "--home", self.home, "--account", ACCOUNT),
+            *("--gateway.address", "127.0.0.1:{port}", *ADMIN_ANYWHERE),
+            *("--broker.validator_addr", f"https://localhost:{self.node.port}", *flags),
+        ]
+        gateway = _spawn(argv, self.home, "lambgw", self.order_id)
+        self.addCleanup(gateway.stop)
+        return gateway
+
+    def test_round_trip_over_https(self) -> None:
+        """With the test CA, objects go to the node and back over HTTPS."""
+        s3 = self.gateway("--broker.ca_file", self.ca).s3_client()
+        data = os.urandom(3 * MiB)
+        s3.put_object(Bucket=self.order_id, Key="k", Body=data)
+        self.assertEqual(s3.get_object(Bucket=self.order_id, Key="k")["Body"].read(), data)
+
+    def test_unknown_ca_refused(self) -> None:
+        """Without the test CA, the node's certificate is refused and the gateway says so."""
+        gateway = self.gateway()
+        deadline = time.monotonic() + 30
+        while gateway.running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertFalse(gateway.running())
+        self.assertIn("Cannot start", gateway.output())
+        self.assertIn("certificate verify failed", gateway.output())
