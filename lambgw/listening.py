@@ -60,7 +60,7 @@ def server_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     """
     try:
         endpoint = endpoints.serverFromString(reactor, description)
-    except (ValueError, TypeError, KeyError, OSError, SSL.Error) as e:
+    except (ValueError, TypeError, KeyError, IndexError, OSError, SSL.Error) as e:
         raise ValueError(f"cannot listen on {description!r}: {e}") from None
     require_modern_tls(endpoint)
     return endpoint

@@ -1,12 +1,19 @@
-"""End-to-end: the S3 API over HTTPS (a test CA made here, verified by boto3) and over IPv6."""
+"""End-to-end listening: HTTPS with a test CA, IPv6, and systemd's socket activation.
+
+The CA is made in the test and verified by boto3; the activated socket is handed over as
+systemd hands it (fd 3, ``LISTEN_FDS``, ``LISTEN_PID``).
+"""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
 import os
+import shutil
 import socket
 import ssl
+import subprocess
+import tempfile
 from typing import Any, ClassVar
 
 import boto3
@@ -15,10 +22,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from twisted.trial.unittest import SkipTest
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.configured import ConfiguredCase
-from tests.gateway import ACCESS_KEY, SECRET_KEY
+from tests.configured import ADMIN, ConfiguredCase, write_config
+from tests.gateway import (
+    ACCESS_KEY,
+    ACCOUNT,
+    SECRET_KEY,
+    STOP_GRACE,
+    TWISTD,
+    _environment,
+    free_port,
+)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -188,3 +203,54 @@ class HTTPSTests(ConfiguredCase):
             self.https().get_object(Bucket=self.bucket, Key=self.key("v6"))["Body"].read(),
             b"six",
         )
+
+
+class SocketActivationTests(SynchronousTestCase):
+    """``--listen systemd:domain=INET:index=0`` serves on a socket the gateway inherits."""
+
+    def test_inherited_socket_served(self) -> None:
+        """boto3 is answered on a listening socket passed as fd 3 with LISTEN_FDS/LISTEN_PID."""
+        root = tempfile.mkdtemp(prefix="lambgw-e2e-")
+        self.addCleanup(shutil.rmtree, root, True)
+        write_config(root, "")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        port = sock.getsockname()[1]
+        argv = [
+            *(*TWISTD, "-n", "--pidfile=", "lambgw", "--home", root, "--account", ACCOUNT),
+            *("--gateway.address", f"127.0.0.1:{free_port()}", "--admin-listen", ADMIN),
+            *("--listen", "systemd:domain=INET:index=0"),
+        ]
+        # As systemd does: the socket is fd 3 and LISTEN_PID is the gateway's own pid.
+        script = (
+            f'export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=s3; exec "$@" 3<&{sock.fileno()}'
+        )
+        with open(os.path.join(root, "gateway.log"), "wb") as log:
+            process = subprocess.Popen(
+                ["sh", "-c", script, "sh", *argv],
+                pass_fds=[sock.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+                env=_environment(),
+            )
+
+        def stop() -> None:
+            process.terminate()
+            try:
+                process.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+        self.addCleanup(stop)
+        sock.close()
+        try:
+            buckets = client(f"http://127.0.0.1:{port}").list_buckets()["Buckets"]
+        except Exception as e:
+            with open(os.path.join(root, "gateway.log"), encoding="utf-8") as f:
+                self.fail(f"{e}\n{f.read()}")
+        self.assertEqual(len(buckets), 1)
