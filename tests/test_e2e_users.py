@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import signal
+import urllib.parse
 from typing import Any
 
 import boto3
@@ -142,3 +144,24 @@ class ReloadTests(UsersCase):
         )
         self.reload(added, "Reloaded")
         self.assertEqual(len(self.buckets(carol)), 1)
+
+    def test_connection_kept(self) -> None:
+        """A keep-alive connection opened before SIGHUP is still served after it."""
+        self.addCleanup(self.reload, users_config(), "Reloaded")
+        url = urllib.parse.urlsplit(
+            self.client("bob-key", "bob-secret").generate_presigned_url("list_buckets")
+        )
+        connection = http.client.HTTPConnection("127.0.0.1", self.gateway.port, timeout=10)
+        self.addCleanup(connection.close)
+
+        def list_buckets() -> int:
+            connection.request("GET", f"{url.path}?{url.query}")
+            response = connection.getresponse()
+            response.read()
+            return response.status
+
+        self.assertEqual(list_buckets(), 200)
+        sock = connection.sock
+        self.reload(users_config("alice-new"), "Reloaded")
+        self.assertEqual(list_buckets(), 200)
+        self.assertIs(connection.sock, sock)
