@@ -43,6 +43,7 @@ from bench.servers import (
     StartError,
     Target,
     gateway_target,
+    lambnet_target,
     memory_status,
     moto_target,
     reset_peak_rss,
@@ -402,6 +403,7 @@ TargetFactory = Callable[[Path], AbstractContextManager[Target]]
 #: What the gateway column can run: the real gateway, or moto (to test the script).
 GATEWAYS: dict[str, Callable[[Path, str], AbstractContextManager[Target]]] = {
     "lambgw": gateway_target,
+    "lambnet": lambnet_target,
     "moto": moto_target,
 }
 

@@ -235,6 +235,71 @@ def gateway_target(home: Path, name: str = "gateway") -> Iterator[Target]:
 
 
 @contextmanager
+def lambnet_target(home: Path, name: str = "lambnet") -> Iterator[Target]:
+    """Run the lambgw gateway over a ``twistd lambnet`` node, both on loopback.
+
+    The node serves ``HOME/network``, where the admin command makes the account, its key and
+    its first order; the memory measured is the gateway's.
+    """
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    for args in (
+        ("account", "create"),
+        ("account", "key"),
+        ("order", "buy", "--capacity", "20GiB", "--days", "30"),
+    ):
+        command = _python("-m", "lambgw", *args, "--account", ACCOUNT, "--home", str(home))
+        done = subprocess.run(command, capture_output=True, timeout=120, check=False, env=env)
+        if done.returncode:
+            raise StartError(f"{' '.join(args)} failed:\n{done.stderr.decode(errors='replace')}")
+    twistd = ("-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=")
+    node_port, port = free_port(), free_port()
+    node = ServerProcess(
+        _python(
+            *twistd,
+            "lambnet",
+            "--data",
+            str(home / "network"),
+            "--listen",
+            f"tcp:{node_port}:interface=127.0.0.1",
+        ),
+        node_port,
+        home / "lambnet.log",
+        env,
+    )
+    server = ServerProcess(
+        _python(
+            *twistd,
+            "lambgw",
+            *("--home", str(home), "--account", ACCOUNT),
+            *("--gateway.address", f"127.0.0.1:{port}"),
+            *("--broker.validator_addr", f"http://127.0.0.1:{node_port}"),
+            *("--admin-listen", "tcp:0:interface=127.0.0.1"),
+        ),
+        port,
+        home / "gateway.log",
+        env,
+    )
+    node.start()
+    try:
+        server.start()
+        try:
+            target = GatewayTarget(
+                name, Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY), server, "", home
+            )
+            ids = target.bucket_names()
+            if not ids:
+                raise StartError("the account has no order on the node")
+            target.bucket = ids[0]
+            yield target
+        finally:
+            server.stop()
+    finally:
+        node.stop()
+
+
+@contextmanager
 def sink_target(home: Path, name: str = "sink") -> Iterator[Target]:
     """Run the trivial sink server (``python -m bench.sink``)."""
     port = free_port()

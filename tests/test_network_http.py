@@ -176,6 +176,18 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(consumer.value(), data[10:20_010])
         self.assertIsNone(consumer.producer)
 
+    def test_empty_object(self) -> None:
+        """An empty object is stored, and read back as no bytes."""
+        self.h.run(
+            self.h.network.put_object(
+                "demo", self.h.order.order_id, "e", [Segment("", 0, b"")], _new(b"")
+            )
+        )
+        info, body = self.h.run(self.h.network.get_object("demo", self.h.order.order_id, "e"))
+        consumer = StringTransport()
+        self.h.run(body.deliver(consumer))
+        self.assertEqual((info.size, consumer.value()), (0, b""))
+
     def test_head_list_copy_delete(self) -> None:
         """Head, list, copy and delete reach the store."""
         self.put("dir/one", b"1")

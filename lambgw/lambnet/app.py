@@ -270,10 +270,11 @@ class Node:
             request.setResponseCode(206)
             request.setHeader("content-range", f"bytes {first}-{first + length - 1}/{info.size}")
         try:
-            await body.deliver(request)
+            if length:
+                await body.deliver(request)
         finally:
             body.close()
-        return None
+        return None if length else b""
 
     @app.route("/v1/accounts/<account>/orders/<order_id>/object", methods=["DELETE"])
     async def delete(self, request: Request, account: str, order_id: str) -> bytes:
