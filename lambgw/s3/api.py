@@ -261,13 +261,13 @@ class S3Resource(Resource):
         if self._api.observer is not None:
             finished = self._api.observer(request)
             request.notifyFinish().addCallbacks(lambda _: finished(True), lambda _: finished(False))
-        if state.error is not None and state.error.code == "InvalidURI":
-            return render_s3_error(request, state.error)
         policy = self._cors()
         if request.method == b"OPTIONS" and state.error is None:
             return self._preflight(request, policy)
         for name, value in policy.response_headers(_header(request, b"origin")):
             request.setHeader(name, value)
+        if state.error is not None and state.error.code == "InvalidURI":
+            return render_s3_error(request, state.error)
         try:
             klein = self._klein_for(state.access_key)
         except S3Error as e:
