@@ -297,6 +297,19 @@ class PresignedTests(SynchronousTestCase):
         self.assertEqual(e.code, "AccessDenied")
 
 
+class SigV2BucketPathTests(SynchronousTestCase):
+    def test_bucket_listing_presigned_v2(self) -> None:
+        """A SigV2 presigned bucket listing (signed as /b/, sent to /b) authenticates."""
+        url = client("s3", "http").generate_presigned_url("list_objects", Params={"Bucket": "b"})
+        self.assertEqual(auth(view_of("GET", url)).access_key, ACCESS)
+
+    def test_bucket_slash_not_another_bucket(self) -> None:
+        """The slash leniency does not let a bucket URL be replayed on another bucket."""
+        url = client("s3", "http").generate_presigned_url("list_objects", Params={"Bucket": "b"})
+        e = self.assertRaises(S3Error, auth, view_of("GET", url.replace("/b?", "/c?")))
+        self.assertEqual(e.code, "SignatureDoesNotMatch")
+
+
 class OtherAuthTests(SynchronousTestCase):
     def test_anonymous(self) -> None:
         """A request without any signature is AccessDenied."""

@@ -304,15 +304,7 @@ def _sigv2_header(
         raise S3Error.of("AccessDenied", _NO_DATE)
     secret = _secret(lookup_secret, access_key)
     _check_skew(request_time, now)
-    text = sigv2.string_to_sign(
-        view.method,
-        view.raw_path,
-        view.raw_query,
-        view.headers,
-        signed_date,
-        view.bucket_from_host,
-    )
-    if not sigv4.signatures_match(sigv2.sign(secret, text), signature):
+    if not _sigv2_matches(view, view.headers, signed_date, secret, signature):
         raise _signature_mismatch()
     return AuthResult(access_key, PayloadMode.UNSIGNED)
 
@@ -340,9 +332,29 @@ def _sigv2_query(
         lowered = name.lower()
         if lowered.startswith("x-amz-") or lowered in ("content-type", "content-md5"):
             headers[lowered] = (value,)
-    text = sigv2.string_to_sign(
-        view.method, view.raw_path, view.raw_query, headers, expires, view.bucket_from_host
-    )
-    if not sigv4.signatures_match(sigv2.sign(secret, text), params["Signature"]):
+    if not _sigv2_matches(view, headers, expires, secret, params["Signature"]):
         raise _signature_mismatch()
     return AuthResult(params["AWSAccessKeyId"], PayloadMode.UNSIGNED)
+
+
+def _sigv2_matches(
+    view: RequestView,
+    headers: Mapping[str, Sequence[str]],
+    date: str,
+    secret: str,
+    signature: str,
+) -> bool:
+    """Check a SigV2 signature; a bucket path may be signed with or without its last slash.
+
+    botocore signs ``/BUCKET/`` for a path-style request it sends to ``/BUCKET``.
+    """
+    paths = [view.raw_path]
+    if view.bucket_from_host is None and view.raw_path.count("/") == 1 and view.raw_path != "/":
+        paths.append(view.raw_path + "/")
+    matched = False
+    for path in paths:
+        text = sigv2.string_to_sign(
+            view.method, path, view.raw_query, headers, date, view.bucket_from_host
+        )
+        matched |= sigv4.signatures_match(sigv2.sign(secret, text), signature)
+    return matched
