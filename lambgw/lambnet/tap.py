@@ -3,7 +3,7 @@
 ::
 
     twistd -n lambnet --data DIR [--listen tcp:9100:interface=127.0.0.1]
-                      [--tls-cert cert.pem --tls-key key.pem]
+                      [--tls-cert cert.pem --tls-key key.pem] [--debug]
 
 ``--listen`` is a Twisted server endpoint string; with ``--tls-cert`` and ``--tls-key`` a
 ``tcp:`` endpoint becomes an ``ssl:`` one.  Accounts, keys and orders are managed with
@@ -36,6 +36,7 @@ class Options(usage.Options):
         ["tls-cert", None, None, "PEM certificate (chain) to serve HTTPS with."],
         ["tls-key", None, None, "PEM private key of the certificate."],
     ]
+    optFlags = [["debug", None, "Log every request."]]
 
     def postOptions(self) -> None:
         """Check the store directory and build the endpoint string."""
@@ -79,6 +80,9 @@ def makeService(options: Options) -> service.IService:
     pool = ThreadPool(minthreads=1, maxthreads=16, name="lambnet-store")
     _ThreadPoolService(pool).setServiceParent(top)
     node = Node(Store(options["data"]), reactor, reactor, pool)  # type: ignore[arg-type]
-    listener: Any = strports.service(options["listen"], NodeSite(node))
+    site = NodeSite(node)
+    if not options["debug"]:
+        site.log = lambda request: None  # type: ignore[method-assign]
+    listener: Any = strports.service(options["listen"], site)
     listener.setServiceParent(top)
     return top

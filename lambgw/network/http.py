@@ -544,10 +544,7 @@ class HTTPNetwork:
         async def run() -> ObjectInfo:
             self._check_account(account)
             target = self._url(account, f"/{order_id}/object", {"path": path})
-            response = await self._idempotent("HEAD", target, unbuffered=True)
-            info = _info_header(response)
-            HTTPObjectBody(response, self._clock, self._silence).close()
-            return info
+            return _info_header(await self._idempotent("HEAD", target, unbuffered=True))
 
         return Deferred.fromCoroutine(run())
 
