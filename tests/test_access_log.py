@@ -7,6 +7,7 @@ from typing import cast
 
 from twisted.internet.address import IPv4Address
 from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
@@ -14,6 +15,7 @@ from lambgw.observe.access import AccessLog, operation_name
 from lambgw.observe.metrics import GatewayMetrics, RateWindow
 from lambgw.s3.api import S3API
 from lambgw.s3.request import MemoryBody, RequestState, parse_target
+from lambgw.tap import LambgwOptions
 
 SIGNATURE = "4d2f9f3b0c1e5a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d"
 PRESIGNED = (
@@ -182,3 +184,17 @@ class AccessLogTests(SynchronousTestCase):
         self.assertEqual(self.metrics.sent_bytes.value("PutObject"), 12)
         rates = self.rates.rates()
         self.assertEqual((rates.requests, rates.client_errors), (2, 1))
+
+
+class OptionTests(SynchronousTestCase):
+    """The access log's format is chosen on the command line."""
+
+    def test_unknown_format(self) -> None:
+        """A format other than text or json is refused."""
+        options = LambgwOptions()
+        error = self.assertRaises(
+            UsageError,
+            options.parseOptions,
+            ["--account", "demo", "--home", self.mktemp(), "--access-log-format", "xml"],
+        )
+        self.assertIn("text, json", str(error))

@@ -80,7 +80,9 @@ class GracefulStopTests(SynchronousTestCase):
         self.assertEqual((response.status, response.read()[:0]), (200, b""))
         # twistd ends by the signal it got, as systemd expects of a clean stop.
         self.assertIn(gateway._process.wait(STOP_TIMEOUT), (0, -signal.SIGTERM))
-        self.assertIn("requests in flight have 30.0 s to finish", gateway.output())
+        output = gateway.output()
+        self.assertIn("requests in flight have 30.0 s to finish", output)
+        self.assertIn(f'PutObject PUT "/{bucket}/slow" 200 in={len(body)} out=0', output)
 
         again = self.start()
         client = again.s3_client()
