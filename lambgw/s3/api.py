@@ -172,10 +172,10 @@ class S3API:
         error = failure.value
         if not isinstance(error, S3Error):
             log.failure(
-                "Unexpected failure in {method} {uri}",
+                "Unexpected failure in {method} {path}",
                 failure,
                 method=request.method,
-                uri=request.uri,
+                path=request.uri.partition(b"?")[0],
             )
             error = S3Error(
                 "InternalError", 500, "We encountered an internal error. Please try again."

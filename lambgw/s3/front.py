@@ -119,7 +119,9 @@ class Front:
         try:
             self._begin(request, method, uri, length)
         except Exception:
-            log.failure("Unexpected failure reading the headers of {uri!r}", uri=uri)
+            log.failure(
+                "Unexpected failure reading the headers of {path!r}", path=uri.partition(b"?")[0]
+            )
             request.s3.error = S3Error(
                 "InternalError", 500, "We encountered an internal error. Please try again."
             )
