@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from lambgw.network.errors import NoSuchOrder
 from lambgw.network.interface import Order
+from lambgw.observe.admin import Monitor
 from lambgw.observe.inflight import InFlight
 from lambgw.observe.metrics import Counter, GatewayMetrics, Histogram, Rates, RateWindow
 from lambgw.observe.network import TimedNetwork
@@ -241,3 +245,97 @@ class StatusPageTests(SynchronousTestCase):
     def test_rates(self) -> None:
         """Rates are shown per minute."""
         self.assertIn("<b>2.0</b>requests / min", self.page())
+
+
+class InlinePool:
+    """A thread pool that runs its work at once, in the caller's thread."""
+
+    def callInThreadWithCallback(self, on_result: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            result = f(*args, **kwargs)
+        except BaseException:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
+class InlineReactor(Clock):
+    """A clock whose calls from threads run at once."""
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+class FakeStore:
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def uploads(self) -> list[Any]:
+        return []
+
+
+class FakeOrders:
+    def all(self) -> list[Order]:
+        return [Order(ORDER, "demo", 1000, 10, 0.0, 1e9)]
+
+
+class FakeServed:
+    """An account served: a gateway with a spool directory, and its uploads."""
+
+    def __init__(self, spool: str) -> None:
+        self.gateway = SimpleNamespace(account="demo", spool_dir=spool, orders=FakeOrders())
+        self.uploads = SimpleNamespace(pool=InlinePool(), store=FakeStore(spool))
+
+
+class ReadinessTests(SynchronousTestCase):
+    """/readyz's checks: the network answers and the spool is writable."""
+
+    def monitor(self, network: Any, spool: str) -> Monitor:
+        served = [FakeServed(spool)]
+        reactor = InlineReactor()
+        return Monitor(
+            lambda: served,  # type: ignore[arg-type, return-value]
+            network,
+            GatewayMetrics(),
+            RateWindow(reactor.seconds),
+            InFlight(reactor),
+            reactor,
+            "lambgw",
+        )
+
+    def test_ready(self) -> None:
+        """With the network answering and a writable spool, nothing is wrong."""
+        spool = self.mktemp()
+        os.makedirs(spool)
+        network = SimpleNamespace(orders=lambda account: succeed([]))
+        self.assertEqual(self.successResultOf(self.monitor(network, spool).problems()), [])
+        self.assertEqual(os.listdir(spool), [])
+
+    def test_not_ready(self) -> None:
+        """An unreachable network and a missing spool are both reported."""
+        network = SimpleNamespace(orders=lambda account: fail(ConnectionRefusedError()))
+        problems = self.successResultOf(self.monitor(network, self.mktemp()).problems())
+        self.assertEqual(len(problems), 2)
+        self.assertTrue(problems[0].startswith("network unreachable: ConnectionRefusedError"))
+        self.assertTrue(problems[1].startswith("spool not writable"))
+
+    def test_draining(self) -> None:
+        """A stopping gateway is not ready."""
+        spool = self.mktemp()
+        os.makedirs(spool)
+        monitor = self.monitor(SimpleNamespace(orders=lambda account: succeed([])), spool)
+        monitor.in_flight.drain(30)
+        self.assertEqual(self.successResultOf(monitor.problems()), ["shutting down"])
+
+    def test_refresh_sets_gauges(self) -> None:
+        """A scrape sets the order and spool gauges."""
+        spool = self.mktemp()
+        os.makedirs(spool)
+        with open(os.path.join(spool, "body"), "wb") as f:
+            f.write(b"b" * 42)
+        monitor = self.monitor(SimpleNamespace(), spool)
+        self.successResultOf(monitor.refresh())
+        samples = parse(monitor.metrics.render())
+        self.assertEqual(samples[("lambgw_order_capacity_bytes", (("order", ORDER),))], 1000)
+        self.assertEqual(samples[("lambgw_spool_bytes", (("area", "bodies"),))], 42)
+        self.assertEqual(samples[("lambgw_multipart_uploads_open", ())], 0)
