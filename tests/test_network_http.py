@@ -158,10 +158,25 @@ class ClientTests(SynchronousTestCase):
             )
         )
         self.assertEqual((info.size, info.etag), (len(whole), "x-3"))
+        self.assertEqual(tuple(info.part_sizes), (300_000, 5, 700_000))
         self.assertEqual(os.listdir(self.spool), [])
         _, ranges = self.h.store.open_range("demo", self.h.order.order_id, "a/b c")
         stored = b"".join(os.pread(r.file.fileno(), r.length, r.offset) for r in ranges)
         self.assertEqual(stored, whole)
+
+    def test_small_multipart_keeps_its_parts(self) -> None:
+        """A small multipart object (kept in memory by the node) keeps its part sizes."""
+        segments = [Segment("", 2, b"ab"), Segment("", 3, b"cde")]
+        info = self.h.run(
+            self.h.network.put_object(
+                "demo", self.h.order.order_id, "m", segments, _new(b"abcde", "y-2")
+            )
+        )
+        self.assertEqual(tuple(info.part_sizes), (2, 3))
+        _, body = self.h.run(self.h.network.get_object("demo", self.h.order.order_id, "m", 1, 3))
+        consumer = StringTransport()
+        self.h.run(body.deliver(consumer))
+        self.assertEqual(consumer.value(), b"bcd")
 
     def test_get_streams_with_range(self) -> None:
         """A byte range is delivered to the consumer, and the description comes along."""

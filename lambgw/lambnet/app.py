@@ -16,6 +16,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from contextlib import suppress
+from itertools import accumulate
 from typing import IO, Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl
 
@@ -48,48 +49,88 @@ MAX_JSON_BODY = 64 * 1024
 
 
 class NodeRequest(Request):
-    """A request whose body is spooled into the store's ``incoming/`` and hashed on arrival."""
+    """A request whose body is spooled into the store's ``incoming/`` and hashed on arrival.
 
-    spool_path: str | None = None
+    With an ``x-lamb-part-sizes`` header, the body is cut into one file per part as it
+    arrives, so that a multipart object is stored with its parts as they were uploaded.
+    """
+
     received = 0
+    spool_paths: tuple[str, ...] | list[str] = ()
     body: IO[bytes]
 
     def gotLength(self, length: int | None) -> None:
-        """Choose where the body goes: memory if small and announced, else a spool file."""
+        """Choose where the body goes: memory if small and announced, else spool files."""
         self._sha256 = hashlib.sha256()
         self.received = 0
+        self.spool_paths = []
+        self._sizes: list[int] = []
+        try:
+            self.part_sizes = wire.parse_part_sizes(self.getHeader(wire.PART_SIZES_HEADER))
+        except wire.ProtocolError:
+            self.part_sizes = None
+        self._limits = list(accumulate(self.part_sizes or []))[:-1]
         if length is not None and length <= MEMORY_BODY:
             self.body = self.content = io.BytesIO()  # type: ignore[assignment]
             return
-        site: NodeSite = self.channel.site  # type: ignore[attr-defined]
-        fd, self.spool_path = tempfile.mkstemp(dir=site.incoming, prefix="body-")
-        self.body = self.content = os.fdopen(fd, "w+b")  # type: ignore[assignment]
         self.notifyFinish().addBoth(self._discard_spool)
+        self._next_file()
+
+    def _next_file(self) -> None:
+        if self.spool_paths:
+            self.body.close()
+        site: NodeSite = self.channel.site  # type: ignore[attr-defined]
+        fd, path = tempfile.mkstemp(dir=site.incoming, prefix="body-")
+        self.spool_paths.append(path)  # type: ignore[union-attr]
+        self._sizes.append(0)
+        self.body = self.content = os.fdopen(fd, "w+b")  # type: ignore[assignment]
 
     def handleContentChunk(self, data: bytes) -> None:
-        """Hash and store a piece of the body."""
+        """Hash and store a piece of the body, starting a new file at each part's end."""
         self._sha256.update(data)
+        written = self.received
         self.received += len(data)
-        self.body.write(data)
+        if not self.spool_paths:
+            self.body.write(data)
+            return
+        view = memoryview(data)
+        while view:
+            index = len(self._sizes) - 1
+            end = self._limits[index] if index < len(self._limits) else None
+            if end is not None and written >= end:
+                self._next_file()
+                continue
+            take = len(view) if end is None else min(len(view), end - written)
+            self.body.write(view[:take])
+            self._sizes[-1] += take
+            written += take
+            view = view[take:]
 
     def body_sha256(self) -> str:
         """The SHA-256 of the body received, in hex."""
         return self._sha256.hexdigest()
 
     def _discard_spool(self, result: object) -> None:
-        """Remove the spool file unless it was moved into the store."""
-        if self.spool_path is not None:
+        """Remove the spool files that were not moved into the store."""
+        for path in self.spool_paths:
             with suppress(FileNotFoundError):
-                os.unlink(self.spool_path)
+                os.unlink(path)
 
-    def segment(self) -> Segment:
-        """The body as a segment for :meth:`Store.put`; the spool file is flushed first."""
-        if self.spool_path is None:
+    def segments(self) -> list[Segment]:
+        """The body as segments for :meth:`Store.put`, one per part; files are flushed first."""
+        sizes = self.part_sizes or [self.received]
+        if sum(sizes) != self.received:
+            raise wire.ProtocolError(400, "BadRequest", "the part sizes do not add up to the body")
+        if not self.spool_paths:
             assert isinstance(self.body, io.BytesIO)
             data = self.body.getvalue()
-            return Segment("", len(data), data)
+            ends = list(accumulate(sizes))
+            return [Segment("", n, data[end - n : end]) for n, end in zip(sizes, ends, strict=True)]
         self.body.flush()
-        return Segment(self.spool_path, self.received)
+        segments = [
+            Segment(path, size) for path, size in zip(self.spool_paths, self._sizes, strict=True)
+        ]
+        return segments + [Segment("", 0, b"") for _ in sizes[len(segments) :]]
 
 
 class NodeSite(Site):
@@ -240,10 +281,11 @@ class Node:
             raise wire.ProtocolError(
                 400, "BadRequest", f"the body holds {request.received} bytes, not {new.size}"
             )
+        wire.parse_part_sizes(_header(request, wire.PART_SIZES_HEADER))
         if_none_match = _header(request, wire.IF_NONE_MATCH_HEADER) == "1"
-        segment = request.segment()
+        segments = request.segments()
         info = await self._call(
-            self.store.put, account, order_id, path, [segment], new, if_none_match
+            self.store.put, account, order_id, path, segments, new, if_none_match
         )
         request.setResponseCode(201)
         return _json(request, wire.info_to_json(info))
@@ -289,10 +331,10 @@ class Node:
         self._authenticate(request, account)
         path = self._path(request)
         assert isinstance(request, NodeRequest)
-        if request.received > MAX_JSON_BODY or request.spool_path is not None:
+        if request.received > MAX_JSON_BODY or request.spool_paths:
             raise wire.ProtocolError(400, "BadRequest", "the copy request is too large")
         try:
-            data = json.loads(request.segment().data or b"")
+            data = json.loads(request.segments()[0].data or b"")
             source_order, source_path = str(data["source_order_id"]), str(data["source_path"])
             replace = data.get("replace")
         except (ValueError, KeyError, TypeError):

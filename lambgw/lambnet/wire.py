@@ -21,6 +21,10 @@ from lambgw.network.interface import ListPage, NewObject, ObjectInfo, Order
 VERSION = "v1"
 OBJECT_HEADER = "x-lamb-object"
 IF_NONE_MATCH_HEADER = "x-lamb-if-none-match"
+#: The sizes of the parts of a multipart object's body, comma-separated, in order.
+PART_SIZES_HEADER = "x-lamb-part-sizes"
+#: The most parts an object may have.
+MAX_PARTS = 10_000
 #: The error code, also in a header for the answers to HEAD, which have no body.
 ERROR_HEADER = "x-lamb-error"
 
@@ -83,6 +87,16 @@ def quote_path(path: str) -> str:
         return quote(path.encode("utf-8"), safe="")
     except UnicodeEncodeError:
         raise errors.InvalidPath("the path is not valid UTF-8") from None
+
+
+def parse_part_sizes(value: str | None) -> list[int] | None:
+    """Return the part sizes of an ``x-lamb-part-sizes`` header (``None`` if absent)."""
+    if value is None:
+        return None
+    parts = value.split(",")
+    if len(parts) > MAX_PARTS or not all(p.strip().isdigit() for p in parts):
+        raise ProtocolError(400, "BadRequest", f"malformed {PART_SIZES_HEADER}")
+    return [int(p) for p in parts]
 
 
 def parse_range(value: str | None) -> tuple[int, int | None]:
