@@ -253,7 +253,8 @@ class GatewayService(service.MultiService):
         self.api = S3API(
             self.gateway, MultipartAPI(self.uploads, reactor, reactor, self.spool_pool)
         )
-        self.api.observer = AccessLog(self.api, self.metrics, self.rates, access_log_format).begin
+        access_log = AccessLog(self.api, self.metrics, self.rates, access_log_format)
+        self.api.observer = access_log.begin
         self.in_flight = InFlight(reactor)
         self.accounts: Accounts[AccountServer] = Accounts(
             self._serve_account,
@@ -271,7 +272,9 @@ class GatewayService(service.MultiService):
             self.api, lambda key: self.accounts.for_key(key).api, lambda: self.config.cors
         )
         self.site = S3Site(resource, self.front)
-        self.site.requestFactory = self.in_flight.request_factory(S3Request)  # type: ignore[assignment]
+        self.site.requestFactory = self.in_flight.request_factory(  # type: ignore[assignment]
+            access_log.request_factory(S3Request)
+        )
         self.site.displayTracebacks = False
         self.site.noisy = False
         # The access log replaces twisted.web's combined-log line.

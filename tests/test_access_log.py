@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import cast
+from typing import Any, cast
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
@@ -13,6 +15,7 @@ from twisted.web.http_headers import Headers
 
 from lambgw.observe.access import AccessLog, operation_name
 from lambgw.observe.metrics import GatewayMetrics, RateWindow
+from lambgw.protocol.errors import S3Error
 from lambgw.s3.api import S3API
 from lambgw.s3.request import MemoryBody, RequestState, parse_target
 from lambgw.tap import LambgwOptions
@@ -163,6 +166,33 @@ class AccessLogTests(SynchronousTestCase):
             text = repr(self.events)
             self.assertNotIn(SIGNATURE, text)
             self.assertNotIn("X-Amz-Credential", text)
+
+    def test_answered_early(self) -> None:
+        """A request refused at its headers, and never rendered, is logged with its status."""
+        log = self.access_log()
+
+        def make(*args: object) -> FakeRequest:
+            request = FakeRequest("PUT", "/b/k")
+            request.finish = Deferred()  # type: ignore[attr-defined]
+            request.notifyFinish = lambda: request.finish  # type: ignore[attr-defined]
+            return request
+
+        request: Any = log.request_factory(make)(None)  # type: ignore[arg-type]
+        request.s3.error = S3Error("SignatureDoesNotMatch", 403, "No.")
+        request.s3.responded = True
+        request.finish.errback(ConnectionDone())
+        (event,) = self.events
+        self.assertIn(' PutObject PUT "/b/k" 403 in=0 out=0', formatEvent(event))
+
+    def test_lost_after_rendering(self) -> None:
+        """A rendered request lost by its client is left to the render hook: logged once."""
+        log = self.access_log()
+        request: Any = FakeRequest("GET", "/b/k")
+        request.finish = Deferred()
+        request.notifyFinish = lambda: request.finish
+        log.request_factory(lambda *args: request)(None)
+        request.finish.errback(ConnectionDone())
+        self.assertEqual(self.events, [])
 
     def test_given_up(self) -> None:
         """A request whose client went away is logged as aborted."""

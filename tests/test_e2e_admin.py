@@ -183,6 +183,31 @@ class AdminTests(GatewayCase):
             ("GetObject", 200, 1, self.gateway.access_key),
         )
 
+    def test_refused_upload_logged(self) -> None:
+        """An upload refused at its headers (bad signature, 100-continue) is logged and counted."""
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import ClientError
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.gateway.endpoint,
+            aws_access_key_id=self.gateway.access_key,
+            aws_secret_access_key="not-the-secret",
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+        key = self.key("refused")
+        with self.assertRaises(ClientError):
+            client.put_object(Bucket=self.bucket, Key=key, Body=b"r" * 100000)
+        (record,) = [r for r in self.access_lines() if r["key"] == key]
+        self.assertEqual((record["operation"], record["status"]), ("PutObject", 403))
+        refused = (
+            "lambgw_requests_total",
+            frozenset({("operation", "PutObject"), ("status", "403")}),
+        )
+        self.assertGreaterEqual(self.metrics()[refused], 1)
+
     def test_status_page(self) -> None:
         """The status page lists the orders with their use, and renders in headless Chromium."""
         small = self.gateway.buy_order(capacity="1MiB")

@@ -125,11 +125,17 @@ def _client(request: S3Request) -> str:
 
 
 def access_record(
-    api: S3API, request: S3Request, received: int, now: float, completed: bool = True
+    api: S3API,
+    request: S3Request,
+    received: int,
+    now: float,
+    completed: bool = True,
+    status: int | None = None,
 ) -> AccessRecord:
     """The access record of ``request`` with a body of ``received`` bytes, finished at ``now``.
 
-    ``now`` is on the clock of the request's ``started``.
+    ``now`` is on the clock of the request's ``started``; ``status`` replaces the request's
+    own (for an answer written straight to the connection).
     """
     state = request.s3
     target = state.target
@@ -142,7 +148,7 @@ def access_record(
         bucket=target.bucket if target else "",
         key=target.key if target else "",
         path=target.raw_path if target else "",
-        status=request.code,
+        status=request.code if status is None else status,
         bytes_in=received,
         bytes_out=request.sentLength,
         duration=max(0.0, now - state.started),
@@ -161,14 +167,36 @@ class AccessLog:
     clock: Callable[[], float] = time.monotonic
     log: Logger = field(factory=lambda: Logger(namespace="lambgw.access"))
 
+    def request_factory(self, factory: Callable[..., S3Request]) -> Callable[..., S3Request]:
+        """A request factory whose requests refused at their headers are logged too.
+
+        Such a request is answered at once (``Expect: 100-continue``) and never rendered.
+        """
+
+        def make(channel: Any, *args: Any) -> S3Request:
+            request = factory(channel, *args)
+            request.notifyFinish().addErrback(lambda _: self._answered_early(request, channel))
+            return request
+
+        return make
+
+    def _answered_early(self, request: S3Request, channel: Any) -> None:
+        state = getattr(request, "s3", None)
+        if state is not None and state.responded and state.error is not None:
+            # The request line is known to the channel only: the request stopped at its headers.
+            request.method = getattr(channel, "_command", request.method)
+            self.finished(request, 0, True, state.error.status)
+
     def begin(self, request: S3Request) -> Callable[[bool], None]:
         """Note what ``request`` received (its whole body is in); return what logs it."""
         received = request.content.tell()
         return lambda completed: self.finished(request, received, completed)
 
-    def finished(self, request: S3Request, received: int, completed: bool) -> None:
+    def finished(
+        self, request: S3Request, received: int, completed: bool, status: int | None = None
+    ) -> None:
         """Log ``request``, answered (``completed``) or given up by its client."""
-        record = access_record(self.api, request, received, self.clock(), completed)
+        record = access_record(self.api, request, received, self.clock(), completed, status)
         line = record.json() if self.format == "json" else record.text()
         self.log.info("{access_line}", access_line=line)
         metrics = self.metrics
