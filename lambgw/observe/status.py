@@ -117,10 +117,11 @@ def render_status(snapshot: StatusSnapshot) -> bytes:
         ("up for", f"{snapshot.uptime / 3600:.1f} h"),
     ]
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>lambgw: {escape(snapshot.account)}</title>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="30">
+<title>lambgw: {escape(snapshot.account)}</title>
 <style>{STYLE}</style></head><body>
-<h1>lambgw <span class="muted">account {escape(snapshot.account)},
-{escape(snapshot.mode)}</span></h1>
+<h1>lambgw status <span class="muted">account {escape(snapshot.account)},
+{escape(snapshot.mode)} mode</span></h1>
 <div class="cards">{"".join(f"<div class='card'><b>{v}</b>{k}</div>" for k, v in cards)}</div>
 <p class="muted">Rates over the last {minutes:.0f} minutes; page taken {_when(snapshot.now)}.</p>
 <h2>Orders</h2>
