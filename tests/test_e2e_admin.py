@@ -210,12 +210,19 @@ class AdminTests(GatewayCase):
 
     def test_status_page(self) -> None:
         """The status page lists the orders with their use, and renders in headless Chromium."""
+        client = self.gateway.s3_client()
         small = self.gateway.buy_order(capacity="1MiB")
-        self.gateway.s3_client().put_object(Bucket=small, Key="fill", Body=b"f" * 700 * 1024)
+        client.put_object(Bucket=small, Key="fill", Body=b"f" * 700 * 1024)
+        key = self.key("open & unfinished")
+        upload_id = client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        self.addCleanup(
+            client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id
+        )
         status, content_type, page = self.get("/")
         self.assertEqual((status, content_type), (200, "text/html; charset=utf-8"))
         self.assertIn(self.bucket, page)
         self.assertIn(small, page)
+        self.assertIn("open &amp; unfinished", page)
         self.assertIn('style="width: 68.4%"', page)
         browser = chromium()
         if browser is None:

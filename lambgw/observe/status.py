@@ -12,14 +12,15 @@ from lambgw.network.interface import Order
 from lambgw.observe.metrics import Rates
 
 STYLE = """
-body { font: 15px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
+body { font: 15px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid #ddd;
   white-space: nowrap; }
+code { font-size: .9em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.bar { background: #e8eef4; border-radius: 4px; height: 1.1em; width: 14em; overflow: hidden; }
-.fill { background: #3b7dd8; height: 100%; min-width: 2px; }
+.bar { background: #e8eef4; border-radius: 4px; height: 1.1em; width: 10em; overflow: hidden; }
+.fill { background: #3b7dd8; height: 100%; } .fill.some { min-width: 2px; }
 .fill.high { background: #d8873b; } .fill.full { background: #c8413b; }
 .expired { color: #c8413b; font-weight: bold; }
 .cards { display: flex; gap: 1em; flex-wrap: wrap; }
@@ -70,7 +71,7 @@ def _when(moment: float) -> str:
 
 def _order_row(order: Order, now: float, with_account: bool) -> str:
     share = min(1.0, order.used / order.capacity) if order.capacity else 1.0
-    level = "full" if share >= 0.95 else "high" if share >= 0.8 else ""
+    level = "full" if share >= 0.95 else "high" if share >= 0.8 else "some" if order.used else ""
     days = (order.expires - now) / 86400
     expiry = (
         '<span class="expired">expired</span>'
