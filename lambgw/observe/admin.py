@@ -109,13 +109,6 @@ class Monitor:
             ]
         return sorted(uploads, key=lambda u: (u.last_activity, u.upload_id))
 
-    def _spool_bytes(self) -> tuple[int, int]:
-        """Bytes of spooled bodies and of multipart parts, over every account (in a thread)."""
-        served = self.served()
-        bodies = sum(directory_bytes(s.gateway.spool_dir) for s in served)
-        parts = sum(directory_bytes(s.uploads.store.root) for s in served)
-        return bodies, parts
-
     @inlineCallbacks
     def refresh(self) -> Generator[Deferred[Any], Any, None]:
         """Set the gauges to the current orders, uploads, spool and requests in flight."""
@@ -129,9 +122,13 @@ class Monitor:
             metrics.order_expires.set(order.expires, order.order_id)
         uploads = yield self.open_uploads()
         metrics.uploads_open.set(len(uploads))
-        bodies, parts = yield self._in_pool(self._spool_bytes)
-        metrics.spool_bytes.set(bodies, "bodies")
-        metrics.spool_bytes.set(parts, "uploads")
+        served = self.served()
+        for area, roots in (
+            ("bodies", [s.gateway.spool_dir for s in served]),
+            ("uploads", [s.uploads.store.root for s in served]),
+        ):
+            size = yield self._in_pool(lambda roots: sum(map(directory_bytes, roots)), roots)
+            metrics.spool_bytes.set(size, area)
 
     @inlineCallbacks
     def problems(self) -> Generator[Deferred[Any], Any, list[str]]:
