@@ -20,6 +20,7 @@ from typing import IO, Any
 from urllib.parse import urlencode, urlsplit
 
 from treq import content
+from treq.client import HTTPClient
 from twisted.internet import defer, error, task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -30,10 +31,18 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Protocol
+from twisted.internet.ssl import Certificate, platformTrust
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.web.client import FileBodyProducer, ResponseDone, _HTTP11ClientFactory
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    FileBodyProducer,
+    HTTPConnectionPool,
+    ResponseDone,
+    _HTTP11ClientFactory,
+)
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
@@ -344,7 +353,7 @@ class HTTPNetwork:
         reactor: IReactorFromThreads,
         clock: IReactorTime,
         threadpool: ThreadPool,
-        cooperator: task.Cooperator | None = None,
+        cooperator: task.Cooperator,
         silence: float = SILENCE_TIMEOUT,
         retry_delays: Sequence[float] = RETRY_DELAYS,
     ) -> None:
@@ -360,7 +369,7 @@ class HTTPNetwork:
         self._reactor = reactor
         self._clock = clock
         self._threadpool = threadpool
-        self._cooperator = cooperator or task.Cooperator()
+        self._cooperator = cooperator
         self._silence = silence
         self._retry_delays = tuple(retry_delays)
 
@@ -380,10 +389,6 @@ class HTTPNetwork:
         HTTPS certificates are verified, with the host name, against ``ca_file`` (PEM) if
         given, else the system's trusted authorities.
         """
-        from treq.client import HTTPClient
-        from twisted.internet.ssl import Certificate, platformTrust
-        from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
-
         if not base_url.startswith(("http://", "https://")):
             base_url = f"http://{base_url}"
         pool = HTTPConnectionPool(reactor, persistent=True)
@@ -397,7 +402,10 @@ class HTTPNetwork:
             trust = platformTrust()
         policy = BrowserLikePolicyForHTTPS(trustRoot=trust)
         agent = Agent(reactor, policy, connectTimeout=connect_timeout, pool=pool)
-        return cls(base_url, account, key, HTTPClient(agent), reactor, reactor, threadpool)
+        cooperator = task.Cooperator(scheduler=lambda work: reactor.callLater(0, work))
+        return cls(
+            base_url, account, key, HTTPClient(agent), reactor, reactor, threadpool, cooperator
+        )
 
     # -- requests ----------------------------------------------------------------------
 
