@@ -3,7 +3,9 @@
 ``python -m bench.s3bench [--quick] [--only GROUP ...] [--json FILE]`` starts each server
 on loopback in a temporary directory, measures every figure on it, stops it, and prints
 one table: figure, gateway, moto, their ratio, and the target.  The client's own ceiling
-(the same client against a server that does nothing) is printed under the table.
+(the same client against a server that does nothing) is printed under the table.  With
+``--lambnet``, the gateway also runs over a ``twistd lambnet`` node, and a second table puts
+its figures next to the embedded network's.
 """
 
 from __future__ import annotations
@@ -507,6 +509,44 @@ def report(
     return "\n".join(lines), data
 
 
+#: The share of the embedded network's throughput the gateway over lambnet should keep.
+LAMBNET_GOAL = 0.7
+
+
+def lambnet_report(bench: Bench, groups: tuple[str, ...], embedded: Results, over: Results) -> str:
+    """Render the figures of the gateway over lambnet next to the embedded network's."""
+    header = ("figure", "unit", "embedded", "lambnet", "ratio")
+    rows: list[tuple[str, ...]] = []
+    for figure in FIGURES:
+        if figure.group not in groups:
+            continue
+        ours, theirs = embedded.get(figure.key), over.get(figure.key)
+        value = theirs.value if theirs else None
+        base = ours.value if ours else None
+        ratio = value / base if value is not None and base else None
+        rows.append(
+            (
+                bench.label(figure),
+                figure.unit,
+                _fmt(base),
+                _fmt(value),
+                "-" if ratio is None else f"{ratio:.2f}",
+            )
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if column < 2 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    goal = f"{LAMBNET_GOAL:.0%}"
+    lines.append(f"(throughput over lambnet should be at least {goal} of the embedded figures)")
+    return "\n".join(["", "the gateway over a lambnet node, against the embedded network:", *lines])
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -528,6 +568,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         choices=sorted(GATEWAYS),
         default="lambgw",
         help="what runs in the gateway column (moto: to check the script itself)",
+    )
+    parser.add_argument(
+        "--lambnet",
+        action="store_true",
+        help="also run the gateway over a lambnet node and compare it with the embedded network",
     )
     parser.add_argument(
         "--fill-budget",
@@ -555,6 +600,10 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = run_target(bench, lambda home: sink_target(home, "sink"), "sink", ceiling_groups)
     table, data = report(bench, groups, gateway, moto, ceiling)
     print(table)
+    over: Results = {}
+    if args.lambnet:
+        over = run_target(bench, lambda home: lambnet_target(home, "lambnet"), "lambnet", groups)
+        print(lambnet_report(bench, groups, gateway, over))
     print(f"\n({time.monotonic() - started:.0f} s; server-side figures; MB = 10^6 bytes)")
     if args.json:
         args.json.write_text(
@@ -565,13 +614,14 @@ def main(argv: list[str] | None = None) -> int:
                     "sizes": asdict(sizes),
                     "figures": data,
                     "ceiling": {k: asdict(m) for k, m in ceiling.items()},
+                    "lambnet": {k: asdict(m) for k, m in over.items()},
                 },
                 indent=2,
             )
         )
     broken = [
         m
-        for m in [*gateway.values(), *moto.values(), *ceiling.values()]
+        for m in [*gateway.values(), *moto.values(), *ceiling.values(), *over.values()]
         if m.value is None and m.note.startswith(("failed", "did not start"))
     ]
     return 1 if broken else 0
