@@ -16,17 +16,18 @@ from typing import Any, TypeVar
 from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.internet import task
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from lambgw.lambnet.app import Node, NodeSite
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import errors, signing
-from lambgw.network.http import HTTPNetwork, SegmentsProducer
+from lambgw.network.http import HTTPNetwork, HTTPObjectBody, SegmentsProducer
 from lambgw.network.interface import NewObject, Segment
 from lambgw.network.store import Store
 
@@ -355,3 +356,83 @@ class ProducerTests(SynchronousTestCase):
             signing.public_key_pem(keys.get("demo")),  # type: ignore[arg-type]
             signing.public_key_pem(second.public_key()),
         )
+
+
+class _FakeTransport:
+    """The transport of a response body: records pauses and stops."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.stopped = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+
+class _FakeResponse:
+    """An unbuffered response whose body the test feeds by hand."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.transport = _FakeTransport()
+        self.protocol: Any = None
+
+    def deliverBody(self, protocol: Any) -> None:
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+
+
+class ObjectBodyTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.response = _FakeResponse(10)
+        self.body = HTTPObjectBody(self.response, self.clock, 30.0)
+        self.consumer = StringTransport()
+        self.done = self.body.deliver(self.consumer)
+
+    def test_complete(self) -> None:
+        """The body's bytes reach the consumer; the end of the body fires the Deferred."""
+        self.response.protocol.dataReceived(b"0123456789")
+        self.response.protocol.connectionLost(Failure(ResponseDone()))
+        self.successResultOf(self.done)
+        self.assertEqual(self.consumer.value(), b"0123456789")
+        self.assertIsNone(self.consumer.producer)
+
+    def test_cut_mid_stream(self) -> None:
+        """A body cut before its length fails with NetworkUnavailable."""
+        self.response.protocol.dataReceived(b"01234")
+        self.response.protocol.connectionLost(Failure(ResponseDone()))
+        self.failureResultOf(self.done, errors.NetworkUnavailable)
+
+    def test_backpressure(self) -> None:
+        """Pausing the consumer pauses the connection; silence is not counted meanwhile."""
+        self.consumer.producer.pauseProducing()
+        self.assertTrue(self.response.transport.paused)
+        self.clock.advance(60)
+        self.assertNoResult(self.done)
+        self.consumer.producer.resumeProducing()
+        self.assertFalse(self.response.transport.paused)
+
+    def test_silence_times_out(self) -> None:
+        """A node that stops sending mid-body fails the transfer and drops the connection."""
+        self.response.protocol.dataReceived(b"01")
+        self.clock.advance(29)
+        self.response.protocol.dataReceived(b"23")
+        self.clock.advance(29)
+        self.assertNoResult(self.done)
+        self.clock.advance(2)
+        self.failureResultOf(self.done, errors.NetworkUnavailable)
+        self.assertTrue(self.response.transport.stopped)
+
+    def test_cancel_stops(self) -> None:
+        """Cancelling the delivery drops the connection and unregisters the producer."""
+        self.done.cancel()
+        self.failureResultOf(self.done, CancelledError)
+        self.assertTrue(self.response.transport.stopped)
+        self.assertIsNone(self.consumer.producer)

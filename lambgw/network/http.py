@@ -202,12 +202,17 @@ class HTTPObjectBody:
         if self._consumer is not None or self._finished:
             raise RuntimeError("the body was already delivered or closed")
         self._consumer = consumer
-        done: Deferred[None] = Deferred(lambda d: self._abort(None))
+        done: Deferred[None] = Deferred(self._cancel)
         self._done = done
         consumer.registerProducer(self, True)
         self._arm()
         self._response.deliverBody(_Receiver(self))
         return done
+
+    def _cancel(self, done: Deferred[None]) -> None:
+        """The delivery is cancelled: drop the connection (the Deferred fails as cancelled)."""
+        self._done = None
+        self._abort(None)
 
     def close(self) -> None:
         """Drop the connection without reading the body (or stop a delivery)."""
