@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from lambgw.lambnet.app import Node, NodeSite
+from lambgw.lambnet.app import MEMORY_BODY, Node, NodeSite
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import errors, signing
 from lambgw.network.http import HTTPNetwork, HTTPObjectBody, SegmentsProducer
@@ -436,3 +437,30 @@ class ObjectBodyTests(SynchronousTestCase):
         self.failureResultOf(self.done, CancelledError)
         self.assertTrue(self.response.transport.stopped)
         self.assertIsNone(self.consumer.producer)
+
+
+class NodeSpoolTests(SynchronousTestCase):
+    def test_leftover_bodies_swept_at_start(self) -> None:
+        """Bodies left in incoming/ by a crash are removed when the node starts; fresh ones stay."""
+        h = Harness(self.mktemp())
+        incoming = os.path.join(h.store.root, "incoming")
+        old, fresh = os.path.join(incoming, "body-old"), os.path.join(incoming, "body-fresh")
+        for path in (old, fresh):
+            with open(path, "wb") as f:
+                f.write(b"x")
+        os.utime(old, (1, 1))
+        NodeSite(h.node)
+        self.assertEqual(os.listdir(incoming), ["body-fresh"])
+
+    def test_unsigned_body_not_spooled(self) -> None:
+        """A large unsigned upload is refused without writing its body to a file."""
+        h = Harness(self.mktemp())
+        spooled: list[object] = []
+        self.patch(tempfile, "mkstemp", lambda *a, **kw: spooled.append(a))
+        target = (
+            f"http://node.example:9100/v1/accounts/demo/orders/{h.order.order_id}/object?path=k"
+        )
+        size = MEMORY_BODY + 1
+        body = SegmentsProducer([Segment("", size, b"x" * size)], h.cooperator)
+        response = h.run(HTTPClient(h.agent).put(target, data=body))
+        self.assertEqual((response.code, spooled), (401, []))

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from itertools import accumulate
@@ -44,6 +45,8 @@ _T = TypeVar("_T")
 
 #: Bodies up to this size are kept in memory; larger ones go to a file.
 MEMORY_BODY = 256 * 1024
+#: Spooled bodies untouched for this many seconds are left over from a crash.
+INCOMING_MAX_AGE = 600.0
 #: The largest JSON request body accepted (a copy request).
 MAX_JSON_BODY = 64 * 1024
 
@@ -70,6 +73,10 @@ class NodeRequest(Request):
         except wire.ProtocolError:
             self.part_sizes = None
         self._limits = list(accumulate(self.part_sizes or []))[:-1]
+        if not (self.getHeader("authorization") or "").startswith(signing.SCHEME):
+            # Refused before it is read: the body goes nowhere (it is still hashed).
+            self.body = self.content = open(os.devnull, "w+b")  # type: ignore[assignment]  # noqa: SIM115
+            return
         if length is not None and length <= MEMORY_BODY:
             self.body = self.content = io.BytesIO()  # type: ignore[assignment]
             return
@@ -133,6 +140,23 @@ class NodeRequest(Request):
         return segments + [Segment("", 0, b"") for _ in sizes[len(segments) :]]
 
 
+def sweep_incoming(directory: str, min_age: float = INCOMING_MAX_AGE) -> int:
+    """Remove the spooled bodies left in ``directory`` by a crash; how many were removed.
+
+    A body being received is written to at least every silence timeout, so files untouched
+    for ``min_age`` seconds belong to no request.
+    """
+    removed = 0
+    now = time.time()
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        with suppress(FileNotFoundError):
+            if name.startswith("body-") and now - os.stat(path).st_mtime >= min_age:
+                os.unlink(path)
+                removed += 1
+    return removed
+
+
 class NodeSite(Site):
     """The node's site: requests spool their bodies into ``incoming``."""
 
@@ -143,6 +167,7 @@ class NodeSite(Site):
         super().__init__(node.app.resource())
         self.incoming = os.path.join(node.store.root, "incoming")
         os.makedirs(self.incoming, exist_ok=True)
+        sweep_incoming(self.incoming)
         self.displayTracebacks = False
         self.noisy = False
 
