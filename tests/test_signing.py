@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from lambgw.lambnet.keys import PublicKeys, ensure_key_pair
 from lambgw.network import signing
+from lambgw.network.http import account_key
 
 KEY = signing.generate_key()
 NOW = 1_764_000_000
@@ -141,3 +144,29 @@ class KeyFileTests(SynchronousTestCase):
         self.assertTrue(signing.valid_account("demo-1.x_y"))
         for name in ("", "..", ".hidden", "a/b", "a\\b", "x" * 200):
             self.assertFalse(signing.valid_account(name), name)
+
+    def test_key_pair_files(self) -> None:
+        """Key pairs: an encrypted private key in the home, the public key in the store."""
+        home, data = self.mktemp(), self.mktemp()
+        key_file, public = ensure_key_pair(home, data, "demo", b"pw")
+        self.assertEqual(key_file, os.path.join(home, "keys", "demo.key"))
+        self.assertEqual(os.stat(key_file).st_mode & 0o777, 0o600)
+        self.assertEqual(
+            signing.public_key_pem(PublicKeys(data).get("demo")),  # type: ignore[arg-type]
+            signing.public_key_pem(public),
+        )
+        self.patch(os, "environ", {signing.PASSWORD_ENV: "pw"})
+        key = account_key(home, "demo")
+        self.assertEqual(signing.public_key_pem(key.public_key()), signing.public_key_pem(public))
+        again, _ = ensure_key_pair(home, data, "demo", b"pw")
+        self.assertEqual(again, key_file)
+
+    def test_key_errors_name_the_file(self) -> None:
+        """A missing or encrypted key without its password is reported with its file."""
+        home = self.mktemp()
+        error = self.assertRaises(ValueError, account_key, home, "demo")
+        self.assertIn("demo.key", str(error))
+        ensure_key_pair(home, self.mktemp(), "demo", b"pw")
+        self.patch(os, "environ", {})
+        error = self.assertRaises(ValueError, account_key, home, "demo")
+        self.assertIn(signing.PASSWORD_ENV, str(error))
