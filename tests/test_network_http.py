@@ -28,7 +28,8 @@ from twisted.web.server import NOT_DONE_YET
 from lambgw.lambnet.app import MEMORY_BODY, Node, NodeSite
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import errors, signing
-from lambgw.network.http import HTTPNetwork, HTTPObjectBody, SegmentsProducer
+from lambgw.network.http import HTTPNetwork
+from lambgw.network.httpbody import HTTPObjectBody, SegmentsProducer
 from lambgw.network.interface import NewObject, Segment
 from lambgw.network.store import Store
 

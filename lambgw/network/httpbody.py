@@ -1,0 +1,280 @@
+"""The streaming bodies of the HTTP network: uploads from spooled segments, downloads to a consumer.
+
+:class:`SegmentsProducer` writes spooled segments, in order, as one request body, with the
+transport's backpressure.  :class:`HTTPObjectBody` pushes an unbuffered response body to a
+consumer, pausing the connection while the consumer is full and giving up when the node
+stops sending for the silence timeout.  :class:`Silence` cancels a request that makes no
+progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from typing import IO, Any
+
+from twisted.internet import error, task
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import FileBodyProducer, ResponseDone
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+
+from lambgw.network.errors import NetworkUnavailable
+from lambgw.network.interface import IObjectBody, Segment
+
+#: Bytes read from a spooled segment at a time.
+READ_SIZE = 256 * 1024
+
+
+class Silence:
+    """Cancels a Deferred when ``touch`` has not been called for ``timeout`` seconds."""
+
+    def __init__(self, clock: IReactorTime, timeout: float, target: Deferred[Any]) -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self._target = target
+        self._call: IDelayedCall | None = clock.callLater(timeout, target.cancel)
+
+    def touch(self) -> None:
+        """Progress was made: start the wait again."""
+        if self._call is not None and self._call.active():
+            self._call.reset(self._timeout)
+
+    def stop(self) -> None:
+        """Stop watching."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
+@implementer(IBodyProducer)
+class SegmentsProducer:
+    """The bytes of spooled segments, in order, as one request body."""
+
+    def __init__(
+        self,
+        segments: Sequence[Segment],
+        cooperator: task.Cooperator,
+        progress: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Produce ``segments``; ``progress`` is called whenever bytes are written."""
+        self.length = sum(segment.size for segment in segments)
+        self._segments = list(segments)
+        self._cooperator = cooperator
+        self.progress = progress
+        self._current: FileBodyProducer | None = None
+        self._file: IO[bytes] | None = None
+        self._stopped = False
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        """Write every segment to ``consumer``, one after the other."""
+        return Deferred.fromCoroutine(self._produce(consumer))
+
+    async def _produce(self, consumer: IConsumer) -> None:
+        counting = _CountingConsumer(consumer, lambda: self.progress())
+        for segment in self._segments:
+            if self._stopped:
+                break
+            if segment.data is not None:
+                counting.write(segment.data)
+                continue
+            self._file = open(segment.path, "rb")  # noqa: SIM115 - closed by the producer
+            self._current = FileBodyProducer(self._file, self._cooperator, READ_SIZE)
+            try:
+                await self._current.startProducing(counting)
+            finally:
+                self._current = None
+                self._file.close()
+
+    def pauseProducing(self) -> None:
+        """Stop writing until resumed."""
+        if self._current is not None:
+            self._current.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """Go on writing."""
+        if self._current is not None:
+            self._current.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """Give up: nothing more is written."""
+        self._stopped = True
+        if self._current is not None:
+            self._current.stopProducing()
+
+
+class _CountingConsumer:
+    """Passes writes on to a consumer, reporting progress."""
+
+    def __init__(self, consumer: IConsumer, progress: Callable[[], None]) -> None:
+        self._consumer = consumer
+        self._progress = progress
+
+    def write(self, data: bytes) -> None:
+        self._progress()
+        self._consumer.write(data)
+
+
+@implementer(IObjectBody, IPushProducer)
+class HTTPObjectBody:
+    """The body of a node's answer, pushed to a consumer with backpressure."""
+
+    def __init__(self, response: Any, clock: IReactorTime, silence: float) -> None:
+        """Stream ``response`` (an unbuffered treq response)."""
+        self._response = response
+        self._clock = clock
+        self._silence = silence
+        self._expected = response.length
+        self._received = 0
+        self._consumer: IConsumer | None = None
+        self._transport: Any = None
+        self._timer: IDelayedCall | None = None
+        self._done: Deferred[None] | None = None
+        self._finished = False
+
+    def deliver(self, consumer: IConsumer) -> Deferred[None]:
+        """Write the body to ``consumer``; fire when done.  Cancel to stop."""
+        if self._consumer is not None or self._finished:
+            raise RuntimeError("the body was already delivered or closed")
+        self._consumer = consumer
+        done: Deferred[None] = Deferred(self._cancel)
+        self._done = done
+        consumer.registerProducer(self, True)
+        self._arm()
+        self._response.deliverBody(_Receiver(self))
+        return done
+
+    def _cancel(self, done: Deferred[None]) -> None:
+        """The delivery is cancelled: drop the connection (the Deferred fails as cancelled)."""
+        self._done = None
+        self._abort(None)
+
+    def close(self) -> None:
+        """Drop the connection without reading the body (or stop a delivery)."""
+        if self._consumer is None and not self._finished:
+            self._response.deliverBody(_Receiver(self))
+        self._abort(Failure(NetworkUnavailable("the body was closed")))
+
+    def _arm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self._clock.callLater(self._silence, self._silent)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _silent(self) -> None:
+        self._timer = None
+        self._abort(Failure(NetworkUnavailable("the network node stopped sending")))
+
+    def pauseProducing(self) -> None:
+        """The consumer is full: pause the connection (silence is not counted meanwhile)."""
+        self._disarm()
+        if self._transport is not None:
+            self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """Go on reading."""
+        if self._finished:
+            return
+        self._arm()
+        if self._transport is not None:
+            self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """The consumer gives up."""
+        self._abort(Failure(error.ConnectionLost("the consumer stopped the transfer")))
+
+    def connected(self, transport: Any) -> None:
+        """The body's transport is known (called by the receiver)."""
+        self._transport = transport
+        if self._finished:
+            transport.stopProducing()
+
+    def received(self, data: bytes) -> None:
+        """Pass bytes on to the consumer."""
+        if self._finished or self._consumer is None:
+            return
+        self._received += len(data)
+        if self._timer is not None:
+            self._arm()
+        self._consumer.write(data)
+
+    def ended(self, reason: Failure) -> None:
+        """The body is over: complete, or cut."""
+        complete = reason.check(ResponseDone) and (
+            self._expected == UNKNOWN_LENGTH or self._received == self._expected
+        )
+        self._finish(
+            None
+            if complete
+            else Failure(
+                NetworkUnavailable(
+                    f"the network node cut the transfer after {self._received} bytes"
+                )
+            )
+        )
+
+    def _abort(self, reason: Failure | None) -> None:
+        if not self._finished and self._transport is not None:
+            self._transport.stopProducing()
+        self._finish(reason)
+
+    def _finish(self, reason: Failure | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._disarm()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.unregisterProducer()
+        done, self._done = self._done, None
+        if done is not None and not done.called:
+            if reason is None:
+                done.callback(None)
+            else:
+                done.errback(reason)
+
+
+class _Receiver(Protocol):
+    """Hands a response body's events to an :class:`HTTPObjectBody`."""
+
+    def __init__(self, body: HTTPObjectBody) -> None:
+        self._body = body
+
+    def connectionMade(self) -> None:
+        self._body.connected(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._body.received(data)
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
+        self._body.ended(reason)
+
+
+def file_sha256(segments: Sequence[Segment]) -> str:
+    """Return the SHA-256 of the segments' bytes, in order, in hex (reads the files)."""
+    digest = hashlib.sha256()
+    for segment in segments:
+        if segment.data is not None:
+            digest.update(segment.data)
+            continue
+        with open(segment.path, "rb") as f:
+            while chunk := f.read(1024 * 1024):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def remove_segments(segments: Sequence[Segment]) -> None:
+    """Delete the files of spooled segments (those already gone are skipped)."""
+    for segment in segments:
+        if segment.data is None:
+            with suppress(FileNotFoundError):
+                os.unlink(segment.path)
