@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from hypothesis import given
+from hypothesis import strategies as st
 from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.internet import task
@@ -25,6 +27,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from lambgw.lambnet import wire
 from lambgw.lambnet.app import MEMORY_BODY, Node, NodeSite
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import errors, signing
@@ -465,3 +468,20 @@ class NodeSpoolTests(SynchronousTestCase):
         body = SegmentsProducer([Segment("", size, b"x" * size)], h.cooperator)
         response = h.run(HTTPClient(h.agent).put(target, data=body))
         self.assertEqual((response.code, spooled), (401, []))
+
+
+class WireTests(SynchronousTestCase):
+    @given(st.lists(st.integers(min_value=0, max_value=5 * 2**30), max_size=200))
+    def test_part_sizes_round_trip(self, sizes: list[int]) -> None:
+        """Part sizes survive their header encoding, whatever they are."""
+        self.assertEqual(wire.parse_part_sizes(wire.format_part_sizes(sizes)) or [], sizes)
+
+    def test_part_sizes_compact(self) -> None:
+        """10000 equal parts and a last one fit in a short header."""
+        value = wire.format_part_sizes([5 * 2**20] * 9999 + [17])
+        self.assertEqual(value, "5242880*9999,17")
+
+    def test_part_sizes_bounded(self) -> None:
+        """More than 10000 parts, or a malformed value, are refused."""
+        for value in ("1*10001", "1,x", "-1", "1*", "*2"):
+            self.assertRaises(wire.ProtocolError, wire.parse_part_sizes, value)

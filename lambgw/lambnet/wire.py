@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -21,7 +21,7 @@ from lambgw.network.interface import ListPage, NewObject, ObjectInfo, Order
 VERSION = "v1"
 OBJECT_HEADER = "x-lamb-object"
 IF_NONE_MATCH_HEADER = "x-lamb-if-none-match"
-#: The sizes of the parts of a multipart object's body, comma-separated, in order.
+#: The sizes of the parts of a multipart object's body, in order (see :func:`format_part_sizes`).
 PART_SIZES_HEADER = "x-lamb-part-sizes"
 #: The most parts an object may have.
 MAX_PARTS = 10_000
@@ -89,14 +89,31 @@ def quote_path(path: str) -> str:
         raise errors.InvalidPath("the path is not valid UTF-8") from None
 
 
+def format_part_sizes(sizes: Sequence[int]) -> str:
+    """Return the ``x-lamb-part-sizes`` value of ``sizes``: runs of a size as ``SIZE*COUNT``."""
+    runs: list[list[int]] = []
+    for size in sizes:
+        if runs and runs[-1][0] == size:
+            runs[-1][1] += 1
+        else:
+            runs.append([size, 1])
+    return ",".join(f"{size}*{count}" if count > 1 else str(size) for size, count in runs)
+
+
 def parse_part_sizes(value: str | None) -> list[int] | None:
     """Return the part sizes of an ``x-lamb-part-sizes`` header (``None`` if absent)."""
     if value is None:
         return None
-    parts = value.split(",")
-    if len(parts) > MAX_PARTS or not all(p.strip().isdigit() for p in parts):
-        raise ProtocolError(400, "BadRequest", f"malformed {PART_SIZES_HEADER}")
-    return [int(p) for p in parts]
+    sizes: list[int] = []
+    for run in value.split(",") if value.strip() else []:
+        size, star, count = run.strip().partition("*")
+        if not size.isdigit() or (star and not count.isdigit()):
+            raise ProtocolError(400, "BadRequest", f"malformed {PART_SIZES_HEADER}")
+        repeat = int(count) if count else 1
+        if len(sizes) + repeat > MAX_PARTS:
+            raise ProtocolError(400, "BadRequest", f"more than {MAX_PARTS} parts")
+        sizes += [int(size)] * repeat
+    return sizes
 
 
 def parse_range(value: str | None) -> tuple[int, int | None]:

@@ -284,8 +284,8 @@ class HTTPNetwork:
                 if if_none_match:
                     headers[wire.IF_NONE_MATCH_HEADER] = "1"
                 if len(segments) > 1 or "-" in new.etag:
-                    sizes = ",".join(str(segment.size) for segment in segments)
-                    headers[wire.PART_SIZES_HEADER] = sizes
+                    sizes = [segment.size for segment in segments]
+                    headers[wire.PART_SIZES_HEADER] = wire.format_part_sizes(sizes)
                 body = SegmentsProducer(segments, self._cooperator)
                 answer = await self._send("PUT", target, body, digest, headers)
                 return wire.info_from_json(json.loads(answer))
