@@ -394,13 +394,17 @@ class GatewayService(service.MultiService):
         rest = [c for c in reversed(list(self)) if c.running]
         return DeferredList([maybeDeferred(c.stopService) for c in rest])
 
+    def privilegedStartService(self) -> None:
+        """Take SIGHUP before the listeners open: a reload sent once the port answers is safe."""
+        if self._reload_config is not None:
+            signal.signal(signal.SIGHUP, self._on_sighup)
+        super().privilegedStartService()
+
     def startService(self) -> None:
         """Create the account on first start, check the order, then listen."""
         service.Service.startService(self)
         for child in list(self)[:2]:
             child.startService()
-        if self._reload_config is not None:
-            signal.signal(signal.SIGHUP, self._on_sighup)
         self.reactor.callWhenRunning(self._start)
 
     @inlineCallbacks

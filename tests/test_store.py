@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -431,7 +430,7 @@ class ListTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(([o.path for o in page.objects], list(page.common_prefixes)), (["b"], []))
 
     def test_page_time_does_not_grow(self) -> None:
-        """A 1,000-entry page of a 100,000-path order is read in a few tens of ms."""
+        """A page of a 100,000-path order costs a number of queries set by the page alone."""
         order = self.store.buy_order("demo", 10**9, 1)
         rows = [
             (
@@ -454,12 +453,17 @@ class ListTests(StoreMixin, SynchronousTestCase):
         db.execute("BEGIN")
         db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.execute("COMMIT")
-        started = time.perf_counter()
+        statements: list[str] = []
+        db.set_trace_callback(statements.append)
+        self.addCleanup(db.set_trace_callback, None)
         page = self.store.list("demo", order.order_id, "d050/", "", "d050/k050100", 1000)
-        flat = time.perf_counter() - started
-        started = time.perf_counter()
+        flat = len(statements)
+        statements.clear()
         folded = self.store.list("demo", order.order_id, "", "/", "", 1000)
-        grouped = time.perf_counter() - started
+        grouped = len(statements)
         self.assertEqual((len(page.objects), page.next_marker), (899, "d050/k050999"))
         self.assertEqual(len(folded.common_prefixes), 100)
-        self.assertLess(max(flat, grouped), 0.2)
+        # Bounded by the page, not the order: a few statements for a flat page, about one
+        # seek per common prefix for a folded one (timings are the benchmark's business).
+        self.assertLessEqual(flat, 10)
+        self.assertLessEqual(grouped, 100 + 10)
