@@ -54,7 +54,7 @@ from lambgw.protocol.s3xml import (
     url_encode,
 )
 from lambgw.s3.front import first, header_map
-from lambgw.s3.objects import check_conditions, new_object_from, parse_copy_source, verify_body
+from lambgw.s3.objects import copy_source, new_object_from, verify_body
 from lambgw.s3.request import S3Request, Target
 from lambgw.s3.spool import SpoolBody, SpooledFile
 
@@ -333,19 +333,7 @@ class MultipartAPI:
     ) -> Any:
         gateway = api.gateway
         upload = yield self.uploads.get(target.query["uploadId"], target.bucket, target.key)
-        src_bucket, src_key = parse_copy_source(first(headers, "x-amz-copy-source") or "")
-        source: ObjectInfo = yield gateway.head_object(src_bucket, src_key)
-        conditions = {
-            name[len("x-amz-copy-source-") :]: values
-            for name, values in headers.items()
-            if name.startswith("x-amz-copy-source-if-")
-        }
-        if check_conditions(conditions, source) is not None:
-            raise S3Error(
-                "PreconditionFailed",
-                412,
-                "At least one of the pre-conditions you specified did not hold",
-            )
+        src_bucket, src_key, source = yield copy_source(api, headers)
         first_byte, last_byte = _copy_range(first(headers, "x-amz-copy-source-range"), source)
         size = last_byte - first_byte + 1
         if size > MAX_PART_SIZE:

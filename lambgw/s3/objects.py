@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 
 from lambgw.network.interface import NewObject, ObjectInfo, Segment
 from lambgw.protocol.auth import PayloadMode
@@ -363,15 +363,12 @@ def parse_copy_source(value: str) -> tuple[str, str]:
 
 
 @inlineCallbacks
-def copy_object(
-    api: S3API, request: S3Request, target: Target, headers: Mapping[str, Sequence[str]]
-) -> Any:
-    """CopyObject: metadata copied or replaced (``x-amz-metadata-directive``)."""
+def copy_source(
+    api: S3API, headers: Mapping[str, Sequence[str]]
+) -> Generator[Deferred[Any], Any, tuple[str, str, ObjectInfo]]:
+    """The bucket, key and object ``x-amz-copy-source`` names, its conditions checked."""
     src_bucket, src_key = parse_copy_source(first(headers, "x-amz-copy-source") or "")
-    directive = (first(headers, "x-amz-metadata-directive") or "COPY").upper()
-    if directive not in ("COPY", "REPLACE"):
-        raise S3Error.of("InvalidArgument", "Unknown metadata directive.")
-    source = yield api.gateway.head_object(src_bucket, src_key)
+    source: ObjectInfo = yield api.gateway.head_object(src_bucket, src_key)
     conditions = {
         name[len("x-amz-copy-source-") :]: values
         for name, values in headers.items()
@@ -383,6 +380,18 @@ def copy_object(
             412,
             "At least one of the pre-conditions you specified did not hold",
         )
+    return src_bucket, src_key, source
+
+
+@inlineCallbacks
+def copy_object(
+    api: S3API, request: S3Request, target: Target, headers: Mapping[str, Sequence[str]]
+) -> Any:
+    """CopyObject: metadata copied or replaced (``x-amz-metadata-directive``)."""
+    directive = (first(headers, "x-amz-metadata-directive") or "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error.of("InvalidArgument", "Unknown metadata directive.")
+    src_bucket, src_key, source = yield copy_source(api, headers)
     replace = new_object_from(headers, source.size, source.etag) if directive == "REPLACE" else None
     if (src_bucket, src_key) == (target.bucket, target.key) and replace is None:
         raise S3Error.of(
