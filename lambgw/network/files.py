@@ -60,10 +60,11 @@ class FileRangeBody:
         if self._consumer is not None or self._finished:
             raise RuntimeError("the body was already delivered or closed")
         self._consumer = consumer
-        self._done = Deferred(self._cancel)
+        done: Deferred[None] = Deferred(self._cancel)
+        self._done = done
         consumer.registerProducer(self, True)
         self._pump()
-        return self._done
+        return done  # not self._done: a transfer that ends at once has cleared it
 
     def close(self) -> None:
         """Release the files without delivering (or stop a delivery in progress)."""

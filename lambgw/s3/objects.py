@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
 
 from lambgw.network.interface import NewObject, ObjectInfo, Segment
 from lambgw.protocol.auth import PayloadMode
@@ -30,6 +31,8 @@ from lambgw.s3.spool import SpooledFile
 
 if TYPE_CHECKING:
     from lambgw.s3.api import S3API
+
+log = Logger()
 
 #: The most bytes of user metadata (names and values of ``x-amz-meta-*``), as in S3.
 MAX_METADATA = 2048
@@ -332,7 +335,17 @@ def get_object(api: S3API, request: S3Request, target: Target) -> Any:
         if body is None or length == 0:
             return b""
         delivering, body = body, None
-        yield delivering.deliver(request)
+        try:
+            yield delivering.deliver(request)
+        except Exception:
+            if not request.startedWriting or request.channel is None:
+                raise  # nothing sent yet, or the client already left
+            # The status line is out: the only honest signal left is to cut the connection,
+            # so the client sees a short body instead of waiting for the rest.
+            log.failure("Download of {key} failed after its headers were sent", key=target.key)
+            gone = request.notifyFinish()
+            request.channel.transport.abortConnection()
+            yield gone.addErrback(lambda _: None)
         return None
     finally:
         if body is not None:
