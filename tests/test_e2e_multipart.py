@@ -37,8 +37,8 @@ from tests.gateway import (
     start_lambgw,
 )
 
-#: The size of the upload interrupted by ``kill -9`` (``LAMBGW_E2E_KILL_MIB=1024`` for 1 GiB).
-KILL_TEST_SIZE = int(os.environ.get("LAMBGW_E2E_KILL_MIB", "192")) * MiB
+#: The size of the upload interrupted by ``kill -9`` (``LAMBGW_E2E_KILL_MIB`` to change it).
+KILL_TEST_SIZE = int(os.environ.get("LAMBGW_E2E_KILL_MIB", "1024")) * MiB
 
 
 def aws_env(config_dir: str, *settings: str) -> dict[str, str]:
@@ -115,6 +115,23 @@ class _MultipartClientTests(ClientTests):
             "s3", "cp", "--only-show-errors", source, f"s3://{self.bucket}/{key}", settings=settings
         )
         self.check_download(source, key, 9)
+
+    def test_awscli_sync(self) -> None:
+        """Aws s3 sync of a folder with a file above the threshold uploads it in parts."""
+        folder = os.path.join(self.scratch, "sync-" + self._testMethodName)
+        os.makedirs(os.path.join(folder, "sub"))
+        self.addCleanup(shutil.rmtree, folder, True)
+        big = make_file(folder, "big", 17 * MiB)
+        make_file(os.path.join(folder, "sub"), "small", 1000)
+        prefix = self.key("sync")
+        self.aws("s3", "sync", "--only-show-errors", folder, f"s3://{self.bucket}/{prefix}/")
+        self.check_download(big, f"{prefix}/big", 3)
+        listed = self.gateway.s3_client().list_objects_v2(Bucket=self.bucket, Prefix=prefix + "/")
+        self.assertEqual(
+            sorted(o["Key"] for o in listed["Contents"]), [f"{prefix}/big", f"{prefix}/sub/small"]
+        )
+        again = self.aws("s3", "sync", folder, f"s3://{self.bucket}/{prefix}/")
+        self.assertNotIn("upload:", again)
 
     def test_boto3_upload_file(self) -> None:
         """boto3 upload_file in 5 MiB parts; GetObject with PartNumber returns one part."""
@@ -255,6 +272,16 @@ class LambgwMultipartTests(_MultipartClientTests, GatewayCase):
             UploadId=upload_id,
             MultipartUpload={"Parts": parts},
         )
+
+    def test_boto3_one_gib(self) -> None:
+        """A 1 GiB file goes up with boto3 in 64 MiB parts, 4 at a time, and comes back."""
+        source = self.new_file(1024 * MiB)
+        key = self.key("gib")
+        config = TransferConfig(
+            multipart_threshold=64 * MiB, multipart_chunksize=64 * MiB, max_concurrency=4
+        )
+        self.gateway.s3_client().upload_file(source, self.bucket, key, Config=config)
+        self.check_download(source, key, 16)
 
     def test_part_numbers_out_of_range(self) -> None:
         """Part numbers 0 and 10001 are InvalidArgument."""
