@@ -30,6 +30,19 @@ from lambgw.network.store import FileRange
 CHUNK_SIZE = 1024 * 1024
 
 
+def end_delivery(
+    consumer: IConsumer | None, done: Deferred[None] | None, reason: Failure | None
+) -> None:
+    """End an IObjectBody delivery: unregister from the consumer, then fire ``done`` once."""
+    if consumer is not None:
+        consumer.unregisterProducer()
+    if done is not None and not done.called:
+        if reason is None:
+            done.callback(None)
+        else:
+            done.errback(reason)
+
+
 @implementer(IObjectBody, IPushProducer)
 class FileRangeBody:
     """The bytes of consecutive ranges of open files, pushed to one consumer."""
@@ -146,14 +159,8 @@ class FileRangeBody:
         if not self._reading:
             self._close_files()
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            consumer.unregisterProducer()
         done, self._done = self._done, None
-        if done is not None and not done.called:
-            if reason is None:
-                done.callback(None)
-            else:
-                done.errback(reason)
+        end_delivery(consumer, done, reason)
 
     def _close_files(self) -> None:
         for current in self._ranges:

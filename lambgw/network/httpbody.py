@@ -25,6 +25,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from lambgw.network.errors import NetworkUnavailable
+from lambgw.network.files import end_delivery
 from lambgw.network.interface import IObjectBody, Segment
 
 #: Bytes read from a spooled segment at a time.
@@ -233,14 +234,8 @@ class HTTPObjectBody:
         self._finished = True
         self._disarm()
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            consumer.unregisterProducer()
         done, self._done = self._done, None
-        if done is not None and not done.called:
-            if reason is None:
-                done.callback(None)
-            else:
-                done.errback(reason)
+        end_delivery(consumer, done, reason)
 
 
 class _Receiver(Protocol):
