@@ -9,6 +9,7 @@ account's, tampered, replayed and escaping requests, sent straight to the node).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -26,6 +27,7 @@ from urllib.parse import quote
 from botocore.exceptions import ClientError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from lambgw.lambnet import wire
 from lambgw.lambnet.keys import private_key_path, read_private_key
 from lambgw.network import signing
 from tests.gateway import (
@@ -279,6 +281,22 @@ class FaultTests(LambnetCase):
         self.assert_nothing_stored(self.key("big"))
         self.assert_serving()
 
+    def test_bad_digest_of_streamed_upload(self) -> None:
+        """A large PUT streamed to the node with a wrong Content-MD5: 400, nothing stored."""
+        body = os.urandom(3 * MiB)
+        wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+        with self.assertRaises(ClientError) as caught:
+            self.s3.put_object(
+                Bucket=self.order_id, Key=self.key("md5"), Body=body, ContentMD5=wrong
+            )
+        self.assertEqual(caught.exception.response["Error"]["Code"], "BadDigest")
+        deadline = time.monotonic() + 10
+        while _incoming(self.home) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(_incoming(self.home), [])
+        self.assert_nothing_stored(self.key("md5"))
+        self.assert_serving()
+
     def test_node_stopped_before_download(self) -> None:
         """With the node down, a GET fails with 503; it works again once the node is back."""
         key = self.key("k")
@@ -433,6 +451,25 @@ class SecurityTests(LambnetCase):
         self.assertEqual((status, answer["code"]), (400, "BadDigest"))
         self.assertEqual(self.stored()[0]["used"], self.used_before)
         self.assertEqual(_incoming(self.home), [])
+
+    def test_trailer_of_another_request_refused(self) -> None:
+        """A streamed body whose trailer was signed for another request is refused."""
+        body = b"streamed body"
+        target = self.object_target("trailed") + f"&size={len(body)}"
+        headers = self.signed("PUT", target, digest=signing.TRAILER)
+        description = json.dumps(json.loads(self.put_headers(body)["x-lamb-object"]))
+        digest = hashlib.sha256(body).hexdigest()
+        other = signing.sign_trailer(self.account_key, b"another request", digest, description)
+        trailer = wire.encode_trailer(wire.Trailer(digest, description, other))
+        status, answer = self.send("PUT", target, body + trailer, headers)
+        self.assertEqual((status, answer["code"]), (401, "Unauthorized"))
+        self.assertEqual(self.stored()[0]["used"], self.used_before)
+        headers = self.signed("PUT", target, digest=signing.TRAILER)
+        signature = signing.signature_of(headers)
+        good = signing.sign_trailer(self.account_key, signature, digest, description)
+        trailer = wire.encode_trailer(wire.Trailer(digest, description, good))
+        status, answer = self.send("PUT", target, body + trailer, headers)
+        self.assertEqual((status, answer["size"]), (201, len(body)))
 
     def test_tampered_path_refused(self) -> None:
         """A signed request sent to another path is refused."""

@@ -28,7 +28,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from lambgw.lambnet import wire
-from lambgw.lambnet.app import MEMORY_BODY, Node, NodeSite
+from lambgw.lambnet.app import Node, NodeSite
+from lambgw.lambnet.incoming import MEMORY_BODY
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import errors, signing
 from lambgw.network.http import HTTPNetwork

@@ -21,6 +21,7 @@ from lambgw.network.interface import (
     MAX_PATH_BYTES,
     INetwork,
     IObjectBody,
+    IUpload,
     ListPage,
     NewObject,
     ObjectInfo,
@@ -167,6 +168,36 @@ class Gateway:
                 self.account, b.order_id, b.prefix + key, segments, new, if_none_match
             ),
         )
+        self.orders.charge(b.order_id, info.size)
+        return evolve(info, path=key)
+
+    def open_upload(
+        self, bucket: str, key: str, size: int, if_none_match: bool = False
+    ) -> IUpload | None:
+        """Start streaming an object to the network, if it streams and the order is known.
+
+        The bucket itself is checked when the upload is finished.
+        """
+        order = self.buckets.order_for(bucket)
+        if order is None:
+            return None
+        prefix = f"{bucket}/" if isinstance(self.buckets, OrderFolderBuckets) else ""
+        check_key(key, prefix)
+        return self.network.open_upload(
+            self.account, order.order_id, prefix + key, size, if_none_match
+        )
+
+    @inlineCallbacks
+    def finish_upload(
+        self, bucket: str, key: str, upload: IUpload, new: NewObject, content_sha256: str
+    ) -> Generator[Deferred[Any], Any, ObjectInfo]:
+        """Store the object streamed by ``upload`` (given up if the bucket is gone)."""
+        try:
+            b = yield self.bucket(bucket)
+        except Exception:
+            upload.abort()
+            raise
+        info: ObjectInfo = yield self._call(bucket, key, lambda: upload.finish(new, content_sha256))
         self.orders.charge(b.order_id, info.size)
         return evolve(info, path=key)
 

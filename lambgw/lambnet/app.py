@@ -9,16 +9,10 @@ from the open files through :class:`~lambgw.network.files.FileRangeBody`, with b
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
-import tempfile
-import time
 from collections.abc import Callable
-from contextlib import suppress
-from itertools import accumulate
-from typing import IO, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl
 
 from klein import Klein
@@ -32,129 +26,19 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
 
 from lambgw.lambnet import wire
+from lambgw.lambnet.incoming import NodeRequest, sweep_incoming
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import signing
 from lambgw.network.errors import NetworkError
 from lambgw.network.files import FileRangeBody
-from lambgw.network.interface import Segment
 from lambgw.network.store import Store
 
 log = Logger()
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-#: Bodies up to this size are kept in memory; larger ones go to a file.
-MEMORY_BODY = 256 * 1024
-#: Spooled bodies untouched for this many seconds are left over from a crash.
-INCOMING_MAX_AGE = 600.0
 #: The largest JSON request body accepted (a copy request).
 MAX_JSON_BODY = 64 * 1024
-
-
-class NodeRequest(Request):
-    """A request whose body is spooled into the store's ``incoming/`` and hashed on arrival.
-
-    With an ``x-lamb-part-sizes`` header, the body is cut into one file per part as it
-    arrives, so that a multipart object is stored with its parts as they were uploaded.
-    """
-
-    received = 0
-    spool_paths: tuple[str, ...] | list[str] = ()
-    body: IO[bytes]
-
-    def gotLength(self, length: int | None) -> None:
-        """Choose where the body goes: memory if small and announced, else spool files."""
-        self._sha256 = hashlib.sha256()
-        self.received = 0
-        self.spool_paths = []
-        self._sizes: list[int] = []
-        try:
-            self.part_sizes = wire.parse_part_sizes(self.getHeader(wire.PART_SIZES_HEADER))
-        except wire.ProtocolError:
-            self.part_sizes = None
-        self._limits = list(accumulate(self.part_sizes or []))[:-1]
-        if not (self.getHeader("authorization") or "").startswith(signing.SCHEME):
-            # Refused before it is read: the body goes nowhere (it is still hashed).
-            self.body = self.content = open(os.devnull, "w+b")  # type: ignore[assignment]  # noqa: SIM115
-            return
-        if length is not None and length <= MEMORY_BODY:
-            self.body = self.content = io.BytesIO()  # type: ignore[assignment]
-            return
-        self.notifyFinish().addBoth(self._discard_spool)
-        self._next_file()
-
-    def _next_file(self) -> None:
-        if self.spool_paths:
-            self.body.close()
-        site: NodeSite = self.channel.site  # type: ignore[attr-defined]
-        fd, path = tempfile.mkstemp(dir=site.incoming, prefix="body-")
-        self.spool_paths.append(path)  # type: ignore[union-attr]
-        self._sizes.append(0)
-        self.body = self.content = os.fdopen(fd, "w+b")  # type: ignore[assignment]
-
-    def handleContentChunk(self, data: bytes) -> None:
-        """Hash and store a piece of the body, starting a new file at each part's end."""
-        self._sha256.update(data)
-        written = self.received
-        self.received += len(data)
-        if not self.spool_paths:
-            self.body.write(data)
-            return
-        view = memoryview(data)
-        while view:
-            index = len(self._sizes) - 1
-            end = self._limits[index] if index < len(self._limits) else None
-            if end is not None and written >= end:
-                self._next_file()
-                continue
-            take = len(view) if end is None else min(len(view), end - written)
-            self.body.write(view[:take])
-            self._sizes[-1] += take
-            written += take
-            view = view[take:]
-
-    def body_sha256(self) -> str:
-        """The SHA-256 of the body received, in hex."""
-        return self._sha256.hexdigest()
-
-    def _discard_spool(self, result: object) -> None:
-        """Remove the spool files that were not moved into the store."""
-        for path in self.spool_paths:
-            with suppress(FileNotFoundError):
-                os.unlink(path)
-
-    def segments(self) -> list[Segment]:
-        """The body as segments for :meth:`Store.put`, one per part; files are flushed first."""
-        sizes = self.part_sizes or [self.received]
-        if sum(sizes) != self.received:
-            raise wire.ProtocolError(400, "BadRequest", "the part sizes do not add up to the body")
-        if not self.spool_paths:
-            assert isinstance(self.body, io.BytesIO)
-            data = self.body.getvalue()
-            ends = list(accumulate(sizes))
-            return [Segment("", n, data[end - n : end]) for n, end in zip(sizes, ends, strict=True)]
-        self.body.flush()
-        segments = [
-            Segment(path, size) for path, size in zip(self.spool_paths, self._sizes, strict=True)
-        ]
-        return segments + [Segment("", 0, b"") for _ in sizes[len(segments) :]]
-
-
-def sweep_incoming(directory: str, min_age: float = INCOMING_MAX_AGE) -> int:
-    """Remove the spooled bodies left in ``directory`` by a crash; how many were removed.
-
-    A body being received is written to at least every silence timeout, so files untouched
-    for ``min_age`` seconds belong to no request.
-    """
-    removed = 0
-    now = time.time()
-    for name in os.listdir(directory):
-        path = os.path.join(directory, name)
-        with suppress(FileNotFoundError):
-            if name.startswith("body-") and now - os.stat(path).st_mtime >= min_age:
-                os.unlink(path)
-                removed += 1
-    return removed
 
 
 class NodeSite(Site):
@@ -165,6 +49,7 @@ class NodeSite(Site):
     def __init__(self, node: Node) -> None:
         """Serve ``node``'s resource; bodies go to its store's ``incoming/`` directory."""
         super().__init__(node.app.resource())
+        self.node = node
         self.incoming = os.path.join(node.store.root, "incoming")
         os.makedirs(self.incoming, exist_ok=True)
         sweep_incoming(self.incoming)
@@ -210,6 +95,16 @@ class Node:
         self._keys = PublicKeys(store.root)
         self._nonces = signing.NonceCache()
 
+    @property
+    def reactor(self) -> IReactorFromThreads:
+        """The reactor the node runs on."""
+        return self._reactor
+
+    @property
+    def threadpool(self) -> ThreadPool:
+        """The pool the store is called in."""
+        return self._threadpool
+
     def _call(self, f: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
         return deferToThreadPool(self._reactor, self._threadpool, f, *args, **kwargs)
 
@@ -236,8 +131,11 @@ class Node:
 
     # -- authentication ----------------------------------------------------------------
 
-    def _authenticate(self, request: Request, account: str) -> None:
-        """Refuse the request unless ``account`` signed exactly it, recently, once."""
+    def _authenticate(self, request: Request, account: str) -> str | None:
+        """Refuse the request unless ``account`` signed exactly it, recently, once.
+
+        Return the object description of the body's trailer, if the body had one.
+        """
         raw_path, _, raw_query = request.uri.partition(b"?")
         try:
             path, query = raw_path.decode("ascii"), raw_query.decode("ascii")
@@ -263,9 +161,29 @@ class Node:
         now = self._clock.seconds()
         signing.verify(key, signed, now)
         assert isinstance(request, NodeRequest)
-        if request.body_sha256() != signed.request.content_sha256:
+        description = None
+        digest = signed.request.content_sha256
+        if digest == signing.TRAILER:
+            trailer = request.trailer()
+            signing.verify_trailer(
+                key,
+                signed.signature,
+                trailer.content_sha256,
+                trailer.description,
+                trailer.signature,
+            )
+            digest, description = trailer.content_sha256, trailer.description
+            if request.received != request.declared:
+                raise wire.ProtocolError(
+                    400,
+                    "BadRequest",
+                    f"the body holds {request.received} bytes before its "
+                    f"trailer, not {request.declared}",
+                )
+        if request.body_sha256() != digest:
             raise wire.ProtocolError(400, "BadDigest", "the body does not match its SHA-256")
         self._nonces.check(account, signed.request.nonce, signed.request.date, now)
+        return description
 
     @staticmethod
     def _path(request: Request) -> str:
@@ -295,12 +213,16 @@ class Node:
     @app.route("/v1/accounts/<account>/orders/<order_id>/object", methods=["PUT"])
     async def put(self, request: Request, account: str, order_id: str) -> bytes:
         """Store the body at the path, atomically."""
-        self._authenticate(request, account)
+        description = self._authenticate(request, account)
         path = self._path(request)
+        if description is None:
+            description = _header(request, wire.OBJECT_HEADER) or ""
         try:
-            new = wire.new_from_json(json.loads(_header(request, wire.OBJECT_HEADER) or ""))
-        except ValueError:
-            raise wire.ProtocolError(400, "BadRequest", "the object header is not JSON") from None
+            new = wire.new_from_json(json.loads(description))
+        except (ValueError, KeyError, TypeError):
+            raise wire.ProtocolError(
+                400, "BadRequest", "the object description is not valid"
+            ) from None
         assert isinstance(request, NodeRequest)
         if request.received != new.size:
             raise wire.ProtocolError(

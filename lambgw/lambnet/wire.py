@@ -8,11 +8,16 @@ See ``docs/network-protocol.md``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
+
+from attrs import frozen
 
 from lambgw.network import errors
 from lambgw.network.interface import ListPage, NewObject, ObjectInfo, Order
@@ -249,3 +254,45 @@ def page_from_json(data: Mapping[str, Any]) -> ListPage:
 def header_json(value: Mapping[str, Any]) -> str:
     """Return ``value`` as compact ASCII JSON for a header."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
+#: The largest trailer accepted after a streamed body, in bytes.
+MAX_TRAILER = 64 * 1024
+
+
+@frozen
+class Trailer:
+    """What follows a streamed body: its digest, the object it makes, and their signature."""
+
+    #: The SHA-256 of the body before the trailer, lower-case hex.
+    content_sha256: str
+    #: The object's description, compact JSON as :func:`header_json` writes it.
+    description: str
+    signature: bytes
+
+
+def encode_trailer(trailer: Trailer) -> bytes:
+    """Return the trailer's bytes: three lines, then their length as 4 bytes big-endian.
+
+    The lines are the digest, the description and the base64 signature; the length at the
+    very end lets the node find where the object's bytes stop reading backwards.
+    """
+    text = "\n".join(
+        [
+            trailer.content_sha256,
+            trailer.description,
+            base64.b64encode(trailer.signature).decode("ascii"),
+        ]
+    ).encode("utf-8")
+    return text + struct.pack(">I", len(text))
+
+
+def decode_trailer(data: bytes) -> Trailer:
+    """Read a trailer written by :func:`encode_trailer`; raise ``ProtocolError`` if malformed."""
+    if len(data) < 4 or struct.unpack(">I", data[-4:])[0] != len(data) - 4:
+        raise ProtocolError(400, "BadRequest", "the body's trailer is missing or cut")
+    try:
+        digest, description, signature = data[:-4].decode("utf-8").split("\n")
+        return Trailer(digest, description, base64.b64decode(signature, validate=True))
+    except (UnicodeDecodeError, ValueError, binascii.Error):
+        raise ProtocolError(400, "BadRequest", "the body's trailer is malformed") from None

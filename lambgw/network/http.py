@@ -48,9 +48,11 @@ from lambgw.network.httpbody import (
     file_sha256,
     remove_segments,
 )
+from lambgw.network.httpupload import StreamedUpload
 from lambgw.network.interface import (
     INetwork,
     IObjectBody,
+    IUpload,
     ListPage,
     NewObject,
     ObjectInfo,
@@ -171,18 +173,13 @@ class HTTPNetwork:
         content_sha256: str = signing.EMPTY_SHA256,
         headers: dict[str, str] | None = None,
         unbuffered: bool = False,
+        signed: dict[str, str] | None = None,
     ) -> Any:
-        """Send one signed request; return the response (or raise its error)."""
-        path, _, query = target.partition("?")
-        signed = signing.sign(
-            self._key,
-            self._account,
-            method,
-            path,
-            query,
-            content_sha256,
-            int(self._clock.seconds()),
-        )
+        """Send one signed request; return the response (or raise its error).
+
+        ``signed``: the signing headers, if the caller made them (see :meth:`_sign`).
+        """
+        signed = signed or self._sign(method, target, content_sha256)
         all_headers = {**signed, **(headers or {})}
         url = f"{self._base}{target[len(self._base_path) :]}"
         request: Deferred[Any] = self._client.request(
@@ -193,7 +190,7 @@ class HTTPNetwork:
             unbuffered=True,
         )
         watch = Silence(self._clock, self._silence, request)
-        if isinstance(body, SegmentsProducer):
+        if isinstance(body, SegmentsProducer | StreamedUpload):
             body.progress = watch.touch
         try:
             response = await request
@@ -210,6 +207,19 @@ class HTTPNetwork:
         finally:
             watch.stop()
         return response
+
+    def _sign(self, method: str, target: str, content_sha256: str) -> dict[str, str]:
+        """The headers that sign a request for ``target`` (path and query)."""
+        path, _, query = target.partition("?")
+        return signing.sign(
+            self._key,
+            self._account,
+            method,
+            path,
+            query,
+            content_sha256,
+            int(self._clock.seconds()),
+        )
 
     async def _idempotent(
         self,
@@ -293,6 +303,27 @@ class HTTPNetwork:
                 await deferToThreadPool(self._reactor, self._threadpool, remove_segments, segments)
 
         return Deferred.fromCoroutine(run())
+
+    def open_upload(
+        self, account: str, order_id: str, path: str, size: int, if_none_match: bool = False
+    ) -> IUpload | None:
+        """Start a PUT to the node whose body is the object's bytes as they come.
+
+        The request is signed now; its digest follows the body in a signed trailer.
+        """
+        self._check_account(account)
+        query = {"path": path, "size": str(size)}
+        target = self._url(account, f"/{order_id}/object", query)
+        signed = self._sign("PUT", target, signing.TRAILER)
+        upload = StreamedUpload(self._key, signing.signature_of(signed))
+        headers = {wire.IF_NONE_MATCH_HEADER: "1"} if if_none_match else {}
+
+        async def run() -> ObjectInfo:
+            answer = await self._send("PUT", target, upload, headers=headers, signed=signed)
+            return wire.info_from_json(json.loads(answer))
+
+        upload.answered(Deferred.fromCoroutine(run()))
+        return upload
 
     def head_object(self, account: str, order_id: str, path: str) -> Deferred[ObjectInfo]:
         """Return what is stored at ``path``."""

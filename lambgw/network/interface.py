@@ -10,7 +10,7 @@ They are compared and listed in the byte order of their UTF-8 encoding.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from attrs import field, frozen
 from twisted.internet.defer import Deferred
@@ -127,6 +127,32 @@ class IObjectBody(Interface):
         """Release what the body holds (open files, connections) if never delivered."""
 
 
+class IUpload(Interface):
+    """An object's bytes streaming to the network as they arrive; stored only when finished.
+
+    Nothing is stored unless :meth:`finish` succeeds; after :meth:`abort`, a failure of the
+    network, or a failed ``finish``, no trace of the object remains and nothing is charged.
+    """
+
+    def throttle(pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        """Call ``pause`` when the network can take no more bytes for now, ``resume`` when it can.
+
+        Once the upload has failed, ``resume`` is called and further bytes are dropped.
+        """
+
+    def write(data: bytes) -> None:
+        """Send more of the object's bytes (on the reactor thread)."""
+
+    def finish(new: NewObject, content_sha256: str) -> Deferred[ObjectInfo]:
+        """Store the object that ``new`` describes, made of the bytes written.
+
+        ``content_sha256`` is the SHA-256 of those bytes (hex), which the network checks.
+        """
+
+    def abort() -> None:
+        """Give up the upload: nothing is stored."""
+
+
 class INetwork(Interface):
     """Accounts, orders and objects on the Lambda storage network."""
 
@@ -151,6 +177,15 @@ class INetwork(Interface):
         existing object fails it with ``PreconditionFailed``.  Fails with
         ``QuotaExceeded`` if the order cannot hold it and ``OrderExpired`` if the order
         has expired.
+        """
+
+    def open_upload(
+        account: str, order_id: str, path: str, size: int, if_none_match: bool = False
+    ) -> IUpload | None:
+        """Start streaming an object of ``size`` bytes to ``path``, if this network streams.
+
+        ``None`` means the network stores spooled files instead (:meth:`put_object`).  The
+        upload's outcome is that of :meth:`put_object` with the same arguments.
         """
 
     def head_object(account: str, order_id: str, path: str) -> Deferred[ObjectInfo]:

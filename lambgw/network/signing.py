@@ -13,6 +13,10 @@ The node checks the signature with the account's public key, the date against it
 (at most :data:`MAX_SKEW` seconds apart), that the nonce was not seen within that window
 (:class:`NonceCache`), and the body's digest as the body arrives.
 
+A body streamed before its digest is known says ``x-lamb-content-sha256: STREAMING-TRAILER``
+and ends with a trailer (see ``lambgw.lambnet.wire``) holding the digest and the object's
+description, signed over :func:`trailer_to_sign`, which includes the request's signature.
+
 Nothing here does I/O except the small key file helpers at the end.
 """
 
@@ -37,6 +41,10 @@ SCHEME = "LAMB1-ED25519"
 MAX_SKEW = 300
 #: The body digest of a request without a body.
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+#: The ``x-lamb-content-sha256`` of a body whose digest follows it, in a signed trailer.
+TRAILER = "STREAMING-TRAILER"
+#: The first line of what a trailer's signature covers.
+TRAILER_SCHEME = "LAMB1-ED25519-TRAILER"
 #: The environment variable holding the password of encrypted private key files.
 PASSWORD_ENV = "LAMBGW_KEY_PASSWORD"  # noqa: S105 - the name of a variable
 
@@ -146,7 +154,7 @@ def parse(method: str, path: str, query: str, headers: Mapping[str, str]) -> Sig
     if _NONCE.fullmatch(nonce) is None:
         raise SignatureError(f"the {NONCE_HEADER} header is missing or malformed")
     digest = headers.get(SHA256_HEADER, "")
-    if _SHA256.fullmatch(digest) is None:
+    if digest != TRAILER and _SHA256.fullmatch(digest) is None:
         raise SignatureError(f"the {SHA256_HEADER} header is missing or malformed")
     return Signed(
         match["account"], signature, RequestToSign(method, path, query, int(date), nonce, digest)
@@ -161,6 +169,52 @@ def verify(key: Ed25519PublicKey, signed: Signed, now: float, max_skew: int = MA
         key.verify(signed.signature, string_to_sign(signed.request))
     except InvalidSignature:
         raise SignatureError("the signature does not match the account's key") from None
+
+
+def trailer_to_sign(request_signature: bytes, content_sha256: str, description: str) -> bytes:
+    """Return the bytes a trailer's signature covers.
+
+    The trailer is bound to its request by the request's own signature, so it cannot be
+    moved to another request; it vouches for the body's digest and the object description.
+    """
+    lines = [
+        TRAILER_SCHEME,
+        base64.b64encode(request_signature).decode("ascii"),
+        content_sha256,
+        description,
+    ]
+    return "\n".join(lines).encode("utf-8")
+
+
+def sign_trailer(
+    key: Ed25519PrivateKey, request_signature: bytes, content_sha256: str, description: str
+) -> bytes:
+    """Return the signature of a trailer (see :func:`trailer_to_sign`)."""
+    return key.sign(trailer_to_sign(request_signature, content_sha256, description))
+
+
+def verify_trailer(
+    key: Ed25519PublicKey,
+    request_signature: bytes,
+    content_sha256: str,
+    description: str,
+    signature: bytes,
+) -> None:
+    """Check a trailer's signature; raise ``SignatureError`` if wrong."""
+    if _SHA256.fullmatch(content_sha256) is None:
+        raise SignatureError("the trailer's SHA-256 is malformed")
+    try:
+        key.verify(signature, trailer_to_sign(request_signature, content_sha256, description))
+    except InvalidSignature:
+        raise SignatureError("the trailer's signature does not match the account's key") from None
+
+
+def signature_of(headers: Mapping[str, str]) -> bytes:
+    """The signature carried by the ``authorization`` header of signed ``headers``."""
+    match = _AUTHORIZATION.fullmatch(headers.get("authorization", "").strip())
+    if match is None:
+        raise SignatureError("the headers are not signed")
+    return base64.b64decode(match["signature"])
 
 
 @define

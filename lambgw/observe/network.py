@@ -14,6 +14,7 @@ from zope.interface import implementer
 from lambgw.network.interface import (
     INetwork,
     IObjectBody,
+    IUpload,
     ListPage,
     NewObject,
     ObjectInfo,
@@ -68,6 +69,13 @@ class TimedNetwork:
             lambda: self.network.put_object(account, order_id, path, segments, new, if_none_match),
         )
 
+    def open_upload(
+        self, account: str, order_id: str, path: str, size: int, if_none_match: bool = False
+    ) -> IUpload | None:
+        """Start streaming an object (its finish is timed as ``put_object``)."""
+        upload = self.network.open_upload(account, order_id, path, size, if_none_match)
+        return None if upload is None else _TimedUpload(upload, self)
+
     def head_object(self, account: str, order_id: str, path: str) -> Deferred[ObjectInfo]:
         """What is stored at ``path``."""
         return self._timed("head_object", lambda: self.network.head_object(account, order_id, path))
@@ -119,3 +127,28 @@ class TimedNetwork:
                 account, order_id, prefix, delimiter, marker, max_keys
             ),
         )
+
+
+@implementer(IUpload)
+@define
+class _TimedUpload:
+    """An upload whose finish is timed like a ``put_object``."""
+
+    upload: IUpload
+    network: TimedNetwork
+
+    def throttle(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        """Pass the backpressure on."""
+        self.upload.throttle(pause, resume)
+
+    def write(self, data: bytes) -> None:
+        """Send more bytes."""
+        self.upload.write(data)
+
+    def finish(self, new: NewObject, content_sha256: str) -> Deferred[ObjectInfo]:
+        """Store the object."""
+        return self.network._timed("put_object", lambda: self.upload.finish(new, content_sha256))
+
+    def abort(self) -> None:
+        """Give up."""
+        self.upload.abort()

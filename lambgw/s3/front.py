@@ -194,6 +194,13 @@ class Front:
             return SmallBody(
                 length, requested_checksums(headers), auth.payload is PayloadMode.SIGNED
             )
+        upload = None
+        if size is not None and size > SMALL_UPLOAD and "uploadId" not in target.query:
+            if_none_match = first(headers, "if-none-match")
+            if if_none_match is None or if_none_match.strip() == "*":
+                upload = gateway.open_upload(
+                    target.bucket, target.key, size, if_none_match is not None
+                )
         decoder = None
         if auth.payload.is_chunked:
             decoder = AwsChunkedDecoder(
@@ -203,7 +210,7 @@ class Front:
             )
         transport = request.channel.transport
         # Read the body in large pieces: fewer trips through the reactor and the lanes.
-        transport.readSize = UPLOAD_READ_SIZE
+        transport.bufferSize = UPLOAD_READ_SIZE
         return SpoolBody(
             self.reactor,
             self.pool,
@@ -214,4 +221,5 @@ class Front:
             sha256=auth.payload is PayloadMode.SIGNED,
             pause=transport.pauseProducing,
             resume=transport.resumeProducing,
+            sink=upload,
         )

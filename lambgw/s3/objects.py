@@ -260,13 +260,18 @@ def put_object(api: S3API, request: S3Request, target: Target) -> Any:
     if_none_match = first(headers, "if-none-match")
     if if_none_match is not None and if_none_match.strip() != "*":
         raise not_implemented_header("If-None-Match other than *")
-    info = yield api.gateway.put_object(
-        target.bucket,
-        target.key,
-        [Segment(spooled.path, spooled.size, spooled.data)],
-        new,
-        if_none_match=if_none_match is not None,
-    )
+    if spooled.upload is not None:
+        info = yield api.gateway.finish_upload(
+            target.bucket, target.key, spooled.upload, new, spooled.sha256 or ""
+        )
+    else:
+        info = yield api.gateway.put_object(
+            target.bucket,
+            target.key,
+            [Segment(spooled.path, spooled.size, spooled.data)],
+            new,
+            if_none_match=if_none_match is not None,
+        )
     request.setHeader(b"ETag", f'"{info.etag}"'.encode())
     for name, value in checksums.items():
         request.setHeader(f"x-amz-checksum-{name}".encode(), value.encode())

@@ -7,6 +7,10 @@ slowest digest, so it gets a lane of its own); the third flushes the written byt
 as they accumulate, so that committing the object does not wait for one long ``fsync``.
 hashlib, the CRCs and file I/O release the GIL, so the lanes use every core.  When too much
 is queued the connection stops reading: memory stays bounded whatever the body size.
+
+On a network that streams uploads (:meth:`INetwork.open_upload`), the first lane hands the
+decoded bytes to the upload instead of a file (no local disk is written, and the network
+makes the object durable); the connection also stops reading while the network is full.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from lambgw.network.interface import IUpload
 from lambgw.protocol.checksums import Checksum, new_checksum
 from lambgw.protocol.errors import S3Error
 
@@ -64,10 +69,14 @@ class SpooledFile:
     trailers: dict[str, str]
     #: The bytes, for a small body kept in memory (then ``path`` is empty).
     data: bytes | None = None
+    #: The network upload the bytes went to, for a streamed body (then ``path`` is empty).
+    upload: IUpload | None = None
 
     def discard(self) -> None:
-        """Delete the file, if it is still there."""
-        if self.data is None:
+        """Delete the file, if it is still there, or give up the upload."""
+        if self.upload is not None:
+            self.upload.abort()
+        elif self.data is None:
             with suppress(FileNotFoundError):
                 os.unlink(self.path)
 
@@ -208,7 +217,8 @@ class SpoolBody:
     The reactor calls :meth:`write` for each piece read from the socket and :meth:`finish`
     at the end, which fires with a :class:`SpooledFile` or fails with the ``S3Error`` that
     the body earned (bad chunk signature, too large, truncated).  ``pause`` and ``resume``
-    stop and restart reading from the client.
+    stop and restart reading from the client.  With a ``sink``, the bytes go to that
+    network upload instead of a file in ``directory``, and their SHA-256 is always computed.
     """
 
     def __init__(
@@ -223,27 +233,36 @@ class SpoolBody:
         sha256: bool = False,
         pause: Callable[[], None] = lambda: None,
         resume: Callable[[], None] = lambda: None,
+        sink: IUpload | None = None,
     ) -> None:
         self._decoder = decoder
         self._max_size = max_size
         self._pause = pause
         self._resume = resume
-        self.path = os.path.join(directory, secrets.token_hex(16) + ".part")
-        self._file = open(self.path, "xb")  # noqa: SIM115 - closed when the lanes are done
+        self._reactor = reactor
+        self._sink = sink
+        self._file: Any = None
+        self.path = ""
+        if sink is None:
+            self.path = os.path.join(directory, secrets.token_hex(16) + ".part")
+            self._file = open(self.path, "xb")  # noqa: SIM115 - closed when the lanes are done
         self._md5 = hashlib.md5(usedforsecurity=False)
-        self._sha256 = hashlib.sha256() if sha256 else None
+        self._sha256 = hashlib.sha256() if sha256 or sink is not None else None
         self._checksums: dict[str, Checksum] = {name: new_checksum(name) for name in checksums}
         self._write_lane = Lane(reactor, pool, self._write_work, self._written, self._maybe_done)
         self._md5_lane = Lane(reactor, pool, self._md5_work, self._maybe_resume, self._maybe_done)
         self._sync_lane = Lane(reactor, pool, self._sync_work, self._maybe_resume, self._maybe_done)
         self._queued = 0
         self._paused = False
+        self._sink_paused = False
         self._size = 0
         self._unsynced = 0
         self._received = 0
         self._error: BaseException | None = None
         self._finishing: Deferred[SpooledFile] | None = None
         self._done = False
+        if sink is not None:
+            sink.throttle(self._sink_pause, self._sink_resume)
 
     # -- the reactor side -------------------------------------------------
 
@@ -256,7 +275,20 @@ class SpoolBody:
         self._write_lane.put(data)
         if self._queued + self._md5_lane.pending > HIGH_WATER and not self._paused:
             self._paused = True
-            self._pause()
+            if not self._sink_paused:
+                self._pause()
+
+    def _sink_pause(self) -> None:  # the network can take no more for now
+        if not self._sink_paused:
+            self._sink_paused = True
+            if not self._paused:
+                self._pause()
+
+    def _sink_resume(self) -> None:
+        if self._sink_paused:
+            self._sink_paused = False
+            if not self._paused:
+                self._resume()
 
     def finish(self) -> Deferred[SpooledFile]:
         """Fire when every byte is written, with the spooled file and its digests."""
@@ -307,7 +339,8 @@ class SpoolBody:
     def _maybe_resume(self, size: int) -> None:
         if self._paused and self._queued + self._md5_lane.pending < LOW_WATER:
             self._paused = False
-            self._resume()
+            if not self._sink_paused:
+                self._resume()
 
     def _maybe_done(self) -> None:
         if self._done or self._write_lane.busy or self._md5_lane.busy or self._sync_lane.busy:
@@ -315,7 +348,8 @@ class SpoolBody:
         if self._finishing is None and self._error is None:
             return
         self._done = True
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         result: SpooledFile | Failure
         try:
             result = self._result()
@@ -340,9 +374,13 @@ class SpoolBody:
             sha256=self._sha256.hexdigest() if self._sha256 is not None else None,
             checksums={name: c.b64() for name, c in self._checksums.items()},
             trailers=trailers,
+            upload=self._sink,
         )
 
     def _discard(self) -> None:
+        if self._sink is not None:
+            self._sink.abort()
+            return
         with suppress(FileNotFoundError):
             os.unlink(self.path)
 
@@ -367,10 +405,15 @@ class SpoolBody:
                     self._sha256.update(piece)
                 for checksum in self._checksums.values():
                     checksum.update(piece)
-                self._file.write(piece)
+                if self._sink is None:
+                    self._file.write(piece)
+                else:
+                    self._reactor.callFromThread(self._sink.write, bytes(piece))
                 self._md5_lane.put(piece)
         except BaseException as e:
             self._error = e
+            return
+        if self._sink is not None:
             return
         self._unsynced += len(data)
         if self._unsynced >= SYNC_EVERY:

@@ -1,0 +1,214 @@
+"""Request bodies arriving at a ``lambnet`` node: spooled into ``incoming/`` and hashed.
+
+:class:`NodeRequest` keeps small bodies in memory and writes larger ones to files in the
+store's ``incoming/`` directory (one per part with ``x-lamb-part-sizes``), so that storing
+the object is a rename.  The written bytes are flushed to disk by a pool thread as they
+accumulate, so the final ``fsync`` of the store finds little left to do.  A body signed
+with a trailer (``x-lamb-content-sha256: STREAMING-TRAILER``) carries its declared size in
+the ``size`` query parameter; the bytes after that size are the trailer, kept apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import time
+from contextlib import suppress
+from itertools import accumulate
+from typing import IO, Any
+from urllib.parse import parse_qsl
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.web.server import Request
+
+from lambgw.lambnet import wire
+from lambgw.network import signing
+from lambgw.network.interface import Segment
+
+#: Bodies up to this size are kept in memory; larger ones go to a file.
+MEMORY_BODY = 256 * 1024
+#: Spooled bodies untouched for this many seconds are left over from a crash.
+INCOMING_MAX_AGE = 600.0
+#: The written bytes of a spooled body are flushed to disk each time this many more arrive.
+SYNC_EVERY = 32 * 1024 * 1024
+#: The node reads up to this much from a connection at a time while a large body arrives.
+READ_SIZE = 1024 * 1024
+
+
+def _declared_size(uri: bytes) -> int | None:
+    """The ``size`` query parameter of a request URI, if it is a number."""
+    query = uri.partition(b"?")[2].decode("ascii", "replace")
+    value = dict(parse_qsl(query)).get("size", "")
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+class NodeRequest(Request):
+    """A request whose body is spooled into the store's ``incoming/`` and hashed on arrival.
+
+    With an ``x-lamb-part-sizes`` header, the body is cut into one file per part as it
+    arrives, so that a multipart object is stored with its parts as they were uploaded.
+    """
+
+    #: Bytes of the object received (the trailer, if any, not counted).
+    received = 0
+    spool_paths: tuple[str, ...] | list[str] = ()
+    body: IO[bytes]
+    channel: Any
+    #: With a trailer: the object's declared size, and the bytes after it.
+    declared: int | None = None
+    tail: bytes = b""
+
+    def gotLength(self, length: int | None) -> None:
+        """Choose where the body goes: memory if small and announced, else spool files."""
+        self._sha256 = hashlib.sha256()
+        self.received = 0
+        self.spool_paths = []
+        self._sizes: list[int] = []
+        self._unsynced = 0
+        self._syncing = False
+        self._tail: list[bytes] = []
+        self._tail_size = 0
+        try:
+            self.part_sizes = wire.parse_part_sizes(self.getHeader(wire.PART_SIZES_HEADER))
+        except wire.ProtocolError:
+            self.part_sizes = None
+        self._limits = list(accumulate(self.part_sizes or []))[:-1]
+        if self.getHeader(signing.SHA256_HEADER) == signing.TRAILER:
+            self.declared = _declared_size(self.channel._path)
+        if not (self.getHeader("authorization") or "").startswith(signing.SCHEME):
+            # Refused before it is read: the body goes nowhere (it is still hashed).
+            self.body = self.content = open(os.devnull, "w+b")  # type: ignore[assignment]  # noqa: SIM115
+            return
+        if length is not None and length <= MEMORY_BODY:
+            self.body = self.content = io.BytesIO()  # type: ignore[assignment]
+            return
+        transport = self.channel.transport
+        if transport is not None:
+            transport.bufferSize = READ_SIZE
+        self.notifyFinish().addBoth(self._discard_spool)
+        self._next_file()
+
+    def _next_file(self) -> None:
+        if self.spool_paths:
+            if self._unsynced:
+                self._sync_in_pool()
+            self.body.close()
+        fd, path = tempfile.mkstemp(dir=self.channel.site.incoming, prefix="body-")
+        self.spool_paths.append(path)  # type: ignore[union-attr]
+        self._sizes.append(0)
+        self._unsynced = 0
+        self.body = self.content = os.fdopen(fd, "w+b")  # type: ignore[assignment]
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Hash and store a piece of the body, starting a new file at each part's end."""
+        if self.declared is not None and self.received + len(data) > self.declared:
+            keep = max(0, self.declared - self.received)
+            self._keep_tail(data[keep:])
+            data = data[:keep]
+            if not data:
+                return
+        self._sha256.update(data)
+        written = self.received
+        self.received += len(data)
+        if not self.spool_paths:
+            self.body.write(data)
+            return
+        view = memoryview(data)
+        while view:
+            index = len(self._sizes) - 1
+            end = self._limits[index] if index < len(self._limits) else None
+            if end is not None and written >= end:
+                self._next_file()
+                continue
+            take = len(view) if end is None else min(len(view), end - written)
+            self.body.write(view[:take])
+            self._sizes[-1] += take
+            self._unsynced += take
+            written += take
+            view = view[take:]
+        self._maybe_sync()
+
+    def _keep_tail(self, data: bytes) -> None:
+        """Keep the bytes after the declared size (the trailer), at most ``MAX_TRAILER``."""
+        self._tail_size += len(data)
+        if self._tail_size <= wire.MAX_TRAILER + 4:
+            self._tail.append(data)
+
+    def trailer(self) -> wire.Trailer:
+        """The trailer that followed the object's bytes; raise ``ProtocolError`` if none."""
+        if self.declared is None:
+            raise wire.ProtocolError(400, "BadRequest", "the size parameter is missing")
+        if self._tail_size > wire.MAX_TRAILER + 4:
+            raise wire.ProtocolError(400, "BadRequest", "the body's trailer is too large")
+        return wire.decode_trailer(b"".join(self._tail))
+
+    def _maybe_sync(self) -> None:
+        """Flush what was written to disk in a pool thread, one flush at a time."""
+        if self._unsynced >= SYNC_EVERY and not self._syncing:
+            self._syncing = True
+            self._sync_in_pool().addBoth(self._synced)
+
+    def _synced(self, result: object) -> None:
+        self._syncing = False
+
+    def _sync_in_pool(self) -> Deferred[None]:
+        """Flush the current file's written bytes to disk in a pool thread."""
+        node = self.channel.site.node
+        self.body.flush()
+        self._unsynced = 0
+        fd = os.dup(self.body.fileno())
+
+        def sync() -> None:
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+        synced: Deferred[None] = deferToThreadPool(node.reactor, node.threadpool, sync)
+        return synced
+
+    def body_sha256(self) -> str:
+        """The SHA-256 of the body received (the trailer excluded), in hex."""
+        return self._sha256.hexdigest()
+
+    def _discard_spool(self, result: object) -> None:
+        """Remove the spool files that were not moved into the store."""
+        for path in self.spool_paths:
+            with suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def segments(self) -> list[Segment]:
+        """The body as segments for :meth:`Store.put`, one per part; files are flushed first."""
+        sizes = self.part_sizes or [self.received]
+        if sum(sizes) != self.received:
+            raise wire.ProtocolError(400, "BadRequest", "the part sizes do not add up to the body")
+        if not self.spool_paths:
+            assert isinstance(self.body, io.BytesIO)
+            data = self.body.getvalue()
+            ends = list(accumulate(sizes))
+            return [Segment("", n, data[end - n : end]) for n, end in zip(sizes, ends, strict=True)]
+        self.body.flush()
+        segments = [
+            Segment(path, size) for path, size in zip(self.spool_paths, self._sizes, strict=True)
+        ]
+        return segments + [Segment("", 0, b"") for _ in sizes[len(segments) :]]
+
+
+def sweep_incoming(directory: str, min_age: float = INCOMING_MAX_AGE) -> int:
+    """Remove the spooled bodies left in ``directory`` by a crash; how many were removed.
+
+    A body being received is written to at least every silence timeout, so files untouched
+    for ``min_age`` seconds belong to no request.
+    """
+    removed = 0
+    now = time.time()
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        with suppress(FileNotFoundError):
+            if name.startswith("body-") and now - os.stat(path).st_mtime >= min_age:
+                os.unlink(path)
+                removed += 1
+    return removed

@@ -1,0 +1,167 @@
+"""An object streamed to a ``lambnet`` node as its bytes arrive, its digest in a signed trailer.
+
+The gateway cannot know a body's SHA-256 before the last byte, and the node must check it.
+:class:`StreamedUpload` therefore sends ``x-lamb-content-sha256: STREAMING-TRAILER`` and,
+after the object's bytes, a trailer holding the digest and the object's description,
+signed with the account's key over the request's own signature
+(:func:`lambgw.network.signing.trailer_to_sign`).  Until the trailer arrives the node
+stores nothing; giving up drops the connection, and the node discards what it received.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IConsumer
+from twisted.python.failure import Failure
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+
+from lambgw.lambnet import wire
+from lambgw.network import signing
+from lambgw.network.errors import NetworkUnavailable
+from lambgw.network.interface import IUpload, NewObject, ObjectInfo
+
+
+def _nothing() -> None:
+    """Do nothing (the throttle before one is given)."""
+
+
+@implementer(IBodyProducer, IUpload)
+class StreamedUpload:
+    """The body of a PUT to the node, written as the object's bytes come.
+
+    The request is sent by the caller, which hands the Deferred of its answer to
+    :meth:`answered`; the node's answer is turned into the stored object by ``parse``.
+    """
+
+    length = UNKNOWN_LENGTH
+
+    def __init__(self, key: Any, request_signature: bytes) -> None:
+        """Sign the trailer with ``key``, bound to the request's ``request_signature``."""
+        self._key = key
+        self._request_signature = request_signature
+        self._consumer: IConsumer | None = None
+        self._producing: Deferred[None] | None = None
+        self._early: list[bytes] = []
+        self._finished = False
+        self._failed = False
+        self._paused = True
+        self._pause: Callable[[], None] = _nothing
+        self._resume: Callable[[], None] = _nothing
+        self._request: Deferred[Any] | None = None
+        self._outcome: ObjectInfo | Failure | None = None
+        self._waiters: list[Deferred[ObjectInfo]] = []
+        #: Called whenever bytes are written (the request's silence watch).
+        self.progress: Callable[[], None] = _nothing
+
+    def answered(self, request: Deferred[ObjectInfo]) -> None:
+        """The Deferred of the request's outcome: the stored object, or why not."""
+        self._request = request
+        request.addBoth(self._settle)
+
+    # -- IUpload -----------------------------------------------------------------------
+
+    def throttle(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        """Pause and resume the source with the connection to the node."""
+        self._pause, self._resume = pause, resume
+        if self._paused and not self._failed:
+            pause()
+
+    def write(self, data: bytes) -> None:
+        """Send bytes of the object (kept until the connection is ready)."""
+        if self._failed or self._finished:
+            return
+        if self._consumer is None:
+            self._early.append(data)
+            return
+        self.progress()
+        self._consumer.write(data)
+
+    def finish(self, new: NewObject, content_sha256: str) -> Deferred[ObjectInfo]:
+        """Send the signed trailer and wait for the node to store the object."""
+        if not self._failed and not self._finished:
+            description = wire.header_json(wire.new_to_json(new))
+            signature = signing.sign_trailer(
+                self._key, self._request_signature, content_sha256, description
+            )
+            self.write(wire.encode_trailer(wire.Trailer(content_sha256, description, signature)))
+            self._finished = True
+            if self._producing is not None:
+                producing, self._producing = self._producing, None
+                producing.callback(None)
+        waiter: Deferred[ObjectInfo] = Deferred()
+        if self._outcome is None:
+            self._waiters.append(waiter)
+        else:
+            _fire(waiter, self._outcome)
+        return waiter
+
+    def abort(self) -> None:
+        """Drop the request: the node stores nothing."""
+        self._fail()
+        if self._producing is not None:
+            producing, self._producing = self._producing, None
+            producing.errback(NetworkUnavailable("the upload was given up"))
+        if self._request is not None and self._outcome is None:
+            self._request.cancel()
+
+    # -- IBodyProducer -----------------------------------------------------------------
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        """The connection is ready: send what came early, then go on as bytes come."""
+        self._consumer = consumer
+        early, self._early = self._early, []
+        for data in early:
+            consumer.write(data)
+        if self._finished:
+            return succeed(None)
+        self._producing = Deferred()
+        self._set_paused(False)
+        return self._producing
+
+    def pauseProducing(self) -> None:
+        """The connection is full."""
+        self._set_paused(True)
+
+    def resumeProducing(self) -> None:
+        """The connection can take more."""
+        self._set_paused(False)
+
+    def stopProducing(self) -> None:
+        """The connection is gone: the upload has failed."""
+        self._producing = None
+        self._fail()
+
+    # -- state -------------------------------------------------------------------------
+
+    def _set_paused(self, paused: bool) -> None:
+        if paused == self._paused or self._failed:
+            return
+        self._paused = paused
+        (self._pause if paused else self._resume)()
+
+    def _fail(self) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        self._early = []
+        if self._paused:
+            self._resume()
+
+    def _settle(self, result: ObjectInfo | Failure) -> None:
+        self._outcome = result
+        if isinstance(result, Failure):
+            self._fail()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            _fire(waiter, result)
+
+
+def _fire(waiter: Deferred[ObjectInfo], result: ObjectInfo | Failure) -> None:
+    if isinstance(result, Failure):
+        waiter.errback(result)
+    else:
+        waiter.callback(result)

@@ -1,0 +1,185 @@
+"""Tests of uploads streamed to a lambnet node with their digest in a signed trailer.
+
+The client and the node run in memory (see ``tests.test_network_http.Harness``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from lambgw.lambnet import wire
+from lambgw.network import errors, signing
+from lambgw.network.httpupload import StreamedUpload
+from lambgw.network.interface import NewObject
+from tests.test_network_http import Harness
+
+
+def _new(data: bytes) -> NewObject:
+    return NewObject(size=len(data), etag=hashlib.md5(data).hexdigest(), metadata={"k": "v"})
+
+
+class StreamedUploadTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.root = self.mktemp()
+        self.h = Harness(self.root)
+        self.order_id = self.h.order.order_id
+
+    def open(self, size: int, path: str = "k", if_none_match: bool = False) -> Any:
+        upload = self.h.network.open_upload("demo", self.order_id, path, size, if_none_match)
+        assert upload is not None
+        return upload
+
+    def stream(self, data: bytes, path: str = "k", digest: str = "", **kw: Any) -> Any:
+        upload = self.open(len(data), path, **kw)
+        for start in range(0, len(data), 100_000):
+            upload.write(data[start : start + 100_000])
+        finished = upload.finish(_new(data), digest or hashlib.sha256(data).hexdigest())
+        return self.h.run(finished)
+
+    def stored(self, path: str) -> bytes:
+        _, ranges = self.h.store.open_range("demo", self.order_id, path)
+        return b"".join(os.pread(r.file.fileno(), r.length, r.offset) for r in ranges)
+
+    def used(self) -> int:
+        return self.h.store.order("demo", self.order_id).used
+
+    def incoming(self) -> list[str]:
+        return os.listdir(os.path.join(self.root, "incoming"))
+
+    def assertRefused(self, result: Any, kind: type[Exception], text: str) -> None:
+        self.assertIsInstance(result, Failure)
+        self.assertTrue(result.check(kind), result)
+        self.assertIn(text, str(result.value))
+
+    def test_stored_as_streamed(self) -> None:
+        """The bytes written, then the trailer, make the object the trailer describes."""
+        data = os.urandom(700_000)
+        info = self.stream(data, "a/b c")
+        self.assertEqual(
+            (info.size, info.etag, dict(info.metadata)), (700_000, _new(data).etag, {"k": "v"})
+        )
+        self.assertEqual(self.stored("a/b c"), data)
+        self.assertEqual(self.used(), 700_000)
+        self.assertEqual(self.incoming(), [])
+
+    def test_wrong_digest_refused(self) -> None:
+        """A trailer whose digest is not the body's stores nothing and charges nothing."""
+        data = os.urandom(400_000)
+        result = self.stream(data, digest=hashlib.sha256(b"other").hexdigest())
+        self.assertRefused(result, errors.NetworkError, "SHA-256")
+        self.assertRaises(errors.NoSuchPath, self.h.store.head, "demo", self.order_id, "k")
+        self.assertEqual((self.used(), self.incoming()), (0, []))
+
+    def test_short_body_refused(self) -> None:
+        """Fewer bytes than the declared size are refused, even with a matching digest."""
+        data = os.urandom(400_000)
+        upload = self.open(len(data) + 1)
+        upload.write(data)
+        result = self.h.run(upload.finish(_new(data), hashlib.sha256(data).hexdigest()))
+        self.assertRefused(result, errors.NetworkError, "trailer")
+        self.assertEqual((self.used(), self.incoming()), (0, []))
+
+    def test_abort_stores_nothing(self) -> None:
+        """An upload given up halfway leaves no object, no charge and no spooled file."""
+        upload = self.open(600_000)
+        upload.write(os.urandom(300_000))
+        self.h.agent.flush()
+        upload.abort()
+        result = self.h.run(upload.finish(_new(b"x" * 600_000), "0" * 64))
+        self.h.agent.flush()
+        self.assertIsInstance(result, Failure)
+        self.assertRaises(errors.NoSuchPath, self.h.store.head, "demo", self.order_id, "k")
+        self.assertEqual((self.used(), self.incoming()), (0, []))
+
+    def test_quota_refused(self) -> None:
+        """An object larger than the order's free space is refused at the end, not charged."""
+        data = os.urandom(self.h.order.capacity + 1)
+        self.assertRefused(self.stream(data), errors.QuotaExceeded, "bytes free")
+        self.assertEqual((self.used(), self.incoming()), (0, []))
+
+    def test_if_none_match(self) -> None:
+        """With if_none_match, an existing object is kept and the upload refused."""
+        first = os.urandom(300_000)
+        self.stream(first)
+        result = self.stream(os.urandom(300_000), if_none_match=True)
+        self.assertRefused(result, errors.PreconditionFailed, "exists")
+        self.assertEqual(self.stored("k"), first)
+
+    def test_throttled_until_connected(self) -> None:
+        """The source is paused until the connection is ready, then resumed."""
+        events: list[str] = []
+        upload = StreamedUpload(self.h.key, b"signature")
+        upload.throttle(lambda: events.append("pause"), lambda: events.append("resume"))
+        upload.write(b"early")
+        self.assertEqual(events, ["pause"])
+        consumer = StringTransport()
+        upload.startProducing(consumer)
+        upload.write(b" then")
+        self.assertEqual((events, consumer.value()), (["pause", "resume"], b"early then"))
+        upload.pauseProducing()
+        self.assertEqual(events[-1], "pause")
+
+    def test_failure_resumes_source(self) -> None:
+        """A failed connection resumes a paused source, so its client is not left hanging."""
+        events: list[str] = []
+        upload = StreamedUpload(self.h.key, b"signature")
+        upload.throttle(lambda: events.append("pause"), lambda: events.append("resume"))
+        upload.stopProducing()
+        upload.write(b"dropped")
+        self.assertEqual(events, ["pause", "resume"])
+
+
+class TrailerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.key = signing.generate_key()
+        self.digest = hashlib.sha256(b"body").hexdigest()
+
+    def test_round_trip(self) -> None:
+        """A trailer's bytes decode to what was encoded."""
+        trailer = wire.Trailer(self.digest, '{"size":4}', b"\x00\xff" * 32)
+        self.assertEqual(wire.decode_trailer(wire.encode_trailer(trailer)), trailer)
+
+    def test_cut_or_padded_refused(self) -> None:
+        """A trailer missing its end, or with bytes before it unaccounted for, is refused."""
+        encoded = wire.encode_trailer(wire.Trailer(self.digest, "{}", b"s"))
+        for bad in (encoded[:-1], b"x" + encoded, b"", encoded[:3]):
+            self.assertRaises(wire.ProtocolError, wire.decode_trailer, bad)
+
+    def test_signature_bound_to_request(self) -> None:
+        """A trailer signed for one request does not verify for another."""
+        public = self.key.public_key()
+        signature = signing.sign_trailer(self.key, b"request-1", self.digest, "{}")
+        signing.verify_trailer(public, b"request-1", self.digest, "{}", signature)
+        for request, digest, description in (
+            (b"request-2", self.digest, "{}"),
+            (b"request-1", hashlib.sha256(b"x").hexdigest(), "{}"),
+            (b"request-1", self.digest, '{"size":1}'),
+        ):
+            self.assertRaises(
+                signing.SignatureError,
+                signing.verify_trailer,
+                public,
+                request,
+                digest,
+                description,
+                signature,
+            )
+
+    def test_other_key_refused(self) -> None:
+        """A trailer signed with another account's key is refused."""
+        signature = signing.sign_trailer(signing.generate_key(), b"r", self.digest, "{}")
+        self.assertRaises(
+            signing.SignatureError,
+            signing.verify_trailer,
+            self.key.public_key(),
+            b"r",
+            self.digest,
+            "{}",
+            signature,
+        )

@@ -1,0 +1,125 @@
+"""Tests for request bodies streamed to a network upload by the spool's lanes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from lambgw.network.interface import IUpload, NewObject, ObjectInfo
+from lambgw.protocol.chunked import AwsChunkedDecoder
+from lambgw.protocol.errors import S3Error
+from lambgw.s3.spool import SpoolBody
+from tests.test_spool import REACTOR, aws_chunked, pieces
+
+MiB = 1024 * 1024
+
+
+@implementer(IUpload)
+class RecordingUpload:
+    """An upload that keeps what it is sent and whether it was given up."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.aborted = False
+        self.pause: Any = None
+        self.resume: Any = None
+
+    def throttle(self, pause: Any, resume: Any) -> None:
+        self.pause, self.resume = pause, resume
+
+    def write(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def finish(self, new: NewObject, content_sha256: str) -> Deferred[ObjectInfo]:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class StreamedBodyTests(TestCase):
+    """SpoolBody with a sink, a real thread pool and the real reactor."""
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.pool = ThreadPool(minthreads=0, maxthreads=4, name="test-stream")
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+        self.sink = RecordingUpload()
+        self.calls: list[str] = []
+
+    def body(self, **kwargs: Any) -> SpoolBody:
+        return SpoolBody(
+            REACTOR,
+            self.pool,
+            self.directory,
+            max_size=64 * MiB,
+            sink=self.sink,
+            pause=lambda: self.calls.append("pause"),
+            resume=lambda: self.calls.append("resume"),
+            **kwargs,
+        )
+
+    @inlineCallbacks
+    def test_bytes_reach_the_upload_in_order(self) -> Any:
+        """Every byte goes to the upload, in order, hashed; no file is written."""
+        data = os.urandom(3 * MiB + 17)
+        body = self.body()
+        for piece in pieces(data, 1, 300_000):
+            body.write(piece)
+        spooled = yield body.finish()
+        self.assertEqual(b"".join(self.sink.data), data)
+        self.assertEqual(spooled.sha256, hashlib.sha256(data).hexdigest())
+        self.assertEqual(spooled.md5, hashlib.md5(data).digest())
+        self.assertIs(spooled.upload, self.sink)
+        self.assertEqual((spooled.path, os.listdir(self.directory)), ("", []))
+
+    @inlineCallbacks
+    def test_aws_chunked_decoded(self) -> Any:
+        """An aws-chunked body reaches the upload decoded."""
+        payload = os.urandom(MiB + 5)
+        body = self.body(
+            decoder=AwsChunkedDecoder(
+                signer=None, expect_trailer=False, decoded_length=len(payload)
+            )
+        )
+        for piece in pieces(aws_chunked(payload, 65536, {}), 2, 100_000):
+            body.write(piece)
+        spooled = yield body.finish()
+        self.assertEqual((b"".join(self.sink.data), spooled.size), (payload, len(payload)))
+
+    @inlineCallbacks
+    def test_bad_body_aborts_the_upload(self) -> Any:
+        """A body that fails (too large) gives the upload up."""
+        body = SpoolBody(REACTOR, self.pool, self.directory, max_size=10, sink=self.sink)
+        body.write(b"x" * 11)
+        with self.assertRaises(S3Error):
+            yield body.finish()
+        self.assertTrue(self.sink.aborted)
+
+    @inlineCallbacks
+    def test_client_gone_aborts_the_upload(self) -> Any:
+        """A body closed before it was finished gives the upload up."""
+        body = self.body()
+        body.write(b"x" * 1000)
+        body.close()
+        yield deferLater(REACTOR, 0.05, lambda: None)  # type: ignore[arg-type]
+        self.assertTrue(self.sink.aborted)
+
+    def test_network_backpressure_pauses_the_client(self) -> None:
+        """The client is paused while the network is full, and resumed after."""
+        body = self.body()
+        self.sink.pause()
+        self.sink.pause()
+        self.assertEqual(self.calls, ["pause"])
+        self.sink.resume()
+        self.assertEqual(self.calls, ["pause", "resume"])
+        body.abort()
