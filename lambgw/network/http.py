@@ -45,10 +45,9 @@ from lambgw.network.httpbody import (
     HTTPObjectBody,
     SegmentsProducer,
     Silence,
-    file_sha256,
     remove_segments,
 )
-from lambgw.network.httpupload import StreamedUpload
+from lambgw.network.httpupload import StreamedUpload, trailer_maker
 from lambgw.network.interface import (
     INetwork,
     IObjectBody,
@@ -286,18 +285,17 @@ class HTTPNetwork:
         async def run() -> ObjectInfo:
             try:
                 self._check_account(account)
-                target = self._url(account, f"/{order_id}/object", {"path": path})
-                digest = await deferToThreadPool(
-                    self._reactor, self._threadpool, file_sha256, segments
-                )
-                headers = {wire.OBJECT_HEADER: wire.header_json(wire.new_to_json(new))}
-                if if_none_match:
-                    headers[wire.IF_NONE_MATCH_HEADER] = "1"
+                size = sum(segment.size for segment in segments)
+                query = {"path": path, "size": str(size)}
+                target = self._url(account, f"/{order_id}/object", query)
+                signed = self._sign("PUT", target, signing.TRAILER)
+                headers = {wire.IF_NONE_MATCH_HEADER: "1"} if if_none_match else {}
                 if len(segments) > 1 or "-" in new.etag:
                     sizes = [segment.size for segment in segments]
                     headers[wire.PART_SIZES_HEADER] = wire.format_part_sizes(sizes)
-                body = SegmentsProducer(segments, self._cooperator)
-                answer = await self._send("PUT", target, body, digest, headers)
+                trailer = trailer_maker(self._key, signing.signature_of(signed), new)
+                body = SegmentsProducer(segments, self._cooperator, trailer=trailer)
+                answer = await self._send("PUT", target, body, headers=headers, signed=signed)
                 return wire.info_from_json(json.loads(answer))
             finally:
                 await deferToThreadPool(self._reactor, self._threadpool, remove_segments, segments)

@@ -62,9 +62,18 @@ class SegmentsProducer:
         segments: Sequence[Segment],
         cooperator: task.Cooperator,
         progress: Callable[[], None] = lambda: None,
+        trailer: Callable[[str], bytes] | None = None,
     ) -> None:
-        """Produce ``segments``; ``progress`` is called whenever bytes are written."""
-        self.length = sum(segment.size for segment in segments)
+        """Produce ``segments``; ``progress`` is called whenever bytes are written.
+
+        With ``trailer``, the bytes are hashed as they go and followed by
+        ``trailer(sha256_hex)``; the length is then unknown (the body is sent chunked).
+        """
+        self.length: int | str = sum(segment.size for segment in segments)
+        if trailer is not None:
+            self.length = UNKNOWN_LENGTH
+        self._trailer = trailer
+        self._sha256 = hashlib.sha256()
         self._segments = list(segments)
         self._cooperator = cooperator
         self.progress = progress
@@ -77,7 +86,8 @@ class SegmentsProducer:
         return Deferred.fromCoroutine(self._produce(consumer))
 
     async def _produce(self, consumer: IConsumer) -> None:
-        counting = _CountingConsumer(consumer, lambda: self.progress())
+        digest = self._sha256 if self._trailer is not None else None
+        counting = _CountingConsumer(consumer, lambda: self.progress(), digest)
         for segment in self._segments:
             if self._stopped:
                 break
@@ -91,6 +101,8 @@ class SegmentsProducer:
             finally:
                 self._current = None
                 self._file.close()
+        if self._trailer is not None and not self._stopped:
+            consumer.write(self._trailer(self._sha256.hexdigest()))
 
     def pauseProducing(self) -> None:
         """Stop writing until resumed."""
@@ -112,12 +124,19 @@ class SegmentsProducer:
 class _CountingConsumer:
     """Passes writes on to a consumer, reporting progress."""
 
-    def __init__(self, consumer: IConsumer, progress: Callable[[], None]) -> None:
+    def __init__(
+        self, consumer: IConsumer, progress: Callable[[], None], digest: Any = None
+    ) -> None:
         self._consumer = consumer
         self._progress = progress
+        self._digest = digest
 
     def write(self, data: bytes) -> None:
+        if not data:
+            return  # an empty chunk would end a chunked body
         self._progress()
+        if self._digest is not None:
+            self._digest.update(data)
         self._consumer.write(data)
 
 
@@ -252,19 +271,6 @@ class _Receiver(Protocol):
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         self._body.ended(reason)
-
-
-def file_sha256(segments: Sequence[Segment]) -> str:
-    """Return the SHA-256 of the segments' bytes, in order, in hex (reads the files)."""
-    digest = hashlib.sha256()
-    for segment in segments:
-        if segment.data is not None:
-            digest.update(segment.data)
-            continue
-        with open(segment.path, "rb") as f:
-            while chunk := f.read(1024 * 1024):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def remove_segments(segments: Sequence[Segment]) -> None:

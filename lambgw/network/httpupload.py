@@ -29,6 +29,20 @@ def _nothing() -> None:
     """Do nothing (the throttle before one is given)."""
 
 
+def trailer_maker(key: Any, request_signature: bytes, new: NewObject) -> Callable[[str], bytes]:
+    """The trailer of a request signed ``request_signature``, for the object ``new``.
+
+    Returns a function of the body's SHA-256 (hex) giving the trailer's bytes.
+    """
+    description = wire.header_json(wire.new_to_json(new))
+
+    def make(content_sha256: str) -> bytes:
+        signature = signing.sign_trailer(key, request_signature, content_sha256, description)
+        return wire.encode_trailer(wire.Trailer(content_sha256, description, signature))
+
+    return make
+
+
 @implementer(IBodyProducer, IUpload)
 class StreamedUpload:
     """The body of a PUT to the node, written as the object's bytes come.
@@ -72,8 +86,8 @@ class StreamedUpload:
 
     def write(self, data: bytes) -> None:
         """Send bytes of the object (kept until the connection is ready)."""
-        if self._failed or self._finished:
-            return
+        if self._failed or self._finished or not data:
+            return  # (an empty chunk would end the chunked body)
         if self._consumer is None:
             self._early.append(data)
             return
@@ -83,11 +97,7 @@ class StreamedUpload:
     def finish(self, new: NewObject, content_sha256: str) -> Deferred[ObjectInfo]:
         """Send the signed trailer and wait for the node to store the object."""
         if not self._failed and not self._finished:
-            description = wire.header_json(wire.new_to_json(new))
-            signature = signing.sign_trailer(
-                self._key, self._request_signature, content_sha256, description
-            )
-            self.write(wire.encode_trailer(wire.Trailer(content_sha256, description, signature)))
+            self.write(trailer_maker(self._key, self._request_signature, new)(content_sha256))
             self._finished = True
             if self._producing is not None:
                 producing, self._producing = self._producing, None
