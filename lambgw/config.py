@@ -15,6 +15,7 @@ from typing import Any
 import tomli
 from attrs import field, frozen
 
+from lambgw.network.http import SILENCE_TIMEOUT
 from lambgw.s3.cors import CorsPolicy
 from lambgw.users import User, Users
 
@@ -26,6 +27,9 @@ DEFAULT_ACCESS_KEY = "accesskey"
 DEFAULT_SECRET_KEY = "secretkey"  # noqa: S105 - documented default for a loopback gateway
 
 _ORDER_ID = re.compile(r"[0-9A-F]{40}")
+
+#: The least and the most ``[broker] timeout`` may be, in seconds.
+NETWORK_TIMEOUT_RANGE = (1.0, 3600.0)
 
 #: The keys a file may hold, by section; anything else is refused as a likely typo.
 KNOWN_KEYS: Mapping[str, frozenset[str]] = {
@@ -49,6 +53,7 @@ KNOWN_KEYS: Mapping[str, frozenset[str]] = {
             "db_path",
             "extra_key_file",
             "ca_file",
+            "timeout",
         }
     ),
 }
@@ -89,6 +94,8 @@ class Config:
     extra_key_file: str = ""
     #: The PEM certificate authorities an HTTPS ``validator_addr`` is checked against.
     ca_file: str = ""
+    #: Seconds without progress after which a request to the network is given up.
+    network_timeout: float = SILENCE_TIMEOUT
 
     @property
     def address(self) -> str:
@@ -183,6 +190,39 @@ def _strings(
     return list(value)
 
 
+def _seconds(value: object, where: str) -> float:
+    """A number of seconds within :data:`NETWORK_TIMEOUT_RANGE`."""
+    low, high = NETWORK_TIMEOUT_RANGE
+    expected = f"expected seconds from {low:g} to {high:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: {expected}, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ConfigError(f"{where}: {expected}, got {value:g}")
+    return float(value)
+
+
+def _network_timeout(
+    options: Mapping[str, Any], data: Mapping[str, Any], path: str, text: str
+) -> float:
+    """``--broker.timeout`` or ``[broker] timeout``, checked; the default if neither is set."""
+    flag = options.get("broker.timeout")
+    if flag is not None:
+        try:
+            seconds = float(flag)
+        except ValueError:
+            low, high = NETWORK_TIMEOUT_RANGE
+            raise ConfigError(
+                f"--broker.timeout: expected seconds from {low:g} to {high:g}, got {flag!r}"
+            ) from None
+        return _seconds(seconds, "--broker.timeout")
+    table = data.get("broker", {})
+    if "timeout" not in table:
+        return SILENCE_TIMEOUT
+    line = _key_line(text, "broker", "timeout")
+    where = f"{path}: line {line}: [broker] timeout" if line else f"{path}: [broker] timeout"
+    return _seconds(table["timeout"], where)
+
+
 def _users(data: Mapping[str, Any], path: str) -> list[User]:
     """The ``[[gateway.users]]`` tables: an access key, its secret key and its account."""
     tables = data.get("gateway", {}).get("users", [])
@@ -212,7 +252,7 @@ def load(options: Mapping[str, Any]) -> Config:
     ``options`` uses the flag names: ``home``, ``config``, ``account``, ``gateway.address``,
     ``gateway.access_key``, ``gateway.secret_key``, ``broker.validator_addr``,
     ``broker.dht_gateway_addr``, ``broker.extra_order_id``, ``broker.db_path``,
-    ``broker.extra_key_file``, ``broker.ca_file``, ``debug``,
+    ``broker.extra_key_file``, ``broker.ca_file``, ``broker.timeout``, ``debug``,
     and the lists ``domain`` and ``listen``, with ``tls-cert`` and ``tls-key``.
     """
     home = os.path.expanduser(options.get("home") or DEFAULT_HOME)
@@ -310,4 +350,5 @@ def load(options: Mapping[str, Any]) -> Config:
         tls_key=tls_key,
         extra_key_file=os.path.expanduser(pick("broker", "extra_key_file")[0] or ""),
         ca_file=os.path.expanduser(pick("broker", "ca_file")[0] or ""),
+        network_timeout=_network_timeout(options, data, path, text),
     )

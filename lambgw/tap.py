@@ -74,6 +74,13 @@ class GatewayOptions(usage.Options):
         ["broker.db_path", None, None, "Gateway data (spool, state); default HOME/gateway."],
         ["broker.extra_key_file", None, None, "The account's key (default HOME/keys/ACCOUNT.key)."],
         ["broker.ca_file", None, None, "CA certificates (PEM) of an https network address."],
+        [
+            "broker.timeout",
+            None,
+            None,
+            "Seconds without progress after which a request to the network is given up "
+            "(1 to 3600; default 30).",
+        ],
         ["tls-cert", None, None, "Serve the gateway address over HTTPS with this certificate."],
         ["tls-key", None, None, "The private key of --tls-cert (PEM)."],
         [
@@ -237,6 +244,7 @@ class GatewayService(service.MultiService):
                 reactor,
                 self.db_pool,
                 config.ca_file or None,
+                silence=config.network_timeout,
             )
         self.single = config.extra_order_id if single_order else ""
         timed = TimedNetwork(self.network, self.metrics)

@@ -129,11 +129,13 @@ class HTTPNetwork:
         threadpool: ThreadPool,
         ca_file: str | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
+        silence: float = SILENCE_TIMEOUT,
     ) -> HTTPNetwork:
         """Build the network with a treq client over a persistent connection pool.
 
         HTTPS certificates are verified, with the host name, against ``ca_file`` (PEM) if
-        given, else the system's trusted authorities.
+        given, else the system's trusted authorities.  A request that makes no progress for
+        ``silence`` seconds is given up.
         """
         if not base_url.startswith(("http://", "https://")):
             base_url = f"http://{base_url}"
@@ -150,7 +152,15 @@ class HTTPNetwork:
         agent = Agent(reactor, policy, connectTimeout=connect_timeout, pool=pool)
         cooperator = task.Cooperator(scheduler=lambda work: reactor.callLater(0, work))
         return cls(
-            base_url, account, key, HTTPClient(agent), reactor, reactor, threadpool, cooperator
+            base_url,
+            account,
+            key,
+            HTTPClient(agent),
+            reactor,
+            reactor,
+            threadpool,
+            cooperator,
+            silence=silence,
         )
 
     # -- requests ----------------------------------------------------------------------
