@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from attrs import frozen
+from OpenSSL import SSL
+from service_identity.exceptions import VerificationError
 from twisted.application import service, strports
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.internet.defer import (
@@ -21,6 +23,7 @@ from twisted.internet.defer import (
     inlineCallbacks,
     maybeDeferred,
 )
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
@@ -30,6 +33,7 @@ from lambgw.gateway.core import Gateway
 from lambgw.gateway.multipart import DEFAULT_EXPIRY, MultipartUploads, UploadStore
 from lambgw.listening import listen_descriptions, server_endpoint
 from lambgw.network.embedded import EmbeddedNetwork
+from lambgw.network.errors import NetworkUnavailable
 from lambgw.network.http import HTTPNetwork, account_key, network_address
 from lambgw.network.interface import Order
 from lambgw.observe.access import FORMATS, AccessLog
@@ -56,6 +60,38 @@ UPLOAD_SWEEP = 600.0
 DEFAULT_ADMIN_LISTEN = "tcp:9003:interface=127.0.0.1"
 #: Seconds the requests in flight have to finish when the gateway is stopped.
 DEFAULT_SHUTDOWN_GRACE = 30.0
+#: Seconds before the second attempt to reach the network at start; each wait doubles, up to
+#: the most.
+START_RETRY_FIRST = 1.0
+START_RETRY_MOST = 30.0
+
+
+def start_delays(
+    first: float = START_RETRY_FIRST, most: float = START_RETRY_MOST
+) -> Iterator[float]:
+    """The waits between attempts to reach the network at start: doubling, capped at ``most``."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, most)
+
+
+def refused_tls(error: BaseException) -> bool:
+    """Whether ``error`` came from a TLS handshake that failed (certificate, name, protocol).
+
+    Waiting does not mend those: the address or the CA file is wrong.  The transport's
+    failure is the context of the network error, possibly holding several reasons.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, SSL.Error | VerificationError):
+            return True
+        if any(r.check(SSL.Error, VerificationError) for r in getattr(cause, "reasons", [])):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 class GatewayOptions(usage.Options):
@@ -230,15 +266,20 @@ class GatewayService(service.MultiService):
         ThreadPoolService(self.db_pool).setServiceParent(self)
         ThreadPoolService(self.spool_pool).setServiceParent(self)
         self.network: EmbeddedNetwork | HTTPNetwork
+        #: Where the network is, for the log: its address, or the embedded store's directory.
+        self.network_address = config.network_dir
+        #: The wait before the next attempt to reach the network at start, while there is one.
+        self._waiting: Deferred[None] | None = None
         if config.embedded:
             self.network = EmbeddedNetwork.from_directory(config.network_dir, reactor, self.db_pool)
         else:
+            self.network_address = network_address(config.validator_addr, config.dht_gateway_addr)
             try:
                 key = account_key(config.home, config.account, config.extra_key_file)
             except ValueError as e:
                 raise SystemExit(f"lambgw: the account's key for the network: {e}") from None
             self.network = HTTPNetwork.connect(
-                network_address(config.validator_addr, config.dht_gateway_addr),
+                self.network_address,
                 config.account,
                 key,
                 reactor,
@@ -294,6 +335,8 @@ class GatewayService(service.MultiService):
             except ValueError as e:
                 raise SystemExit(f"lambgw: {e}") from None
             listener = StreamServerEndpointService(endpoint, self.site)
+            # A port that cannot be opened stops start-up (as with strports.service).
+            listener._raiseSynchronously = True
             listener.setServiceParent(self)
             self.listeners.append(listener)
         self.listener = self.listeners[0]
@@ -301,6 +344,9 @@ class GatewayService(service.MultiService):
         TimerService(UPLOAD_SWEEP, self._expire_uploads, upload_expiry).setServiceParent(self)
         self.mode = f"s3gw (order {self.single})" if self.single else "lambgw"
         self.admin_listen = admin_listen
+        #: What runs from the start, before the network answers: the thread pools, the admin
+        #: listener.  The S3 listeners and the timers start once the network answers.
+        self.early: list[service.IService] = list(self)[:2]
         if admin_listen:
             monitor = Monitor(
                 self.accounts.serving,
@@ -311,7 +357,9 @@ class GatewayService(service.MultiService):
                 reactor,
                 self.mode,
             )
-            strports.service(admin_listen, admin_site(monitor)).setServiceParent(self)
+            admin_service = strports.service(admin_listen, admin_site(monitor))
+            admin_service.setServiceParent(self)
+            self.early.append(admin_service)
 
     def _serve_account(self, account: str) -> AccountServer:
         """The gateway, multipart uploads and S3 API of an account other than ``--account``."""
@@ -384,6 +432,8 @@ class GatewayService(service.MultiService):
     def stopService(self) -> Deferred[Any]:
         """Stop listening, let the requests in flight finish (up to the grace), then stop."""
         service.Service.stopService(self)
+        if self._waiting is not None:
+            self._waiting.cancel()
         listeners = [c for c in self if isinstance(c, StreamServerEndpointService) and c.running]
         if self.in_flight.count:
             log.info(
@@ -403,36 +453,77 @@ class GatewayService(service.MultiService):
         return DeferredList([maybeDeferred(c.stopService) for c in rest])
 
     def privilegedStartService(self) -> None:
-        """Take SIGHUP before the listeners open: a reload sent once the port answers is safe."""
+        """Take SIGHUP and open the admin listener; the S3 listeners wait for the network.
+
+        A reload sent once the S3 port answers is safe.
+        """
         if self._reload_config is not None:
             signal.signal(signal.SIGHUP, self._on_sighup)
-        super().privilegedStartService()
+        service.Service.privilegedStartService(self)
+        for child in self.early:
+            child.privilegedStartService()
 
     def startService(self) -> None:
-        """Create the account on first start, check the order, then listen."""
+        """Start the thread pools and the admin listener, then reach the network and listen."""
         service.Service.startService(self)
-        for child in list(self)[:2]:
+        for child in self.early:
             child.startService()
         self.reactor.callWhenRunning(self._start)
+
+    @inlineCallbacks
+    def _open_main_account(self) -> Generator[Deferred[Any], Any, list[Order]]:
+        """Create the account on first start, load and check its orders, open the others."""
+        config = self.config
+        orders: list[Order] = yield self.network.ensure_account(
+            config.account, FIRST_ORDER_CAPACITY, FIRST_ORDER_DAYS
+        )
+        yield self.gateway.orders.refresh()
+        if self.single and self.gateway.orders.known(self.single) is None:
+            raise ConfigError(f"order {self.single} is not an order of account {config.account}")
+        yield self._open_accounts([a for a in config.users.accounts if a != config.account])
+        return orders
+
+    @inlineCallbacks
+    def _reach_network(self) -> Generator[Deferred[Any], Any, list[Order]]:
+        """:meth:`_open_main_account`, tried again with growing waits while the network is away.
+
+        Each failed attempt is one warning line; any other error, or a refused TLS handshake,
+        is raised at once.
+        """
+        for delay in start_delays():
+            try:
+                orders: list[Order] = yield self._open_main_account()
+                return orders
+            except NetworkUnavailable as e:
+                if not self.running or refused_tls(e):
+                    raise
+                log.warn(
+                    "Waiting for the network node at {address}: {why} (next try in {delay:g} s)",
+                    address=self.network_address,
+                    why=str(e),
+                    delay=delay,
+                )
+            self._waiting = deferLater(self.reactor, delay, lambda: None)
+            try:
+                yield self._waiting
+            finally:
+                self._waiting = None
+        raise AssertionError("unreachable")
 
     @inlineCallbacks
     def _start(self) -> Any:
         config = self.config
         try:
-            orders: list[Order] = yield self.network.ensure_account(
-                config.account, FIRST_ORDER_CAPACITY, FIRST_ORDER_DAYS
-            )
-            yield self.gateway.orders.refresh()
-            if self.single and self.gateway.orders.known(self.single) is None:
-                raise ConfigError(
-                    f"order {self.single} is not an order of account {config.account}"
-                )
-            yield self._open_accounts([a for a in config.users.accounts if a != config.account])
-            for child in list(self)[2:]:
-                child.startService()
+            orders: list[Order] = yield self._reach_network()
+            if not self.running:
+                return
+            for child in list(self):
+                if not child.running:
+                    child.startService()
         except BaseException as e:
-            log.critical("Cannot start: {why}", why=str(e))
-            self.reactor.stop()
+            if self.running:
+                log.critical("Cannot start: {why}", why=str(e))
+                self.reactor.stop()
             return
         for order in orders:
             log.info(
