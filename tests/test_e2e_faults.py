@@ -10,6 +10,10 @@ gateway started before its node waits for it, and serves once it answers.
 
 from __future__ import annotations
 
+import atexit
+import functools
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -27,6 +31,8 @@ from typing import Any, ClassVar
 from botocore.exceptions import ClientError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from lambgw.lambnet.keys import private_key_path, read_private_key
+from lambgw.network import signing
 from tests.faultproxy import FaultProxy
 from tests.gateway import (
     ACCESS_KEY,
@@ -48,6 +54,40 @@ from tests.test_e2e_lambnet import _incoming, prepare_account, start_node
 TIMEOUT = 2.0
 #: Seconds a test waits for something the gateway does by itself.
 PATIENCE = 30.0
+
+
+@functools.cache
+def _template() -> tuple[str, str]:
+    """A config home with account demo, its key and a 1 GiB order, made once; and the order."""
+    root = tempfile.mkdtemp(prefix="lambgw-e2e-template-")
+    atexit.register(shutil.rmtree, root, True)
+    home = os.path.join(root, "home")
+    os.makedirs(home)
+    return home, prepare_account(home, "1GiB")
+
+
+def prepared_home(home: str) -> str:
+    """Make ``home`` a copy of the template home (account demo and its order); the order."""
+    template, order_id = _template()
+    shutil.copytree(template, home)
+    return order_id
+
+
+def order_used(home: str, node_port: int, order_id: str) -> int:
+    """The bytes ``order_id`` holds, asked of the node with a request signed by demo."""
+    target = f"/v1/accounts/{ACCOUNT}/orders/{order_id}"
+    key = read_private_key(private_key_path(home, ACCOUNT))
+    headers = signing.sign(key, ACCOUNT, "GET", target, "", signing.EMPTY_SHA256, int(time.time()))
+    connection = http.client.HTTPConnection("127.0.0.1", node_port, timeout=PATIENCE)
+    try:
+        connection.request("GET", target, headers=headers)
+        answer = connection.getresponse()
+        body = answer.read()
+    finally:
+        connection.close()
+    if answer.status != 200:
+        raise AssertionError(f"the node answered {answer.status}: {body!r}")
+    return int(json.loads(body)["used"])
 
 
 def gateway_argv(mode: str, home: str, network: str, *flags: str) -> list[str]:
@@ -93,9 +133,8 @@ class ProxiedNodeCase(GatewayCase):
         cls.scratch = os.path.join(cls.root, "scratch")
         os.makedirs(cls.scratch)
         home = os.path.join(cls.root, "home")
-        os.makedirs(home)
         try:
-            cls.bucket = prepare_account(home, "1GiB")
+            cls.bucket = prepared_home(home)
             cls.node = start_node(home)
             cls.proxy = FaultProxy(cls.node.port)
             argv = gateway_argv(
@@ -131,9 +170,8 @@ class ProxiedNodeCase(GatewayCase):
         self.used_before = self.used()
 
     def used(self) -> int:
-        """The bytes the order holds, as the node's store says."""
-        (order,) = [o for o in self.gateway.orders() if o["order_id"] == self.bucket]
-        return int(order["used"])
+        """The bytes the order holds, as the node says."""
+        return order_used(self.home, self.node.port, self.bucket)
 
     def put(self, name: str, body: bytes) -> str:
         """Store ``body`` at the test's key ``name`` (the proxy forwarding); the key."""
@@ -344,8 +382,7 @@ class StartBeforeNodeTests(SynchronousTestCase):
         self.root = tempfile.mkdtemp(prefix="lambgw-e2e-")
         self.addCleanup(shutil.rmtree, self.root, True)
         self.home = os.path.join(self.root, "home")
-        os.makedirs(self.home)
-        self.order_id = prepare_account(self.home, "1GiB")
+        self.order_id = prepared_home(self.home)
         self.node_port = free_port()
 
     def start(self, mode: str = "lambgw", *flags: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -382,16 +419,17 @@ class StartBeforeNodeTests(SynchronousTestCase):
     def test_serves_once_the_node_answers(self) -> None:
         """The gateway waits, unready, until the node starts; then serves without a restart."""
         process, log_path = self.start()
+        _wait_listening(process, self.admin_port, log_path)
+        self.assertEqual(self.admin_page("/healthz"), (200, "ok\n"))
+        # The readiness check tries the node as long as the gateway's first attempt does.
+        status, text = self.admin_page("/readyz")
+        self.assertEqual(status, 503)
+        self.assertIn("network unreachable", text)
         address = f"http://127.0.0.1:{self.node_port}"
         wait_for(
             lambda: f"Waiting for the network node at {address}: " in read(log_path),
             "the waiting line",
         )
-        self.assertIsNone(process.poll())
-        self.assertEqual(self.admin_page("/healthz"), (200, "ok\n"))
-        status, text = self.admin_page("/readyz")
-        self.assertEqual(status, 503)
-        self.assertIn("network unreachable", text)
         self.assertRaises(OSError, _connect, self.port)
         self.assertNotIn("Traceback", read(log_path))
         node = start_node(self.home, self.node_port)
