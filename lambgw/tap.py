@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from attrs import frozen
 from OpenSSL import SSL
@@ -23,6 +23,7 @@ from twisted.internet.defer import (
     inlineCallbacks,
     maybeDeferred,
 )
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python import usage
@@ -48,6 +49,7 @@ from lambgw.s3.request import S3Request, S3Site
 from lambgw.users import Accounts
 
 log = Logger()
+T = TypeVar("T")
 
 #: The order a new account of the embedded network starts with.
 FIRST_ORDER_CAPACITY = 10 * 1024**3
@@ -92,6 +94,37 @@ def refused_tls(error: BaseException) -> bool:
             return True
         cause = cause.__cause__ or cause.__context__
     return False
+
+
+@inlineCallbacks
+def wait_for_network(
+    attempt: Callable[[], Deferred[T]],
+    clock: IReactorTime,
+    address: str,
+    wanted: Callable[[], bool] = lambda: True,
+) -> Generator[Deferred[Any], Any, T]:
+    """Call ``attempt`` until the network at ``address`` answers; its result.
+
+    While it fails with :class:`NetworkUnavailable`, each failure is one warning line and
+    the next try comes after :func:`start_delays`.  Any other error, a refused TLS
+    handshake, or a failure once ``wanted()`` is false, is raised at once.  Cancelling
+    stops the waiting.
+    """
+    for delay in start_delays():
+        try:
+            result: T = yield attempt()
+            return result
+        except NetworkUnavailable as e:
+            if refused_tls(e) or not wanted():
+                raise
+            log.warn(
+                "Waiting for the network node at {address}: {why} (next try in {delay:g} s)",
+                address=address,
+                why=str(e),
+                delay=delay,
+            )
+        yield deferLater(clock, delay, lambda: None)
+    raise AssertionError("unreachable")
 
 
 class GatewayOptions(usage.Options):
@@ -268,8 +301,8 @@ class GatewayService(service.MultiService):
         self.network: EmbeddedNetwork | HTTPNetwork
         #: Where the network is, for the log: its address, or the embedded store's directory.
         self.network_address = config.network_dir
-        #: The wait before the next attempt to reach the network at start, while there is one.
-        self._waiting: Deferred[None] | None = None
+        #: Reaching the network at start (cancelled if the gateway stops first).
+        self._starting: Deferred[list[Order]] | None = None
         if config.embedded:
             self.network = EmbeddedNetwork.from_directory(config.network_dir, reactor, self.db_pool)
         else:
@@ -432,8 +465,8 @@ class GatewayService(service.MultiService):
     def stopService(self) -> Deferred[Any]:
         """Stop listening, let the requests in flight finish (up to the grace), then stop."""
         service.Service.stopService(self)
-        if self._waiting is not None:
-            self._waiting.cancel()
+        if self._starting is not None:
+            self._starting.cancel()
         listeners = [c for c in self if isinstance(c, StreamServerEndpointService) and c.running]
         if self.in_flight.count:
             log.info(
@@ -484,37 +517,16 @@ class GatewayService(service.MultiService):
         return orders
 
     @inlineCallbacks
-    def _reach_network(self) -> Generator[Deferred[Any], Any, list[Order]]:
-        """:meth:`_open_main_account`, tried again with growing waits while the network is away.
-
-        Each failed attempt is one warning line; any other error, or a refused TLS handshake,
-        is raised at once.
-        """
-        for delay in start_delays():
-            try:
-                orders: list[Order] = yield self._open_main_account()
-                return orders
-            except NetworkUnavailable as e:
-                if not self.running or refused_tls(e):
-                    raise
-                log.warn(
-                    "Waiting for the network node at {address}: {why} (next try in {delay:g} s)",
-                    address=self.network_address,
-                    why=str(e),
-                    delay=delay,
-                )
-            self._waiting = deferLater(self.reactor, delay, lambda: None)
-            try:
-                yield self._waiting
-            finally:
-                self._waiting = None
-        raise AssertionError("unreachable")
-
-    @inlineCallbacks
     def _start(self) -> Any:
         config = self.config
         try:
-            orders: list[Order] = yield self._reach_network()
+            self._starting = wait_for_network(
+                self._open_main_account,
+                self.reactor,
+                self.network_address,
+                lambda: bool(self.running),
+            )
+            orders: list[Order] = yield self._starting
             if not self.running:
                 return
             for child in list(self):
