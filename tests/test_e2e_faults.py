@@ -151,10 +151,11 @@ class ProxiedNodeCase(GatewayCase):
     @classmethod
     def tearDownClass(cls) -> None:
         """Stop the gateway, the proxy and the node; remove the directory."""
-        for name in ("proxy", "node"):
-            running = cls.__dict__.get(name)
-            if running is not None:
-                running.close() if name == "proxy" else running.stop()
+        proxy, node = cls.__dict__.get("proxy"), cls.__dict__.get("node")
+        if proxy is not None:
+            proxy.close()
+        if node is not None:
+            node.stop()
         super().tearDownClass()
 
     def setUp(self) -> None:
