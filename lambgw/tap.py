@@ -389,6 +389,7 @@ class GatewayService(service.MultiService):
                 self.in_flight,
                 reactor,
                 self.mode,
+                listening=lambda: all(listener.running for listener in self.listeners),
             )
             admin_service = strports.service(admin_listen, admin_site(monitor))
             admin_service.setServiceParent(self)

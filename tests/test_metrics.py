@@ -327,6 +327,16 @@ class ReadinessTests(SynchronousTestCase):
         monitor.in_flight.drain(30)
         self.assertEqual(self.successResultOf(monitor.problems()), ["shutting down"])
 
+    def test_starting(self) -> None:
+        """A gateway whose S3 ports are not open yet is not ready, even if the network answers."""
+        spool = self.mktemp()
+        os.makedirs(spool)
+        monitor = self.monitor(SimpleNamespace(orders=lambda account: succeed([])), spool)
+        monitor.listening = lambda: False
+        problems = self.successResultOf(monitor.problems())
+        self.assertEqual(len(problems), 1)
+        self.assertTrue(problems[0].startswith("starting"))
+
     def test_refresh_sets_gauges(self) -> None:
         """A scrape sets the order and spool gauges."""
         spool = self.mktemp()

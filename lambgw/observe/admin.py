@@ -84,6 +84,8 @@ class Monitor:
     mode: str
     wall_clock: Callable[[], float] = time.time
     started: float = field(factory=time.time)
+    #: Whether the S3 ports are open (they open once the network has answered at start).
+    listening: Callable[[], bool] = lambda: True
 
     @property
     def _main(self) -> ServedAccount:
@@ -136,6 +138,8 @@ class Monitor:
         found = []
         if self.in_flight.draining:
             found.append("shutting down")
+        elif not self.listening():
+            found.append("starting: the S3 ports open once the network has answered")
         try:
             d = self.network.orders(self._main.gateway.account)
             d.addTimeout(READY_TIMEOUT, self.reactor)
