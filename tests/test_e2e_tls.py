@@ -223,13 +223,14 @@ class SocketActivationTests(SynchronousTestCase):
             *("--gateway.address", f"127.0.0.1:{free_port()}", "--admin-listen", ADMIN),
             *("--listen", "systemd:domain=INET:index=0"),
         ]
-        # As systemd does: the socket is fd 3 and LISTEN_PID is the gateway's own pid.
+        # As systemd does: the socket is fd 3 and LISTEN_PID is the gateway's own pid (bash: the
+        # socket's own number may be 10 or more, which sh cannot redirect).
         script = (
             f'export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=s3; exec "$@" 3<&{sock.fileno()}'
         )
         with open(os.path.join(root, "gateway.log"), "wb") as log:
             process = subprocess.Popen(
-                ["sh", "-c", script, "sh", *argv],
+                ["bash", "-c", script, "bash", *argv],
                 pass_fds=[sock.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
