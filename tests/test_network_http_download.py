@@ -1,4 +1,4 @@
-"""Tests of the download side of the HTTP network: the read size of its connections."""
+"""Tests of the download side of the HTTP network: connection read size and silence timer."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone
 
+from lambgw.network import errors
 from lambgw.network.http import READ_SIZE, HTTPNetwork, read_in_large_pieces
+from lambgw.network.httpbody import HTTPObjectBody
 
 
 class _Wrapper:
@@ -16,6 +21,36 @@ class _Wrapper:
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
+
+
+class _FakeTransport:
+    """The transport of a response body: records pauses and stops."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.stopped = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+
+class _FakeResponse:
+    """An unbuffered response whose body the test feeds by hand."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.transport = _FakeTransport()
+        self.protocol: Any = None
+
+    def deliverBody(self, protocol: Any) -> None:
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
 
 
 class ReadSizeTests(SynchronousTestCase):
@@ -47,3 +82,51 @@ class ReadSizeTests(SynchronousTestCase):
         socket = FileDescriptor(reactor=task.Clock())  # type: ignore[arg-type]
         protocol.makeConnection(socket)
         self.assertEqual(socket.bufferSize, READ_SIZE)
+
+
+class _CountingClock(task.Clock):
+    """A clock that counts the calls scheduled on it."""
+
+    scheduled = 0
+
+    def callLater(self, delay: float, f: Any, *args: Any, **kw: Any) -> Any:
+        self.scheduled += 1
+        return super().callLater(delay, f, *args, **kw)
+
+
+class SilenceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = _CountingClock()
+        self.response = _FakeResponse(10)
+        self.body = HTTPObjectBody(self.response, self.clock, 30.0)
+        self.consumer = StringTransport()
+        self.done = self.body.deliver(self.consumer)
+
+    def test_no_timer_per_chunk(self) -> None:
+        """Chunks arriving, pauses and resumptions schedule nothing: one silence check runs."""
+        for _ in range(5):
+            self.response.protocol.dataReceived(b"0")
+            self.consumer.producer.pauseProducing()
+            self.consumer.producer.resumeProducing()
+            self.clock.advance(1)
+        self.assertEqual(self.clock.scheduled, 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertNoResult(self.done)
+
+    def test_silence_counted_from_resume(self) -> None:
+        """After a long pause, the node has the whole timeout again from the resumption."""
+        self.consumer.producer.pauseProducing()
+        self.clock.advance(100)
+        self.consumer.producer.resumeProducing()
+        self.clock.advance(29)
+        self.assertNoResult(self.done)
+        self.clock.advance(2)
+        self.failureResultOf(self.done, errors.NetworkUnavailable)
+        self.assertTrue(self.response.transport.stopped)
+
+    def test_no_timer_left_after_the_end(self) -> None:
+        """A complete body leaves no silence check behind."""
+        self.response.protocol.dataReceived(b"0123456789")
+        self.response.protocol.connectionLost(Failure(ResponseDone()))
+        self.successResultOf(self.done)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
