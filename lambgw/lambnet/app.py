@@ -22,7 +22,8 @@ from typing import IO, Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl
 
 from klein import Klein
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -36,7 +37,7 @@ from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import signing
 from lambgw.network.errors import NetworkError
 from lambgw.network.files import FileRangeBody
-from lambgw.network.interface import Segment
+from lambgw.network.interface import IObjectBody, Segment
 from lambgw.network.store import Store
 
 log = Logger()
@@ -190,6 +191,22 @@ def _json(request: Request, value: Any) -> bytes:
     return json.dumps(value).encode("utf-8")
 
 
+async def _stream(request: Request, body: IObjectBody) -> None:
+    """Deliver ``body`` as the answer to ``request``; if that fails, cut the connection.
+
+    The headers are sent by then: an error answer would be read as more of the object's
+    bytes, so the client must see a connection cut before the announced length instead.
+    """
+    try:
+        await body.deliver(request)
+    except Exception:
+        failure = Failure()
+        if not failure.check(ConnectionDone, ConnectionLost, CancelledError):
+            log.failure("A download failed after its headers", failure)
+        transport: Any = request.transport
+        transport.abortConnection()
+
+
 class Node:
     """The Klein app of the network protocol over ``store``."""
 
@@ -338,7 +355,7 @@ class Node:
             request.setHeader("content-range", f"bytes {first}-{first + length - 1}/{info.size}")
         try:
             if length:
-                await body.deliver(request)
+                await _stream(request, body)
         finally:
             body.close()
         return None if length else b""
