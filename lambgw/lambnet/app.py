@@ -4,7 +4,8 @@
 to a file in the store's ``incoming/`` directory, so that storing it is a rename) and hashes
 it on the way.  :class:`Node` is the Klein app: it checks the request's signature, date,
 nonce and body digest, then calls the store in a thread pool.  Object bytes stream back
-from the open files through :class:`~lambgw.network.files.FileRangeBody`, with backpressure.
+from the open files with sendfile(2) (:class:`~lambgw.network.files.SendfileBody`) on a plain
+TCP connection, else through :class:`~lambgw.network.files.FileRangeBody`, with backpressure.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from itertools import accumulate
 from typing import IO, Any, ParamSpec, TypeVar
@@ -36,9 +37,9 @@ from lambgw.lambnet import wire
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import signing
 from lambgw.network.errors import NetworkError
-from lambgw.network.files import FileRangeBody
+from lambgw.network.files import FileRangeBody, SendfileBody, sendfile_transport
 from lambgw.network.interface import IObjectBody, Segment
-from lambgw.network.store import Store
+from lambgw.network.store import FileRange, Store
 
 log = Logger()
 _P = ParamSpec("_P")
@@ -344,7 +345,7 @@ class Node:
             return b""
         first, last = wire.parse_range(_header(request, "range"))
         info, ranges = await self._call(self.store.open_range, account, order_id, path, first, last)
-        body = FileRangeBody(ranges, self._reactor, self._threadpool)
+        body = self._object_body(request, ranges)
         end = info.size if last is None else min(last + 1, info.size)
         length = max(0, end - first)
         request.setHeader(wire.OBJECT_HEADER, wire.header_json(wire.info_to_json(info)))
@@ -359,6 +360,13 @@ class Node:
         finally:
             body.close()
         return None if length else b""
+
+    def _object_body(self, request: Request, ranges: Sequence[FileRange]) -> IObjectBody:
+        """A GET's body: sent by the kernel on a plain TCP connection, else read and written."""
+        transport = sendfile_transport(request)
+        if transport is None:
+            return FileRangeBody(ranges, self._reactor, self._threadpool)
+        return SendfileBody(ranges, transport, self._reactor, self._threadpool)
 
     @app.route("/v1/accounts/<account>/orders/<order_id>/object", methods=["DELETE"])
     async def delete(self, request: Request, account: str, order_id: str) -> bytes:
