@@ -4,19 +4,21 @@
 to a file in the store's ``incoming/`` directory, so that storing it is a rename) and hashes
 it on the way.  :class:`Node` is the Klein app: it checks the request's signature, date,
 nonce and body digest, then calls the store in a thread pool.  Object bytes stream back
-from the open files through :class:`~lambgw.network.files.FileRangeBody`, with backpressure.
+from the open files with sendfile(2) (:class:`~lambgw.network.files.SendfileBody`) on a plain
+TCP connection, else through :class:`~lambgw.network.files.FileRangeBody`, with backpressure.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl
 
 from klein import Klein
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -30,8 +32,9 @@ from lambgw.lambnet.incoming import NodeRequest, sweep_incoming
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import signing
 from lambgw.network.errors import NetworkError
-from lambgw.network.files import FileRangeBody
-from lambgw.network.store import Store
+from lambgw.network.files import FileRangeBody, SendfileBody, sendfile_transport
+from lambgw.network.interface import IObjectBody
+from lambgw.network.store import FileRange, Store
 
 log = Logger()
 _P = ParamSpec("_P")
@@ -73,6 +76,22 @@ def _header(request: Request, name: str) -> str | None:
 def _json(request: Request, value: Any) -> bytes:
     request.setHeader("content-type", "application/json")
     return json.dumps(value).encode("utf-8")
+
+
+async def _stream(request: Request, body: IObjectBody) -> None:
+    """Deliver ``body`` as the answer to ``request``; if that fails, cut the connection.
+
+    The headers are sent by then: an error answer would be read as more of the object's
+    bytes, so the client must see a connection cut before the announced length instead.
+    """
+    try:
+        await body.deliver(request)
+    except Exception:
+        failure = Failure()
+        if not failure.check(ConnectionDone, ConnectionLost, CancelledError):
+            log.failure("A download failed after its headers", failure)
+        transport: Any = request.transport
+        transport.abortConnection()
 
 
 class Node:
@@ -249,7 +268,7 @@ class Node:
             return b""
         first, last = wire.parse_range(_header(request, "range"))
         info, ranges = await self._call(self.store.open_range, account, order_id, path, first, last)
-        body = FileRangeBody(ranges, self._reactor, self._threadpool)
+        body = self._object_body(request, ranges)
         end = info.size if last is None else min(last + 1, info.size)
         length = max(0, end - first)
         request.setHeader(wire.OBJECT_HEADER, wire.header_json(wire.info_to_json(info)))
@@ -260,10 +279,17 @@ class Node:
             request.setHeader("content-range", f"bytes {first}-{first + length - 1}/{info.size}")
         try:
             if length:
-                await body.deliver(request)
+                await _stream(request, body)
         finally:
             body.close()
         return None if length else b""
+
+    def _object_body(self, request: Request, ranges: Sequence[FileRange]) -> IObjectBody:
+        """A GET's body: sent by the kernel on a plain TCP connection, else read and written."""
+        transport = sendfile_transport(request)
+        if transport is None:
+            return FileRangeBody(ranges, self._reactor, self._threadpool)
+        return SendfileBody(ranges, transport, self._reactor, self._threadpool)
 
     @app.route("/v1/accounts/<account>/orders/<order_id>/object", methods=["DELETE"])
     async def delete(self, request: Request, account: str, order_id: str) -> bytes:

@@ -7,13 +7,19 @@ one chunk at a time.  Each chunk is read in the thread pool (a cold read must no
 reactor); the next chunk is read ahead while the consumer writes the previous one, so at
 most one chunk waits in memory, and the consumer pauses the transfer whenever its buffer
 is full.
+
+:class:`SendfileBody` sends the same bytes to a web request's plain TCP socket with
+sendfile(2): the kernel moves them from the page cache to the socket, with no copy through
+the process (the lambnet node answers downloads this way).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorFromThreads
@@ -166,6 +172,175 @@ class FileRangeBody:
         for current in self._ranges:
             current.file.close()
         self._ranges = []
+
+
+#: Bytes handed to one sendfile(2) call at most.
+SENDFILE_SIZE = 4 * 1024 * 1024
+
+
+def sendfile_transport(consumer: IConsumer) -> tcp.Connection | None:
+    """Return the plain TCP connection under a web request, or None (TLS, tests, others).
+
+    Only such a connection can take file bytes with sendfile(2): anything above the socket
+    (TLS, an in-memory transport) must see the bytes.
+    """
+    channel = getattr(consumer, "channel", None)
+    transport = getattr(channel, "transport", None)
+    if isinstance(transport, tcp.Connection) and not transport.TLS:
+        return transport
+    return None
+
+
+@implementer(IObjectBody, IPushProducer)
+class SendfileBody:
+    """The bytes of consecutive ranges of open files, sent to a web request's socket by the kernel.
+
+    The response headers go through the request as usual; once the transport has sent them,
+    the files' bytes go straight from the page cache to the socket with sendfile(2), in the
+    thread pool (a cold read must not block the reactor), on a duplicate of the socket's
+    descriptor (so that a connection closed meanwhile cannot hand the number to another
+    one).  When the socket is full the transport is asked to wait until it is writable and
+    then to resume its producer, which goes on sending: nothing is held in memory.
+    """
+
+    def __init__(
+        self,
+        ranges: Sequence[FileRange],
+        transport: tcp.Connection,
+        reactor: IReactorFromThreads,
+        threadpool: ThreadPool,
+        chunk_size: int = SENDFILE_SIZE,
+    ) -> None:
+        """Send ``ranges`` in order to ``transport``'s socket; calls run in ``threadpool``."""
+        self._ranges = list(ranges)
+        self._transport = transport
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._chunk_size = chunk_size
+        self._index = 0
+        self._offset = 0
+        self._socket = -1
+        self._request: Any = None
+        self._done: Deferred[None] | None = None
+        self._paused = False
+        self._sending = False
+        self._finished = False
+
+    def deliver(self, consumer: IConsumer) -> Deferred[None]:
+        """Send every byte to the request ``consumer``'s socket; fire when done.  Cancel to stop."""
+        if self._request is not None or self._finished:
+            raise RuntimeError("the body was already delivered or closed")
+        self._request = consumer
+        done: Deferred[None] = Deferred(self._cancel)
+        self._done = done
+        try:
+            self._socket = os.dup(self._transport.fileno())
+        except OSError:  # the connection is already closed
+            self._finish(Failure(ConnectionLost("the connection is closed")))
+            return done
+        consumer.registerProducer(self, True)
+        consumer.write(b"")  # the headers, sent before any file byte
+        self._wait_writable()
+        return done
+
+    def close(self) -> None:
+        """Release the files without delivering (or stop a delivery in progress)."""
+        self._finish(Failure(ConnectionLost("the body was closed")))
+
+    def _cancel(self, done: Deferred[None]) -> None:
+        self._done = None
+        self._finish(None)
+
+    def pauseProducing(self) -> None:
+        """Send nothing until resumed."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport's buffer is empty and its socket writable: go on sending."""
+        self._paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        """Give up: the connection is gone."""
+        self._finish(Failure(ConnectionLost("the consumer stopped the transfer")))
+
+    def _wait_writable(self) -> None:
+        """Have the transport resume this producer once its buffer is sent and it can write."""
+        self._transport.producerPaused = True
+        self._transport.startWriting()
+
+    def _pump(self) -> None:
+        if self._finished or self._sending or self._paused:
+            return
+        while self._index < len(self._ranges) and not self._ranges[self._index].length:
+            self._index += 1
+        if self._index >= len(self._ranges):
+            self._finish(None)
+            return
+        current = self._ranges[self._index]
+        wanted = min(self._chunk_size, current.length - self._offset)
+        self._sending = True
+        sending = deferToThreadPool(
+            self._reactor,
+            self._threadpool,
+            self._send,
+            current.file.fileno(),
+            current.offset + self._offset,
+            wanted,
+        )
+        sending.addCallbacks(self._sent, self._send_failed, callbackArgs=(wanted,))
+
+    def _send(self, fd: int, offset: int, wanted: int) -> int | None:
+        """Send file bytes to the socket (in a pool thread); None if the socket is full."""
+        try:
+            return os.sendfile(self._socket, fd, offset, wanted)
+        except BlockingIOError:
+            return None
+
+    def _sent(self, sent: int | None, wanted: int) -> None:
+        self._sending = False
+        if self._finished:
+            self._release()
+            return
+        if sent == 0:
+            self._finish(Failure(NetworkError("an object file is shorter than its index says")))
+            return
+        if sent is not None:
+            self._offset += sent
+            if self._offset >= self._ranges[self._index].length:
+                self._index += 1
+                self._offset = 0
+            self._request.sentLength += sent
+        if sent == wanted:
+            self._pump()
+        else:
+            self._wait_writable()
+
+    def _send_failed(self, reason: Failure) -> None:
+        self._sending = False
+        if self._finished:
+            self._release()
+        else:
+            self._finish(reason)
+
+    def _finish(self, reason: Failure | None) -> None:
+        """End the transfer once: unregister, release the files and socket, fire ``deliver``."""
+        if self._finished:
+            return
+        self._finished = True
+        if not self._sending:
+            self._release()
+        consumer, self._request = self._request, None
+        done, self._done = self._done, None
+        end_delivery(consumer, done, reason)
+
+    def _release(self) -> None:
+        for current in self._ranges:
+            current.file.close()
+        self._ranges = []
+        if self._socket >= 0:
+            os.close(self._socket)
+            self._socket = -1
 
 
 #: Bodies up to this size are read whole with the lookup, in the same pool call.

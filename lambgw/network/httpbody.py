@@ -154,6 +154,8 @@ class HTTPObjectBody:
         self._consumer: IConsumer | None = None
         self._transport: Any = None
         self._timer: IDelayedCall | None = None
+        self._progress = 0.0
+        self._paused = False
         self._done: Deferred[None] | None = None
         self._finished = False
 
@@ -165,7 +167,8 @@ class HTTPObjectBody:
         done: Deferred[None] = Deferred(self._cancel)
         self._done = done
         consumer.registerProducer(self, True)
-        self._arm()
+        self._progress = self._clock.seconds()
+        self._timer = self._clock.callLater(self._silence, self._check_silence)
         self._response.deliverBody(_Receiver(self))
         return done
 
@@ -180,23 +183,32 @@ class HTTPObjectBody:
             self._response.deliverBody(_Receiver(self))
         self._abort(Failure(NetworkUnavailable("the body was closed")))
 
-    def _arm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = self._clock.callLater(self._silence, self._silent)
+    def _check_silence(self) -> None:
+        """Give up if the node sent nothing for the timeout, else look again when it would end.
+
+        Bytes arriving and resumptions only note the time: the one timer of a delivery is
+        moved when it fires, not for every chunk.
+        """
+        self._timer = None
+        if self._finished:
+            return
+        now = self._clock.seconds()
+        if self._paused:
+            self._progress = now
+        left = self._progress + self._silence - now
+        if left > 0:
+            self._timer = self._clock.callLater(left, self._check_silence)
+        else:
+            self._abort(Failure(NetworkUnavailable("the network node stopped sending")))
 
     def _disarm(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
-    def _silent(self) -> None:
-        self._timer = None
-        self._abort(Failure(NetworkUnavailable("the network node stopped sending")))
-
     def pauseProducing(self) -> None:
         """The consumer is full: pause the connection (silence is not counted meanwhile)."""
-        self._disarm()
+        self._paused = True
         if self._transport is not None:
             self._transport.pauseProducing()
 
@@ -204,7 +216,8 @@ class HTTPObjectBody:
         """Go on reading."""
         if self._finished:
             return
-        self._arm()
+        self._paused = False
+        self._progress = self._clock.seconds()
         if self._transport is not None:
             self._transport.resumeProducing()
 
@@ -223,8 +236,7 @@ class HTTPObjectBody:
         if self._finished or self._consumer is None:
             return
         self._received += len(data)
-        if self._timer is not None:
-            self._arm()
+        self._progress = self._clock.seconds()
         self._consumer.write(data)
 
     def ended(self, reason: Failure) -> None:

@@ -1,0 +1,223 @@
+"""Tests of downloads from a lambnet node over real loopback sockets, sent with sendfile(2).
+
+The node's site listens on 127.0.0.1 in the test's reactor and the gateway's HTTP network
+(built by :meth:`HTTPNetwork.connect`) reads from it, so the node's answers go through a
+plain TCP connection and :class:`~lambgw.network.files.SendfileBody`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+from typing import Any
+
+from twisted.internet import reactor as global_reactor
+from twisted.internet import task, tcp
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import StringTransport
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from lambgw.lambnet.app import Node, NodeSite
+from lambgw.network import errors, files, signing
+from lambgw.network.http import HTTPNetwork
+from lambgw.network.interface import NewObject, Segment
+from lambgw.network.store import Store
+
+reactor: Any = global_reactor
+MiB = 1024 * 1024
+
+
+class _Collector:
+    """A consumer keeping what it is written; it can hold its producer paused."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.producer: Any = None
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def value(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def received(self) -> int:
+        return sum(len(chunk) for chunk in self.chunks)
+
+
+def _open_files() -> list[str]:
+    """What the descriptors of this process point to (sockets, files)."""
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed since it was listed
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return targets
+
+
+def _sockets_and(directory: str) -> list[str]:
+    """The sockets open in this process and the files open under ``directory``."""
+    return [t for t in _open_files() if t.startswith(("socket:", directory))]
+
+
+class DownloadTests(TestCase):
+    def setUp(self) -> None:
+        root = self.mktemp()
+        self.spool = self.mktemp()
+        os.makedirs(self.spool)
+        self.store = Store(root, durable=False)
+        self.store.create_account("demo")
+        self.order = self.store.buy_order("demo", 256 * MiB, 30)
+        key = signing.generate_key()
+        os.makedirs(os.path.join(root, "keys"))
+        with open(os.path.join(root, "keys", "demo.pub"), "wb") as f:
+            f.write(signing.public_key_pem(key.public_key()))
+        self.pool = ThreadPool(minthreads=1, maxthreads=4, name="test-download")
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+        node = Node(self.store, reactor, reactor, self.pool)
+        port = reactor.listenTCP(0, NodeSite(node), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        self.network = HTTPNetwork.connect(url, "demo", key, reactor, self.pool)
+        # The connection pool is private to the network; its connections must not outlive the test.
+        self.addCleanup(self.network._client._agent._pool.closeCachedConnections)
+        self.calls = 0
+        real = os.sendfile
+
+        def counting(*args: Any) -> int:
+            self.calls += 1
+            return real(*args)
+
+        self.patch(files.os, "sendfile", counting)
+
+    def put(self, path: str, parts: list[bytes]) -> None:
+        segments = []
+        for index, part in enumerate(parts):
+            name = os.path.join(self.spool, f"{path}-{index}")
+            with open(name, "wb") as f:
+                f.write(part)
+            segments.append(Segment(name, len(part)))
+        whole = b"".join(parts)
+        etag = hashlib.md5(whole).hexdigest() + (f"-{len(parts)}" if len(parts) > 1 else "")
+        self.store.put("demo", self.order.order_id, path, segments, NewObject(len(whole), etag))
+
+    def get(self, path: str, first: int = 0, last: int | None = None) -> Deferred[Any]:
+        return self.network.get_object("demo", self.order.order_id, path, first, last)
+
+    @inlineCallbacks
+    def test_whole_object_sent_by_the_kernel(self) -> Any:
+        """A large object arrives whole and in order, its bytes sent with sendfile."""
+        data = os.urandom(9 * MiB + 5)
+        self.put("big", [data])
+        _, body = yield self.get("big")
+        consumer = _Collector()
+        yield body.deliver(consumer)
+        self.assertEqual(consumer.value(), data)
+        self.assertGreater(self.calls, 0)
+
+    @inlineCallbacks
+    def test_range_across_parts(self) -> Any:
+        """A range spanning the parts of a multipart object comes back exactly."""
+        parts = [os.urandom(3 * MiB), os.urandom(1), os.urandom(2 * MiB)]
+        self.put("multi", parts)
+        whole = b"".join(parts)
+        first, last = 3 * MiB - 10, 3 * MiB + 1000
+        _, body = yield self.get("multi", first, last)
+        consumer = _Collector()
+        yield body.deliver(consumer)
+        self.assertEqual(consumer.value(), whole[first : last + 1])
+
+    @inlineCallbacks
+    def test_paused_consumer_resumed(self) -> Any:
+        """A consumer that pauses the transfer for a while still gets every byte."""
+        data = os.urandom(12 * MiB)
+        self.put("slow", [data])
+        _, body = yield self.get("slow")
+        consumer = _Collector()
+        done = body.deliver(consumer)
+        consumer.producer.pauseProducing()
+        yield task.deferLater(reactor, 0.3)
+        self.assertLess(consumer.received(), len(data))
+        consumer.producer.resumeProducing()
+        yield done
+        self.assertEqual(consumer.value(), data)
+
+    @inlineCallbacks
+    def test_short_file_cuts_the_transfer(self) -> Any:
+        """A file shorter than its index fails the download instead of sending other bytes."""
+        data = os.urandom(6 * MiB)
+        self.put("short", [data])
+        _, ranges = self.store.open_range("demo", self.order.order_id, "short")
+        os.truncate(ranges[0].file.name, ranges[0].offset + 2 * MiB)
+        for piece in ranges:
+            piece.file.close()
+        _, body = yield self.get("short")
+        consumer = _Collector()
+        with self.assertRaises(errors.NetworkUnavailable):
+            yield body.deliver(consumer)
+        self.assertEqual(consumer.value(), data[: consumer.received()])
+        self.assertEqual(len(self.flushLoggedErrors(errors.NetworkError)), 1)
+
+    @inlineCallbacks
+    def test_cancelled_download_releases_the_node(self) -> Any:
+        """Dropping a download mid-way closes the node's files, socket and its duplicate."""
+        data = os.urandom(16 * MiB)
+        self.put("dropped", [data])
+        before = _sockets_and(os.path.join(self.store.root, "objects"))
+        _, body = yield self.get("dropped")
+        consumer = _Collector()
+        done = body.deliver(consumer)
+        consumer.producer.pauseProducing()
+        yield task.deferLater(reactor, 0.2)
+        self.assertGreater(len(_sockets_and(os.path.join(self.store.root, "objects"))), len(before))
+        done.cancel()
+        done.addErrback(lambda _: None)
+        for _ in range(50):
+            yield task.deferLater(reactor, 0.05)
+            if _sockets_and(os.path.join(self.store.root, "objects")) == before:
+                break
+        self.assertEqual(_sockets_and(os.path.join(self.store.root, "objects")), before)
+
+
+class _Request:
+    """A web request's view of its connection."""
+
+    def __init__(self, transport: Any) -> None:
+        self.channel = _Channel(transport)
+
+
+class _Channel:
+    """A web request's channel, holding the transport."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+
+
+class SendfileTransportTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.socket = socket.socket()
+        self.addCleanup(self.socket.close)
+        self.connection = tcp.Connection(self.socket, Protocol(), task.Clock())  # type: ignore[arg-type]
+
+    def test_plain_tcp_used(self) -> None:
+        """A plain TCP connection takes file bytes with sendfile."""
+        self.assertIs(files.sendfile_transport(_Request(self.connection)), self.connection)
+
+    def test_tls_not_used(self) -> None:
+        """A connection that started TLS must see the bytes: no sendfile."""
+        self.connection.TLS = True
+        self.assertIsNone(files.sendfile_transport(_Request(self.connection)))
+
+    def test_other_transports_not_used(self) -> None:
+        """An in-memory transport, or no channel at all, means no sendfile."""
+        self.assertIsNone(files.sendfile_transport(_Request(StringTransport())))
+        self.assertIsNone(files.sendfile_transport(StringTransport()))

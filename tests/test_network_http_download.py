@@ -1,0 +1,132 @@
+"""Tests of the download side of the HTTP network: connection read size and silence timer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone
+
+from lambgw.network import errors
+from lambgw.network.http import READ_SIZE, HTTPNetwork, read_in_large_pieces
+from lambgw.network.httpbody import HTTPObjectBody
+
+
+class _Wrapper:
+    """A transport over another one, as TLS wraps the socket's."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+
+
+class _FakeTransport:
+    """The transport of a response body: records pauses and stops."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.stopped = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+
+class _FakeResponse:
+    """An unbuffered response whose body the test feeds by hand."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.transport = _FakeTransport()
+        self.protocol: Any = None
+
+    def deliverBody(self, protocol: Any) -> None:
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+
+
+class ReadSizeTests(SynchronousTestCase):
+    def test_socket_read_size_raised(self) -> None:
+        """The socket transport reads READ_SIZE bytes at a time."""
+        socket = FileDescriptor(reactor=task.Clock())  # type: ignore[arg-type]
+        read_in_large_pieces(socket)
+        self.assertEqual(socket.bufferSize, READ_SIZE)
+
+    def test_socket_under_tls_raised(self) -> None:
+        """The socket under a wrapping transport (TLS) is the one changed."""
+        socket = FileDescriptor(reactor=task.Clock())  # type: ignore[arg-type]
+        wrapper = _Wrapper(socket)
+        read_in_large_pieces(wrapper)
+        self.assertEqual(socket.bufferSize, READ_SIZE)
+        self.assertFalse(hasattr(wrapper, "bufferSize"))
+
+    def test_pool_connections_read_large(self) -> None:
+        """A connection of the network's pool raises its socket's read size when made."""
+        network = HTTPNetwork.connect(
+            "http://127.0.0.1:1",
+            "demo",
+            None,
+            task.Clock(),
+            None,  # type: ignore[arg-type]
+        )
+        pool = network._client._agent._pool
+        protocol = pool._factory(lambda c: None, None).buildProtocol(None)
+        socket = FileDescriptor(reactor=task.Clock())  # type: ignore[arg-type]
+        protocol.makeConnection(socket)
+        self.assertEqual(socket.bufferSize, READ_SIZE)
+
+
+class _CountingClock(task.Clock):
+    """A clock that counts the calls scheduled on it."""
+
+    scheduled = 0
+
+    def callLater(self, delay: float, f: Any, *args: Any, **kw: Any) -> Any:
+        self.scheduled += 1
+        return super().callLater(delay, f, *args, **kw)
+
+
+class SilenceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = _CountingClock()
+        self.response = _FakeResponse(10)
+        self.body = HTTPObjectBody(self.response, self.clock, 30.0)
+        self.consumer = StringTransport()
+        self.done = self.body.deliver(self.consumer)
+
+    def test_no_timer_per_chunk(self) -> None:
+        """Chunks arriving, pauses and resumptions schedule nothing: one silence check runs."""
+        for _ in range(5):
+            self.response.protocol.dataReceived(b"0")
+            self.consumer.producer.pauseProducing()
+            self.consumer.producer.resumeProducing()
+            self.clock.advance(1)
+        self.assertEqual(self.clock.scheduled, 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertNoResult(self.done)
+
+    def test_silence_counted_from_resume(self) -> None:
+        """After a long pause, the node has the whole timeout again from the resumption."""
+        self.consumer.producer.pauseProducing()
+        self.clock.advance(100)
+        self.consumer.producer.resumeProducing()
+        self.clock.advance(29)
+        self.assertNoResult(self.done)
+        self.clock.advance(2)
+        self.failureResultOf(self.done, errors.NetworkUnavailable)
+        self.assertTrue(self.response.transport.stopped)
+
+    def test_no_timer_left_after_the_end(self) -> None:
+        """A complete body leaves no silence check behind."""
+        self.response.protocol.dataReceived(b"0123456789")
+        self.response.protocol.connectionLost(Failure(ResponseDone()))
+        self.successResultOf(self.done)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
