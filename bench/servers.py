@@ -215,6 +215,8 @@ def gateway_target(home: Path, name: str = "gateway") -> Iterator[Target]:
             ACCOUNT,
             "--gateway.address",
             f"127.0.0.1:{port}",
+            "--admin-listen",
+            "tcp:0:interface=127.0.0.1",
         ),
         port,
         home / "gateway.log",
