@@ -27,6 +27,7 @@ MAX_PRESIGNED_EXPIRES: Final = 7 * 24 * 3600
 
 _AMZ_DATE_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 _AMZ_DATE: Final = re.compile(r"[0-9]{8}T[0-9]{6}Z")
+_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 _NO_DATE: Final = "AWS authentication requires a valid Date or x-amz-date header"
 _QUERY_V4_PARAMS: Final = (
     "X-Amz-Algorithm",
@@ -175,7 +176,7 @@ def _payload_mode(content_sha256: str) -> PayloadMode:
             return PayloadMode(content_sha256)
         except ValueError:
             pass
-    elif len(content_sha256) == 64 and all(c in "0123456789abcdef" for c in content_sha256):
+    elif _SHA256_HEX.fullmatch(content_sha256):
         return PayloadMode.SIGNED
     raise S3Error.of(
         "InvalidArgument",
