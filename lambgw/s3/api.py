@@ -168,7 +168,7 @@ class S3API:
         if state.error is not None:
             raise state.error
         assert state.target is not None
-        handler = self.choose(request, state.target)
+        handler = state.handler = self.choose(request, state.target)
         return maybeDeferred(handler, self, request, state.target)
 
     @app.handle_errors(Exception)
