@@ -127,6 +127,8 @@ def _order_from_row(row: Sequence[Any]) -> Order:
 
 
 def _dump(value: Mapping[str, str] | Sequence[Any]) -> str:
+    if not value:
+        return "{}" if isinstance(value, Mapping) else "[]"
     return json.dumps(dict(value) if isinstance(value, Mapping) else list(value), sort_keys=True)
 
 
