@@ -243,6 +243,15 @@ def serve(api: S3API, request: S3Request) -> object:
     return NOT_DONE_YET
 
 
+def _request_over(
+    result: object, request: S3Request, finished: Callable[[bool], None] | None
+) -> None:
+    """Clean up after a request, then tell its observer whether it was answered."""
+    request.run_cleanups()
+    if finished is not None:
+        finished(not isinstance(result, Failure))
+
+
 class S3Resource(Resource):
     """The root resource: common headers and CORS, then the S3 API of the request's account.
 
@@ -289,10 +298,9 @@ class S3Resource(Resource):
         request.setHeader(b"Server", b"lambgw")
         request.setHeader(b"x-amz-request-id", state.request_id.encode())
         request.setHeader(b"x-amz-id-2", state.request_id.encode())
-        request.notifyFinish().addBoth(lambda _: request.run_cleanups())
-        if self._api.observer is not None:
-            finished = self._api.observer(request)
-            request.notifyFinish().addCallbacks(lambda _: finished(True), lambda _: finished(False))
+        observer = self._api.observer
+        finished = None if observer is None else observer(request)
+        request.notifyFinish().addBoth(_request_over, request, finished)
         policy = self._cors()
         if request.method == b"OPTIONS" and state.error is None:
             return self._preflight(request, policy)
