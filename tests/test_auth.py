@@ -171,6 +171,21 @@ class BotocoreHeaderTests(SynchronousTestCase):
             )
             self.assertEqual(e.code, "InvalidArgument")
 
+    def test_content_sha256_with_newline(self) -> None:
+        """A hash followed by a newline is not a hash: InvalidArgument."""
+        view = view_of_request(capture(lambda: client().get_object(Bucket="b", Key="k")))
+        e = self.assertRaises(
+            S3Error, auth, replace_header(view, "x-amz-content-sha256", EMPTY + "\n")
+        )
+        self.assertEqual(e.code, "InvalidArgument")
+
+    def test_malformed_amz_date(self) -> None:
+        """An x-amz-date that is not a valid YYYYMMDDTHHMMSSZ time is AccessDenied."""
+        view = view_of_request(capture(lambda: client().get_object(Bucket="b", Key="k")))
+        for value in ("20130524T000000", "20131324T000000Z", "2013-05-24T00:00:00Z", "x"):
+            e = self.assertRaises(S3Error, auth, replace_header(view, "x-amz-date", value))
+            self.assertEqual((e.code, e.status), ("AccessDenied", 403))
+
     def test_missing_date(self) -> None:
         """A SigV4 request without any date is AccessDenied."""
         view = view_of_request(capture(lambda: client().get_object(Bucket="b", Key="k")))

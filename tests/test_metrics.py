@@ -65,6 +65,18 @@ class TextFormatTests(SynchronousTestCase):
         self.assertEqual(samples[("lambgw_t_seconds_count", (("op", "Get"),))], 3.0)
         self.assertAlmostEqual(samples[("lambgw_t_seconds_sum", (("op", "Get"),))], 5.55)
 
+    def test_histogram_bound_inclusive(self) -> None:
+        """A value equal to a bucket's bound counts in that bucket (``le``)."""
+        histogram = Histogram("lambgw_t_seconds", "T.", ("op",), (0.1, 1.0))
+        histogram.observe(1.0, "Get")
+        samples = parse(histogram.render())
+        buckets = [
+            samples[("lambgw_t_seconds_bucket", (("le", b), ("op", "Get")))]
+            for b in ("0.1", "1.0", "+Inf")
+        ]
+        self.assertEqual(buckets, [0.0, 1.0, 1.0])
+        self.assertEqual(histogram.count("Get"), 1)
+
     def test_wrong_labels(self) -> None:
         """A sample with the wrong number of labels is refused."""
         self.assertRaises(ValueError, Counter("lambgw_x", "X.", ("a",)).inc, "1", "2")

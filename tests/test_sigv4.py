@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -240,3 +241,26 @@ class AuthorizationHeaderTests(SynchronousTestCase):
         ):
             e = self.assertRaises(S3Error, sigv4.AuthorizationHeader.parse, value)
             self.assertEqual((e.code, e.status), ("AuthorizationHeaderMalformed", 400))
+
+
+def _fresh_key(secret: str, day: str, region: str, service: str) -> bytes:
+    key = ("AWS4" + secret).encode()
+    for part in (day, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
+class SigningKeyTests(SynchronousTestCase):
+    """Signing keys are kept between requests, by secret, day, region and service."""
+
+    def test_kept_keys_match_fresh_derivation(self) -> None:
+        """Each combination of secret and scope gets its own key, the same when asked again."""
+        scopes = [
+            (SECRET, "20130524", "us-east-1", "s3"),
+            ("other secret", "20130524", "us-east-1", "s3"),
+            (SECRET, "20130525", "us-east-1", "s3"),
+            (SECRET, "20130524", "eu-west-1", "s3"),
+        ]
+        for scope in scopes * 2:
+            self.assertEqual(sigv4.derive_signing_key(*scope), _fresh_key(*scope))
+        self.assertEqual(len({sigv4.derive_signing_key(*scope) for scope in scopes}), 4)

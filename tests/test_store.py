@@ -467,3 +467,40 @@ class ListTests(StoreMixin, SynchronousTestCase):
         # seek per common prefix for a folded one (timings are the benchmark's business).
         self.assertLessEqual(flat, 10)
         self.assertLessEqual(grouped, 100 + 10)
+
+
+class DurabilityTests(StoreMixin, SynchronousTestCase):
+    def durable_store(self) -> Store:
+        """A durable store over the same directory."""
+        store = Store(self.store.root, clock=self.clock)
+        self.addCleanup(store.close)
+        return store
+
+    def count_fsyncs(self) -> list[int]:
+        """Record every ``os.fsync`` of the store from now on."""
+        synced: list[int] = []
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            synced.append(fd)
+            real(fd)
+
+        self.patch(os, "fsync", fsync)
+        return synced
+
+    def test_memory_object_synced_once(self) -> None:
+        """An object written from memory is flushed to disk once, then readable."""
+        store = self.durable_store()
+        synced = self.count_fsyncs()
+        store.put("demo", self.order.order_id, "m", [Segment("", 3, b"abc")], NewObject(3, "e"))
+        self.assertEqual(len(synced), 1)
+        self.assertEqual(self.read("m"), b"abc")
+
+    def test_spooled_parts_synced(self) -> None:
+        """Each spooled part moved in is flushed to disk before the object is committed."""
+        store = self.durable_store()
+        segments = [self.segment(b"ab"), self.segment(b"cd")]
+        synced = self.count_fsyncs()
+        store.put("demo", self.order.order_id, "p", segments, NewObject(4, "e-2"))
+        self.assertEqual(len(synced), 2)
+        self.assertEqual(self.read("p"), b"abcd")

@@ -67,6 +67,11 @@ class OrderBuckets:
         """The cached order behind bucket ``name``, without a network call."""
         return self.cache.known(name.upper()) if ORDER_ID.fullmatch(name) else None
 
+    def cached(self, name: str) -> Bucket | None:
+        """The bucket ``name`` if its order is cached, without a network call."""
+        order = self.order_for(name)
+        return None if order is None else Bucket(order.order_id, order.created, order.order_id, "")
+
     @inlineCallbacks
     def list(self) -> Generator[Deferred[Any], Any, Sequence[Bucket]]:
         """Every order, fetched afresh: buying an order makes it appear here."""
@@ -130,6 +135,10 @@ class OrderFolderBuckets:
     def order_for(self, name: str) -> Order | None:
         """The cached order that holds every bucket."""
         return self.cache.known(self.order_id)
+
+    def cached(self, name: str) -> Bucket | None:
+        """The bucket ``name`` if it is known, without a network call."""
+        return self._known.get(name)
 
     @inlineCallbacks
     def list(self) -> Generator[Deferred[Any], Any, Sequence[Bucket]]:

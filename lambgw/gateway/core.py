@@ -12,7 +12,8 @@ from contextlib import suppress
 from typing import Any, TypeVar
 
 from attrs import define, evolve
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.python.failure import Failure
 
 from lambgw.gateway.buckets import Bucket, OrderBuckets, OrderFolderBuckets
 from lambgw.gateway.orders import OrderCache
@@ -98,22 +99,27 @@ class Gateway:
             buckets = OrderBuckets(cache)
         return cls(network, account, cache, buckets, spool_dir)
 
-    @inlineCallbacks
-    def _call(
-        self, bucket: str, key: str, call: Callable[[], Deferred[T]]
-    ) -> Generator[Deferred[Any], Any, T]:
+    def _call(self, bucket: str, key: str, call: Callable[[], Deferred[T]]) -> Deferred[T]:
+        def translate(failure: Failure) -> Failure:
+            if isinstance(failure.value, net.NetworkError):
+                raise s3_error(failure.value, bucket, key) from None
+            return failure
+
         try:
-            result: T = yield call()
-        except net.NetworkError as e:
-            raise s3_error(e, bucket, key) from None
-        return result
+            started = call()
+        except Exception:
+            return fail().addErrback(translate)
+        return started.addErrback(translate)
 
     def list_buckets(self) -> Deferred[Sequence[Bucket]]:
         """The buckets, fetched afresh from the network."""
         return self._call("", "", self.buckets.list)
 
     def bucket(self, name: str) -> Deferred[Bucket]:
-        """The bucket ``name`` or NoSuchBucket."""
+        """The bucket ``name`` or NoSuchBucket (from the cache when it is there)."""
+        cached = self.buckets.cached(name)
+        if cached is not None:
+            return succeed(cached)
         return self._call(name, "", lambda: self.buckets.get(name))
 
     def create_bucket(self, name: str) -> Deferred[Bucket]:
@@ -201,41 +207,48 @@ class Gateway:
         self.orders.charge(b.order_id, info.size)
         return evolve(info, path=key)
 
-    @inlineCallbacks
-    def head_object(self, bucket: str, key: str) -> Generator[Deferred[Any], Any, ObjectInfo]:
+    def head_object(self, bucket: str, key: str) -> Deferred[ObjectInfo]:
         """What is stored at ``key``."""
-        b = yield self.bucket(bucket)
-        check_key(key, b.prefix)
-        info: ObjectInfo = yield self._call(
-            bucket, key, lambda: self.network.head_object(self.account, b.order_id, b.prefix + key)
-        )
-        return evolve(info, path=key)
 
-    @inlineCallbacks
+        def found(b: Bucket) -> Deferred[ObjectInfo]:
+            check_key(key, b.prefix)
+            return self._call(
+                bucket,
+                key,
+                lambda: self.network.head_object(self.account, b.order_id, b.prefix + key),
+            ).addCallback(_keyed, key)
+
+        return self.bucket(bucket).addCallback(found)
+
     def get_object(
         self, bucket: str, key: str, first: int = 0, last: int | None = None
-    ) -> Generator[Deferred[Any], Any, tuple[ObjectInfo, IObjectBody]]:
+    ) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
         """The object at ``key`` and the bytes ``first``..``last`` of it."""
-        b = yield self.bucket(bucket)
-        check_key(key, b.prefix)
-        info, body = yield self._call(
-            bucket,
-            key,
-            lambda: self.network.get_object(self.account, b.order_id, b.prefix + key, first, last),
-        )
-        return evolve(info, path=key), body
 
-    @inlineCallbacks
-    def delete_object(self, bucket: str, key: str) -> Generator[Deferred[Any], Any, bool]:
+        def found(b: Bucket) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
+            check_key(key, b.prefix)
+            return self._call(
+                bucket,
+                key,
+                lambda: self.network.get_object(
+                    self.account, b.order_id, b.prefix + key, first, last
+                ),
+            ).addCallback(lambda got: (_keyed(got[0], key), got[1]))
+
+        return self.bucket(bucket).addCallback(found)
+
+    def delete_object(self, bucket: str, key: str) -> Deferred[bool]:
         """Delete ``key``; deleting a missing key succeeds, as in S3."""
-        b = yield self.bucket(bucket)
-        check_key(key, b.prefix)
-        existed: bool = yield self._call(
-            bucket,
-            key,
-            lambda: self.network.delete_object(self.account, b.order_id, b.prefix + key),
-        )
-        return existed
+
+        def found(b: Bucket) -> Deferred[bool]:
+            check_key(key, b.prefix)
+            return self._call(
+                bucket,
+                key,
+                lambda: self.network.delete_object(self.account, b.order_id, b.prefix + key),
+            )
+
+        return self.bucket(bucket).addCallback(found)
 
     @inlineCallbacks
     def copy_object(
@@ -293,6 +306,11 @@ class Gateway:
             is_truncated=page.is_truncated,
             next_marker=page.next_marker[cut:] if page.next_marker else None,
         )
+
+
+def _keyed(info: ObjectInfo, key: str) -> ObjectInfo:
+    """``info`` with ``key`` as its path (the network knows the path in the order)."""
+    return info if info.path == key else evolve(info, path=key)
 
 
 def _unlink(path: str) -> None:

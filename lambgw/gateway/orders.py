@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from typing import Any
 
-from attrs import define, evolve, field
+from attrs import define, field
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
@@ -68,7 +68,17 @@ class OrderCache:
         """Adjust the cached space used by ``order_id`` after a write or delete."""
         cached = self._orders.get(order_id)
         if cached is not None:
-            self._orders[order_id] = evolve(cached, used=max(0, cached.used + delta))
+            # Built field by field: ``evolve`` costs as much as the rest of a small PUT's
+            # bookkeeping.
+            self._orders[order_id] = Order(
+                order_id=cached.order_id,
+                account=cached.account,
+                capacity=cached.capacity,
+                used=max(0, cached.used + delta),
+                created=cached.created,
+                expires=cached.expires,
+                status=cached.status,
+            )
 
     def update(self, order: Order) -> None:
         """Record a fresh copy of one order."""

@@ -127,6 +127,8 @@ def _order_from_row(row: Sequence[Any]) -> Order:
 
 
 def _dump(value: Mapping[str, str] | Sequence[Any]) -> str:
+    if not value:
+        return "{}" if isinstance(value, Mapping) else "[]"
     return json.dumps(dict(value) if isinstance(value, Mapping) else list(value), sort_keys=True)
 
 
@@ -151,6 +153,8 @@ class Store:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
+        #: Subdirectories of ``objects/`` known to exist, so a new file does not retry them.
+        self._made: set[str] = set()
         os.makedirs(self._objects, exist_ok=True)
         self._connection().executescript(_SCHEMA)
 
@@ -211,15 +215,21 @@ class Store:
     def _new_file(self) -> tuple[str, str]:
         file_id = secrets.token_hex(16)
         target = self._file(file_id)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        directory = os.path.dirname(target)
+        if directory not in self._made:
+            os.makedirs(directory, exist_ok=True)
+            self._made.add(directory)
         return file_id, target
 
     def _adopt(self, segment: Segment) -> str:
-        """Move a spooled segment in as a new object file (write it, if in memory)."""
+        """Move a spooled segment in as a new object file (write and flush it, if in memory)."""
         file_id, target = self._new_file()
         if segment.data is not None:
             with open(target, "xb") as f:
                 f.write(segment.data)
+                if self._durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             return file_id
         source = segment.path
         try:
@@ -371,7 +381,9 @@ class Store:
                 raise NetworkError(f"the parts hold {sum(sizes)} bytes, not {new.size}")
             for segment in segments:
                 adopted.append(self._adopt(segment))
-            self._flush(adopted)
+            # Segments written from memory were flushed as they were written.
+            spooled = zip(adopted, segments, strict=True)
+            self._flush([file_id for file_id, seg in spooled if seg.data is None])
             # ``Any``: the attrs converter of ``part_sizes`` confuses mypy.
             part_sizes: Any = tuple(sizes) if "-" in new.etag else ()
             info = ObjectInfo(

@@ -53,10 +53,12 @@ def operation_name(api: S3API, request: S3Request) -> str:
         return "Unknown"
     if request.method.upper() == b"OPTIONS":
         return "PreflightCORS"
-    try:
-        handler = api.choose(request, target)
-    except S3Error:
-        return "Unsupported"
+    handler = request.s3.handler
+    if handler is None:
+        try:
+            handler = api.choose(request, target)
+        except S3Error:
+            return "Unsupported"
     name = getattr(handler, "__name__", "")
     method = request.method.upper()
     copy = request.requestHeaders.hasHeader(b"x-amz-copy-source")

@@ -7,8 +7,10 @@ before each scrape.  :class:`GatewayMetrics` names every metric the gateway expo
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from itertools import accumulate
 
 from attrs import define, field, frozen
 
@@ -112,34 +114,34 @@ class Histogram(Metric):
     """Observations counted in cumulative buckets, with their sum and count."""
 
     buckets: Sequence[float] = REQUEST_BUCKETS
+    #: Per label values, how many observations fell in each bucket (not cumulative).
     _counts: dict[Labels, list[int]] = field(factory=dict)
     _sums: dict[Labels, float] = field(factory=dict)
     kind = "histogram"
 
     def observe(self, value: float, *labels: str) -> None:
-        """Count ``value`` for ``labels``."""
+        """Count ``value`` for ``labels``, in the first bucket that holds it."""
         key = self._check(labels)
-        counts = self._counts.setdefault(key, [0] * (len(self.buckets) + 1))
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                counts[i] += 1
-        counts[-1] += 1
+        counts = self._counts.get(key)
+        if counts is None:
+            counts = self._counts[key] = [0] * (len(self.buckets) + 1)
+        counts[bisect_left(self.buckets, value)] += 1
         self._sums[key] = self._sums.get(key, 0.0) + value
 
     def count(self, *labels: str) -> int:
         """How many values were observed for ``labels``."""
-        counts = self._counts.get(labels)
-        return counts[-1] if counts else 0
+        return sum(self._counts.get(labels, ()))
 
     def lines(self) -> Iterator[str]:
         """The buckets (``le``), the sum and the count of each label values."""
         names = (*self.labelnames, "le")
         for labels, counts in sorted(self._counts.items()):
             bounds = [*(repr(float(b)) for b in self.buckets), "+Inf"]
-            for bound, count in zip(bounds, counts, strict=True):
+            cumulative = list(accumulate(counts))
+            for bound, count in zip(bounds, cumulative, strict=True):
                 yield _sample(self.name + "_bucket", names, (*labels, bound), count)
             yield _sample(self.name + "_sum", self.labelnames, labels, self._sums[labels])
-            yield _sample(self.name + "_count", self.labelnames, labels, counts[-1])
+            yield _sample(self.name + "_count", self.labelnames, labels, cumulative[-1])
 
 
 @frozen

@@ -9,6 +9,7 @@ verified, or nothing.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -25,6 +26,8 @@ MAX_CLOCK_SKEW: Final = 15 * 60
 MAX_PRESIGNED_EXPIRES: Final = 7 * 24 * 3600
 
 _AMZ_DATE_FORMAT: Final = "%Y%m%dT%H%M%SZ"
+_AMZ_DATE: Final = re.compile(r"[0-9]{8}T[0-9]{6}Z")
+_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 _NO_DATE: Final = "AWS authentication requires a valid Date or x-amz-date header"
 _QUERY_V4_PARAMS: Final = (
     "X-Amz-Algorithm",
@@ -137,10 +140,22 @@ def _check_skew(request_time: float, now: float) -> None:
 
 
 def _parse_amz_date(value: str, error_code: str, message: str) -> float:
+    """The time of an ``x-amz-date`` (``YYYYMMDDTHHMMSSZ``), as a POSIX timestamp."""
+    if not _AMZ_DATE.fullmatch(value):
+        raise S3Error.of(error_code, message)
     try:
-        return datetime.strptime(value, _AMZ_DATE_FORMAT).replace(tzinfo=UTC).timestamp()
+        when = datetime(
+            int(value[0:4]),
+            int(value[4:6]),
+            int(value[6:8]),
+            int(value[9:11]),
+            int(value[11:13]),
+            int(value[13:15]),
+            tzinfo=UTC,
+        )
     except ValueError as e:
         raise S3Error.of(error_code, message) from e
+    return when.timestamp()
 
 
 def _parse_http_date(value: str) -> float:
@@ -161,7 +176,7 @@ def _payload_mode(content_sha256: str) -> PayloadMode:
             return PayloadMode(content_sha256)
         except ValueError:
             pass
-    elif len(content_sha256) == 64 and all(c in "0123456789abcdef" for c in content_sha256):
+    elif _SHA256_HEX.fullmatch(content_sha256):
         return PayloadMode.SIGNED
     raise S3Error.of(
         "InvalidArgument",

@@ -7,6 +7,7 @@ This module only computes and parses; :mod:`lambgw.protocol.auth` decides what t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
@@ -122,8 +123,12 @@ def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
     return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
 
 
+@functools.lru_cache(maxsize=256)
 def derive_signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    """Derive the SigV4 signing key of a secret for a day (``YYYYMMDD``), region and service."""
+    """Derive the SigV4 signing key of a secret for a day (``YYYYMMDD``), region and service.
+
+    A key serves every request of its day, so recent keys are kept rather than derived anew.
+    """
     key = _hmac(("AWS4" + secret).encode("utf-8"), date)
     key = _hmac(key, region)
     key = _hmac(key, service)
@@ -132,7 +137,7 @@ def derive_signing_key(secret: str, date: str, region: str, service: str) -> byt
 
 def sign(signing_key: bytes, text: str) -> str:
     """Return the hex HMAC-SHA256 signature of ``text``."""
-    return hmac.new(signing_key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(signing_key, text.encode("utf-8"), "sha256").hex()
 
 
 def signatures_match(expected: str, given: str) -> bool:
@@ -141,7 +146,7 @@ def signatures_match(expected: str, given: str) -> bool:
 
 
 def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
+    return hmac.digest(key, text.encode("utf-8"), "sha256")
 
 
 @frozen

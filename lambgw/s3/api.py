@@ -1,8 +1,13 @@
-"""The S3 API resource: Klein dispatches each request to its operation; errors become S3 XML.
+"""The S3 API resource: each request goes to its operation; errors become S3 XML.
 
 Operations are chosen from the method, whether a bucket and a key are named, and the query's
 sub-resources, as S3 does.  Every response carries ``x-amz-request-id``; every failure is
 rendered in one place as an S3 error document.
+
+The API is a Klein app with one catch-all route.  :class:`S3Resource` runs that route's
+handler itself, as Klein's resource would, but without binding and matching a URL map per
+request: there is nothing to match, and on small requests the matching cost as much as the
+operation.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 import lambgw.s3.buckets as buckets
 import lambgw.s3.objects as objects
@@ -162,7 +168,7 @@ class S3API:
         if state.error is not None:
             raise state.error
         assert state.target is not None
-        handler = self.choose(request, state.target)
+        handler = state.handler = self.choose(request, state.target)
         return maybeDeferred(handler, self, request, state.target)
 
     @app.handle_errors(Exception)
@@ -206,8 +212,48 @@ def _header(request: S3Request, name: bytes) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
+def serve(api: S3API, request: S3Request) -> object:
+    """Run ``api``'s catch-all route on ``request`` and write its answer, as Klein would.
+
+    The handler's Deferred is cancelled when the client goes away; a failure is rendered by
+    the route's error handler unless the request is already over.
+    """
+    d: Deferred[Any] = maybeDeferred(api.dispatch, request)
+    request.notifyFinish().addErrback(lambda _: d.cancel())
+
+    def over() -> bool:
+        return bool(request.finished or request._disconnected)
+
+    def failed(failure: Failure) -> bytes | None:
+        if over():
+            if not failure.check(CancelledError):
+                log.failure("Unhandled failure of a finished request", failure)
+            return None
+        return api.render_error(request, failure)
+
+    def write(body: object) -> None:
+        if over():
+            return
+        if isinstance(body, bytes) and body:
+            request.write(body)
+        request.finish()
+
+    d.addErrback(failed).addCallback(write)
+    d.addErrback(lambda failure: log.failure("Unhandled failure writing a response", failure))
+    return NOT_DONE_YET
+
+
+def _request_over(
+    result: object, request: S3Request, finished: Callable[[bool], None] | None
+) -> None:
+    """Clean up after a request, then tell its observer whether it was answered."""
+    request.run_cleanups()
+    if finished is not None:
+        finished(not isinstance(result, Failure))
+
+
 class S3Resource(Resource):
-    """The root resource: common headers and CORS, then the Klein app of the request's account.
+    """The root resource: common headers and CORS, then the S3 API of the request's account.
 
     ``api_for`` gives the API of the account an access key acts for (by default, ``api``
     serves every key); requests refused before authentication are answered by ``api``.
@@ -226,16 +272,11 @@ class S3Resource(Resource):
         self._api = api
         self._api_for = api_for
         self._cors = cors
-        self._klein = api.app.resource()
-        self._kleins: dict[int, Resource] = {id(api): self._klein}
 
-    def _klein_for(self, access_key: str | None) -> Resource:
+    def _api_of(self, access_key: str | None) -> S3API:
         if access_key is None or self._api_for is None:
-            return self._klein
-        api = self._api_for(access_key)
-        if id(api) not in self._kleins:
-            self._kleins[id(api)] = api.app.resource()
-        return self._kleins[id(api)]
+            return self._api
+        return self._api_for(access_key)
 
     def _preflight(self, request: S3Request, policy: CorsPolicy) -> bytes:
         try:
@@ -252,15 +293,14 @@ class S3Resource(Resource):
         return b""
 
     def render(self, request: S3Request) -> Any:
-        """Add the headers every S3 response has and hand the request to Klein."""
+        """Add the headers every S3 response has and run the request's operation."""
         state = request.s3
         request.setHeader(b"Server", b"lambgw")
         request.setHeader(b"x-amz-request-id", state.request_id.encode())
         request.setHeader(b"x-amz-id-2", state.request_id.encode())
-        request.notifyFinish().addBoth(lambda _: request.run_cleanups())
-        if self._api.observer is not None:
-            finished = self._api.observer(request)
-            request.notifyFinish().addCallbacks(lambda _: finished(True), lambda _: finished(False))
+        observer = self._api.observer
+        finished = None if observer is None else observer(request)
+        request.notifyFinish().addBoth(_request_over, request, finished)
         policy = self._cors()
         if request.method == b"OPTIONS" and state.error is None:
             return self._preflight(request, policy)
@@ -269,7 +309,7 @@ class S3Resource(Resource):
         if state.error is not None and state.error.code == "InvalidURI":
             return render_s3_error(request, state.error)
         try:
-            klein = self._klein_for(state.access_key)
+            api = self._api_of(state.access_key)
         except S3Error as e:
             return render_s3_error(request, e)
-        return klein.render(request)
+        return serve(api, request)

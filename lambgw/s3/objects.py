@@ -9,10 +9,11 @@ from collections.abc import Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from lambgw.network.interface import NewObject, ObjectInfo, Segment
+from lambgw.network.interface import IObjectBody, NewObject, ObjectInfo, Segment
 from lambgw.protocol.auth import PayloadMode
 from lambgw.protocol.checksums import decode_b64, normalize_name
 from lambgw.protocol.errors import S3Error
@@ -288,73 +289,121 @@ def not_implemented_header(what: str) -> S3Error:
     )
 
 
-@inlineCallbacks
-def get_object(api: S3API, request: S3Request, target: Target) -> Any:
-    """GetObject and HeadObject, with ranges, conditions and header overrides."""
+def get_object(api: S3API, request: S3Request, target: Target) -> Deferred[Any]:
+    """GetObject and HeadObject, with ranges, conditions and header overrides.
+
+    A plain GET of a whole object asks the network once; a HEAD, a range or a part number
+    first needs the object's size and parts.
+    """
     headers = header_map(request)
-    head = request.method == b"HEAD"
     if "partNumber" in target.query and api.multipart is None:
         raise not_implemented_header("partNumber")
-    range_header = first(headers, "range")
+    if request.method == b"HEAD" or "range" in headers or "partNumber" in target.query:
+        return _get_after_head(api, request, target, headers)
+    return api.gateway.get_object(target.bucket, target.key).addCallback(
+        lambda got: _answer(request, target, headers, got[0], None, got[1])
+    )
+
+
+@inlineCallbacks
+def _get_after_head(
+    api: S3API, request: S3Request, target: Target, headers: Mapping[str, Sequence[str]]
+) -> Generator[Any, Any, Any]:
+    head = request.method == b"HEAD"
     part_number = target.query.get("partNumber")
+    info = yield api.gateway.head_object(target.bucket, target.key)
     wanted: tuple[int, int] | None = None
-    if range_header is not None or head or part_number is not None:
-        info = yield api.gateway.head_object(target.bucket, target.key)
-        if part_number is not None:
-            wanted = part_range(part_number, info)
-        elif not head:
-            wanted = parse_range(range_header, info.size)
-    status = None
-    body = None
-    if not head:
-        first_byte, last_byte = wanted if wanted is not None else (0, None)
-        info, body = yield api.gateway.get_object(target.bucket, target.key, first_byte, last_byte)
+    if part_number is not None:
+        wanted = part_range(part_number, info)
+    elif not head:
+        wanted = parse_range(first(headers, "range"), info.size)
+    if head:
+        return _answer(request, target, headers, info, wanted, None)
+    first_byte, last_byte = wanted if wanted is not None else (0, None)
+    info, body = yield api.gateway.get_object(target.bucket, target.key, first_byte, last_byte)
+    result = yield _answer(request, target, headers, info, wanted, body)
+    return result
+
+
+def _answer(
+    request: S3Request,
+    target: Target,
+    headers: Mapping[str, Sequence[str]],
+    info: ObjectInfo,
+    wanted: tuple[int, int] | None,
+    body: IObjectBody | None,
+) -> bytes | Deferred[None]:
+    """Answer a GET or HEAD of ``info`` (bytes ``wanted``, or all): headers, then ``body``.
+
+    ``body`` is delivered or closed, whatever happens.
+    """
     try:
-        status = check_conditions(headers, info)
-        if status is not None:
-            request.setResponseCode(status)
-            request.setHeader(b"ETag", f'"{info.etag}"'.encode())
-            request.setHeader(b"Last-Modified", http_date(info.last_modified).encode())
-            if status == 412:
-                raise S3Error(
-                    "PreconditionFailed",
-                    412,
-                    "At least one of the pre-conditions you specified did not hold",
-                )
-            return b""
-        object_headers(request, info)
-        if (first(headers, "x-amz-checksum-mode") or "").upper() == "ENABLED" and wanted is None:
-            checksum_headers(request, info)
-        for name, header in OVERRIDES.items():
-            if name in target.query:
-                request.setHeader(header, target.query[name].encode("utf-8"))
-        if wanted is not None:
-            request.setResponseCode(206)
-            request.setHeader(
-                b"Content-Range", f"bytes {wanted[0]}-{wanted[1]}/{info.size}".encode()
-            )
-            length = wanted[1] - wanted[0] + 1
-        else:
-            length = info.size
-        request.setHeader(b"Content-Length", str(length).encode())
-        if body is None or length == 0:
-            return b""
-        delivering, body = body, None
-        try:
-            yield delivering.deliver(request)
-        except Exception:
-            if not request.startedWriting or request.channel is None:
-                raise  # nothing sent yet, or the client already left
-            # The status line is out: the only honest signal left is to cut the connection,
-            # so the client sees a short body instead of waiting for the rest.
-            log.failure("Download of {key} failed after its headers were sent", key=target.key)
-            gone = request.notifyFinish()
-            request.channel.transport.abortConnection()
-            yield gone.addErrback(lambda _: None)
-        return None
-    finally:
+        length = _describe(request, target, headers, info, wanted)
+    except BaseException:
         if body is not None:
             body.close()
+        raise
+    if body is None or not length:
+        if body is not None:
+            body.close()
+        return b""
+    return _deliver(request, target, body)
+
+
+def _describe(
+    request: S3Request,
+    target: Target,
+    headers: Mapping[str, Sequence[str]],
+    info: ObjectInfo,
+    wanted: tuple[int, int] | None,
+) -> int | None:
+    """Set the status and headers of a GET or HEAD; the body's length, or None for none."""
+    status = check_conditions(headers, info)
+    if status is not None:
+        request.setResponseCode(status)
+        request.setHeader(b"ETag", f'"{info.etag}"'.encode())
+        request.setHeader(b"Last-Modified", http_date(info.last_modified).encode())
+        if status == 412:
+            raise S3Error(
+                "PreconditionFailed",
+                412,
+                "At least one of the pre-conditions you specified did not hold",
+            )
+        return None
+    object_headers(request, info)
+    if (first(headers, "x-amz-checksum-mode") or "").upper() == "ENABLED" and wanted is None:
+        checksum_headers(request, info)
+    for name, header in OVERRIDES.items():
+        if name in target.query:
+            request.setHeader(header, target.query[name].encode("utf-8"))
+    if wanted is not None:
+        request.setResponseCode(206)
+        request.setHeader(b"Content-Range", f"bytes {wanted[0]}-{wanted[1]}/{info.size}".encode())
+        length = wanted[1] - wanted[0] + 1
+    else:
+        length = info.size
+    request.setHeader(b"Content-Length", str(length).encode())
+    return length
+
+
+def _deliver(request: S3Request, target: Target, body: IObjectBody) -> Deferred[None]:
+    """Stream ``body`` to the client; cut the connection if it fails after the headers."""
+
+    def failed(failure: Failure) -> Failure | Deferred[None]:
+        if not failure.check(Exception) or not request.startedWriting or request.channel is None:
+            return failure  # nothing sent yet, or the client already left
+        # The status line is out: the only honest signal left is to cut the connection,
+        # so the client sees a short body instead of waiting for the rest.
+        log.failure("Download of {key} failed after its headers were sent", failure, key=target.key)
+        gone = request.notifyFinish()
+        request.channel.transport.abortConnection()
+        return gone.addErrback(lambda _: None)
+
+    try:
+        delivering = body.deliver(request)
+    except Exception:
+        delivering = fail()
+    return delivering.addCallbacks(lambda _: None, failed)
 
 
 @inlineCallbacks

@@ -163,6 +163,8 @@ class RequestState:
     access_key: str | None = None
     auth: Any = None
     error: S3Error | None = None
+    #: The handler of the operation the request asked for, once it is chosen.
+    handler: Callable[..., Any] | None = None
     #: Set once the whole body is in: a SpooledFile, bytes, or the S3Error it earned.
     received: SpooledFile | bytes | S3Error | None = None
     responded: bool = False
