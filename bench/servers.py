@@ -195,6 +195,11 @@ class GatewayTarget(Target):
         return fresh[0]
 
 
+def access_log_flags(home: Path) -> tuple[str, str]:
+    """The gateway's access log flag: a file of its own, as a production gateway keeps it."""
+    return ("--access-log", str(home / "access.log"))
+
+
 @contextmanager
 def gateway_target(home: Path, name: str = "gateway") -> Iterator[Target]:
     """Run the lambgw twistd plugin in a fresh home on loopback."""
@@ -217,6 +222,7 @@ def gateway_target(home: Path, name: str = "gateway") -> Iterator[Target]:
             f"127.0.0.1:{port}",
             "--admin-listen",
             "tcp:0:interface=127.0.0.1",
+            *access_log_flags(home),
         ),
         port,
         home / "gateway.log",
@@ -278,6 +284,7 @@ def lambnet_target(home: Path, name: str = "lambnet") -> Iterator[Target]:
             *("--gateway.address", f"127.0.0.1:{port}"),
             *("--broker.validator_addr", f"http://127.0.0.1:{node_port}"),
             *("--admin-listen", "tcp:0:interface=127.0.0.1"),
+            *access_log_flags(home),
         ),
         port,
         home / "gateway.log",

@@ -38,6 +38,7 @@ from lambgw.network.errors import NetworkUnavailable
 from lambgw.network.http import HTTPNetwork, account_key, network_address
 from lambgw.network.interface import Order
 from lambgw.observe.access import FORMATS, AccessLog
+from lambgw.observe.accessfile import AccessLogFile
 from lambgw.observe.admin import Monitor, admin_site
 from lambgw.observe.inflight import InFlight
 from lambgw.observe.metrics import GatewayMetrics, RateWindow
@@ -160,6 +161,13 @@ class GatewayOptions(usage.Options):
             float,
         ],
         ["access-log-format", None, "text", "The access log's format: text or json."],
+        [
+            "access-log",
+            None,
+            "",
+            "A file the access log is appended to, in batches (reopened on SIGHUP); "
+            "empty: the access lines go to the twistd log.",
+        ],
         [
             "admin-listen",
             None,
@@ -286,6 +294,7 @@ class GatewayService(service.MultiService):
         admin_listen: str = DEFAULT_ADMIN_LISTEN,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         reload_config: Callable[[], Config] | None = None,
+        access_log_file: str = "",
     ) -> None:
         super().__init__()
         self.config = config
@@ -336,6 +345,13 @@ class GatewayService(service.MultiService):
             self.gateway, MultipartAPI(self.uploads, reactor, reactor, self.spool_pool)
         )
         access_log = AccessLog(self.api, self.metrics, self.rates, access_log_format)
+        self.access_file: AccessLogFile | None = None
+        if access_log_file:
+            try:
+                self.access_file = AccessLogFile(access_log_file, reactor)
+            except OSError as e:
+                raise SystemExit(f"lambgw: --access-log {access_log_file}: {e.strerror}") from None
+            access_log.sink = self.access_file.write
         self.api.observer = access_log.begin
         self.in_flight = InFlight(reactor)
         self.accounts: Accounts[AccountServer] = Accounts(
@@ -431,8 +447,18 @@ class GatewayService(service.MultiService):
         """Re-read the config file: keys and users, CORS and domains; listeners stay.
 
         A file that cannot be used is reported in one line and the running configuration
-        is kept.  New accounts are opened before their keys are accepted.
+        is kept.  New accounts are opened before their keys are accepted.  The access log
+        file, if any, is reopened (after a rotation).
         """
+        if self.access_file is not None:
+            try:
+                self.access_file.reopen()
+            except OSError as e:
+                log.error(
+                    "Cannot reopen the access log {path}: {why}",
+                    path=self.access_file.path,
+                    why=e.strerror,
+                )
         if self._reload_config is None:
             return None
         try:
@@ -484,7 +510,14 @@ class GatewayService(service.MultiService):
         if left:
             log.warn("Stopping with {count} requests unfinished", count=left)
         rest = [c for c in reversed(list(self)) if c.running]
-        return DeferredList([maybeDeferred(c.stopService) for c in rest])
+        d: Deferred[Any] = DeferredList([maybeDeferred(c.stopService) for c in rest])
+        d.addBoth(self._close_access_file)
+        return d
+
+    def _close_access_file(self, result: object) -> object:
+        if self.access_file is not None:
+            self.access_file.close()
+        return result
 
     def privilegedStartService(self) -> None:
         """Take SIGHUP and open the admin listener; the S3 listeners wait for the network.
@@ -579,4 +612,5 @@ def make_service(options: GatewayOptions) -> service.IService:
         options["admin-listen"],
         options["shutdown-grace"],
         reload_config=lambda: load_for_mode(options, options.single_order),
+        access_log_file=options["access-log"],
     )

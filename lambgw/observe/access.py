@@ -168,6 +168,8 @@ class AccessLog:
     format: str = "text"
     clock: Callable[[], float] = time.monotonic
     log: Logger = field(factory=lambda: Logger(namespace="lambgw.access"))
+    #: Where the lines go instead of the twistd log (an :class:`AccessLogFile`'s ``write``).
+    sink: Callable[[str], None] | None = None
 
     def request_factory(self, factory: Callable[..., S3Request]) -> Callable[..., S3Request]:
         """A request factory whose requests refused at their headers are logged too.
@@ -200,7 +202,10 @@ class AccessLog:
         """Log ``request``, answered (``completed``) or given up by its client."""
         record = access_record(self.api, request, received, self.clock(), completed, status)
         line = record.json() if self.format == "json" else record.text()
-        self.log.info("{access_line}", access_line=line)
+        if self.sink is None:
+            self.log.info("{access_line}", access_line=line)
+        else:
+            self.sink(line)
         metrics = self.metrics
         metrics.requests.inc(record.operation, str(record.status))
         metrics.request_seconds.observe(record.duration, record.operation)
