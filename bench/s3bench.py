@@ -5,7 +5,8 @@ on loopback in a temporary directory, measures every figure on it, stops it, and
 one table: figure, gateway, moto, their ratio, and the target.  The client's own ceiling
 (the same client against a server that does nothing) is printed under the table.  With
 ``--lambnet``, the gateway also runs over a ``twistd lambnet`` node, and a second table puts
-its figures next to the embedded network's.
+its figures next to the embedded network's.  The gateway runs as in production, its access
+log in a file of its own (``--access-log``); moto_server logs each request to its output.
 """
 
 from __future__ import annotations
