@@ -364,7 +364,7 @@ class ProducerTests(SynchronousTestCase):
         )
 
 
-class _FakeTransport:
+class FakeTransport:
     """The transport of a response body: records pauses and stops."""
 
     def __init__(self) -> None:
@@ -381,12 +381,12 @@ class _FakeTransport:
         self.stopped = True
 
 
-class _FakeResponse:
+class FakeResponse:
     """An unbuffered response whose body the test feeds by hand."""
 
     def __init__(self, length: int) -> None:
         self.length = length
-        self.transport = _FakeTransport()
+        self.transport = FakeTransport()
         self.protocol: Any = None
 
     def deliverBody(self, protocol: Any) -> None:
@@ -397,7 +397,7 @@ class _FakeResponse:
 class ObjectBodyTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
-        self.response = _FakeResponse(10)
+        self.response = FakeResponse(10)
         self.body = HTTPObjectBody(self.response, self.clock, 30.0)
         self.consumer = StringTransport()
         self.done = self.body.deliver(self.consumer)

@@ -14,6 +14,7 @@ from twisted.web.client import ResponseDone
 from lambgw.network import errors
 from lambgw.network.http import READ_SIZE, HTTPNetwork, read_in_large_pieces
 from lambgw.network.httpbody import HTTPObjectBody
+from tests.test_network_http import FakeResponse
 
 
 class _Wrapper:
@@ -21,36 +22,6 @@ class _Wrapper:
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
-
-
-class _FakeTransport:
-    """The transport of a response body: records pauses and stops."""
-
-    def __init__(self) -> None:
-        self.paused = False
-        self.stopped = False
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-
-    def stopProducing(self) -> None:
-        self.stopped = True
-
-
-class _FakeResponse:
-    """An unbuffered response whose body the test feeds by hand."""
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-        self.transport = _FakeTransport()
-        self.protocol: Any = None
-
-    def deliverBody(self, protocol: Any) -> None:
-        self.protocol = protocol
-        protocol.makeConnection(self.transport)
 
 
 class ReadSizeTests(SynchronousTestCase):
@@ -97,7 +68,7 @@ class _CountingClock(task.Clock):
 class SilenceTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = _CountingClock()
-        self.response = _FakeResponse(10)
+        self.response = FakeResponse(10)
         self.body = HTTPObjectBody(self.response, self.clock, 30.0)
         self.consumer = StringTransport()
         self.done = self.body.deliver(self.consumer)

@@ -49,8 +49,56 @@ def end_delivery(
             done.errback(reason)
 
 
+class _RangesBody:
+    """What the bodies of file ranges share: their state, and pausing, stopping, cancelling."""
+
+    def __init__(
+        self,
+        ranges: Sequence[FileRange],
+        reactor: IReactorFromThreads,
+        threadpool: ThreadPool,
+        chunk_size: int,
+    ) -> None:
+        self._ranges = list(ranges)
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._chunk_size = chunk_size
+        self._index = 0
+        self._offset = 0
+        self._done: Deferred[None] | None = None
+        self._paused = False
+        self._finished = False
+
+    def close(self) -> None:
+        """Release the files without delivering (or stop a delivery in progress)."""
+        self._finish(Failure(ConnectionLost("the body was closed")))
+
+    def _cancel(self, done: Deferred[None]) -> None:
+        self._done = None
+        self._finish(None)
+
+    def pauseProducing(self) -> None:
+        """Send nothing until resumed."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """Go on sending."""
+        self._paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        """Give up: the consumer will take no more bytes."""
+        self._finish(Failure(ConnectionLost("the consumer stopped the transfer")))
+
+    def _pump(self) -> None:
+        raise NotImplementedError
+
+    def _finish(self, reason: Failure | None) -> None:
+        raise NotImplementedError
+
+
 @implementer(IObjectBody, IPushProducer)
-class FileRangeBody:
+class FileRangeBody(_RangesBody):
     """The bytes of consecutive ranges of open files, pushed to one consumer."""
 
     def __init__(
@@ -61,17 +109,9 @@ class FileRangeBody:
         chunk_size: int = CHUNK_SIZE,
     ) -> None:
         """Stream ``ranges`` in order; reads run in ``threadpool``."""
-        self._ranges = list(ranges)
-        self._reactor = reactor
-        self._threadpool = threadpool
-        self._chunk_size = chunk_size
-        self._index = 0
-        self._offset = 0
+        super().__init__(ranges, reactor, threadpool, chunk_size)
         self._consumer: IConsumer | None = None
-        self._done: Deferred[None] | None = None
-        self._paused = False
         self._reading = False
-        self._finished = False
         self._pending: bytes | None = None
 
     def deliver(self, consumer: IConsumer) -> Deferred[None]:
@@ -84,27 +124,6 @@ class FileRangeBody:
         consumer.registerProducer(self, True)
         self._pump()
         return done  # not self._done: a transfer that ends at once has cleared it
-
-    def close(self) -> None:
-        """Release the files without delivering (or stop a delivery in progress)."""
-        self._finish(Failure(ConnectionLost("the body was closed")))
-
-    def _cancel(self, done: Deferred[None]) -> None:
-        self._done = None
-        self._finish(None)
-
-    def pauseProducing(self) -> None:
-        """Stop writing until resumed."""
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        """Go on writing, starting with the chunk read ahead while paused."""
-        self._paused = False
-        self._pump()
-
-    def stopProducing(self) -> None:
-        """Give up: the consumer will take no more bytes."""
-        self._finish(Failure(ConnectionLost("the consumer stopped the transfer")))
 
     def _pump(self) -> None:
         """Write the chunk read ahead unless paused, then read the next one."""
@@ -192,7 +211,7 @@ def sendfile_transport(consumer: IConsumer) -> tcp.Connection | None:
 
 
 @implementer(IObjectBody, IPushProducer)
-class SendfileBody:
+class SendfileBody(_RangesBody):
     """The bytes of consecutive ranges of open files, sent to a web request's socket by the kernel.
 
     The response headers go through the request as usual; once the transport has sent them,
@@ -212,19 +231,11 @@ class SendfileBody:
         chunk_size: int = SENDFILE_SIZE,
     ) -> None:
         """Send ``ranges`` in order to ``transport``'s socket; calls run in ``threadpool``."""
-        self._ranges = list(ranges)
+        super().__init__(ranges, reactor, threadpool, chunk_size)
         self._transport = transport
-        self._reactor = reactor
-        self._threadpool = threadpool
-        self._chunk_size = chunk_size
-        self._index = 0
-        self._offset = 0
         self._socket = -1
         self._request: Any = None
-        self._done: Deferred[None] | None = None
-        self._paused = False
         self._sending = False
-        self._finished = False
 
     def deliver(self, consumer: IConsumer) -> Deferred[None]:
         """Send every byte to the request ``consumer``'s socket; fire when done.  Cancel to stop."""
@@ -242,27 +253,6 @@ class SendfileBody:
         consumer.write(b"")  # the headers, sent before any file byte
         self._wait_writable()
         return done
-
-    def close(self) -> None:
-        """Release the files without delivering (or stop a delivery in progress)."""
-        self._finish(Failure(ConnectionLost("the body was closed")))
-
-    def _cancel(self, done: Deferred[None]) -> None:
-        self._done = None
-        self._finish(None)
-
-    def pauseProducing(self) -> None:
-        """Send nothing until resumed."""
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        """The transport's buffer is empty and its socket writable: go on sending."""
-        self._paused = False
-        self._pump()
-
-    def stopProducing(self) -> None:
-        """Give up: the connection is gone."""
-        self._finish(Failure(ConnectionLost("the consumer stopped the transfer")))
 
     def _wait_writable(self) -> None:
         """Have the transport resume this producer once its buffer is sent and it can write."""
