@@ -1,7 +1,8 @@
 """The embedded network: :class:`INetwork` over an in-process :class:`Store`.
 
 Every store call runs in a thread pool, so the reactor never waits for SQLite or the disk;
-object bytes stream from the opened files through :class:`FileRangeBody`.
+objects are stored one after the other by :class:`SerialCalls` (SQLite takes one writer at
+a time anyway); object bytes stream from the opened files through :class:`FileRangeBody`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from lambgw.network.interface import (
     Order,
     Segment,
 )
+from lambgw.network.serial import SerialCalls
 from lambgw.network.store import Store
 
 _P = ParamSpec("_P")
@@ -42,6 +44,7 @@ class EmbeddedNetwork:
         self._store = store
         self._reactor = reactor
         self._threadpool = threadpool
+        self._writes = SerialCalls(reactor, threadpool)
 
     @classmethod
     def from_directory(
@@ -82,7 +85,9 @@ class EmbeddedNetwork:
         if_none_match: bool = False,
     ) -> Deferred[ObjectInfo]:
         """Store an object made of the spooled ``segments``, atomically."""
-        return self._call(self._store.put, account, order_id, path, segments, new, if_none_match)
+        return self._writes.call(
+            self._store.put, account, order_id, path, segments, new, if_none_match
+        )
 
     def open_upload(
         self, account: str, order_id: str, path: str, size: int, if_none_match: bool = False
