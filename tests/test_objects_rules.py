@@ -9,11 +9,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from lambgw.network.interface import ObjectInfo
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import http_date
+from lambgw.s3.front import MAX_METADATA, new_object_from
 from lambgw.s3.objects import (
-    MAX_METADATA,
     check_conditions,
     etag_matches,
-    new_object_from,
     parse_copy_source,
     parse_range,
 )

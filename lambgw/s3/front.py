@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from lambgw.gateway.core import MAX_PUT_SIZE, Gateway
+from lambgw.network.interface import NewObject
 from lambgw.protocol.auth import AuthResult, PayloadMode, RequestView, authenticate
 from lambgw.protocol.checksums import normalize_name
 from lambgw.protocol.chunked import AwsChunkedDecoder
@@ -42,6 +43,17 @@ UPLOAD_READ_SIZE = 1024 * 1024
 SMALL_UPLOAD = 256 * 1024
 
 log = Logger()
+
+#: The most bytes of user metadata (names and values of ``x-amz-meta-*``), as in S3.
+MAX_METADATA = 2048
+#: Stored with the object and returned on GET and HEAD.
+STORED_HEADERS = (
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+)
 
 
 def header_map(request: S3Request) -> dict[str, list[str]]:
@@ -74,6 +86,38 @@ def requested_checksums(headers: Mapping[str, Sequence[str]]) -> list[str]:
     if algorithm:
         names.add(normalize_name(algorithm))
     return sorted(names)
+
+
+def new_object_from(headers: Mapping[str, Sequence[str]], size: int, etag: str) -> NewObject:
+    """The content type, metadata and stored headers a request gives a new object."""
+    metadata = {
+        name[len("x-amz-meta-") :]: ",".join(values)
+        for name, values in headers.items()
+        if name.startswith("x-amz-meta-")
+    }
+    if sum(len(k) + len(v) for k, v in metadata.items()) > MAX_METADATA:
+        raise S3Error(
+            "MetadataTooLarge",
+            400,
+            "Your metadata headers exceed the maximum allowed metadata size "
+            f"({MAX_METADATA} bytes).",
+        )
+    stored = {}
+    for name in STORED_HEADERS:
+        value = first(headers, name)
+        if name == "content-encoding" and value:
+            value = ",".join(
+                v.strip() for v in value.split(",") if v.strip().lower() != "aws-chunked"
+            )
+        if value:
+            stored[name] = value
+    return NewObject(
+        size=size,
+        etag=etag,
+        content_type=first(headers, "content-type") or "binary/octet-stream",
+        metadata=metadata,
+        headers=stored,
+    )
 
 
 def declared_size(headers: Mapping[str, Sequence[str]], length: int | None) -> int | None:

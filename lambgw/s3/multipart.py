@@ -53,8 +53,8 @@ from lambgw.protocol.s3xml import (
     text,
     url_encode,
 )
-from lambgw.s3.front import first, header_map
-from lambgw.s3.objects import copy_source, new_object_from, verify_body
+from lambgw.s3.front import first, header_map, new_object_from
+from lambgw.s3.objects import copy_source, verify_body
 from lambgw.s3.request import S3Request, Target
 from lambgw.s3.spool import SpoolBody, SpooledFile
 

@@ -26,7 +26,13 @@ from lambgw.protocol.s3xml import (
     parse_delete,
     parse_http_date,
 )
-from lambgw.s3.front import CHECKSUM_HEADER, first, header_map, requested_checksums
+from lambgw.s3.front import (
+    CHECKSUM_HEADER,
+    first,
+    header_map,
+    new_object_from,
+    requested_checksums,
+)
 from lambgw.s3.request import S3Request, Target
 from lambgw.s3.spool import SpooledFile
 
@@ -35,16 +41,6 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-#: The most bytes of user metadata (names and values of ``x-amz-meta-*``), as in S3.
-MAX_METADATA = 2048
-#: Stored with the object and returned on GET and HEAD.
-STORED_HEADERS = (
-    "cache-control",
-    "content-disposition",
-    "content-encoding",
-    "content-language",
-    "expires",
-)
 #: Query parameters of a signed GET that override response headers.
 OVERRIDES = {
     "response-content-type": b"Content-Type",
@@ -54,38 +50,6 @@ OVERRIDES = {
     "response-content-disposition": b"Content-Disposition",
     "response-content-encoding": b"Content-Encoding",
 }
-
-
-def new_object_from(headers: Mapping[str, Sequence[str]], size: int, etag: str) -> NewObject:
-    """The content type, metadata and stored headers a request gives a new object."""
-    metadata = {
-        name[len("x-amz-meta-") :]: ",".join(values)
-        for name, values in headers.items()
-        if name.startswith("x-amz-meta-")
-    }
-    if sum(len(k) + len(v) for k, v in metadata.items()) > MAX_METADATA:
-        raise S3Error(
-            "MetadataTooLarge",
-            400,
-            "Your metadata headers exceed the maximum allowed metadata size "
-            f"({MAX_METADATA} bytes).",
-        )
-    stored = {}
-    for name in STORED_HEADERS:
-        value = first(headers, name)
-        if name == "content-encoding" and value:
-            value = ",".join(
-                v.strip() for v in value.split(",") if v.strip().lower() != "aws-chunked"
-            )
-        if value:
-            stored[name] = value
-    return NewObject(
-        size=size,
-        etag=etag,
-        content_type=first(headers, "content-type") or "binary/octet-stream",
-        metadata=metadata,
-        headers=stored,
-    )
 
 
 def verify_body(
