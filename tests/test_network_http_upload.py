@@ -31,7 +31,8 @@ class StreamedUploadTests(SynchronousTestCase):
         self.order_id = self.h.order.order_id
 
     def open(self, size: int, path: str = "k", if_none_match: bool = False) -> Any:
-        upload = self.h.network.open_upload("demo", self.order_id, path, size, if_none_match)
+        described = NewObject(size=size, etag="", metadata={"k": "v"})
+        upload = self.h.network.open_upload("demo", self.order_id, path, described, if_none_match)
         assert upload is not None
         return upload
 
@@ -77,12 +78,13 @@ class StreamedUploadTests(SynchronousTestCase):
         self.assertEqual((self.used(), self.incoming()), (0, []))
 
     def test_short_body_refused(self) -> None:
-        """Fewer bytes than the declared size are refused, even with a matching digest."""
+        """Fewer bytes than the declared size fail the upload; nothing is stored."""
         data = os.urandom(400_000)
         upload = self.open(len(data) + 1)
         upload.write(data)
         result = self.h.run(upload.finish(_new(data), hashlib.sha256(data).hexdigest()))
-        self.assertRefused(result, errors.NetworkError, "trailer")
+        self.h.agent.flush()
+        self.assertRefused(result, errors.NetworkError, "bytes")
         self.assertEqual((self.used(), self.incoming()), (0, []))
 
     def test_abort_stores_nothing(self) -> None:
@@ -114,7 +116,7 @@ class StreamedUploadTests(SynchronousTestCase):
     def test_throttled_until_connected(self) -> None:
         """The source is paused until the connection is ready, then resumed."""
         events: list[str] = []
-        upload = StreamedUpload(self.h.key, b"signature")
+        upload = StreamedUpload(self.h.key, b"signature", 10, 100)
         upload.throttle(lambda: events.append("pause"), lambda: events.append("resume"))
         upload.write(b"early")
         self.assertEqual(events, ["pause"])
@@ -128,7 +130,7 @@ class StreamedUploadTests(SynchronousTestCase):
     def test_failure_resumes_source(self) -> None:
         """A failed connection resumes a paused source, so its client is not left hanging."""
         events: list[str] = []
-        upload = StreamedUpload(self.h.key, b"signature")
+        upload = StreamedUpload(self.h.key, b"signature", 10, 100)
         upload.throttle(lambda: events.append("pause"), lambda: events.append("resume"))
         upload.stopProducing()
         upload.write(b"dropped")
@@ -145,10 +147,41 @@ class TrailerTests(SynchronousTestCase):
         trailer = wire.Trailer(self.digest, '{"size":4}', b"\x00\xff" * 32)
         self.assertEqual(wire.decode_trailer(wire.encode_trailer(trailer)), trailer)
 
+    def test_padded_to_its_room(self) -> None:
+        """A trailer fills the room kept for it with spaces and still decodes."""
+        trailer = wire.Trailer(self.digest, '{"size":4}', b"s" * 64)
+        encoded = wire.encode_trailer(trailer, 1000)
+        self.assertEqual(len(encoded), 1000)
+        self.assertEqual(wire.decode_trailer(encoded), trailer)
+
+    def test_larger_than_its_room_refused(self) -> None:
+        """A trailer that does not fit the room kept for it is not written."""
+        trailer = wire.Trailer(self.digest, "x" * 500, b"s" * 64)
+        self.assertRaises(ValueError, wire.encode_trailer, trailer, 200)
+
+    def test_room_fits_what_the_object_gains(self) -> None:
+        """The room kept from a description fits its trailer once etag and checksums are in."""
+        described = NewObject(size=5, etag="", metadata={"m": "é" * 100})
+        final = NewObject(
+            size=5,
+            etag="d" * 32,
+            metadata={"m": "é" * 100},
+            checksums={
+                name: "A" * 44 for name in ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
+            },
+            checksum_type="FULL_OBJECT",
+        )
+        room = wire.trailer_room(described)
+        description = wire.header_json(wire.new_to_json(final))
+        trailer = wire.Trailer(self.digest, description, b"s" * 64)
+        self.assertEqual(len(wire.encode_trailer(trailer, room)), room)
+
     def test_cut_or_padded_refused(self) -> None:
         """A trailer missing its end, or with bytes before it unaccounted for, is refused."""
         encoded = wire.encode_trailer(wire.Trailer(self.digest, "{}", b"s"))
-        for bad in (encoded[:-1], b"x" + encoded, b"", encoded[:3]):
+        padded = wire.encode_trailer(wire.Trailer(self.digest, "{}", b"s"), 300)
+        spoiled = padded[:150] + b"x" + padded[151:]
+        for bad in (encoded[:-1], b"x" + encoded, b"", encoded[:3], spoiled):
             self.assertRaises(wire.ProtocolError, wire.decode_trailer, bad)
 
     def test_signature_bound_to_request(self) -> None:

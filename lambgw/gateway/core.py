@@ -178,7 +178,7 @@ class Gateway:
         return evolve(info, path=key)
 
     def open_upload(
-        self, bucket: str, key: str, size: int, if_none_match: bool = False
+        self, bucket: str, key: str, described: NewObject, if_none_match: bool = False
     ) -> IUpload | None:
         """Start streaming an object to the network, if it streams and the order is known.
 
@@ -190,7 +190,7 @@ class Gateway:
         prefix = f"{bucket}/" if isinstance(self.buckets, OrderFolderBuckets) else ""
         check_key(key, prefix)
         return self.network.open_upload(
-            self.account, order.order_id, prefix + key, size, if_none_match
+            self.account, order.order_id, prefix + key, described, if_none_match
         )
 
     @inlineCallbacks

@@ -258,6 +258,9 @@ def header_json(value: Mapping[str, Any]) -> str:
 
 #: The largest trailer accepted after a streamed body, in bytes.
 MAX_TRAILER = 64 * 1024
+#: Room left in a trailer for what the description gains once the bytes are in (the etag,
+#: checksum values, the checksum type), beyond the description known before.
+TRAILER_SLACK = 1024
 
 
 @frozen
@@ -271,11 +274,23 @@ class Trailer:
     signature: bytes
 
 
-def encode_trailer(trailer: Trailer) -> bytes:
-    """Return the trailer's bytes: three lines, then their length as 4 bytes big-endian.
+def trailer_room(described: NewObject) -> int:
+    """The bytes to keep for the trailer of an object described as ``described`` for now.
 
-    The lines are the digest, the description and the base64 signature; the length at the
-    very end lets the node find where the object's bytes stop reading backwards.
+    The room is fixed before the body is sent, so that the request has a length (a chunked
+    body costs the node more to read); the trailer is padded to fill it.
+    """
+    description = len(header_json(new_to_json(described)))
+    # digest, newline, description, newline, base64 signature (88), the 4-byte length
+    return min(MAX_TRAILER, 64 + 1 + description + TRAILER_SLACK + 1 + 88 + 4)
+
+
+def encode_trailer(trailer: Trailer, room: int = 0) -> bytes:
+    """Return the trailer's bytes: three lines, spaces up to ``room``, the lines' length.
+
+    The lines are the digest, the description and the base64 signature; the length (4 bytes,
+    big-endian) at the very end lets the node find them reading backwards.  Raise
+    ``ValueError`` if they do not fit in ``room`` (when given).
     """
     text = "\n".join(
         [
@@ -284,15 +299,19 @@ def encode_trailer(trailer: Trailer) -> bytes:
             base64.b64encode(trailer.signature).decode("ascii"),
         ]
     ).encode("utf-8")
-    return text + struct.pack(">I", len(text))
+    padding = max(0, room - len(text) - 4)
+    if room and len(text) + 4 > room:
+        raise ValueError(f"the trailer needs {len(text) + 4} bytes, {room} were kept")
+    return text + b" " * padding + struct.pack(">I", len(text))
 
 
 def decode_trailer(data: bytes) -> Trailer:
     """Read a trailer written by :func:`encode_trailer`; raise ``ProtocolError`` if malformed."""
-    if len(data) < 4 or struct.unpack(">I", data[-4:])[0] != len(data) - 4:
+    length = struct.unpack(">I", data[-4:])[0] if len(data) >= 4 else -1
+    if not 0 <= length <= len(data) - 4 or data[length:-4].strip(b" "):
         raise ProtocolError(400, "BadRequest", "the body's trailer is missing or cut")
     try:
-        digest, description, signature = data[:-4].decode("utf-8").split("\n")
+        digest, description, signature = data[:length].decode("utf-8").split("\n")
         return Trailer(digest, description, base64.b64decode(signature, validate=True))
     except (UnicodeDecodeError, ValueError, binascii.Error):
         raise ProtocolError(400, "BadRequest", "the body's trailer is malformed") from None

@@ -90,7 +90,12 @@ class EmbeddedNetwork:
         )
 
     def open_upload(
-        self, account: str, order_id: str, path: str, size: int, if_none_match: bool = False
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        described: NewObject,
+        if_none_match: bool = False,
     ) -> IUpload | None:
         """None: a spooled file is stored here by a rename, cheaper than any stream."""
         return None

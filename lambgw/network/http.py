@@ -335,8 +335,9 @@ class HTTPNetwork:
                 if len(segments) > 1 or "-" in new.etag:
                     sizes = [segment.size for segment in segments]
                     headers[wire.PART_SIZES_HEADER] = wire.format_part_sizes(sizes)
-                trailer = trailer_maker(self._key, signing.signature_of(signed), new)
-                body = SegmentsProducer(segments, self._cooperator, trailer=trailer)
+                room = wire.trailer_room(new)
+                trailer = trailer_maker(self._key, signing.signature_of(signed), new, room)
+                body = SegmentsProducer(segments, self._cooperator, trailer=(trailer, room))
                 answer = await self._send("PUT", target, body, headers=headers, signed=signed)
                 return wire.info_from_json(json.loads(answer))
             finally:
@@ -345,17 +346,24 @@ class HTTPNetwork:
         return Deferred.fromCoroutine(run())
 
     def open_upload(
-        self, account: str, order_id: str, path: str, size: int, if_none_match: bool = False
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        described: NewObject,
+        if_none_match: bool = False,
     ) -> IUpload | None:
         """Start a PUT to the node whose body is the object's bytes as they come.
 
-        The request is signed now; its digest follows the body in a signed trailer.
+        The request is signed now; its digest follows the body in a signed trailer, in
+        room kept for it from what ``described`` says.
         """
         self._check_account(account)
-        query = {"path": path, "size": str(size)}
+        query = {"path": path, "size": str(described.size)}
         target = self._url(account, f"/{order_id}/object", query)
         signed = self._sign("PUT", target, signing.TRAILER)
-        upload = StreamedUpload(self._key, signing.signature_of(signed))
+        room = wire.trailer_room(described)
+        upload = StreamedUpload(self._key, signing.signature_of(signed), described.size, room)
         headers = {wire.IF_NONE_MATCH_HEADER: "1"} if if_none_match else {}
 
         async def run() -> ObjectInfo:

@@ -62,17 +62,18 @@ class SegmentsProducer:
         segments: Sequence[Segment],
         cooperator: task.Cooperator,
         progress: Callable[[], None] = lambda: None,
-        trailer: Callable[[str], bytes] | None = None,
+        trailer: tuple[Callable[[str], bytes], int] | None = None,
     ) -> None:
         """Produce ``segments``; ``progress`` is called whenever bytes are written.
 
-        With ``trailer``, the bytes are hashed as they go and followed by
-        ``trailer(sha256_hex)``; the length is then unknown (the body is sent chunked).
+        With ``trailer`` (a function and the length of what it gives), the bytes are hashed
+        as they go and followed by ``function(sha256_hex)``.
         """
-        self.length: int | str = sum(segment.size for segment in segments)
+        self.length = sum(segment.size for segment in segments)
+        self._trailer = None
         if trailer is not None:
-            self.length = UNKNOWN_LENGTH
-        self._trailer = trailer
+            self._trailer, room = trailer
+            self.length += room
         self._sha256 = hashlib.sha256()
         self._segments = list(segments)
         self._cooperator = cooperator

@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer
 from twisted.python.failure import Failure
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from lambgw.lambnet import wire
 from lambgw.network import signing
-from lambgw.network.errors import NetworkUnavailable
+from lambgw.network.errors import NetworkError, NetworkUnavailable
 from lambgw.network.interface import IUpload, NewObject, ObjectInfo
 
 
@@ -29,16 +29,18 @@ def _nothing() -> None:
     """Do nothing (the throttle before one is given)."""
 
 
-def trailer_maker(key: Any, request_signature: bytes, new: NewObject) -> Callable[[str], bytes]:
+def trailer_maker(
+    key: Any, request_signature: bytes, new: NewObject, room: int
+) -> Callable[[str], bytes]:
     """The trailer of a request signed ``request_signature``, for the object ``new``.
 
-    Returns a function of the body's SHA-256 (hex) giving the trailer's bytes.
+    Returns a function of the body's SHA-256 (hex) giving the trailer's ``room`` bytes.
     """
     description = wire.header_json(wire.new_to_json(new))
 
     def make(content_sha256: str) -> bytes:
         signature = signing.sign_trailer(key, request_signature, content_sha256, description)
-        return wire.encode_trailer(wire.Trailer(content_sha256, description, signature))
+        return wire.encode_trailer(wire.Trailer(content_sha256, description, signature), room)
 
     return make
 
@@ -51,10 +53,13 @@ class StreamedUpload:
     :meth:`answered`; the node's answer is turned into the stored object by ``parse``.
     """
 
-    length = UNKNOWN_LENGTH
+    def __init__(self, key: Any, request_signature: bytes, size: int, room: int) -> None:
+        """Send ``size`` bytes, then a trailer of ``room`` bytes signed with ``key``.
 
-    def __init__(self, key: Any, request_signature: bytes) -> None:
-        """Sign the trailer with ``key``, bound to the request's ``request_signature``."""
+        The trailer is bound to the request by its ``request_signature``.
+        """
+        self.length = size + room
+        self._room = room
         self._key = key
         self._request_signature = request_signature
         self._consumer: IConsumer | None = None
@@ -97,7 +102,13 @@ class StreamedUpload:
     def finish(self, new: NewObject, content_sha256: str) -> Deferred[ObjectInfo]:
         """Send the signed trailer and wait for the node to store the object."""
         if not self._failed and not self._finished:
-            self.write(trailer_maker(self._key, self._request_signature, new)(content_sha256))
+            make = trailer_maker(self._key, self._request_signature, new, self._room)
+            try:
+                trailer = make(content_sha256)
+            except ValueError as e:
+                self.abort()
+                return fail(NetworkError(f"the object cannot be described: {e}"))
+            self.write(trailer)
             self._finished = True
             if self._producing is not None:
                 producing, self._producing = self._producing, None

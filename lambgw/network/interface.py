@@ -180,9 +180,12 @@ class INetwork(Interface):
         """
 
     def open_upload(
-        account: str, order_id: str, path: str, size: int, if_none_match: bool = False
+        account: str, order_id: str, path: str, described: NewObject, if_none_match: bool = False
     ) -> IUpload | None:
-        """Start streaming an object of ``size`` bytes to ``path``, if this network streams.
+        """Start streaming an object to ``path``, if this network streams.
+
+        ``described`` is the object as known before its bytes: its size, content type,
+        metadata and headers (its etag and checksums come with :meth:`IUpload.finish`).
 
         ``None`` means the network stores spooled files instead (:meth:`put_object`).  The
         upload's outcome is that of :meth:`put_object` with the same arguments.

@@ -70,10 +70,15 @@ class TimedNetwork:
         )
 
     def open_upload(
-        self, account: str, order_id: str, path: str, size: int, if_none_match: bool = False
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        described: NewObject,
+        if_none_match: bool = False,
     ) -> IUpload | None:
         """Start streaming an object (its finish is timed as ``put_object``)."""
-        upload = self.network.open_upload(account, order_id, path, size, if_none_match)
+        upload = self.network.open_upload(account, order_id, path, described, if_none_match)
         return None if upload is None else _TimedUpload(upload, self)
 
     def head_object(self, account: str, order_id: str, path: str) -> Deferred[ObjectInfo]:

@@ -242,8 +242,9 @@ class Front:
         if size is not None and size > SMALL_UPLOAD and "uploadId" not in target.query:
             if_none_match = first(headers, "if-none-match")
             if if_none_match is None or if_none_match.strip() == "*":
+                described = new_object_from(headers, size, "")
                 upload = gateway.open_upload(
-                    target.bucket, target.key, size, if_none_match is not None
+                    target.bucket, target.key, described, if_none_match is not None
                 )
         decoder = None
         if auth.payload.is_chunked:
