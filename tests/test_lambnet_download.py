@@ -11,15 +11,19 @@ import contextlib
 import hashlib
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor as global_reactor
 from twisted.internet import task, tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web import server
+from twisted.web.resource import Resource
 
 from lambgw.lambnet.app import Node, NodeSite
 from lambgw.network import errors, files, signing
@@ -68,7 +72,9 @@ def _sockets_and(directory: str) -> list[str]:
     return [t for t in _open_files() if t.startswith(("socket:", directory))]
 
 
-class DownloadTests(TestCase):
+class NodeCase(TestCase):
+    """A lambnet node listening on loopback, and the gateway's HTTP network reading from it."""
+
     def setUp(self) -> None:
         root = self.mktemp()
         self.spool = self.mktemp()
@@ -112,6 +118,10 @@ class DownloadTests(TestCase):
 
     def get(self, path: str, first: int = 0, last: int | None = None) -> Deferred[Any]:
         return self.network.get_object("demo", self.order.order_id, path, first, last)
+
+
+class DownloadTests(NodeCase):
+    """Downloads from the node to a consumer in memory."""
 
     @inlineCallbacks
     def test_whole_object_sent_by_the_kernel(self) -> Any:
@@ -172,27 +182,29 @@ class DownloadTests(TestCase):
         """Dropping a download mid-way closes the node's files, socket and its duplicate."""
         data = os.urandom(16 * MiB)
         self.put("dropped", [data])
-        before = _sockets_and(os.path.join(self.store.root, "objects"))
+        objects = os.path.join(self.store.root, "objects")
+        sockets = len(_sockets_and(objects))
         _, body = yield self.get("dropped")
         consumer = _Collector()
         done = body.deliver(consumer)
         consumer.producer.pauseProducing()
-        yield task.deferLater(reactor, 0.2)
-        self.assertGreater(len(_sockets_and(os.path.join(self.store.root, "objects"))), len(before))
+        opened = yield _within(lambda: len(_sockets_and(objects)) > sockets)
+        self.assertTrue(opened, "the node never opened the object")
         done.cancel()
         done.addErrback(lambda _: None)
-        for _ in range(50):
-            yield task.deferLater(reactor, 0.05)
-            if _sockets_and(os.path.join(self.store.root, "objects")) == before:
-                break
-        self.assertEqual(_sockets_and(os.path.join(self.store.root, "objects")), before)
+        released = yield _within(lambda: len(_sockets_and(objects)) <= sockets)
+        self.assertTrue(released, f"still open: {_sockets_and(objects)}")
+        self.assertFalse([t for t in _sockets_and(objects) if t.startswith(objects)])
 
 
-class _Request:
-    """A web request's view of its connection."""
-
-    def __init__(self, transport: Any) -> None:
-        self.channel = _Channel(transport)
+@inlineCallbacks
+def _within(condition: Callable[[], bool], seconds: float = 10.0) -> Any:
+    """Fire with whether ``condition`` became true within ``seconds``, looking every 50 ms."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return True
+        yield task.deferLater(reactor, 0.05)
+    return condition()
 
 
 class _Channel:
@@ -200,6 +212,22 @@ class _Channel:
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
+        self.site = server.Site(Resource())
+
+    def getPeer(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 40000)
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 9002)
+
+
+def _request(transport: Any, method: bytes = b"GET", length: bool = True) -> server.Request:
+    """A web request on ``transport`` whose response has (or has not) a Content-Length."""
+    request = server.Request(_Channel(transport))
+    request.method = method
+    if length:
+        request.setHeader(b"content-length", b"10")
+    return request
 
 
 class SendfileTransportTests(SynchronousTestCase):
@@ -210,14 +238,19 @@ class SendfileTransportTests(SynchronousTestCase):
 
     def test_plain_tcp_used(self) -> None:
         """A plain TCP connection takes file bytes with sendfile."""
-        self.assertIs(files.sendfile_transport(_Request(self.connection)), self.connection)
+        self.assertIs(files.sendfile_transport(_request(self.connection)), self.connection)
 
     def test_tls_not_used(self) -> None:
         """A connection that started TLS must see the bytes: no sendfile."""
         self.connection.TLS = True
-        self.assertIsNone(files.sendfile_transport(_Request(self.connection)))
+        self.assertIsNone(files.sendfile_transport(_request(self.connection)))
 
     def test_other_transports_not_used(self) -> None:
-        """An in-memory transport, or no channel at all, means no sendfile."""
-        self.assertIsNone(files.sendfile_transport(_Request(StringTransport())))
+        """An in-memory transport, or no web request at all, means no sendfile."""
+        self.assertIsNone(files.sendfile_transport(_request(StringTransport())))
         self.assertIsNone(files.sendfile_transport(StringTransport()))
+
+    def test_framed_or_bodiless_responses_not_used(self) -> None:
+        """A response framed in chunks (no Content-Length) or to a HEAD must see its bytes."""
+        self.assertIsNone(files.sendfile_transport(_request(self.connection, length=False)))
+        self.assertIsNone(files.sendfile_transport(_request(self.connection, method=b"HEAD")))

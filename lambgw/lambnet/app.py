@@ -4,15 +4,15 @@
 to a file in the store's ``incoming/`` directory, so that storing it is a rename) and hashes
 it on the way.  :class:`Node` is the Klein app: it checks the request's signature, date,
 nonce and body digest, then calls the store in a thread pool.  Object bytes stream back
-from the open files with sendfile(2) (:class:`~lambgw.network.files.SendfileBody`) on a plain
-TCP connection, else through :class:`~lambgw.network.files.FileRangeBody`, with backpressure.
+from the open files through :class:`~lambgw.network.files.FileRangeBody`, with
+backpressure (with sendfile(2) on a plain TCP connection).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl
 
@@ -32,9 +32,9 @@ from lambgw.lambnet.incoming import NodeRequest, sweep_incoming
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import signing
 from lambgw.network.errors import NetworkError
-from lambgw.network.files import FileRangeBody, SendfileBody, sendfile_transport
+from lambgw.network.files import FileRangeBody
 from lambgw.network.interface import IObjectBody
-from lambgw.network.store import FileRange, Store
+from lambgw.network.store import Store
 
 log = Logger()
 _P = ParamSpec("_P")
@@ -268,7 +268,7 @@ class Node:
             return b""
         first, last = wire.parse_range(_header(request, "range"))
         info, ranges = await self._call(self.store.open_range, account, order_id, path, first, last)
-        body = self._object_body(request, ranges)
+        body = FileRangeBody(ranges, self._reactor, self._threadpool)
         end = info.size if last is None else min(last + 1, info.size)
         length = max(0, end - first)
         request.setHeader(wire.OBJECT_HEADER, wire.header_json(wire.info_to_json(info)))
@@ -283,13 +283,6 @@ class Node:
         finally:
             body.close()
         return None if length else b""
-
-    def _object_body(self, request: Request, ranges: Sequence[FileRange]) -> IObjectBody:
-        """A GET's body: sent by the kernel on a plain TCP connection, else read and written."""
-        transport = sendfile_transport(request)
-        if transport is None:
-            return FileRangeBody(ranges, self._reactor, self._threadpool)
-        return SendfileBody(ranges, transport, self._reactor, self._threadpool)
 
     @app.route("/v1/accounts/<account>/orders/<order_id>/object", methods=["DELETE"])
     async def delete(self, request: Request, account: str, order_id: str) -> bytes:

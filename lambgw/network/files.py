@@ -10,7 +10,9 @@ is full.
 
 :class:`SendfileBody` sends the same bytes to a web request's plain TCP socket with
 sendfile(2): the kernel moves them from the page cache to the socket, with no copy through
-the process (the lambnet node answers downloads this way).
+the process.  :meth:`FileRangeBody.deliver` hands over to it whenever the consumer is such
+a request, so S3 clients of the embedded network and gateways reading a lambnet node alike
+get their downloads this way.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorFromTh
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from twisted.web.server import Request
 from zope.interface import implementer
 
 from lambgw.network.errors import NetworkError
@@ -115,9 +118,19 @@ class FileRangeBody(_RangesBody):
         self._pending: bytes | None = None
 
     def deliver(self, consumer: IConsumer) -> Deferred[None]:
-        """Write every byte to ``consumer``; fire when done.  Cancel to stop."""
+        """Write every byte to ``consumer``; fire when done.  Cancel to stop.
+
+        A web request on a plain TCP connection gets the bytes from the kernel instead
+        (:class:`SendfileBody`), which then owns the files.
+        """
         if self._consumer is not None or self._finished:
             raise RuntimeError("the body was already delivered or closed")
+        transport = sendfile_transport(consumer)
+        if transport is not None:
+            ranges, self._ranges = self._ranges, []
+            self._finished = True
+            kernel = SendfileBody(ranges, transport, self._reactor, self._threadpool)
+            return kernel.deliver(consumer)
         self._consumer = consumer
         done: Deferred[None] = Deferred(self._cancel)
         self._done = done
@@ -201,13 +214,24 @@ def sendfile_transport(consumer: IConsumer) -> tcp.Connection | None:
     """Return the plain TCP connection under a web request, or None (TLS, tests, others).
 
     Only such a connection can take file bytes with sendfile(2): anything above the socket
-    (TLS, an in-memory transport) must see the bytes.
+    (TLS, an in-memory transport) must see the bytes, and so must a response without a
+    Content-Length (its body is framed in chunks) or one to a HEAD request (it has none).
     """
+    if not isinstance(consumer, Request) or consumer.method == b"HEAD":
+        return None
+    if not consumer.responseHeaders.hasHeader(b"content-length"):
+        return None
     channel = getattr(consumer, "channel", None)
     transport = getattr(channel, "transport", None)
     if isinstance(transport, tcp.Connection) and not transport.TLS:
         return transport
     return None
+
+
+def wait_writable(transport: tcp.Connection) -> None:
+    """Have ``transport`` resume its producer once its buffer is sent and it can write."""
+    transport.producerPaused = True
+    transport.startWriting()
 
 
 @implementer(IObjectBody, IPushProducer)
@@ -251,13 +275,8 @@ class SendfileBody(_RangesBody):
             return done
         consumer.registerProducer(self, True)
         consumer.write(b"")  # the headers, sent before any file byte
-        self._wait_writable()
+        wait_writable(self._transport)
         return done
-
-    def _wait_writable(self) -> None:
-        """Have the transport resume this producer once its buffer is sent and it can write."""
-        self._transport.producerPaused = True
-        self._transport.startWriting()
 
     def _pump(self) -> None:
         if self._finished or self._sending or self._paused:
@@ -304,7 +323,7 @@ class SendfileBody(_RangesBody):
         if sent == wanted:
             self._pump()
         else:
-            self._wait_writable()
+            wait_writable(self._transport)
 
     def _send_failed(self, reason: Failure) -> None:
         self._sending = False

@@ -24,6 +24,7 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
+    IReactorFDSet,
     IReactorFromThreads,
     IReactorTime,
 )
@@ -134,10 +135,12 @@ class HTTPNetwork:
         cooperator: task.Cooperator,
         silence: float = SILENCE_TIMEOUT,
         retry_delays: Sequence[float] = RETRY_DELAYS,
+        fds: IReactorFDSet | None = None,
     ) -> None:
         """Talk to the node at ``base_url`` with the treq-like ``client``, signing with ``key``.
 
-        Digests of uploads are computed in ``threadpool``.
+        Digests of uploads are computed in ``threadpool``.  With ``fds`` (the reactor),
+        large downloads move between plain TCP sockets inside the kernel.
         """
         self._base = base_url.rstrip("/")
         self._base_path = urlsplit(self._base).path
@@ -150,6 +153,7 @@ class HTTPNetwork:
         self._cooperator = cooperator
         self._silence = silence
         self._retry_delays = tuple(retry_delays)
+        self._fds = fds
 
     @classmethod
     def connect(
@@ -193,6 +197,7 @@ class HTTPNetwork:
             threadpool,
             cooperator,
             silence=silence,
+            fds=reactor,
         )
 
     # -- requests ----------------------------------------------------------------------
@@ -396,7 +401,7 @@ class HTTPNetwork:
                 headers["range"] = f"bytes={first}-{'' if last is None else last}"
             response = await self._idempotent("GET", target, headers, unbuffered=True)
             info = _info_header(response)
-            return info, HTTPObjectBody(response, self._clock, self._silence)
+            return info, HTTPObjectBody(response, self._clock, self._silence, self._fds)
 
         return Deferred.fromCoroutine(run())
 

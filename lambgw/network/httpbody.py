@@ -15,21 +15,33 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import IO, Any
 
-from twisted.internet import error, task
+from twisted.internet import error, task, tcp
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorFDSet,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer, ResponseDone
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
+from lambgw.network import splice
 from lambgw.network.errors import NetworkUnavailable
-from lambgw.network.files import end_delivery
+from lambgw.network.files import end_delivery, sendfile_transport
 from lambgw.network.interface import IObjectBody, Segment
+from lambgw.network.splice import SpliceRelay
 
 #: Bytes read from a spooled segment at a time.
 READ_SIZE = 256 * 1024
+
+#: Bodies with at least this much left to read are spliced when they can be (the node's
+#: connection, left mid-body, is then closed rather than used again).
+SPLICE_MIN = 1024 * 1024
 
 
 class Silence:
@@ -145,10 +157,23 @@ class _CountingConsumer:
 class HTTPObjectBody:
     """The body of a node's answer, pushed to a consumer with backpressure."""
 
-    def __init__(self, response: Any, clock: IReactorTime, silence: float) -> None:
-        """Stream ``response`` (an unbuffered treq response)."""
+    def __init__(
+        self,
+        response: Any,
+        clock: IReactorTime,
+        silence: float,
+        fds: IReactorFDSet | None = None,
+    ) -> None:
+        """Stream ``response`` (an unbuffered treq response).
+
+        With ``fds`` (the reactor), a large body bound for a web request on a plain TCP
+        connection, from a node reached over plain TCP, is spliced from socket to socket
+        (:class:`~lambgw.network.splice.SpliceRelay`) instead of passing through the process.
+        """
         self._response = response
         self._clock = clock
+        self._fds = fds
+        self._relay: SpliceRelay | None = None
         self._silence = silence
         self._expected = response.length
         self._received = 0
@@ -170,8 +195,41 @@ class HTTPObjectBody:
         consumer.registerProducer(self, True)
         self._progress = self._clock.seconds()
         self._timer = self._clock.callLater(self._silence, self._check_silence)
-        self._response.deliverBody(_Receiver(self))
+        self._response.deliverBody(_Receiver(self))  # hands over the bytes already read
+        if not self._finished:
+            self._splice(consumer)
         return done
+
+    def _splice(self, consumer: IConsumer) -> None:
+        """Relay the rest of a large body inside the kernel, if both ends are plain sockets."""
+        left = self._expected - self._received if self._expected != UNKNOWN_LENGTH else 0
+        if self._fds is None or left < SPLICE_MIN or not splice.available():
+            return
+        client = sendfile_transport(consumer)
+        node = getattr(self._transport, "_producer", None)  # under the response's proxy
+        if client is None or not isinstance(node, tcp.Connection) or node.TLS:
+            return
+        node.pauseProducing()
+        try:
+            relay = SpliceRelay(self._fds, node, client, consumer, left, self._spliced)
+        except OSError:  # out of descriptors: read and write the bytes instead
+            if not self._paused:
+                node.resumeProducing()
+            return
+        self._relay = relay
+        relay.done.addCallbacks(self._relayed, self._abort)
+        consumer.write(b"")  # the response headers, if no body byte has sent them yet
+        relay.start()
+
+    def _spliced(self, count: int) -> None:
+        self._received += count
+        self._progress = self._clock.seconds()
+
+    def _relayed(self, _: None) -> None:
+        """Every byte is in the client's socket; the node's connection, mid-body, is dropped."""
+        if self._transport is not None:
+            self._transport.stopProducing()
+        self._finish(None)
 
     def _cancel(self, done: Deferred[None]) -> None:
         """The delivery is cancelled: drop the connection (the Deferred fails as cancelled)."""
@@ -210,7 +268,9 @@ class HTTPObjectBody:
     def pauseProducing(self) -> None:
         """The consumer is full: pause the connection (silence is not counted meanwhile)."""
         self._paused = True
-        if self._transport is not None:
+        if self._relay is not None:
+            self._relay.pause()
+        elif self._transport is not None:
             self._transport.pauseProducing()
 
     def resumeProducing(self) -> None:
@@ -219,7 +279,9 @@ class HTTPObjectBody:
             return
         self._paused = False
         self._progress = self._clock.seconds()
-        if self._transport is not None:
+        if self._relay is not None:
+            self._relay.resume()
+        elif self._transport is not None:
             self._transport.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -265,6 +327,8 @@ class HTTPObjectBody:
             return
         self._finished = True
         self._disarm()
+        if self._relay is not None:
+            self._relay.close()
         consumer, self._consumer = self._consumer, None
         done, self._done = self._done, None
         end_delivery(consumer, done, reason)
