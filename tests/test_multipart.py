@@ -81,12 +81,19 @@ class UploadStoreTests(SynchronousTestCase):
         return stored
 
     def test_create_random_ids(self) -> None:
-        """Upload ids are random, url-safe and at least 128 bits."""
-        first = self.store.create(_upload())
-        second = self.store.create(_upload())
-        self.assertNotEqual(first.upload_id, second.upload_id)
-        self.assertGreaterEqual(len(first.upload_id), 22)
-        self.assertRegex(first.upload_id, r"^[A-Za-z0-9_-]+$")
+        """Upload ids are random, of letters and digits only, and at least 128 bits."""
+        ids = {self.store.create(_upload()).upload_id for _ in range(200)}
+        self.assertEqual(len(ids), 200)
+        for upload_id in ids:
+            self.assertRegex(upload_id, r"^[A-Za-z0-9]{32}$")  # 32 * log2(62) > 190 bits
+
+    def test_ids_with_dashes_still_accepted(self) -> None:
+        """An upload whose id holds ``-`` and ``_`` (as ids once did) is still found."""
+        upload = self.store.create(_upload())
+        older = "-k" + upload.upload_id[2:20] + "_x"
+        root = self.store.root
+        os.rename(os.path.join(root, upload.upload_id), os.path.join(root, older))
+        self.assertEqual(self.store.get(older).upload_id, older)
 
     def test_manifest_survives_a_new_store(self) -> None:
         """A new store on the same directory (a restart) sees the upload as it was created."""

@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import shutil
+import string
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
@@ -57,7 +58,13 @@ DEFAULT_EXPIRY = 7 * 24 * 3600.0
 STALE_AFTER = 3600.0
 
 MANIFEST = "manifest.json"
+#: Ids accepted in requests (those made earlier may hold ``_`` and ``-``).
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: What new ids are made of: letters and digits only, so that an id never starts with ``-``
+#: (the aws cli would take it for an option) and needs no quoting anywhere.
+_ID_ALPHABET = string.ascii_letters + string.digits
+#: The length of new ids: 32 of 62 symbols, about 190 random bits.
+_ID_LENGTH = 32
 COMPLETING = ".completing"
 
 
@@ -246,7 +253,8 @@ class UploadStore:
 
     def create(self, upload: Upload) -> Upload:
         """Start an upload like ``upload`` under a new random id; return it."""
-        upload = evolve(upload, upload_id=secrets.token_urlsafe(24), created=self.clock())
+        upload_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
+        upload = evolve(upload, upload_id=upload_id, created=self.clock())
         directory = self._dir(upload.upload_id)
         os.mkdir(directory)
         _write_json(os.path.join(directory, MANIFEST), asdict(upload), self.durable)
