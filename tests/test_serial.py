@@ -43,17 +43,23 @@ class SerialCallsTests(SynchronousTestCase):
         self.assertEqual((len(self.pool.started), ran), (1, []))
         self.pool.started[0]()
         self.assertEqual(ran, [0, 1, 2])
-        self.assertEqual(len(self.reactor.calls), 1)
-        self.assertNoResult(results[0])
+        self.assertEqual(len(self.reactor.calls), 3)  # one hand-back per result, in order
+        fired: list[int] = []
+        for d in results:
+            d.addCallback(fired.append)
         self.reactor.calls[0]()
-        self.assertEqual([self.successResultOf(d) for d in results], [0, 10, 20])
+        self.assertEqual(fired, [0])
+        for call in self.reactor.calls[1:]:
+            call()
+        self.assertEqual(fired, [0, 10, 20])
 
     def test_failure_fires_its_own_deferred(self) -> None:
         """A call that raises fails its own Deferred; the next call still runs."""
         failing = self.serial.call(lambda: 1 // 0)
         fine = self.serial.call(lambda: "ok")
         self.pool.started[0]()
-        self.reactor.calls[0]()
+        for call in self.reactor.calls:
+            call()
         self.failureResultOf(failing, ZeroDivisionError)
         self.assertEqual(self.successResultOf(fine), "ok")
 

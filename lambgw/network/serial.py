@@ -3,8 +3,10 @@
 Handing each call to a thread pool costs a wake-up of a waiting thread, and waking
 threads fight the reactor for the GIL: under load that hand-over costs more than the call.
 :class:`SerialCalls` queues the calls and keeps one pool thread working through them while
-any wait, so a busy gateway hands work over with a list append; the results go back to the
-reactor in one call per batch.
+any wait, so a busy gateway hands work over with a list append.  Each result goes back to
+the reactor as soon as its call returns: the reactor answers that request while the thread
+goes on with the next call (results held until the end of a batch made every client of the
+batch wait for the slowest, and left the reactor idle meanwhile).
 """
 
 from __future__ import annotations
@@ -54,18 +56,16 @@ class SerialCalls:
                     return
                 batch = list(self._queue)
                 self._queue.clear()
-            results: list[tuple[Deferred[Any], Any]] = []
             for f, args, d in batch:
                 try:
-                    results.append((d, f(*args)))
+                    result = f(*args)
                 except BaseException:
-                    results.append((d, Failure()))
-            self._reactor.callFromThread(_fire, results)
+                    result = Failure()
+                self._reactor.callFromThread(_fire, d, result)
 
 
-def _fire(results: list[tuple[Deferred[Any], Any]]) -> None:
-    for d, result in results:
-        if isinstance(result, Failure):
-            d.errback(result)
-        else:
-            d.callback(result)
+def _fire(d: Deferred[Any], result: Any) -> None:
+    if isinstance(result, Failure):
+        d.errback(result)
+    else:
+        d.callback(result)
