@@ -27,7 +27,7 @@ from twisted.web.resource import Resource
 
 from lambgw.lambnet.app import Node, NodeSite
 from lambgw.network import errors, files, signing
-from lambgw.network.http import HTTPNetwork
+from lambgw.network.http import SILENCE_TIMEOUT, HTTPNetwork
 from lambgw.network.interface import NewObject, Segment
 from lambgw.network.store import Store
 
@@ -92,10 +92,9 @@ class NodeCase(TestCase):
         node = Node(self.store, reactor, reactor, self.pool)
         port = reactor.listenTCP(0, NodeSite(node), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        url = f"http://127.0.0.1:{port.getHost().port}"
-        self.network = HTTPNetwork.connect(url, "demo", key, reactor, self.pool)
-        # The connection pool is private to the network; its connections must not outlive the test.
-        self.addCleanup(self.network._client._agent._pool.closeCachedConnections)
+        self.url = f"http://127.0.0.1:{port.getHost().port}"
+        self.key = key
+        self.network = self.connect()
         self.calls = 0
         real = os.sendfile
 
@@ -104,6 +103,15 @@ class NodeCase(TestCase):
             return real(*args)
 
         self.patch(files.os, "sendfile", counting)
+
+    def connect(self, silence: float = SILENCE_TIMEOUT) -> HTTPNetwork:
+        """The gateway's network reading the node, giving up after ``silence`` seconds."""
+        network = HTTPNetwork.connect(
+            self.url, "demo", self.key, reactor, self.pool, silence=silence
+        )
+        # The connection pool is private to the network; its connections must not outlive the test.
+        self.addCleanup(network._client._agent._pool.closeCachedConnections)
+        return network
 
     def put(self, path: str, parts: list[bytes]) -> None:
         segments = []

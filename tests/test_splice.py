@@ -69,8 +69,10 @@ class _Front(Resource):
         request.finish()
 
 
-def _fetch(port: int, path: str, headers: dict[str, str], pause_after: int = 0) -> bytes:
-    """GET ``path``; after ``pause_after`` bytes, stop reading for a while (thread only)."""
+def _fetch(
+    port: int, path: str, headers: dict[str, str], pause_after: int = 0, pause: float = 0.5
+) -> bytes:
+    """GET ``path``; after ``pause_after`` bytes, stop reading for ``pause`` s (thread only)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         connection.request("GET", path, headers=headers)
@@ -78,7 +80,7 @@ def _fetch(port: int, path: str, headers: dict[str, str], pause_after: int = 0) 
         pieces = []
         if pause_after:
             pieces.append(response.read(pause_after))
-            time.sleep(0.5)
+            time.sleep(pause)
         pieces.append(response.read())
         return b"".join(pieces)
     finally:
@@ -140,8 +142,14 @@ class SpliceTests(NodeCase):
 
         self.patch(splice.os, "splice", counting)
 
-    def fetch(self, path: str, headers: dict[str, str] | None = None, pause_after: int = 0) -> Any:
-        return threads.deferToThread(_fetch, self.port, path, headers or {}, pause_after)
+    def fetch(
+        self,
+        path: str,
+        headers: dict[str, str] | None = None,
+        pause_after: int = 0,
+        pause: float = 0.5,
+    ) -> Any:
+        return threads.deferToThread(_fetch, self.port, path, headers or {}, pause_after, pause)
 
     @inlineCallbacks
     def test_large_object_spliced(self) -> Any:
@@ -179,6 +187,16 @@ class SpliceTests(NodeCase):
         data = os.urandom(48 * MiB)
         self.put("slow", [data])
         received = yield self.fetch("/slow", pause_after=MiB)
+        self.assertEqual(received, data)
+        self.assertGreater(self.splices, 0)
+
+    @inlineCallbacks
+    def test_slow_client_not_taken_for_a_silent_node(self) -> Any:
+        """A client that reads nothing for longer than the silence timeout still gets it all."""
+        self.network = self.connect(silence=1.0)
+        data = os.urandom(48 * MiB)
+        self.put("slower", [data])
+        received = yield self.fetch("/slower", pause_after=MiB, pause=3.0)
         self.assertEqual(received, data)
         self.assertGreater(self.splices, 0)
 

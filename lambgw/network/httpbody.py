@@ -252,8 +252,8 @@ class HTTPObjectBody:
         if self._finished:
             return
         now = self._clock.seconds()
-        if self._paused:
-            self._progress = now
+        if self._paused or (self._relay is not None and self._relay.waiting_for_client):
+            self._progress = now  # a slow client is not a silent node
         left = self._progress + self._silence - now
         if left > 0:
             self._timer = self._clock.callLater(left, self._check_silence)

@@ -106,6 +106,8 @@ class SpliceRelay:
             fcntl.fcntl(self._pipe_in, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         self._readable = _SourceReadable(self._source_fd, self)
         self._reading = False
+        #: Whether the relay waits for the client's socket (a slow client, not a silent source).
+        self.waiting_for_client = False
 
     def _keep(self, fd: int) -> int:
         self._fds.append(fd)
@@ -113,7 +115,7 @@ class SpliceRelay:
 
     def start(self) -> None:
         """Begin once the client's transport has sent what it already holds."""
-        wait_writable(self._target)
+        self._wait_for_client()
 
     def pause(self) -> None:
         """Move nothing until resumed."""
@@ -123,6 +125,7 @@ class SpliceRelay:
     def resume(self) -> None:
         """The client's socket can take bytes again: go on."""
         self._paused = False
+        self.waiting_for_client = False
         self._pump()
 
     def readable(self) -> None:
@@ -154,7 +157,7 @@ class SpliceRelay:
                     )
                 except BlockingIOError:
                     self._stop_reading()
-                    wait_writable(self._target)
+                    self._wait_for_client()
                     return
                 except OSError as e:
                     self.fail(Failure(ConnectionLost(f"the client's connection failed: {e}")))
@@ -185,6 +188,10 @@ class SpliceRelay:
             self._left -= got
             self._held += got
             self._received(got)
+
+    def _wait_for_client(self) -> None:
+        self.waiting_for_client = True
+        wait_writable(self._target)
 
     def _start_reading(self) -> None:
         if not self._reading:
