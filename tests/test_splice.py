@@ -8,8 +8,11 @@ TCP, so large bodies go through :class:`~lambgw.network.splice.SpliceRelay`.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
+import socket
+import threading
 import time
 from typing import Any
 
@@ -19,6 +22,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
+from lambgw.lambnet import wire
 from lambgw.network import errors, splice
 from tests.test_lambnet_download import MiB, NodeCase, _open_files, _within, reactor
 
@@ -31,7 +35,7 @@ class _Front(Resource):
 
     isLeaf = True
 
-    def __init__(self, case: SpliceTests) -> None:
+    def __init__(self, case: _FrontCase) -> None:
         super().__init__()
         self.case = case
         self.requests: list[server.Request] = []
@@ -123,8 +127,8 @@ def _sockets() -> set[str]:
     return {target for target in _open_files() if target.startswith("socket:")}
 
 
-class SpliceTests(NodeCase):
-    """Node to client through the front, over real loopback sockets."""
+class _FrontCase(NodeCase):
+    """The node (NodeCase) and the front site, both over real loopback sockets."""
 
     def setUp(self) -> None:
         """Start the node (NodeCase) and the front site; count splice calls."""
@@ -150,6 +154,10 @@ class SpliceTests(NodeCase):
         pause: float = 0.5,
     ) -> Any:
         return threads.deferToThread(_fetch, self.port, path, headers or {}, pause_after, pause)
+
+
+class SpliceTests(_FrontCase):
+    """Node to client through the front."""
 
     @inlineCallbacks
     def test_large_object_spliced(self) -> Any:
@@ -233,3 +241,72 @@ class SpliceTests(NodeCase):
         self.assertEqual(received, data[: len(received)])
         self.assertTrue(self.front.delivered[0].check(errors.NetworkUnavailable))
         self.flushLoggedErrors(errors.NetworkError)
+
+
+class _OnePieceNode:
+    """A stand-in node answering every GET with its headers and a first piece in one send.
+
+    The gateway then parses the headers, hands the body to the front and gets the first body
+    bytes in the same read: the relay must count them before it starts.
+    """
+
+    def __init__(self, head: bytes, body: bytes, first: int) -> None:
+        self.head, self.body, self.first = head, body, first
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        with connection:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                piece = connection.recv(65536)
+                if not piece:
+                    return
+                request += piece
+            with contextlib.suppress(OSError):  # the gateway may close early
+                connection.sendall(self.head + self.body[: self.first])
+                time.sleep(0.05)
+                connection.sendall(self.body[self.first :])
+                connection.recv(1)  # until the gateway closes
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class SameReadTests(_FrontCase):
+    """Body bytes that arrive with the node's headers are not lost to the relay."""
+
+    def test_first_bytes_in_the_headers_read(self) -> Any:
+        """Headers and a first piece in one read, then the rest: every GET ends whole."""
+        data = os.urandom(8 * MiB)
+        self.put("one", [data])
+        info = self.store.head("demo", self.order.order_id, "one")
+        head = (
+            b"HTTP/1.1 200 OK\r\n"
+            + f"content-length: {len(data)}\r\n".encode()
+            + f"{wire.OBJECT_HEADER}: {wire.header_json(wire.info_to_json(info))}\r\n\r\n".encode()
+        )
+        node = _OnePieceNode(head, data, 48 * 1024)
+        self.addCleanup(node.close)
+        self.url = f"http://127.0.0.1:{node.port}"
+        self.network = self.connect(silence=5.0)
+
+        @inlineCallbacks
+        def run() -> Any:
+            for _ in range(5):
+                received = yield self.fetch("/one")
+                self.assertEqual(received, data)
+            self.assertEqual(self.front.delivered, [None] * 5)
+            self.assertGreater(self.splices, 0)
+
+        return run()
