@@ -127,6 +127,13 @@ class NodeCase(TestCase):
     def get(self, path: str, first: int = 0, last: int | None = None) -> Deferred[Any]:
         return self.network.get_object("demo", self.order.order_id, path, first, last)
 
+    def shorten(self, path: str, keep: int) -> None:
+        """Cut the file of the object at ``path`` after ``keep`` bytes, behind its index."""
+        _, ranges = self.store.open_range("demo", self.order.order_id, path)
+        os.truncate(ranges[0].file.name, ranges[0].offset + keep)
+        for piece in ranges:
+            piece.file.close()
+
 
 class DownloadTests(NodeCase):
     """Downloads from the node to a consumer in memory."""
@@ -174,10 +181,7 @@ class DownloadTests(NodeCase):
         """A file shorter than its index fails the download instead of sending other bytes."""
         data = os.urandom(6 * MiB)
         self.put("short", [data])
-        _, ranges = self.store.open_range("demo", self.order.order_id, "short")
-        os.truncate(ranges[0].file.name, ranges[0].offset + 2 * MiB)
-        for piece in ranges:
-            piece.file.close()
+        self.shorten("short", 2 * MiB)
         _, body = yield self.get("short")
         consumer = _Collector()
         with self.assertRaises(errors.NetworkUnavailable):
