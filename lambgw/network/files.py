@@ -300,11 +300,17 @@ class SendfileBody(_RangesBody):
         sending.addCallbacks(self._sent, self._send_failed, callbackArgs=(wanted,))
 
     def _send(self, fd: int, offset: int, wanted: int) -> int | None:
-        """Send file bytes to the socket (in a pool thread); None if the socket is full."""
+        """Send file bytes to the socket (in a pool thread); None if the socket is full.
+
+        A peer that has gone (a closed or reset socket) is a lost connection, as on any
+        other transport, not a failure of the body.
+        """
         try:
             return os.sendfile(self._socket, fd, offset, wanted)
         except BlockingIOError:
             return None
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise ConnectionLost(f"the peer went away: {e}") from None
 
     def _sent(self, sent: int | None, wanted: int) -> None:
         self._sending = False
