@@ -196,18 +196,22 @@ class HTTPObjectBody:
         self._progress = self._clock.seconds()
         self._timer = self._clock.callLater(self._silence, self._check_silence)
         self._response.deliverBody(_Receiver(self))  # hands over the bytes already read
-        if self._fds is not None and not self._finished and splice.available():
+        if self._fds is not None and self._left() >= SPLICE_MIN and splice.available():
             # Not now: this may run inside the node connection's read (its headers fired the
             # response), whose remaining bytes reach the body only once that read returns.
             self._clock.callLater(0, self._splice, consumer)
         return done
 
+    def _left(self) -> int:
+        """Body bytes still to come (0 if finished or of unknown length)."""
+        if self._finished or self._expected == UNKNOWN_LENGTH:
+            return 0
+        return int(self._expected) - self._received
+
     def _splice(self, consumer: IConsumer) -> None:
         """Relay the rest of a large body inside the kernel, if both ends are plain sockets."""
-        if self._finished or self._fds is None:
-            return
-        left = self._expected - self._received if self._expected != UNKNOWN_LENGTH else 0
-        if left < SPLICE_MIN:
+        left = self._left()
+        if self._fds is None or left < SPLICE_MIN:
             return
         client = sendfile_transport(consumer)
         node = getattr(self._transport, "_producer", None)  # under the response's proxy
