@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.python.threadpool import ThreadPool
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from lambgw.network.interface import IUpload, NewObject, ObjectInfo
 from lambgw.protocol.chunked import AwsChunkedDecoder
 from lambgw.protocol.errors import S3Error
-from lambgw.s3.spool import SpoolBody
+from lambgw.s3.spool import SpoolBody, SpooledFile
 from tests.test_spool import REACTOR, aws_chunked, pieces
 
 MiB = 1024 * 1024
@@ -123,3 +124,84 @@ class StreamedBodyTests(TestCase):
         self.sink.resume()
         self.assertEqual(self.calls, ["pause", "resume"])
         body.abort()
+
+
+class StepReactor:
+    """``callFromThread`` that only queues: the test says when the reactor runs the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[..., object], tuple[object, ...]]] = []
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
+        self.calls.append((f, args))
+
+    def run_calls(self) -> None:
+        """Run every queued call, in order, and those they queue."""
+        while self.calls:
+            f, args = self.calls.pop(0)
+            f(*args)
+
+
+class StepPool:
+    """``callInThread`` that only queues: the test runs the jobs as a pool thread would."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Callable[[], object]] = []
+
+    def callInThread(self, f: Callable[[], object]) -> None:
+        self.jobs.append(f)
+
+    def run_jobs(self) -> None:
+        """Run every queued job to its end, and those they queue."""
+        while self.jobs:
+            self.jobs.pop(0)()
+
+
+class DeliveryOrderTests(SynchronousTestCase):
+    """Completion never overtakes the bytes the write lane hands to the reactor."""
+
+    def setUp(self) -> None:
+        self.reactor = StepReactor()
+        self.pool = StepPool()
+        self.sink = RecordingUpload()
+        self.body = SpoolBody(
+            self.reactor,  # type: ignore[arg-type]
+            self.pool,  # type: ignore[arg-type]
+            self.mktemp(),
+            max_size=64 * MiB,
+            sink=self.sink,
+        )
+        self.at_finish: list[bytes] = []
+
+    def finish(self) -> Deferred[SpooledFile]:
+        """Finish the body, noting what the upload had when the result fired."""
+        finished = self.body.finish()
+        finished.addCallback(lambda spooled: self.at_finish.append(b"".join(self.sink.data)))
+        return finished
+
+    def test_finish_waits_for_queued_writes(self) -> None:
+        """Lanes that ran dry in their threads are not done until the reactor ran their calls."""
+        data = os.urandom(300_000)
+        self.body.write(data[:100_000])
+        self.body.write(data[100_000:])
+        self.pool.run_jobs()  # the write and MD5 lanes have done all their work ...
+        self.assertNotEqual(self.reactor.calls, [])  # ... and the writes wait for the reactor
+        self.finish()
+        self.assertEqual(self.at_finish, [])
+        self.reactor.run_calls()
+        self.pool.run_jobs()
+        self.reactor.run_calls()
+        self.assertEqual(self.at_finish, [data])
+
+    def test_put_while_reactor_catches_up(self) -> None:
+        """A piece queued after a lane ran dry, before the reactor heard, is still worked on."""
+        first, second = os.urandom(1000), os.urandom(2000)
+        self.body.write(first)
+        self.pool.run_jobs()
+        self.body.write(second)  # the lane's thread has ended; the reactor has not heard yet
+        self.assertEqual(self.pool.jobs, [])
+        self.finish()
+        while self.reactor.calls or self.pool.jobs:
+            self.reactor.run_calls()
+            self.pool.run_jobs()
+        self.assertEqual(self.at_finish, [first + second])

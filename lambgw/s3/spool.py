@@ -144,6 +144,12 @@ class Lane:
 
     ``put`` may be called from any thread.  After each batch ``on_batch(size)`` and, when
     the queue runs dry, ``on_idle()`` are called on the reactor thread.
+
+    A lane stays :attr:`busy` until the reactor itself has seen it run dry: the worker's
+    last act is to queue that news with ``callFromThread``, behind every call its work
+    queued the same way (``callFromThread`` runs one thread's calls in order).  So when
+    the reactor finds a lane idle, everything the lane handed to the reactor has already
+    run there: completion cannot overtake delivery.
     """
 
     def __init__(
@@ -195,7 +201,6 @@ class Lane:
         while True:
             with self._lock:
                 if not self._queue:
-                    self._running = False
                     break
                 pieces = []
                 size = 0
@@ -208,7 +213,17 @@ class Lane:
             # retakes the GIL, and retaking it is what costs when other threads are busy.
             self._work(pieces[0] if len(pieces) == 1 else b"".join(pieces))
             self._reactor.callFromThread(self._on_batch, size)
-        self._reactor.callFromThread(self._on_idle)
+        self._reactor.callFromThread(self._ran_dry)
+
+    def _ran_dry(self) -> None:
+        """On the reactor, after every call the worker queued: idle, or run again."""
+        with self._lock:
+            again = bool(self._queue)
+            self._running = again
+        if again:
+            self._pool.callInThread(self._run)
+        else:
+            self._on_idle()
 
 
 class SpoolBody:
