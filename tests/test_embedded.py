@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+import time
+from collections.abc import Callable, Generator
 from typing import Any
 
 from twisted.internet import reactor
@@ -49,6 +50,15 @@ class Consumer:
 def sleep(seconds: float) -> Deferred[None]:
     """Let the reactor and the pool run for ``seconds``."""
     return deferLater(reactor, seconds, lambda: None)
+
+
+@inlineCallbacks
+def until(condition: Callable[[], bool], seconds: float = 10.0) -> Generator[Any, Any, bool]:
+    """Let the reactor and the pool run until ``condition`` holds (for at most ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        yield sleep(0.005)
+    return condition()
 
 
 class EmbeddedTests(TestCase):
@@ -157,7 +167,8 @@ class EmbeddedTests(TestCase):
         consumer = Consumer(pausing=True)
         done = body.deliver(consumer)
         for expected in range(1, 6):
-            yield sleep(0.02)
+            self.assertTrue((yield until(lambda n=expected: len(consumer.chunks) >= n)))
+            yield sleep(0.02)  # a paused producer writes no more meanwhile
             self.assertEqual(len(consumer.chunks), expected)
             self.assertFalse(done.called)
             assert consumer.producer is not None
@@ -175,12 +186,12 @@ class EmbeddedTests(TestCase):
         body = FileRangeBody(ranges, reactor, self.pool, chunk_size=1000)
         consumer = Consumer(pausing=True)
         done = body.deliver(consumer)
-        yield sleep(0.02)
+        self.assertTrue((yield until(lambda: len(consumer.chunks) == 1)))
         done.cancel()
         with self.assertRaises(CancelledError):
             yield done
         self.assertIsNone(consumer.producer)
-        yield sleep(0.02)
+        self.assertTrue((yield until(lambda: all(r.file.closed for r in ranges))))
         self.assertEqual(len(consumer.chunks), 1)
         self.assertTrue(all(r.file.closed for r in ranges))
 
@@ -196,7 +207,7 @@ class EmbeddedTests(TestCase):
         body.stopProducing()
         with self.assertRaises(ConnectionLost):
             yield done
-        yield sleep(0.02)
+        self.assertTrue((yield until(lambda: all(r.file.closed for r in ranges))))
         self.assertEqual(consumer.chunks, [])
         self.assertTrue(all(r.file.closed for r in ranges))
 
