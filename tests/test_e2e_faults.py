@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -190,6 +191,12 @@ class ProxiedNodeCase(GatewayCase):
         spool = os.path.join(self.home, "gateway", "spool")
         self.assertEqual([n for n in os.listdir(spool) if not n.startswith(".")], [])
 
+    def assert_logged_once(self, text: str) -> None:
+        """The gateway's log has exactly one line with ``text``, naming the cause."""
+        lines = [line for line in self.gateway.output().splitlines() if text in line]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("NetworkUnavailable: ", lines[0])
+
     def assert_serving(self) -> None:
         """Forwarding again, the same gateway process stores and reads an object."""
         self.proxy.forward()
@@ -209,6 +216,7 @@ class NodeErrorTests(ProxiedNodeCase):
         self.assertEqual(error_of(put), (503, "ServiceUnavailable"))
         self.assertGreater(self.proxy.failed, 0)
         self.assert_nothing_stored(self.key("k"))
+        self.assert_logged_once(f"Network call put_object {self.bucket}/{self.key('k')} failed")
         self.assert_serving()
 
     def test_aws_cli_put_fails_with_503(self) -> None:
@@ -317,6 +325,13 @@ class NodeErrorTests(ProxiedNodeCase):
         put = lambda: self.put("cut", os.urandom(4 * MiB))  # noqa: E731
         self.assertEqual(error_of(put), (503, "ServiceUnavailable"))
         self.assert_nothing_stored(self.key("cut"))
+        self.assert_logged_once(f"Network call put_object {self.bucket}/{self.key('cut')} failed")
+        cut = [
+            line
+            for line in self.node.output().splitlines()
+            if "was lost after" in line and quote(self.key("cut"), safe="") in line
+        ]
+        self.assertEqual(len(cut), 1, cut)
         self.assert_serving()
 
     def test_get_cut_mid_body_is_a_short_read(self) -> None:

@@ -202,6 +202,38 @@ def _incoming(home: str) -> list[str]:
     return os.listdir(directory) if os.path.isdir(directory) else []
 
 
+class ConcurrentLargePutTests(LambnetCase):
+    """Large objects streamed to the node side by side."""
+
+    mode = "lambgw"
+
+    def test_concurrent_large_puts(self) -> None:
+        """Pairs of concurrent 17-18 MB PUTs, never retried, all succeed and read back whole."""
+        s3 = self.gateway.s3_client(retries={"total_max_attempts": 1, "mode": "standard"})
+        bodies = [os.urandom(17 * MiB + 333_333 * i) for i in range(2)]
+        failures: list[str] = []
+
+        def put(round_: int, i: int) -> None:
+            try:
+                etag = s3.put_object(Bucket=self.bucket, Key=self.key(f"{i}"), Body=bodies[i])
+                if etag["ETag"] != f'"{hashlib.md5(bodies[i]).hexdigest()}"':
+                    failures.append(f"round {round_}, object {i}: ETag {etag['ETag']}")
+            except Exception as e:
+                failures.append(f"round {round_}, object {i}: {e!r}")
+
+        for round_ in range(8):
+            threads = [threading.Thread(target=put, args=(round_, i)) for i in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+        self.assertEqual(failures, [])
+        for i, body in enumerate(bodies):
+            got = s3.get_object(Bucket=self.bucket, Key=self.key(f"{i}"))["Body"].read()
+            self.assertEqual(hashlib.md5(got).digest(), hashlib.md5(body).digest())
+        self.assertNotIn("Network call", self.gateway.output())
+
+
 class FaultTests(LambnetCase):
     """The node stops or fails; the gateway answers clearly and keeps serving."""
 

@@ -31,7 +31,7 @@ from lambgw.lambnet import wire
 from lambgw.lambnet.incoming import NodeRequest, sweep_incoming
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import signing
-from lambgw.network.errors import NetworkError
+from lambgw.network.errors import ANSWERS, NetworkError
 from lambgw.network.files import FileRangeBody
 from lambgw.network.interface import IObjectBody
 from lambgw.network.store import Store
@@ -71,6 +71,12 @@ def _query(request: Request) -> dict[str, str]:
 def _header(request: Request, name: str) -> str | None:
     value = request.getHeader(name)
     return None if value is None else value
+
+
+def _client(request: Request) -> str:
+    """The client's address, for a log line."""
+    peer = request.getClientAddress()
+    return str(getattr(peer, "host", peer))
 
 
 def _json(request: Request, value: Any) -> bytes:
@@ -133,6 +139,7 @@ class Node:
     def render_error(self, request: IRequest, failure: Failure) -> bytes:
         """Render any failure as a JSON error: the one place errors become answers."""
         error = failure.value
+        assert isinstance(request, Request)
         if isinstance(error, wire.ProtocolError):
             code, status = error.code, error.status
         elif isinstance(error, signing.SignatureError):
@@ -142,7 +149,16 @@ class Node:
         else:
             log.failure("Request failed", failure)
             code, status, error = "InternalError", 500, Exception("internal error")
-        assert isinstance(request, Request)
+        if not isinstance(error, ANSWERS):
+            log.warn(
+                "Refused {method} {uri} from {client}: {status} {code}: {message}",
+                method=request.method.decode("ascii", "replace"),
+                uri=request.uri.decode("ascii", "replace"),
+                client=_client(request),
+                status=status,
+                code=code,
+                message=str(error),
+            )
         request.setResponseCode(status)
         request.setHeader("content-type", "application/json")
         request.setHeader(wire.ERROR_HEADER, code)

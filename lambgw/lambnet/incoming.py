@@ -22,11 +22,15 @@ from urllib.parse import parse_qsl
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from lambgw.lambnet import wire
 from lambgw.network import signing
 from lambgw.network.interface import Segment
+
+log = Logger()
 
 #: Bodies up to this size are kept in memory; larger ones go to a file.
 MEMORY_BODY = 256 * 1024
@@ -90,6 +94,22 @@ class NodeRequest(Request):
             transport.bufferSize = READ_SIZE
         self.notifyFinish().addBoth(self._discard_spool)
         self._next_file()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Log a request whose connection went before it was answered; its body is dropped."""
+        channel = self.channel
+        if channel is not None:
+            log.info(
+                "The connection of {method} {uri} was lost after {received} bytes of its body, "
+                "before the answer: {reason}",
+                method=(getattr(channel, "_command", b"") or self.method).decode(
+                    "ascii", "replace"
+                ),
+                uri=(getattr(channel, "_path", b"") or self.uri).decode("ascii", "replace"),
+                received=self.received,
+                reason=reason.getErrorMessage(),
+            )
+        super().connectionLost(reason)
 
     def _next_file(self) -> None:
         if self.spool_paths:

@@ -37,3 +37,16 @@ class InvalidPath(NetworkError):
 
 class NetworkUnavailable(NetworkError):
     """The network could not be reached or did not answer in time."""
+
+
+#: The network's ordinary answers to a request: they say what is (or is not) stored, not that
+#: the network failed, so they are neither logged nor counted as failed calls.
+ANSWERS: tuple[type[NetworkError], ...] = (
+    NoSuchAccount,
+    NoSuchOrder,
+    NoSuchPath,
+    QuotaExceeded,
+    OrderExpired,
+    PreconditionFailed,
+    InvalidPath,
+)

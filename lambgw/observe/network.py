@@ -7,10 +7,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from attrs import define
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from lambgw.network.errors import ANSWERS
 from lambgw.network.interface import (
     INetwork,
     IObjectBody,
@@ -24,6 +26,7 @@ from lambgw.network.interface import (
 from lambgw.observe.metrics import GatewayMetrics
 
 _T = TypeVar("_T")
+log = Logger()
 
 
 @implementer(INetwork)
@@ -35,13 +38,26 @@ class TimedNetwork:
     metrics: GatewayMetrics
     clock: Callable[[], float] = time.monotonic
 
-    def _timed(self, call: str, start: Callable[[], Deferred[_T]]) -> Deferred[_T]:
+    def _timed(self, call: str, start: Callable[[], Deferred[_T]], *subject: str) -> Deferred[_T]:
+        """Run ``start()``, timing it as ``call``; a failed call is logged once, with its cause.
+
+        ``subject`` (an order and a path) names what the call was about, in that log line.
+        """
         began = self.clock()
 
         def done(result: Any) -> Any:
-            self.metrics.network_seconds.observe(self.clock() - began, call)
+            seconds = self.clock() - began
+            self.metrics.network_seconds.observe(seconds, call)
             if isinstance(result, Failure):
                 self.metrics.network_errors.inc(call, type(result.value).__name__)
+                if not result.check(CancelledError, *ANSWERS):
+                    log.warn(
+                        "Network call {call} {subject} failed after {seconds:.3f} s: {reason}",
+                        call=call,
+                        subject="/".join(subject),
+                        seconds=seconds,
+                        reason=f"{type(result.value).__name__}: {result.value}",
+                    )
             return result
 
         return start().addBoth(done)
@@ -52,7 +68,7 @@ class TimedNetwork:
 
     def order(self, account: str, order_id: str) -> Deferred[Order]:
         """One order of ``account``."""
-        return self._timed("order", lambda: self.network.order(account, order_id))
+        return self._timed("order", lambda: self.network.order(account, order_id), order_id)
 
     def put_object(
         self,
@@ -67,6 +83,8 @@ class TimedNetwork:
         return self._timed(
             "put_object",
             lambda: self.network.put_object(account, order_id, path, segments, new, if_none_match),
+            order_id,
+            path,
         )
 
     def open_upload(
@@ -79,24 +97,32 @@ class TimedNetwork:
     ) -> IUpload | None:
         """Start streaming an object (its finish is timed as ``put_object``)."""
         upload = self.network.open_upload(account, order_id, path, described, if_none_match)
-        return None if upload is None else _TimedUpload(upload, self)
+        return None if upload is None else _TimedUpload(upload, self, (order_id, path))
 
     def head_object(self, account: str, order_id: str, path: str) -> Deferred[ObjectInfo]:
         """What is stored at ``path``."""
-        return self._timed("head_object", lambda: self.network.head_object(account, order_id, path))
+        return self._timed(
+            "head_object", lambda: self.network.head_object(account, order_id, path), order_id, path
+        )
 
     def get_object(
         self, account: str, order_id: str, path: str, first: int = 0, last: int | None = None
     ) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
         """The object at ``path`` and its bytes (timed until the body is ready to stream)."""
         return self._timed(
-            "get_object", lambda: self.network.get_object(account, order_id, path, first, last)
+            "get_object",
+            lambda: self.network.get_object(account, order_id, path, first, last),
+            order_id,
+            path,
         )
 
     def delete_object(self, account: str, order_id: str, path: str) -> Deferred[bool]:
         """Remove the object at ``path``."""
         return self._timed(
-            "delete_object", lambda: self.network.delete_object(account, order_id, path)
+            "delete_object",
+            lambda: self.network.delete_object(account, order_id, path),
+            order_id,
+            path,
         )
 
     def copy_object(
@@ -114,6 +140,8 @@ class TimedNetwork:
             lambda: self.network.copy_object(
                 account, src_order_id, src_path, dst_order_id, dst_path, replace
             ),
+            dst_order_id,
+            dst_path,
         )
 
     def list_objects(
@@ -131,6 +159,7 @@ class TimedNetwork:
             lambda: self.network.list_objects(
                 account, order_id, prefix, delimiter, marker, max_keys
             ),
+            order_id,
         )
 
 
@@ -141,6 +170,7 @@ class _TimedUpload:
 
     upload: IUpload
     network: TimedNetwork
+    subject: tuple[str, ...]
 
     def throttle(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
         """Pass the backpressure on."""
@@ -152,7 +182,9 @@ class _TimedUpload:
 
     def finish(self, new: NewObject, content_sha256: str) -> Deferred[ObjectInfo]:
         """Store the object."""
-        return self.network._timed("put_object", lambda: self.upload.finish(new, content_sha256))
+        return self.network._timed(
+            "put_object", lambda: self.upload.finish(new, content_sha256), *self.subject
+        )
 
     def abort(self) -> None:
         """Give up."""
