@@ -39,8 +39,8 @@ MODULES = (
     "tests.test_embedded",
 )
 
-#: A test that trial reports as failed: ``[FAIL]`` or ``[ERROR]`` followed by its name.
-_FAILED_TEST = re.compile(r"^(tests\.[\w.]+)$", re.MULTILINE)
+#: A line that names a test (a dotted name alone on its line), under ``[FAIL]`` or ``[ERROR]``.
+_FAILED_TEST = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)$", re.MULTILINE)
 _SUMMARY = re.compile(r"^(PASSED|FAILED) \((.*)\)$", re.MULTILINE)
 
 
