@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -148,7 +148,7 @@ class ListingTests(SynchronousTestCase):
     def test_contents_encoded(self) -> None:
         """With encoding-type=url, keys are URL-encoded."""
         root = self.parse(contents([Listed("a b/é", 0, "e", 0)], True, None))
-        self.assertEqual(root.findtext(f"{{{NS}}}Contents/{{{NS}}}Key"), "a+b/%C3%A9")
+        self.assertEqual(root.findtext(f"{{{NS}}}Contents/{{{NS}}}Key"), "a%20b/%C3%A9")
 
     def test_common_prefixes(self) -> None:
         """Each prefix is a <CommonPrefixes><Prefix>, in the order given."""
@@ -160,7 +160,7 @@ class ListingTests(SynchronousTestCase):
 
     def test_common_prefixes_encoded(self) -> None:
         """With encoding-type=url, prefixes are URL-encoded."""
-        self.assertIn("<Prefix>a+b/</Prefix>", common_prefixes(["a b/"], True))
+        self.assertIn("<Prefix>a%20b/</Prefix>", common_prefixes(["a b/"], True))
 
     def test_empty(self) -> None:
         """No entries give no elements."""
@@ -171,8 +171,8 @@ class UrlEncodeTests(SynchronousTestCase):
     """``encoding-type=url`` as the SDKs decode it."""
 
     def test_examples(self) -> None:
-        """Spaces become '+', '+' and '%' are escaped, '/' is kept."""
-        self.assertEqual(url_encode("a b+c/d%e"), "a+b%2Bc/d%25e")
+        """Spaces become '%20', '+' and '%' are escaped, '/' is kept."""
+        self.assertEqual(url_encode("a b+c/d%e"), "a%20b%2Bc/d%25e")
 
     def test_control_characters(self) -> None:
         """Control characters, which XML cannot carry, are escaped."""
@@ -180,8 +180,9 @@ class UrlEncodeTests(SynchronousTestCase):
 
     @given(st.text())
     def test_round_trip(self, key: str) -> None:
-        """Botocore's decoding (unquote_plus) gives back the key."""
+        """Both decodings SDKs use (unquote_plus, as botocore; unquote) give back the key."""
         self.assertEqual(unquote_plus(url_encode(key)), key)
+        self.assertEqual(unquote(url_encode(key)), key)
 
     @given(st.text())
     def test_xml_safe(self, key: str) -> None:

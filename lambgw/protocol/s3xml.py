@@ -78,8 +78,11 @@ def owner(owner_id: str, display_name: str) -> str:
 
 
 def url_encode(text: str) -> str:
-    """Encode a key as ``encoding-type=url`` asks (spaces as ``+``, ``/`` kept)."""
-    return quote(text, safe="/").replace("%20", "+")
+    """Encode a key as ``encoding-type=url`` asks (spaces as ``%20``, ``/`` kept).
+
+    ``%20`` rather than ``+``: every SDK decodes it right, whether it decodes ``+`` or not.
+    """
+    return quote(text, safe="/")
 
 
 @frozen
