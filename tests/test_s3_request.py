@@ -20,9 +20,12 @@ class ParseTargetTests(SynchronousTestCase):
     """Path-style targets: bucket, key and query, keys never normalized."""
 
     def invalid(self, uri: bytes) -> None:
-        """``uri`` is refused with InvalidURI (400)."""
+        """``uri`` is refused with InvalidURI (400) and S3's message."""
         error = self.assertRaises(S3Error, parse_target, uri)
-        self.assertEqual((error.code, error.status), ("InvalidURI", 400))
+        self.assertEqual(
+            (error.code, error.status, error.message),
+            ("InvalidURI", 400, "Couldn't parse the specified URI."),
+        )
 
     def test_bucket_and_key(self) -> None:
         """The first segment is the bucket, the rest the key."""
@@ -79,6 +82,8 @@ class ParseTargetTests(SynchronousTestCase):
         """Percent-encoded bytes that are not UTF-8 are InvalidURI."""
         self.invalid(b"/b/%C3%28")
         self.invalid(b"/b/%FF")
+        self.invalid(b"/b/a%ED%A0%80b")  # an encoded surrogate
+        self.invalid(b"/b/a%C0%AFb")  # an overlong '/'
 
     def test_raw_non_ascii(self) -> None:
         """Bytes outside ASCII in the request line are InvalidURI."""

@@ -57,12 +57,12 @@ def parse_target(raw_uri: bytes) -> Target:
         path = unquote_to_bytes(raw_path).decode("utf-8")
     except UnicodeDecodeError:
         raise S3Error(
-            "InvalidURI", 400, "Couldn't parse the specified URI: it is not valid UTF-8."
+            "InvalidURI", 400, "Couldn't parse the specified URI."
         ) from None
     if not path.startswith("/"):
         raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.")
     if _BAD_PERCENT.search(raw_path) or _BAD_PERCENT.search(raw_query):
-        raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI: bad percent-encoding.")
+        raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.")
     bucket, _, key = path[1:].partition("/")
     query: dict[str, str] = {}
     for item in raw_query.split("&"):
@@ -75,7 +75,7 @@ def parse_target(raw_uri: bytes) -> Target:
             ).decode("utf-8")
         except UnicodeDecodeError:
             raise S3Error(
-                "InvalidURI", 400, "Couldn't parse the specified URI: the query is not UTF-8."
+                "InvalidURI", 400, "Couldn't parse the specified URI."
             ) from None
     return Target(bucket, key, raw_path, raw_query, query)
 
