@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import boto3
 from botocore.awsrequest import AWSPreparedRequest
 from botocore.config import Config
+from botocore.handlers import validate_ascii_metadata
 from twisted.trial.unittest import SynchronousTestCase
 
 from lambgw.protocol import sigv4
@@ -111,6 +112,23 @@ class BotocoreHeaderTests(SynchronousTestCase):
             self.assertEqual(result.access_key, ACCESS)
             self.assertEqual(result.payload, PayloadMode.STREAMING_UNSIGNED_TRAILER)
             self.assertIsNone(result.chunk_signer)
+
+    def test_non_ascii_metadata(self) -> None:
+        """Metadata that boto3 sends as UTF-8 authenticates, signed over those bytes."""
+        s3 = boto3.client(
+            "s3",
+            endpoint_url="https://gw.example:9002",
+            aws_access_key_id=ACCESS,
+            aws_secret_access_key=SECRET,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+        s3.meta.events.register("before-send.s3", _stop)
+        s3.meta.events.unregister("before-parameter-build.s3.PutObject", validate_ascii_metadata)
+        request = capture(
+            partial(s3.put_object, Bucket="b", Key="k", Body=b"x", Metadata={"a": "Hello Worldé"})
+        )
+        self.assertEqual(auth(view_of_request(request)).access_key, ACCESS)
 
     def test_put_object_over_http(self) -> None:
         """Over plain HTTP boto3 signs the body's SHA-256, which the result carries."""

@@ -200,6 +200,15 @@ class CanonicalFormTests(SynchronousTestCase):
             "host:h\nx-amz-meta-a:one two,three\n",
         )
 
+    def test_header_bytes_signed_as_sent(self) -> None:
+        """Header bytes are hashed as sent: UTF-8 as UTF-8, other bytes (escaped) as such."""
+        for sent in ("Hello Worldé".encode(), b"caf\xe9"):
+            canonical = "x-amz-meta-a:" + sent.decode("utf-8", "surrogateescape")
+            digest = hashlib.sha256(b"x-amz-meta-a:" + sent).hexdigest()
+            self.assertEqual(
+                sigv4.string_to_sign(AMZ_DATE, SCOPE, canonical).rsplit("\n", 1)[1], digest
+            )
+
 
 class AuthorizationHeaderTests(SynchronousTestCase):
     def test_parse_with_spaces(self) -> None:

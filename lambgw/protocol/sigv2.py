@@ -110,5 +110,6 @@ def string_to_sign(
 
 def sign(secret: str, text: str) -> str:
     """Return the base64 HMAC-SHA1 signature of ``text``."""
-    digest = hmac.new(secret.encode("utf-8"), text.encode("utf-8"), hashlib.sha1).digest()
+    message = text.encode("utf-8", "surrogateescape")
+    digest = hmac.new(secret.encode("utf-8"), message, hashlib.sha1).digest()
     return base64.b64encode(digest).decode("ascii")

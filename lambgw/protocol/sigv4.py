@@ -119,7 +119,7 @@ def canonical_request(
 
 def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
     """Return the SigV4 string to sign of a canonical request."""
-    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()
     return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
 
 

@@ -57,11 +57,32 @@ STORED_HEADERS = (
 
 
 def header_map(request: S3Request) -> dict[str, list[str]]:
-    """The request's headers with lower-case names and text values."""
+    """The request's headers with lower-case names and text values.
+
+    Values are the UTF-8 the clients send (bytes that are not UTF-8 kept as surrogate
+    escapes): they are signed, stored and returned as the very bytes that came.
+    """
     return {
-        name.decode("latin-1").lower(): [v.decode("latin-1") for v in values]
+        name.decode("latin-1").lower(): [header_text(v) for v in values]
         for name, values in request.requestHeaders.getAllRawHeaders()
     }
+
+
+def header_text(value: bytes) -> str:
+    """The text of a header value as sent (UTF-8; other bytes as surrogate escapes)."""
+    return value.decode("utf-8", "surrogateescape")
+
+
+def header_bytes(value: str) -> bytes:
+    """The bytes of a header value read by :func:`header_text`, or stored from one."""
+    return value.encode("utf-8", "surrogateescape")
+
+
+def without_aws_chunked(value: str) -> str:
+    """A ``Content-Encoding`` less its ``aws-chunked`` token, otherwise byte for byte."""
+    tokens = value.split(",")
+    kept = [t for t in tokens if t.strip().lower() != "aws-chunked"]
+    return value if len(kept) == len(tokens) else ",".join(kept).strip()
 
 
 def first(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
@@ -95,7 +116,7 @@ def new_object_from(headers: Mapping[str, Sequence[str]], size: int, etag: str) 
         for name, values in headers.items()
         if name.startswith("x-amz-meta-")
     }
-    if sum(len(k) + len(v) for k, v in metadata.items()) > MAX_METADATA:
+    if sum(len(header_bytes(k + v)) for k, v in metadata.items()) > MAX_METADATA:
         raise S3Error(
             "MetadataTooLarge",
             400,
@@ -106,9 +127,7 @@ def new_object_from(headers: Mapping[str, Sequence[str]], size: int, etag: str) 
     for name in STORED_HEADERS:
         value = first(headers, name)
         if name == "content-encoding" and value:
-            value = ",".join(
-                v.strip() for v in value.split(",") if v.strip().lower() != "aws-chunked"
-            )
+            value = without_aws_chunked(value)
         if value:
             stored[name] = value
     return NewObject(

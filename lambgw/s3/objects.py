@@ -29,6 +29,7 @@ from lambgw.protocol.s3xml import (
 from lambgw.s3.front import (
     CHECKSUM_HEADER,
     first,
+    header_bytes,
     header_map,
     new_object_from,
     requested_checksums,
@@ -97,15 +98,15 @@ def object_headers(request: S3Request, info: ObjectInfo) -> None:
     """Set the headers that describe an object on a GET or HEAD response."""
     request.setHeader(b"ETag", f'"{info.etag}"'.encode())
     request.setHeader(b"Last-Modified", http_date(info.last_modified).encode())
-    request.setHeader(b"Content-Type", info.content_type.encode("utf-8", "replace"))
+    request.setHeader(b"Content-Type", header_bytes(info.content_type))
     request.setHeader(b"Accept-Ranges", b"bytes")
     for name, value in info.headers.items():
-        request.setHeader(name.encode(), value.encode("utf-8", "replace"))
+        request.setHeader(name.encode(), header_bytes(value))
     # User metadata goes back with the names' case as stored (lower case, as S3 does):
     # twisted.web would title-case them, which clients keep in the metadata keys.
     raw = request.responseHeaders._rawHeaders
     for name, value in info.metadata.items():
-        raw[b"x-amz-meta-" + name.encode("utf-8")] = [value.encode("utf-8", "replace")]
+        raw[b"x-amz-meta-" + header_bytes(name)] = [header_bytes(value)]
     if info.part_sizes:
         request.setHeader(b"x-amz-mp-parts-count", str(len(info.part_sizes)).encode())
 

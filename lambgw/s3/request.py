@@ -56,9 +56,7 @@ def parse_target(raw_uri: bytes) -> Target:
         raw_query = raw_query_b.decode("ascii")
         path = unquote_to_bytes(raw_path).decode("utf-8")
     except UnicodeDecodeError:
-        raise S3Error(
-            "InvalidURI", 400, "Couldn't parse the specified URI."
-        ) from None
+        raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.") from None
     if not path.startswith("/"):
         raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.")
     if _BAD_PERCENT.search(raw_path) or _BAD_PERCENT.search(raw_query):
@@ -74,9 +72,7 @@ def parse_target(raw_uri: bytes) -> Target:
                 value.replace("+", " ")
             ).decode("utf-8")
         except UnicodeDecodeError:
-            raise S3Error(
-                "InvalidURI", 400, "Couldn't parse the specified URI."
-            ) from None
+            raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.") from None
     return Target(bucket, key, raw_path, raw_query, query)
 
 
