@@ -24,6 +24,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+import lambgw.s3.acl as acl
 import lambgw.s3.buckets as buckets
 import lambgw.s3.objects as objects
 from lambgw.gateway.core import Gateway
@@ -124,7 +125,7 @@ class S3API:
             return buckets.head_bucket
         if method == "PUT":
             if "acl" in query:
-                raise not_implemented("PUT ?acl")
+                return acl.put_acl
             return buckets.create_bucket
         if method == "DELETE":
             return buckets.delete_bucket
@@ -135,9 +136,7 @@ class S3API:
     def _object_handler(self, method: str, target: Target) -> Handler | None:
         query = target.query
         if "acl" in query:
-            if method == "GET":
-                return buckets.get_acl
-            raise not_implemented(f"{method} ?acl")
+            return {"GET": buckets.get_acl, "PUT": acl.put_acl}.get(method)
         if "uploadId" in query:
             operation = {
                 "GET": "list_parts",
