@@ -414,7 +414,9 @@ class _Uploads:
     def get(self, upload_id: str, bucket: str, key: str) -> Deferred[Upload]:
         return succeed(_upload(key, bucket))
 
-    def complete(self, upload: Upload, requested: Any, full: Any) -> Deferred[ObjectInfo]:
+    def complete(
+        self, upload: Upload, requested: Any, full: Any, if_none_match: bool, if_match: Any
+    ) -> Deferred[ObjectInfo]:
         return self.completing
 
 

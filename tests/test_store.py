@@ -179,6 +179,48 @@ class PutTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(self.read("a"), b"old")
         self.assertFalse(os.path.exists(segment.path))
 
+    def put_if_match(self, path: str, data: bytes, if_match: str) -> None:
+        """Store ``data`` at ``path`` only over an object with the etag ``if_match``."""
+        segment = self.segment(data)
+        new = NewObject(len(data), "new")
+        self.store.put("demo", self.order.order_id, path, [segment], new, False, if_match)
+
+    def test_if_match(self) -> None:
+        """A put with the stored etag (or '*') replaces the object."""
+        self.put("a", b"old", etag="one")
+        self.put_if_match("a", b"two", "one")
+        self.assertEqual(self.read("a"), b"two")
+        self.put_if_match("a", b"three", "*")
+        self.assertEqual((self.read("a"), self.used()), (b"three", 5))
+
+    def test_if_match_other_etag(self) -> None:
+        """A put with another etag fails, keeping the old object and its charge."""
+        self.put("a", b"old", etag="one")
+        self.assertRaises(PreconditionFailed, self.put_if_match, "a", b"new!", "two")
+        self.assertEqual((self.read("a"), self.used()), (b"old", 3))
+        self.assertEqual(os.listdir(self.spool), [])
+
+    def test_if_match_no_object(self) -> None:
+        """A put with If-Match where nothing is stored fails with NoSuchPath, storing nothing."""
+        for etag in ("one", "*"):
+            self.assertRaises(NoSuchPath, self.put_if_match, "a", b"new", etag)
+        self.assertEqual((self.used(), self.object_files()), (0, []))
+
+    def test_delete_if_match(self) -> None:
+        """A delete with another etag keeps the object; with its etag or '*' removes it."""
+        self.put("a", b"old", etag="one")
+        self.put("b", b"old", etag="one")
+        order_id = self.order.order_id
+        self.assertRaises(PreconditionFailed, self.store.delete, "demo", order_id, "a", "two")
+        self.assertEqual(self.read("a"), b"old")
+        self.assertTrue(self.store.delete("demo", order_id, "a", "one"))
+        self.assertTrue(self.store.delete("demo", order_id, "b", "*"))
+        self.assertEqual(self.used(), 0)
+
+    def test_delete_if_match_no_object(self) -> None:
+        """A delete with If-Match where nothing is stored fails with NoSuchPath."""
+        self.assertRaises(NoSuchPath, self.store.delete, "demo", self.order.order_id, "a", "*")
+
     def test_size_mismatch(self) -> None:
         """Segments that do not add up to the declared size are refused."""
         segment = self.segment(b"abc")

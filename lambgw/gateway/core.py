@@ -158,8 +158,12 @@ class Gateway:
         segments: Sequence[Segment],
         new: NewObject,
         if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> Generator[Deferred[Any], Any, ObjectInfo]:
-        """Store an object made of spooled segments (consumed either way)."""
+        """Store an object made of spooled segments (consumed either way).
+
+        The conditions are the network's (:meth:`INetwork.put_object`).
+        """
         try:
             b = yield self.bucket(bucket)
             check_key(key, b.prefix)
@@ -171,14 +175,19 @@ class Gateway:
             bucket,
             key,
             lambda: self.network.put_object(
-                self.account, b.order_id, b.prefix + key, segments, new, if_none_match
+                self.account, b.order_id, b.prefix + key, segments, new, if_none_match, if_match
             ),
         )
         self.orders.charge(b.order_id, info.size)
         return evolve(info, path=key)
 
     def open_upload(
-        self, bucket: str, key: str, described: NewObject, if_none_match: bool = False
+        self,
+        bucket: str,
+        key: str,
+        described: NewObject,
+        if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> IUpload | None:
         """Start streaming an object to the network, if it streams and the order is known.
 
@@ -190,7 +199,7 @@ class Gateway:
         prefix = f"{bucket}/" if isinstance(self.buckets, OrderFolderBuckets) else ""
         check_key(key, prefix)
         return self.network.open_upload(
-            self.account, order.order_id, prefix + key, described, if_none_match
+            self.account, order.order_id, prefix + key, described, if_none_match, if_match
         )
 
     @inlineCallbacks
@@ -237,15 +246,17 @@ class Gateway:
 
         return self.bucket(bucket).addCallback(found)
 
-    def delete_object(self, bucket: str, key: str) -> Deferred[bool]:
-        """Delete ``key``; deleting a missing key succeeds, as in S3."""
+    def delete_object(self, bucket: str, key: str, if_match: str | None = None) -> Deferred[bool]:
+        """Delete ``key``; deleting a missing key succeeds, as in S3, unless ``if_match``."""
 
         def found(b: Bucket) -> Deferred[bool]:
             check_key(key, b.prefix)
             return self._call(
                 bucket,
                 key,
-                lambda: self.network.delete_object(self.account, b.order_id, b.prefix + key),
+                lambda: self.network.delete_object(
+                    self.account, b.order_id, b.prefix + key, if_match
+                ),
             )
 
         return self.bucket(bucket).addCallback(found)

@@ -589,12 +589,17 @@ class MultipartUploads:
 
     @inlineCallbacks
     def complete(
-        self, upload: Upload, requested: Sequence[Completion], full_checksum: str | None = None
+        self,
+        upload: Upload,
+        requested: Sequence[Completion],
+        full_checksum: str | None = None,
+        if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> Any:
         """Make the object of ``upload`` from the requested parts; fire with its info.
 
         Only one completion of an upload runs; another fails with ``NoSuchUpload``.  If
-        the network refuses the object, the upload stays open.
+        the network refuses the object (its conditions too), the upload stays open.
         """
         store = self.store
         claim: Claim = yield self._call(store.begin_complete, upload.upload_id, requested)
@@ -621,7 +626,7 @@ class MultipartUploads:
                 store.link_segments, claim.directory, parts, self.gateway.spool_dir
             )
             info: ObjectInfo = yield self.gateway.put_object(
-                upload.bucket, upload.key, segments, new
+                upload.bucket, upload.key, segments, new, if_none_match, if_match
             )
         except BaseException:
             yield self._call(store.give_back, upload.upload_id)

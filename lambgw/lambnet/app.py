@@ -265,9 +265,10 @@ class Node:
             )
         wire.parse_part_sizes(_header(request, wire.PART_SIZES_HEADER))
         if_none_match = _header(request, wire.IF_NONE_MATCH_HEADER) == "1"
+        if_match = _header(request, wire.IF_MATCH_HEADER)
         segments = request.segments()
         info = await self._call(
-            self.store.put, account, order_id, path, segments, new, if_none_match
+            self.store.put, account, order_id, path, segments, new, if_none_match, if_match
         )
         request.setResponseCode(201)
         return _json(request, wire.info_to_json(info))
@@ -304,7 +305,8 @@ class Node:
     async def delete(self, request: Request, account: str, order_id: str) -> bytes:
         """Remove the object at the path."""
         self._authenticate(request, account)
-        deleted = await self._call(self.store.delete, account, order_id, self._path(request))
+        path, if_match = self._path(request), _header(request, wire.IF_MATCH_HEADER)
+        deleted = await self._call(self.store.delete, account, order_id, path, if_match)
         return _json(request, {"deleted": deleted})
 
     @app.route("/v1/accounts/<account>/orders/<order_id>/copy", methods=["POST"])

@@ -26,6 +26,8 @@ from lambgw.network.interface import ListPage, NewObject, ObjectInfo, Order
 VERSION = "v1"
 OBJECT_HEADER = "x-lamb-object"
 IF_NONE_MATCH_HEADER = "x-lamb-if-none-match"
+#: Write or delete only if the object has this etag (``*``: if there is one).
+IF_MATCH_HEADER = "x-lamb-if-match"
 #: The sizes of the parts of a multipart object's body, in order (see :func:`format_part_sizes`).
 PART_SIZES_HEADER = "x-lamb-part-sizes"
 #: The most parts an object may have.
@@ -84,6 +86,14 @@ def error_from(status: int, body: bytes, header_code: str = "") -> errors.Networ
     if status >= 500:
         return errors.NetworkUnavailable(f"the network failed ({status}): {message}")
     return errors.NetworkError(f"the network refused the request ({status} {code}): {message}")
+
+
+def conditions(if_none_match: bool, if_match: str | None) -> dict[str, str]:
+    """The headers of a conditional write (none for an unconditional one)."""
+    headers = {IF_NONE_MATCH_HEADER: "1"} if if_none_match else {}
+    if if_match is not None:
+        headers[IF_MATCH_HEADER] = if_match
+    return headers
 
 
 def quote_path(path: str) -> str:

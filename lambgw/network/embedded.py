@@ -83,10 +83,11 @@ class EmbeddedNetwork:
         segments: Sequence[Segment],
         new: NewObject,
         if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> Deferred[ObjectInfo]:
         """Store an object made of the spooled ``segments``, atomically."""
         return self._writes.call(
-            self._store.put, account, order_id, path, segments, new, if_none_match
+            self._store.put, account, order_id, path, segments, new, if_none_match, if_match
         )
 
     def open_upload(
@@ -96,6 +97,7 @@ class EmbeddedNetwork:
         path: str,
         described: NewObject,
         if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> IUpload | None:
         """None: a spooled file is stored here by a rename, cheaper than any stream."""
         return None
@@ -117,9 +119,11 @@ class EmbeddedNetwork:
 
         return self._call(opened)
 
-    def delete_object(self, account: str, order_id: str, path: str) -> Deferred[bool]:
+    def delete_object(
+        self, account: str, order_id: str, path: str, if_match: str | None = None
+    ) -> Deferred[bool]:
         """Remove the object at ``path``; fire with whether there was one."""
-        return self._call(self._store.delete, account, order_id, path)
+        return self._call(self._store.delete, account, order_id, path, if_match)
 
     def copy_object(
         self,

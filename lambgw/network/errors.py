@@ -28,7 +28,7 @@ class OrderExpired(NetworkError):
 
 
 class PreconditionFailed(NetworkError):
-    """A conditional write found an object where none was allowed."""
+    """A conditional write found an object where none was allowed, or another etag."""
 
 
 class InvalidPath(NetworkError):

@@ -326,6 +326,7 @@ class HTTPNetwork:
         segments: Sequence[Segment],
         new: NewObject,
         if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> Deferred[ObjectInfo]:
         """Upload the spooled ``segments`` as one object; the segments are removed after."""
 
@@ -336,7 +337,7 @@ class HTTPNetwork:
                 query = {"path": path, "size": str(size)}
                 target = self._url(account, f"/{order_id}/object", query)
                 signed = self._sign("PUT", target, signing.TRAILER)
-                headers = {wire.IF_NONE_MATCH_HEADER: "1"} if if_none_match else {}
+                headers = wire.conditions(if_none_match, if_match)
                 if len(segments) > 1 or "-" in new.etag:
                     sizes = [segment.size for segment in segments]
                     headers[wire.PART_SIZES_HEADER] = wire.format_part_sizes(sizes)
@@ -357,6 +358,7 @@ class HTTPNetwork:
         path: str,
         described: NewObject,
         if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> IUpload | None:
         """Start a PUT to the node whose body is the object's bytes as they come.
 
@@ -369,7 +371,7 @@ class HTTPNetwork:
         signed = self._sign("PUT", target, signing.TRAILER)
         room = wire.trailer_room(described)
         upload = StreamedUpload(self._key, signing.signature_of(signed), described.size, room)
-        headers = {wire.IF_NONE_MATCH_HEADER: "1"} if if_none_match else {}
+        headers = wire.conditions(if_none_match, if_match)
 
         async def run() -> ObjectInfo:
             answer = await self._send("PUT", target, upload, headers=headers, signed=signed)
@@ -405,13 +407,16 @@ class HTTPNetwork:
 
         return Deferred.fromCoroutine(run())
 
-    def delete_object(self, account: str, order_id: str, path: str) -> Deferred[bool]:
+    def delete_object(
+        self, account: str, order_id: str, path: str, if_match: str | None = None
+    ) -> Deferred[bool]:
         """Remove the object at ``path``; fire with whether there was one."""
 
         async def run() -> bool:
             self._check_account(account)
             target = self._url(account, f"/{order_id}/object", {"path": path})
-            return bool(json.loads(await self._idempotent("DELETE", target))["deleted"])
+            answer = await self._idempotent("DELETE", target, wire.conditions(False, if_match))
+            return bool(json.loads(answer)["deleted"])
 
         return Deferred.fromCoroutine(run())
 

@@ -169,18 +169,26 @@ class INetwork(Interface):
         segments: Sequence[Segment],
         new: NewObject,
         if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> Deferred[ObjectInfo]:
         """Store an object made of the spooled ``segments``, atomically.
 
         The segment files are consumed (moved or deleted) whether this succeeds or not.
         Replaces an existing object at ``path`` unless ``if_none_match``, in which case an
-        existing object fails it with ``PreconditionFailed``.  Fails with
-        ``QuotaExceeded`` if the order cannot hold it and ``OrderExpired`` if the order
-        has expired.
+        existing object fails it with ``PreconditionFailed``.  With ``if_match`` (an etag,
+        or ``*`` for any), only an object with that etag is replaced: another etag fails
+        with ``PreconditionFailed``, no object with ``NoSuchPath``; the check and the
+        write are one step.  Fails with ``QuotaExceeded`` if the order cannot hold it and
+        ``OrderExpired`` if the order has expired.
         """
 
     def open_upload(
-        account: str, order_id: str, path: str, described: NewObject, if_none_match: bool = False
+        account: str,
+        order_id: str,
+        path: str,
+        described: NewObject,
+        if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> IUpload | None:
         """Start streaming an object to ``path``, if this network streams.
 
@@ -202,8 +210,13 @@ class INetwork(Interface):
         ``last`` of ``None`` means to the end.  The caller validates the range.
         """
 
-    def delete_object(account: str, order_id: str, path: str) -> Deferred[bool]:
-        """Remove the object at ``path``; fires with whether there was one."""
+    def delete_object(
+        account: str, order_id: str, path: str, if_match: str | None = None
+    ) -> Deferred[bool]:
+        """Remove the object at ``path``; fires with whether there was one.
+
+        With ``if_match``, as for :meth:`put_object`: only an object with that etag.
+        """
 
     def copy_object(
         account: str,

@@ -132,6 +132,16 @@ def _dump(value: Mapping[str, str] | Sequence[Any]) -> str:
     return json.dumps(dict(value) if isinstance(value, Mapping) else list(value), sort_keys=True)
 
 
+def _check_if_match(if_match: str | None, old: Sequence[Any] | None, path: str) -> None:
+    """Refuse a write conditional on ``if_match`` (an etag or ``*``) of the row ``old``."""
+    if if_match is None:
+        return
+    if old is None:
+        raise NoSuchPath(f"no object at {path}")
+    if if_match != "*" and old[2] != if_match:
+        raise PreconditionFailed(f"the object at {path} has another etag")
+
+
 class Store:
     """Accounts, orders and objects kept in one directory; every method is synchronous."""
 
@@ -361,8 +371,12 @@ class Store:
         segments: Sequence[Segment],
         new: NewObject,
         if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> ObjectInfo:
         """Store the object made of the spooled ``segments`` at ``path``, atomically.
+
+        The conditions are checked in the transaction that writes the row (see
+        :meth:`INetwork.put_object`).
 
         The segment files are moved in on success and deleted on failure.  A multipart
         object (an etag ending in ``-N``) records the segment sizes as its part sizes.
@@ -399,9 +413,8 @@ class Store:
                 checksum_type=new.checksum_type,
                 part_sizes=part_sizes,
             )
-            old = self._commit(
-                account, raw, info, list(zip(adopted, sizes, strict=True)), if_none_match
-            )
+            files = list(zip(adopted, sizes, strict=True))
+            old = self._commit(account, raw, info, files, if_none_match, if_match)
         except BaseException:
             self._remove(adopted)
             for segment in segments[len(adopted) :]:
@@ -419,6 +432,7 @@ class Store:
         info: ObjectInfo,
         files: list[tuple[str, int]],
         if_none_match: bool,
+        if_match: str | None = None,
     ) -> list[str]:
         """Write the row of ``info`` and charge its order; return the replaced files."""
         with self._write() as db:
@@ -426,11 +440,12 @@ class Store:
             if order.expired(self._clock()):
                 raise OrderExpired(f"the order {order.order_id} has expired")
             old = db.execute(
-                "SELECT size, files FROM objects WHERE order_id = ? AND path = ?",
+                "SELECT size, files, etag FROM objects WHERE order_id = ? AND path = ?",
                 (info.order_id, raw),
             ).fetchone()
             if old is not None and if_none_match:
                 raise PreconditionFailed(f"an object exists at {info.path}")
+            _check_if_match(if_match, old, info.path)
             used = order.used - (old[0] if old else 0) + info.size
             if used > order.capacity:
                 raise QuotaExceeded(
@@ -503,15 +518,19 @@ class Store:
             return info, ranges
         raise NetworkError(f"the object at {path} keeps changing; try again")
 
-    def delete(self, account: str, order_id: str, path: str) -> bool:
-        """Remove the object at ``path`` and give its space back; whether there was one."""
+    def delete(self, account: str, order_id: str, path: str, if_match: str | None = None) -> bool:
+        """Remove the object at ``path`` and give its space back; whether there was one.
+
+        With ``if_match``, only an object with that etag (``*``: any) is removed.
+        """
         raw = encode_path(path)
         with self._write() as db:
             self._order(db, account, order_id)
             old = db.execute(
-                "SELECT size, files FROM objects WHERE order_id = ? AND path = ?",
+                "SELECT size, files, etag FROM objects WHERE order_id = ? AND path = ?",
                 (order_id, raw),
             ).fetchone()
+            _check_if_match(if_match, old, path)
             if old is None:
                 return False
             db.execute("DELETE FROM objects WHERE order_id = ? AND path = ?", (order_id, raw))

@@ -78,11 +78,14 @@ class TimedNetwork:
         segments: Sequence[Segment],
         new: NewObject,
         if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> Deferred[ObjectInfo]:
         """Store an object."""
         return self._timed(
             "put_object",
-            lambda: self.network.put_object(account, order_id, path, segments, new, if_none_match),
+            lambda: self.network.put_object(
+                account, order_id, path, segments, new, if_none_match, if_match
+            ),
             order_id,
             path,
         )
@@ -94,9 +97,12 @@ class TimedNetwork:
         path: str,
         described: NewObject,
         if_none_match: bool = False,
+        if_match: str | None = None,
     ) -> IUpload | None:
         """Start streaming an object (its finish is timed as ``put_object``)."""
-        upload = self.network.open_upload(account, order_id, path, described, if_none_match)
+        upload = self.network.open_upload(
+            account, order_id, path, described, if_none_match, if_match
+        )
         return None if upload is None else _TimedUpload(upload, self, (order_id, path))
 
     def head_object(self, account: str, order_id: str, path: str) -> Deferred[ObjectInfo]:
@@ -116,11 +122,13 @@ class TimedNetwork:
             path,
         )
 
-    def delete_object(self, account: str, order_id: str, path: str) -> Deferred[bool]:
+    def delete_object(
+        self, account: str, order_id: str, path: str, if_match: str | None = None
+    ) -> Deferred[bool]:
         """Remove the object at ``path``."""
         return self._timed(
             "delete_object",
-            lambda: self.network.delete_object(account, order_id, path),
+            lambda: self.network.delete_object(account, order_id, path, if_match),
             order_id,
             path,
         )

@@ -19,6 +19,7 @@ from lambgw.network.interface import NewObject
 from lambgw.protocol.auth import AuthResult, PayloadMode, RequestView, authenticate
 from lambgw.protocol.checksums import normalize_name
 from lambgw.protocol.chunked import AwsChunkedDecoder
+from lambgw.protocol.conditions import write_conditions
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import error_document
 from lambgw.s3.hosts import bucket_from_host, virtual_target
@@ -259,12 +260,9 @@ class Front:
             )
         upload = None
         if size is not None and size > SMALL_UPLOAD and "uploadId" not in target.query:
-            if_none_match = first(headers, "if-none-match")
-            if if_none_match is None or if_none_match.strip() == "*":
-                described = new_object_from(headers, size, "")
-                upload = gateway.open_upload(
-                    target.bucket, target.key, described, if_none_match is not None
-                )
+            conditions = write_conditions(headers)
+            described = new_object_from(headers, size, "")
+            upload = gateway.open_upload(target.bucket, target.key, described, *conditions)
         decoder = None
         if auth.payload.is_chunked:
             decoder = AwsChunkedDecoder(

@@ -40,6 +40,13 @@ from lambgw.gateway.multipart import (
 from lambgw.network.interface import ObjectInfo
 from lambgw.protocol.auth import PayloadMode
 from lambgw.protocol.checksums import ALGORITHMS, CRC_ALGORITHMS, normalize_name
+from lambgw.protocol.conditions import (
+    COMPLETE_MULTIPART,
+    CREATE_MULTIPART,
+    UPLOAD_PART,
+    refuse_unsupported,
+    write_conditions,
+)
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import (
     HEAD,
@@ -244,6 +251,7 @@ class MultipartAPI:
     def create(self, api: S3API, request: S3Request, target: Target) -> Any:
         """CreateMultipartUpload: metadata, content type and checksum algorithm kept."""
         headers = header_map(request)
+        refuse_unsupported(headers, CREATE_MULTIPART, api.owner_id)
         new = new_object_from(headers, 0, "")
         algorithm = first(headers, "x-amz-checksum-algorithm") or ""
         checksum_type = (first(headers, "x-amz-checksum-type") or "").upper()
@@ -305,6 +313,7 @@ class MultipartAPI:
     def upload_part(self, api: S3API, request: S3Request, target: Target) -> Any:
         """UploadPart (a spooled body) or UploadPartCopy (``x-amz-copy-source``)."""
         headers = header_map(request)
+        refuse_unsupported(headers, UPLOAD_PART)
         number = check_part_number(target.query.get("partNumber", ""))
         if "x-amz-copy-source" in headers:
             result = yield self._copy_part(api, request, target, headers, number)
@@ -484,13 +493,17 @@ class MultipartAPI:
         _content_sha256_ok(request, body)
         requested = parse_complete(body)
         headers = header_map(request)
+        refuse_unsupported(headers, COMPLETE_MULTIPART)
+        conditions = write_conditions(headers)
         upload: Upload = yield self.uploads.get(target.query["uploadId"], target.bucket, target.key)
         full = None
         if upload.checksum_algorithm and upload.checksum_type == "FULL_OBJECT":
             full = first(headers, "x-amz-checksum-" + upload.checksum_algorithm)
         keepalive = _KeepAlive(request, self._clock)
         try:
-            info: ObjectInfo = yield _shield(self.uploads.complete(upload, requested, full))
+            info: ObjectInfo = yield _shield(
+                self.uploads.complete(upload, requested, full, *conditions)
+            )
         except S3Error as e:
             if not keepalive.started:
                 raise

@@ -16,6 +16,14 @@ from twisted.python.failure import Failure
 from lambgw.network.interface import IObjectBody, NewObject, ObjectInfo, Segment
 from lambgw.protocol.auth import PayloadMode
 from lambgw.protocol.checksums import decode_b64, normalize_name
+from lambgw.protocol.conditions import (
+    COPY_OBJECT,
+    DELETE_OBJECT,
+    PUT_OBJECT,
+    not_implemented_header,
+    refuse_unsupported,
+    write_conditions,
+)
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import (
     document,
@@ -210,6 +218,8 @@ def put_object(api: S3API, request: S3Request, target: Target) -> Any:
     if "x-amz-copy-source" in headers:
         result = yield copy_object(api, request, target, headers)
         return result
+    refuse_unsupported(headers, PUT_OBJECT, api.owner_id)
+    if_none_match, if_match = write_conditions(headers)
     spooled = request.s3.spooled()
     checksums = verify_body(request, headers, spooled)
     new = new_object_from(headers, spooled.size, spooled.md5.hex())
@@ -223,9 +233,6 @@ def put_object(api: S3API, request: S3Request, target: Target) -> Any:
             checksums=checksums,
             checksum_type="FULL_OBJECT",
         )
-    if_none_match = first(headers, "if-none-match")
-    if if_none_match is not None and if_none_match.strip() != "*":
-        raise not_implemented_header("If-None-Match other than *")
     if spooled.upload is not None:
         info = yield api.gateway.finish_upload(
             target.bucket, target.key, spooled.upload, new, spooled.sha256 or ""
@@ -236,22 +243,14 @@ def put_object(api: S3API, request: S3Request, target: Target) -> Any:
             target.key,
             [Segment(spooled.path, spooled.size, spooled.data)],
             new,
-            if_none_match=if_none_match is not None,
+            if_none_match,
+            if_match,
         )
     request.setHeader(b"ETag", f'"{info.etag}"'.encode())
     for name, value in checksums.items():
         request.setHeader(f"x-amz-checksum-{name}".encode(), value.encode())
     request.setHeader(b"Content-Length", b"0")
     return b""
-
-
-def not_implemented_header(what: str) -> S3Error:
-    """NotImplemented for a header this gateway does not act upon."""
-    return S3Error(
-        "NotImplemented",
-        501,
-        f"A header you provided implies functionality that is not implemented: {what}.",
-    )
 
 
 def get_object(api: S3API, request: S3Request, target: Target) -> Deferred[Any]:
@@ -373,8 +372,10 @@ def _deliver(request: S3Request, target: Target, body: IObjectBody) -> Deferred[
 
 @inlineCallbacks
 def delete_object(api: S3API, request: S3Request, target: Target) -> Any:
-    """DeleteObject: 204 whether or not the key existed."""
-    yield api.gateway.delete_object(target.bucket, target.key)
+    """DeleteObject: 204 whether or not the key existed, unless ``If-Match`` says otherwise."""
+    headers = header_map(request)
+    refuse_unsupported(headers, DELETE_OBJECT)
+    yield api.gateway.delete_object(target.bucket, target.key, write_conditions(headers)[1])
     request.setResponseCode(204)
     return b""
 
@@ -420,6 +421,7 @@ def copy_object(
     api: S3API, request: S3Request, target: Target, headers: Mapping[str, Sequence[str]]
 ) -> Any:
     """CopyObject: metadata copied or replaced (``x-amz-metadata-directive``)."""
+    refuse_unsupported(headers, COPY_OBJECT, api.owner_id)
     directive = (first(headers, "x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error.of("InvalidArgument", "Unknown metadata directive.")
