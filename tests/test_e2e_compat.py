@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from botocore.exceptions import ClientError
 from botocore.handlers import validate_ascii_metadata
 
 import tests.test_e2e_errors as errors
@@ -88,3 +89,36 @@ class CompatTests(GatewayCase):
             self.assertError(answer, 400, "InvalidURI")
             message = ET.fromstring(answer.body).findtext("Message")  # noqa: S314
             self.assertEqual(message, "Couldn't parse the specified URI.")
+
+    def test_private_acls_accepted(self) -> None:
+        """PutObjectAcl and PutBucketAcl accept private ACLs, canned, as grants or as a body."""
+        s3, key = self.gateway.s3_client(), self.key("acl")
+        s3.put_object(Bucket=self.bucket, Key=key, Body=b"x", ACL="private")
+        s3.put_object_acl(Bucket=self.bucket, Key=key, ACL="private")
+        s3.put_bucket_acl(Bucket=self.bucket, ACL="private")
+        policy = s3.get_object_acl(Bucket=self.bucket, Key=key)
+        owner = policy["Owner"]["ID"]
+        self.assertEqual(
+            [(g["Grantee"]["ID"], g["Permission"]) for g in policy["Grants"]],
+            [(owner, "FULL_CONTROL")],
+        )
+        del policy["ResponseMetadata"]
+        s3.put_object_acl(Bucket=self.bucket, Key=key, AccessControlPolicy=policy)
+        s3.put_bucket_acl(Bucket=self.bucket, GrantFullControl=f'id="{owner}"')
+        bucket_policy = s3.get_bucket_acl(Bucket=self.bucket)
+        self.assertEqual(bucket_policy["Grants"][0]["Grantee"]["ID"], owner)
+
+    def test_opening_acls_refused(self) -> None:
+        """ACLs that would let others in are 501 NotImplemented, on the ACL calls and on PUT."""
+        s3, key = self.gateway.s3_client(), self.key("public")
+        s3.put_object(Bucket=self.bucket, Key=key, Body=b"x")
+        everyone = 'uri="http://acs.amazonaws.com/groups/global/AllUsers"'
+        for call in (
+            lambda: s3.put_object_acl(Bucket=self.bucket, Key=key, ACL="public-read"),
+            lambda: s3.put_bucket_acl(Bucket=self.bucket, GrantRead=everyone),
+            lambda: s3.put_object(Bucket=self.bucket, Key=key, Body=b"y", ACL="public-read"),
+        ):
+            with self.assertRaises(ClientError) as caught:
+                call()
+            self.assertEqual(caught.exception.response["Error"]["Code"], "NotImplemented")
+        self.assertEqual(s3.get_object(Bucket=self.bucket, Key=key)["Body"].read(), b"x")

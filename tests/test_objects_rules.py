@@ -289,6 +289,16 @@ class NewObjectTests(SynchronousTestCase):
         new = new_object_from({"content-encoding": ["aws-chunked"]}, 0, ETAG)
         self.assertNotIn("content-encoding", new.headers)
 
+    def test_content_encoding_as_sent(self) -> None:
+        """A Content-Encoding list is kept byte for byte, less only its aws-chunked token."""
+        for value, kept in (
+            ("deflate, gzip", "deflate, gzip"),
+            ("deflate,  aws-chunked, gzip", "deflate, gzip"),
+            ("aws-chunked, deflate ,gzip", "deflate ,gzip"),
+        ):
+            new = new_object_from({"content-encoding": [value]}, 0, ETAG)
+            self.assertEqual(new.headers["content-encoding"], kept, value)
+
     def test_aws_chunked_stripped(self) -> None:
         """aws-chunked is removed from a Content-Encoding list, whatever its place and case."""
         for value in ("aws-chunked,gzip", "gzip, aws-chunked", "AWS-Chunked , gzip"):
