@@ -122,3 +122,54 @@ class CompatTests(GatewayCase):
                 call()
             self.assertEqual(caught.exception.response["Error"]["Code"], "NotImplemented")
         self.assertEqual(s3.get_object(Bucket=self.bucket, Key=key)["Body"].read(), b"x")
+
+    def test_list_buckets_pages(self) -> None:
+        """ListBuckets pages the orders with max-buckets and continuation tokens, by name."""
+        s3 = self.gateway.s3_client()
+        for _ in range(2):
+            self.gateway.buy_order()
+        orders = sorted(o["order_id"] for o in self.gateway.orders())
+        first = s3.list_buckets(MaxBuckets=2)
+        self.assertEqual([b["Name"] for b in first["Buckets"]], orders[:2])
+        rest = s3.list_buckets(MaxBuckets=2, ContinuationToken=first["ContinuationToken"])
+        self.assertEqual([b["Name"] for b in rest["Buckets"]], orders[2:])
+        self.assertNotIn("ContinuationToken", rest)
+        pages = s3.get_paginator("list_buckets").paginate(PaginationConfig={"PageSize": 1})
+        self.assertEqual([b["Name"] for page in pages for b in page["Buckets"]], orders)
+        only = s3.list_buckets(Prefix=orders[1][:12])
+        self.assertEqual(
+            ([b["Name"] for b in only["Buckets"]], only["Prefix"]), ([orders[1]], orders[1][:12])
+        )
+
+    def test_list_buckets_bad_arguments(self) -> None:
+        """A max-buckets outside 1..10000 or a made-up token is 400 InvalidArgument."""
+        for query in (
+            "max-buckets=0",
+            "max-buckets=10001",
+            "max-buckets=x",
+            "continuation-token=%25",
+        ):
+            self.assertError(self.signed("GET", f"/?{query}"), 400, "InvalidArgument")
+
+
+class CompatS3gwTests(GatewayCase):
+    """ListBuckets of the buckets in s3gw's order."""
+
+    mode = "s3gw"
+
+    def test_list_buckets_pages(self) -> None:
+        """Buckets are filtered by prefix and paged with max-buckets, by name."""
+        s3 = self.gateway.s3_client()
+        for name in ("page-c", "page-a", "other", "page-b"):
+            s3.create_bucket(Bucket=name)
+        first = s3.list_buckets(Prefix="page-", MaxBuckets=2)
+        self.assertEqual([b["Name"] for b in first["Buckets"]], ["page-a", "page-b"])
+        self.assertEqual(first["Prefix"], "page-")
+        rest = s3.list_buckets(
+            Prefix="page-", MaxBuckets=2, ContinuationToken=first["ContinuationToken"]
+        )
+        self.assertEqual([b["Name"] for b in rest["Buckets"]], ["page-c"])
+        self.assertNotIn("ContinuationToken", rest)
+        everything = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+        self.assertEqual(everything, sorted(everything))
+        self.assertIn("other", everything)

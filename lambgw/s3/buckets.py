@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 #: The most keys one listing page returns, as in S3.
 MAX_KEYS = 1000
+#: The most buckets one ListBuckets page may ask for, as in S3.
+MAX_BUCKETS = 10000
+#: The region every bucket is in.
+REGION = "us-east-1"
 
 
 def _xml(request: S3Request, body: bytes) -> bytes:
@@ -33,22 +37,54 @@ def _xml(request: S3Request, body: bytes) -> bytes:
     return body
 
 
+def _max_buckets(query: Any) -> int | None:
+    raw = query.get("max-buckets")
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_BUCKETS:
+        raise S3Error.of(
+            "InvalidArgument",
+            f"Argument max-buckets must be an integer between 1 and {MAX_BUCKETS}",
+        )
+    return int(raw)
+
+
 @inlineCallbacks
 def list_buckets(api: S3API, request: S3Request, target: Target) -> Any:
-    """ListBuckets: the orders (lambgw) or the buckets of the order (s3gw), synced now."""
+    """ListBuckets: the orders (lambgw) or the buckets of the order (s3gw), synced now.
+
+    Buckets come in name order, ``prefix`` and ``bucket-region`` filter them, and with
+    ``max-buckets`` they come in pages joined by ``continuation-token``, as in S3.
+    """
+    query = target.query
+    limit = _max_buckets(query)
+    token = query.get("continuation-token")
+    after = _untoken(token) if token else ""
+    prefix = query.get("prefix", "")
+    region = query.get("bucket-region", REGION)
     found = yield api.gateway.list_buckets()
+    wanted = sorted(
+        (b for b in found if b.name.startswith(prefix) and b.name > after and region == REGION),
+        key=lambda b: b.name,
+    )
+    page = wanted if limit is None else wanted[:limit]
     items = "".join(
         "<Bucket>"
         + element("Name", b.name)
         + element("CreationDate", iso8601(b.created))
+        + element("BucketRegion", REGION)
         + "</Bucket>"
-        for b in found
+        for b in page
     )
+    more = len(page) < len(wanted)
     return _xml(
         request,
         document(
             "ListAllMyBucketsResult",
-            owner(api.owner_id, api.gateway.account) + f"<Buckets>{items}</Buckets>",
+            owner(api.owner_id, api.gateway.account)
+            + f"<Buckets>{items}</Buckets>"
+            + (element("ContinuationToken", _token(page[-1].name)) if more else "")
+            + (element("Prefix", prefix) if "prefix" in query else ""),
         ),
     )
 
@@ -186,7 +222,8 @@ def _token(marker: str) -> str:
 
 def _untoken(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+        raw = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True)
+        return raw.decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError):
         raise S3Error.of(
             "InvalidArgument", "The continuation token provided is incorrect"
