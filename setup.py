@@ -39,5 +39,10 @@ setup(
             "prometheus_client",
         ],
     },
-    entry_points={"console_scripts": ["lambgw-admin = lambgw.admin:main"]},
+    entry_points={
+        "console_scripts": [
+            "lambgw-admin = lambgw.admin:main",
+            "storagecli = lambgw.storagecli:main",
+        ]
+    },
 )

@@ -138,8 +138,8 @@ def _days_argument(text: str) -> float:
     return days
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the parser of the admin command line."""
+def build_parser(prog: str = "python -m lambgw") -> argparse.ArgumentParser:
+    """Return the parser of the admin command line, run as ``prog``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=DEFAULT_HOME, help="config home (%(default)s)")
     common.add_argument("--data", help="the embedded network's data (default: HOME/network)")
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     account.add_argument("--account", required=True, help="the account name")
 
     parser = argparse.ArgumentParser(
-        prog="python -m lambgw", description="Manage the accounts and orders of the network."
+        prog=prog, description="Manage the accounts and orders of the network."
     )
     topics = parser.add_subparsers(dest="topic", required=True, metavar="{account,order,store}")
     accounts = topics.add_parser("account", help="accounts").add_subparsers(
@@ -204,9 +204,9 @@ def _run(args: argparse.Namespace, store: Store) -> None:
         print(f"removed {removed} unreferenced object files")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m lambgw") -> int:
     """Run the admin command with ``argv`` (default: the process's); return the exit status."""
-    parser = build_parser()
+    parser = build_parser(prog)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:

@@ -312,6 +312,8 @@ class GatewayService(service.MultiService):
         self.network_address = config.network_dir
         #: Reaching the network at start (cancelled if the gateway stops first).
         self._starting: Deferred[list[Order]] | None = None
+        #: Why the gateway could not start, if it could not (it then stops the reactor).
+        self.start_failure: str | None = None
         if config.embedded:
             self.network = EmbeddedNetwork.from_directory(config.network_dir, reactor, self.db_pool)
         else:
@@ -569,6 +571,7 @@ class GatewayService(service.MultiService):
         except BaseException as e:
             if self.running:
                 log.critical("Cannot start: {why}", why=str(e))
+                self.start_failure = str(e)
                 self.reactor.stop()
             return
         for order in orders:
