@@ -173,3 +173,12 @@ class CompatS3gwTests(GatewayCase):
         everything = [b["Name"] for b in s3.list_buckets()["Buckets"]]
         self.assertEqual(everything, sorted(everything))
         self.assertIn("other", everything)
+
+    def test_create_bucket_acl(self) -> None:
+        """CreateBucket takes a private ACL; one that opens the bucket is 501 NotImplemented."""
+        s3 = self.gateway.s3_client()
+        s3.create_bucket(Bucket="acl-private", ACL="private")
+        with self.assertRaises(ClientError) as caught:
+            s3.create_bucket(Bucket="acl-public", ACL="public-read")
+        self.assertEqual(caught.exception.response["Error"]["Code"], "NotImplemented")
+        self.assertNotIn("acl-public", [b["Name"] for b in s3.list_buckets()["Buckets"]])

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import inlineCallbacks
 
+from lambgw.protocol.acl import check_acl_headers
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import (
     Listed,
@@ -19,6 +20,7 @@ from lambgw.protocol.s3xml import (
     owner,
     url_encode,
 )
+from lambgw.s3.front import header_map
 from lambgw.s3.request import S3Request, Target
 
 if TYPE_CHECKING:
@@ -136,8 +138,12 @@ def get_acl(api: S3API, request: S3Request, target: Target) -> Any:
 
 @inlineCallbacks
 def create_bucket(api: S3API, request: S3Request, target: Target) -> Any:
-    """CreateBucket (s3gw); in lambgw mode only one's own order "exists already"."""
+    """CreateBucket (s3gw); in lambgw mode only one's own order "exists already".
+
+    An ACL that would open the bucket to others is NotImplemented.
+    """
     request.s3.xml()
+    check_acl_headers(header_map(request), api.owner_id)
     yield api.gateway.create_bucket(target.bucket)
     request.setHeader(b"Location", b"/" + target.bucket.encode())
     return b""
