@@ -12,6 +12,7 @@ from lambgw.protocol.conditions import (
     PUT_OBJECT,
     UPLOAD_PART,
     refuse_unsupported,
+    unquote_etag,
     write_conditions,
 )
 from lambgw.protocol.errors import S3Error
@@ -40,6 +41,11 @@ class WriteConditionsTests(SynchronousTestCase):
         """The etag of ``If-Match`` loses its quotes (and a weak marker); ``*`` stays."""
         for value, etag in (('"abc"', "abc"), ("abc", "abc"), ('W/"abc"', "abc"), ("*", "*")):
             self.assertEqual(write_conditions({"if-match": [value]}), (False, etag), value)
+
+    def test_unquote_etag(self) -> None:
+        """An ETag loses spaces, quotes and a weak marker; '*' stays."""
+        self.assertEqual(unquote_etag(' W/"abc" '), "abc")
+        self.assertEqual(unquote_etag("*"), "*")
 
     def test_both(self) -> None:
         """Both conditions may be given at once."""

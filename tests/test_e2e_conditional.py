@@ -122,6 +122,29 @@ class _ConditionalTests(ClientTests):
         s3.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
         self.assertClientError(s3.delete_object, 404, "NoSuchKey", Key=key, IfMatch=etag)
 
+    def test_delete_objects_etags(self) -> None:
+        """DeleteObjects deletes an object named with its ETag, and reports the others."""
+        s3 = self.client()
+        keys = [self.key(name) for name in ("same", "other", "absent")]
+        etag = self.put(keys[0], b"x")
+        self.put(keys[1], b"y")
+        answer = s3.delete_objects(
+            Bucket=self.bucket,
+            Delete={
+                "Objects": [
+                    {"Key": keys[0], "ETag": etag},
+                    {"Key": keys[1], "ETag": etag},
+                    {"Key": keys[2], "ETag": etag},
+                ]
+            },
+        )
+        self.assertEqual([d["Key"] for d in answer["Deleted"]], [keys[0]])
+        self.assertEqual(
+            [(e["Key"], e["Code"]) for e in answer["Errors"]],
+            [(keys[1], "PreconditionFailed"), (keys[2], "NoSuchKey")],
+        )
+        self.assertEqual(self.body(keys[1]), b"y")
+
     def test_unsupported_headers_refused(self) -> None:
         """Headers the gateway does not act upon are 501 NotImplemented, naming them."""
         s3, key = self.client(), self.key("refused")

@@ -250,6 +250,14 @@ class ParseDeleteTests(SynchronousTestCase):
         self.assertEqual(list(request.keys), ["b", "a", "a/../b"])
         self.assertFalse(request.quiet)
 
+    def test_etags(self) -> None:
+        """An <ETag> goes with its key; keys without one have None."""
+        body = (
+            f'<Delete xmlns="{NS}"><Object><Key>a</Key><ETag>"e1"</ETag></Object>'
+            "<Object><Key>b</Key></Object></Delete>"
+        ).encode()
+        self.assertEqual(list(parse_delete(body).etags), ['"e1"', None])
+
     def test_quiet(self) -> None:
         """<Quiet>true</Quiet> asks for a quiet answer, whatever its case and spaces."""
         self.assertTrue(parse_delete(delete_body(["k"], "true")).quiet)

@@ -109,12 +109,13 @@ def write_conditions(headers: Mapping[str, Sequence[str]]) -> tuple[bool, str | 
     if if_none_match and if_none_match[0].strip() != "*":
         raise not_implemented_header("If-None-Match other than *")
     if_match = headers.get("if-match")
-    etag = None
-    if if_match:
-        etag = if_match[0].strip()
-        if etag != "*":
-            etag = etag.removeprefix("W/").strip('"')
-    return bool(if_none_match), etag
+    return bool(if_none_match), unquote_etag(if_match[0]) if if_match else None
+
+
+def unquote_etag(value: str) -> str:
+    """An ETag as a condition names it, without quotes (or a weak marker); ``*`` stays."""
+    value = value.strip()
+    return value if value == "*" else value.removeprefix("W/").strip('"')
 
 
 def _display(name: str) -> str:

@@ -155,10 +155,14 @@ def text(node: ET.Element, name: str) -> str | None:
 
 @frozen
 class DeleteRequest:
-    """A DeleteObjects request: the keys and whether the answer is quiet."""
+    """A DeleteObjects request: the keys and whether the answer is quiet.
+
+    ``etags`` go with the keys: the ETag an object must have to be deleted, or ``None``.
+    """
 
     keys: Sequence[str]
     quiet: bool
+    etags: Sequence[str | None] = ()
 
 
 def parse_delete(body: bytes) -> DeleteRequest:
@@ -172,10 +176,12 @@ def parse_delete(body: bytes) -> DeleteRequest:
             "MalformedXML", f"A Delete document may name at most {MAX_DELETE_KEYS} objects."
         )
     keys = []
+    etags = []
     for obj in objects:
         key = text(obj, "Key")
         if not key:
             raise S3Error.of("MalformedXML", "Every <Object> needs a non-empty <Key>.")
         keys.append(key)
+        etags.append(text(obj, "ETag"))
     quiet = (text(tree, "Quiet") or "false").strip().lower() == "true"
-    return DeleteRequest(keys, quiet)
+    return DeleteRequest(keys, quiet, etags)

@@ -22,6 +22,7 @@ from lambgw.protocol.conditions import (
     PUT_OBJECT,
     not_implemented_header,
     refuse_unsupported,
+    unquote_etag,
     write_conditions,
 )
 from lambgw.protocol.errors import S3Error
@@ -481,9 +482,11 @@ def delete_objects(api: S3API, request: S3Request, target: Target) -> Any:
     wanted = parse_delete(body)
     yield api.gateway.bucket(target.bucket)
     out = []
-    for key in wanted.keys:
+    etags = wanted.etags or [None] * len(wanted.keys)
+    for key, etag in zip(wanted.keys, etags, strict=True):
         try:
-            yield api.gateway.delete_object(target.bucket, key)
+            if_match = unquote_etag(etag) if etag is not None else None
+            yield api.gateway.delete_object(target.bucket, key, if_match)
         except S3Error as e:
             out.append(
                 "<Error>"
