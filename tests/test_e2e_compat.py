@@ -90,6 +90,14 @@ class CompatTests(GatewayCase):
             message = ET.fromstring(answer.body).findtext("Message")  # noqa: S314
             self.assertEqual(message, "Couldn't parse the specified URI.")
 
+    def test_invalid_copy_source_encoding(self) -> None:
+        """A copy source that is not UTF-8 once percent-decoded is 400 InvalidArgument."""
+        headers = {"x-amz-copy-source": f"/{self.bucket}/bad-%FF-source"}
+        answer = self.signed("PUT", self.path(self.key("copy")), headers)
+        self.assertError(answer, 400, "InvalidArgument")
+        message = ET.fromstring(answer.body).findtext("Message")  # noqa: S314
+        self.assertEqual(message, "Invalid copy source encoding")
+
     def test_private_acls_accepted(self) -> None:
         """PutObjectAcl and PutBucketAcl accept private ACLs, canned, as grants or as a body."""
         s3, key = self.gateway.s3_client(), self.key("acl")

@@ -326,6 +326,14 @@ class CopySourceTests(SynchronousTestCase):
         """'//' and '..' in the source key are kept."""
         self.assertEqual(parse_copy_source("/b/a//../c/"), ("b", "a//../c/"))
 
+    def test_bad_encoding(self) -> None:
+        """Bad percent-encoding or bytes that are not UTF-8 are InvalidArgument, as in S3."""
+        for value in ("/b/%FF", "/b/%%%%", "/b/a%C3%28", "/b/caf\udce9"):
+            error = self.assertRaises(S3Error, parse_copy_source, value)
+            self.assertEqual(
+                (error.code, error.message), ("InvalidArgument", "Invalid copy source encoding")
+            )
+
     def test_version_id(self) -> None:
         """A versionId is NotImplemented (501)."""
         error = self.assertRaises(S3Error, parse_copy_source, "/b/k?versionId=3")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 from collections.abc import Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
     from lambgw.s3.api import S3API
 
 log = Logger()
+
+#: A ``%`` not followed by two hex digits.
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 #: Query parameters of a signed GET that override response headers.
 OVERRIDES = {
@@ -382,11 +386,19 @@ def delete_object(api: S3API, request: S3Request, target: Target) -> Any:
 
 
 def parse_copy_source(value: str) -> tuple[str, str]:
-    """The bucket and key of ``x-amz-copy-source`` (``/bucket/key``, URL-encoded)."""
+    """The bucket and key of ``x-amz-copy-source`` (``/bucket/key``, URL-encoded).
+
+    Bad percent-encoding, or bytes that are not UTF-8 once decoded, are InvalidArgument.
+    """
     source, _, version = value.partition("?")
     if version:
         raise not_implemented_header("x-amz-copy-source with a versionId")
-    source = unquote(source).lstrip("/")
+    try:
+        if _BAD_PERCENT.search(source):
+            raise UnicodeError
+        source = unquote_to_bytes(header_bytes(source)).decode("utf-8").lstrip("/")
+    except UnicodeError:
+        raise S3Error.of("InvalidArgument", "Invalid copy source encoding") from None
     bucket, _, key = source.partition("/")
     if not bucket or not key:
         raise S3Error.of(
