@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 from botocore.handlers import validate_ascii_metadata
 
 import tests.test_e2e_errors as errors
+import tests.test_e2e_lambnet as lambnet
 from tests.gateway import GatewayCase
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -190,3 +191,9 @@ class CompatS3gwTests(GatewayCase):
             s3.create_bucket(Bucket="acl-public", ACL="public-read")
         self.assertEqual(caught.exception.response["Error"]["Code"], "NotImplemented")
         self.assertNotIn("acl-public", [b["Name"] for b in s3.list_buckets()["Buckets"]])
+
+
+class CompatOverLambnetTests(CompatTests, lambnet.LambnetCase):
+    """The same, with a lambnet node storing the objects (metadata travels to it and back)."""
+
+    mode = "lambgw"
