@@ -253,6 +253,24 @@ class ClientTests(SynchronousTestCase):
         )
         result.trap(errors.PreconditionFailed)
 
+    def test_if_match(self) -> None:
+        """The node replaces or deletes only an object with the etag If-Match names."""
+        order, network = self.h.order.order_id, self.h.network
+        self.put("k", b"1")
+        etag = _new(b"1").etag
+
+        def put_if(if_match: str) -> Any:
+            segment = Segment("", 1, b"2")
+            return self.h.run(
+                network.put_object("demo", order, "k", [segment], _new(b"2"), False, if_match)
+            )
+
+        put_if("0" * 32).trap(errors.PreconditionFailed)
+        self.assertEqual(put_if(etag).etag, _new(b"2").etag)
+        self.h.run(network.delete_object("demo", order, "k", etag)).trap(errors.PreconditionFailed)
+        self.assertTrue(self.h.run(network.delete_object("demo", order, "k", "*")))
+        self.h.run(network.delete_object("demo", order, "k", "*")).trap(errors.NoSuchPath)
+
 
 class _Answers(Resource):
     """Answers each request with the next status; ``None`` never answers."""
