@@ -26,6 +26,7 @@ from twisted.web.server import NOT_DONE_YET
 
 import lambgw.s3.buckets as buckets
 import lambgw.s3.objects as objects
+import lambgw.s3.tagging as tagging
 from lambgw.gateway.core import Gateway
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import error_document
@@ -40,7 +41,7 @@ UNSUPPORTED = frozenset(
         "accelerate", "analytics", "attributes", "cors", "encryption", "intelligent-tiering",
         "inventory", "legal-hold", "lifecycle", "logging", "metrics", "notification",
         "object-lock", "ownershipControls", "policy", "policyStatus", "publicAccessBlock",
-        "replication", "requestPayment", "restore", "retention", "select", "tagging",
+        "replication", "requestPayment", "restore", "retention", "select",
         "torrent", "versions", "website", "versionId",
     }
 )  # fmt: skip
@@ -108,6 +109,8 @@ class S3API:
 
     def _bucket_handler(self, method: str, target: Target) -> Handler | None:
         query = target.query
+        if "tagging" in query:
+            raise not_implemented(f"{method} bucket ?tagging")
         if method == "GET":
             if "location" in query:
                 return buckets.get_location
@@ -138,6 +141,8 @@ class S3API:
             if method == "GET":
                 return buckets.get_acl
             raise not_implemented(f"{method} ?acl")
+        if "tagging" in query:
+            return tagging.TAGGING_HANDLERS.get(method)
         if "uploadId" in query:
             operation = {
                 "GET": "list_parts",

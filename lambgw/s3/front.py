@@ -21,6 +21,7 @@ from lambgw.protocol.checksums import normalize_name
 from lambgw.protocol.chunked import AwsChunkedDecoder
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import error_document
+from lambgw.protocol.tagging import parse_tagging_header
 from lambgw.s3.hosts import bucket_from_host, virtual_target
 from lambgw.s3.request import (
     MAX_XML_BODY,
@@ -89,7 +90,7 @@ def requested_checksums(headers: Mapping[str, Sequence[str]]) -> list[str]:
 
 
 def new_object_from(headers: Mapping[str, Sequence[str]], size: int, etag: str) -> NewObject:
-    """The content type, metadata and stored headers a request gives a new object."""
+    """The content type, metadata, stored headers and tags a request gives a new object."""
     metadata = {
         name[len("x-amz-meta-") :]: ",".join(values)
         for name, values in headers.items()
@@ -117,6 +118,7 @@ def new_object_from(headers: Mapping[str, Sequence[str]], size: int, etag: str) 
         content_type=first(headers, "content-type") or "binary/octet-stream",
         metadata=metadata,
         headers=stored,
+        tags=parse_tagging_header(first(headers, "x-amz-tagging") or ""),
     )
 
 
