@@ -97,6 +97,13 @@ class OperationNameTests(SynchronousTestCase):
         self.assertEqual(self.name("POST", "/b/k?uploadId=u"), "CompleteMultipartUpload")
         self.assertEqual(self.name("GET", "/b?uploads"), "ListMultipartUploads")
 
+    def test_tagging_operations(self) -> None:
+        """The object tagging operations, by their sub-resource."""
+        self.assertEqual(self.name("GET", "/b/k?tagging"), "GetObjectTagging")
+        self.assertEqual(self.name("PUT", "/b/k?tagging"), "PutObjectTagging")
+        self.assertEqual(self.name("DELETE", "/b/k?tagging"), "DeleteObjectTagging")
+        self.assertEqual(self.name("GET", "/b?tagging"), "Unsupported")
+
     def test_unsupported(self) -> None:
         """A request for an operation the gateway lacks is named Unsupported."""
         self.assertEqual(self.name("GET", "/b?lifecycle"), "Unsupported")

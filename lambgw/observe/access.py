@@ -43,6 +43,9 @@ OPERATIONS = {
     "abort": "AbortMultipartUpload",
     "list_parts": "ListParts",
     "list_uploads": "ListMultipartUploads",
+    "get_object_tagging": "GetObjectTagging",
+    "put_object_tagging": "PutObjectTagging",
+    "delete_object_tagging": "DeleteObjectTagging",
 }
 
 
