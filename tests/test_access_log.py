@@ -104,6 +104,10 @@ class OperationNameTests(SynchronousTestCase):
         self.assertEqual(self.name("DELETE", "/b/k?tagging"), "DeleteObjectTagging")
         self.assertEqual(self.name("GET", "/b?tagging"), "Unsupported")
 
+    def test_attributes(self) -> None:
+        """GetObjectAttributes, by its sub-resource."""
+        self.assertEqual(self.name("GET", "/b/k?attributes"), "GetObjectAttributes")
+
     def test_unsupported(self) -> None:
         """A request for an operation the gateway lacks is named Unsupported."""
         self.assertEqual(self.name("GET", "/b?lifecycle"), "Unsupported")

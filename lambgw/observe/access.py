@@ -46,6 +46,7 @@ OPERATIONS = {
     "get_object_tagging": "GetObjectTagging",
     "put_object_tagging": "PutObjectTagging",
     "delete_object_tagging": "DeleteObjectTagging",
+    "get_object_attributes": "GetObjectAttributes",
 }
 
 

@@ -24,6 +24,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+import lambgw.s3.attributes as attributes
 import lambgw.s3.buckets as buckets
 import lambgw.s3.objects as objects
 import lambgw.s3.tagging as tagging
@@ -38,7 +39,7 @@ log = Logger()
 #: Sub-resources that name operations this gateway does not implement.
 UNSUPPORTED = frozenset(
     {
-        "accelerate", "analytics", "attributes", "cors", "encryption", "intelligent-tiering",
+        "accelerate", "analytics", "cors", "encryption", "intelligent-tiering",
         "inventory", "legal-hold", "lifecycle", "logging", "metrics", "notification",
         "object-lock", "ownershipControls", "policy", "policyStatus", "publicAccessBlock",
         "replication", "requestPayment", "restore", "retention", "select",
@@ -109,8 +110,9 @@ class S3API:
 
     def _bucket_handler(self, method: str, target: Target) -> Handler | None:
         query = target.query
-        if "tagging" in query:
-            raise not_implemented(f"{method} bucket ?tagging")
+        for name in ("tagging", "attributes"):
+            if name in query:
+                raise not_implemented(f"{method} bucket ?{name}")
         if method == "GET":
             if "location" in query:
                 return buckets.get_location
@@ -143,6 +145,8 @@ class S3API:
             raise not_implemented(f"{method} ?acl")
         if "tagging" in query:
             return tagging.TAGGING_HANDLERS.get(method)
+        if "attributes" in query:
+            return attributes.get_object_attributes if method == "GET" else None
         if "uploadId" in query:
             operation = {
                 "GET": "list_parts",
