@@ -47,6 +47,7 @@ OPERATIONS = {
     "put_object_tagging": "PutObjectTagging",
     "delete_object_tagging": "DeleteObjectTagging",
     "get_object_attributes": "GetObjectAttributes",
+    "post_object": "PostObject",
 }
 
 

@@ -27,6 +27,7 @@ from twisted.web.server import NOT_DONE_YET
 import lambgw.s3.attributes as attributes
 import lambgw.s3.buckets as buckets
 import lambgw.s3.objects as objects
+import lambgw.s3.postobject as postobject
 import lambgw.s3.tagging as tagging
 from lambgw.gateway.core import Gateway
 from lambgw.protocol.errors import S3Error
@@ -135,6 +136,8 @@ class S3API:
             return buckets.delete_bucket
         if method == "POST" and "delete" in query:
             return objects.delete_objects
+        if method == "POST" and not query:
+            return postobject.post_object
         return None
 
     def _object_handler(self, method: str, target: Target) -> Handler | None:

@@ -22,6 +22,7 @@ from lambgw.protocol.chunked import AwsChunkedDecoder
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import error_document
 from lambgw.protocol.tagging import parse_tagging_header
+from lambgw.s3.formbody import FormBody, is_form_post
 from lambgw.s3.hosts import bucket_from_host, virtual_target
 from lambgw.s3.request import (
     MAX_XML_BODY,
@@ -189,6 +190,20 @@ class Front:
             verb = method.decode("ascii", "replace").upper()
             if verb == "OPTIONS":
                 request.content = DiscardBody()
+                return
+            if is_form_post(verb, target, headers):
+                # A browser upload: the policy in the form authenticates it.
+                request.content = FormBody(
+                    request,
+                    target,
+                    first(headers, "content-type"),
+                    length,
+                    self.gateway_for,
+                    self.reactor,
+                    self.pool,
+                    self.lookup_secret,
+                    self.clock,
+                )
                 return
             auth = authenticate(
                 RequestView(verb, target.raw_path, target.raw_query, headers, host_bucket),
