@@ -8,17 +8,25 @@ says.  The last test has headless Chromium submit a real form from a page of ano
 from __future__ import annotations
 
 import hashlib
+import html
 import http.client
 import os
 import re
 import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
 from collections.abc import Sequence
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from botocore.exceptions import ClientError
+from twisted.trial.unittest import SkipTest
 
 from tests.gateway import ClientTests, GatewayCase, MiB
+from tests.test_e2e_admin import BROWSER_TIMEOUT, chromium
 from tests.test_e2e_lambnet import LambnetCase
 
 
@@ -298,3 +306,104 @@ class PostObjectS3gwOverLambnetTests(_PostObjectTests, LambnetCase):
     """POST Object against s3gw over a lambnet node."""
 
     mode = "s3gw"
+
+
+PAGE = """<!doctype html>
+<html><body>
+<form id="upload" action="{action}" method="post" enctype="multipart/form-data">
+{inputs}
+<input type="file" name="file">
+</form>
+<script>
+const file = new File(["hello from the browser"], "greeting.txt", {{type: "text/plain"}});
+const picked = new DataTransfer();
+picked.items.add(file);
+const form = document.getElementById("upload");
+form.elements.file.files = picked.files;
+form.submit();
+</script>
+</body></html>
+"""
+
+
+class _Origin(BaseHTTPRequestHandler):
+    """The application's pages: the upload form, and where the browser lands after it."""
+
+    page: ClassVar[bytes] = b""
+    landed: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        """Serve the form, or record the redirect's query."""
+        if self.path.startswith("/done"):
+            type(self).landed.append(urlsplit(self.path).query)
+            body = b"<html><body>uploaded</body></html>"
+        else:
+            body = type(self).page
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet."""
+
+
+class BrowserFormTests(GatewayCase):
+    """Headless Chromium submits a real upload form from a page of another origin."""
+
+    mode = "lambgw"
+
+    def test_browser_submits_form(self) -> None:
+        """The browser posts the file, is redirected back, and the object is stored."""
+        browser = chromium()
+        if browser is None:
+            raise SkipTest("chromium is not installed (.ci/run installs it)")
+        origin = ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
+        self.addCleanup(origin.server_close)
+        threading.Thread(target=origin.serve_forever, daemon=True).start()
+        self.addCleanup(origin.shutdown)
+        back = f"http://localhost:{origin.server_address[1]}/done"
+        prefix = self.key("browser/")
+        form = self.gateway.s3_client(signature_version="s3v4").generate_presigned_post(
+            self.bucket,
+            prefix + "${filename}",
+            Fields={"success_action_redirect": back, "Content-Type": "text/plain"},
+            Conditions=[
+                {"success_action_redirect": back},
+                ["starts-with", "$Content-Type", "text/"],
+                ["content-length-range", 1, 1024],
+            ],
+        )
+        inputs = "\n".join(
+            f'<input type="hidden" name="{html.escape(name)}" value="{html.escape(value)}">'
+            for name, value in form["fields"].items()
+        )
+        _Origin.page = PAGE.format(action=html.escape(form["url"]), inputs=inputs).encode()
+        _Origin.landed = []
+        profile = tempfile.mkdtemp(prefix="lambgw-chromium-")
+        self.addCleanup(shutil.rmtree, profile, True)
+        done = subprocess.run(
+            [
+                browser,
+                *("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"),
+                *("--no-first-run", "--disable-background-networking"),
+                *("--disable-component-update", "--disable-sync"),
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=20000",
+                "--dump-dom",
+                f"http://localhost:{origin.server_address[1]}/form",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=BROWSER_TIMEOUT,
+            check=False,
+        )
+        self.assertEqual(len(_Origin.landed), 1, f"no redirect back:\n{done.stderr[-2000:]}")
+        query = parse_qs(_Origin.landed[0])
+        key = prefix + "greeting.txt"
+        self.assertEqual((query["bucket"], query["key"]), ([self.bucket], [key]))
+        got = self.gateway.s3_client().get_object(Bucket=self.bucket, Key=key)
+        self.assertEqual(got["Body"].read(), b"hello from the browser")
+        self.assertEqual(got["ContentType"], "text/plain")
+        self.assertEqual(query["etag"], [got["ETag"]])
