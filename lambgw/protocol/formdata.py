@@ -172,28 +172,25 @@ class FilePartDecoder:
         """Return the next bytes of the file, holding back what may start the delimiter."""
         if self._done:
             return []
-        delimiter, keep = self._delimiter, len(self._delimiter) - 1
+        tail, delimiter, keep = self._tail, self._delimiter, len(self._delimiter) - 1
         # A delimiter that starts in the held-back bytes ends within ``keep`` bytes of data.
-        at = (self._tail + data[:keep]).find(delimiter)
+        at = (tail + data[:keep]).find(delimiter)
         if at >= 0:
             self._done = True
-            return [memoryview(self._tail)[:at]] if at else []
+            return [memoryview(tail)[:at]] if at else []
         at = data.find(delimiter)
         if at >= 0:
-            self._done = True
-            out = [memoryview(self._tail), memoryview(data)[:at]]
+            self._done, self._tail = True, b""
+            pieces = [memoryview(tail), memoryview(data)[:at]]
         elif len(data) >= keep:
-            out = [memoryview(self._tail), memoryview(data)[: len(data) - keep]]
             self._tail = bytes(data[len(data) - keep :])
-            return [piece for piece in out if len(piece)]
+            pieces = [memoryview(tail), memoryview(data)[: len(data) - keep]]
         else:
-            combined = self._tail + data
+            combined = tail + data
             cut = max(0, len(combined) - keep)
-            out = [memoryview(combined)[:cut]]
             self._tail = combined[cut:]
-            return [piece for piece in out if len(piece)]
-        self._tail = b""
-        return [piece for piece in out if len(piece)]
+            pieces = [memoryview(combined)[:cut]]
+        return [piece for piece in pieces if len(piece)]
 
     def finish(self) -> dict[str, str]:
         """Check that the file ended with its delimiter; no trailers."""
