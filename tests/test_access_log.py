@@ -108,6 +108,10 @@ class OperationNameTests(SynchronousTestCase):
         """GetObjectAttributes, by its sub-resource."""
         self.assertEqual(self.name("GET", "/b/k?attributes"), "GetObjectAttributes")
 
+    def test_post_object(self) -> None:
+        """A POST to a bucket without a sub-resource is a browser upload."""
+        self.assertEqual(self.name("POST", "/b"), "PostObject")
+
     def test_unsupported(self) -> None:
         """A request for an operation the gateway lacks is named Unsupported."""
         self.assertEqual(self.name("GET", "/b?lifecycle"), "Unsupported")
