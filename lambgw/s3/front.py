@@ -151,7 +151,8 @@ class Front:
 
     ``gateway_for`` gives the gateway of the account an access key acts for; ``domains``
     are those under which the host names the bucket (virtual-hosted style).  A CORS
-    preflight (``OPTIONS``) is not authenticated: browsers send it without credentials.
+    preflight (``OPTIONS``) is not authenticated: browsers send it without credentials.  A
+    browser upload (a form POSTed to a bucket) is authenticated by the policy in its fields.
     """
 
     gateway_for: Callable[[str], Gateway]
