@@ -97,6 +97,21 @@ class OperationNameTests(SynchronousTestCase):
         self.assertEqual(self.name("POST", "/b/k?uploadId=u"), "CompleteMultipartUpload")
         self.assertEqual(self.name("GET", "/b?uploads"), "ListMultipartUploads")
 
+    def test_tagging_operations(self) -> None:
+        """The object tagging operations, by their sub-resource."""
+        self.assertEqual(self.name("GET", "/b/k?tagging"), "GetObjectTagging")
+        self.assertEqual(self.name("PUT", "/b/k?tagging"), "PutObjectTagging")
+        self.assertEqual(self.name("DELETE", "/b/k?tagging"), "DeleteObjectTagging")
+        self.assertEqual(self.name("GET", "/b?tagging"), "Unsupported")
+
+    def test_attributes(self) -> None:
+        """GetObjectAttributes, by its sub-resource."""
+        self.assertEqual(self.name("GET", "/b/k?attributes"), "GetObjectAttributes")
+
+    def test_post_object(self) -> None:
+        """A POST to a bucket without a sub-resource is a browser upload."""
+        self.assertEqual(self.name("POST", "/b"), "PostObject")
+
     def test_unsupported(self) -> None:
         """A request for an operation the gateway lacks is named Unsupported."""
         self.assertEqual(self.name("GET", "/b?lifecycle"), "Unsupported")

@@ -480,9 +480,8 @@ class NodeSpoolTests(SynchronousTestCase):
         h = Harness(self.mktemp())
         spooled: list[object] = []
         self.patch(tempfile, "mkstemp", lambda *a, **kw: spooled.append(a))
-        target = (
-            f"http://node.example:9100/v1/accounts/demo/orders/{h.order.order_id}/object?path=k"
-        )
+        orders = f"http://node.example:9100/{wire.VERSION}/accounts/demo/orders"
+        target = f"{orders}/{h.order.order_id}/object?path=k"
         size = MEMORY_BODY + 1
         body = SegmentsProducer([Segment("", size, b"x" * size)], h.cooperator)
         response = h.run(HTTPClient(h.agent).put(target, data=body))

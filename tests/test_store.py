@@ -493,7 +493,11 @@ class ListTests(StoreMixin, SynchronousTestCase):
         ]
         db = self.store._connection()
         db.execute("BEGIN")
-        db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        columns = (
+            "order_id, path, size, etag, last_modified, content_type, metadata, headers,"
+            " checksums, checksum_type, part_sizes, files"
+        )
+        db.executemany(f"INSERT INTO objects ({columns}) VALUES ({', '.join('?' * 12)})", rows)
         db.execute("COMMIT")
         statements: list[str] = []
         db.set_trace_callback(statements.append)

@@ -7,7 +7,7 @@ mode), calls the network, and turns the network's failures into S3 errors in one
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -269,8 +269,12 @@ class Gateway:
         dst_bucket: str,
         dst_key: str,
         replace: NewObject | None,
+        tags: Mapping[str, str] | None = None,
     ) -> Generator[Deferred[Any], Any, ObjectInfo]:
-        """Copy an object inside the network (between orders of the account too)."""
+        """Copy an object inside the network (between orders of the account too).
+
+        The copy keeps the source's tags unless ``tags`` are given.
+        """
         src = yield self.bucket(src_bucket)
         dst = yield self.bucket(dst_bucket)
         check_key(src_key, src.prefix)
@@ -285,10 +289,35 @@ class Gateway:
                 dst.order_id,
                 dst.prefix + dst_key,
                 replace,
+                tags,
             ),
         )
         self.orders.charge(dst.order_id, info.size)
         return evolve(info, path=dst_key)
+
+    def get_tags(self, bucket: str, key: str) -> Deferred[Mapping[str, str]]:
+        """The tags of the object at ``key``."""
+
+        def found(b: Bucket) -> Deferred[Mapping[str, str]]:
+            check_key(key, b.prefix)
+            return self._call(
+                bucket, key, lambda: self.network.get_tags(self.account, b.order_id, b.prefix + key)
+            )
+
+        return self.bucket(bucket).addCallback(found)
+
+    def put_tags(self, bucket: str, key: str, tags: Mapping[str, str]) -> Deferred[None]:
+        """Replace the tags of the object at ``key`` (none: remove them)."""
+
+        def found(b: Bucket) -> Deferred[None]:
+            check_key(key, b.prefix)
+            return self._call(
+                bucket,
+                key,
+                lambda: self.network.put_tags(self.account, b.order_id, b.prefix + key, tags),
+            )
+
+        return self.bucket(bucket).addCallback(found)
 
     @inlineCallbacks
     def list_objects(

@@ -107,6 +107,8 @@ class Upload:
     checksum_algorithm: str = ""
     #: ``COMPOSITE`` or ``FULL_OBJECT`` when there is an algorithm.
     checksum_type: str = ""
+    #: The tags the object will have (``x-amz-tagging``).
+    tags: Mapping[str, str] = field(factory=dict)
 
 
 @frozen
@@ -621,6 +623,7 @@ class MultipartUploads:
                 headers=upload.headers,
                 checksums={upload.checksum_algorithm: checksum} if checksum else {},
                 checksum_type=upload.checksum_type if checksum else "",
+                tags=upload.tags,
             )
             segments = yield self._call(
                 store.link_segments, claim.directory, parts, self.gateway.spool_dir

@@ -40,7 +40,7 @@ log = Logger()
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-#: The largest JSON request body accepted (a copy request).
+#: The largest JSON request body accepted (a copy or tagging request).
 MAX_JSON_BODY = 64 * 1024
 
 
@@ -229,14 +229,14 @@ class Node:
 
     # -- orders ------------------------------------------------------------------------
 
-    @app.route("/v1/accounts/<account>/orders", methods=["GET"])
+    @app.route(f"/{wire.VERSION}/accounts/<account>/orders", methods=["GET"])
     async def orders(self, request: Request, account: str) -> bytes:
         """The orders of the account."""
         self._authenticate(request, account)
         orders = await self._call(self.store.orders, account)
         return _json(request, [wire.order_to_json(order) for order in orders])
 
-    @app.route("/v1/accounts/<account>/orders/<order_id>", methods=["GET"])
+    @app.route(f"/{wire.VERSION}/accounts/<account>/orders/<order_id>", methods=["GET"])
     async def order(self, request: Request, account: str, order_id: str) -> bytes:
         """One order of the account."""
         self._authenticate(request, account)
@@ -245,7 +245,7 @@ class Node:
 
     # -- objects -----------------------------------------------------------------------
 
-    @app.route("/v1/accounts/<account>/orders/<order_id>/object", methods=["PUT"])
+    @app.route(f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/object", methods=["PUT"])
     async def put(self, request: Request, account: str, order_id: str) -> bytes:
         """Store the body at the path, atomically."""
         description = self._authenticate(request, account)
@@ -273,7 +273,9 @@ class Node:
         request.setResponseCode(201)
         return _json(request, wire.info_to_json(info))
 
-    @app.route("/v1/accounts/<account>/orders/<order_id>/object", methods=["GET", "HEAD"])
+    @app.route(
+        f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/object", methods=["GET", "HEAD"]
+    )
     async def get(self, request: Request, account: str, order_id: str) -> bytes | None:
         """The object at the path (HEAD: its description only), whole or a byte range."""
         self._authenticate(request, account)
@@ -301,7 +303,7 @@ class Node:
             body.close()
         return None if length else b""
 
-    @app.route("/v1/accounts/<account>/orders/<order_id>/object", methods=["DELETE"])
+    @app.route(f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/object", methods=["DELETE"])
     async def delete(self, request: Request, account: str, order_id: str) -> bytes:
         """Remove the object at the path."""
         self._authenticate(request, account)
@@ -309,7 +311,7 @@ class Node:
         deleted = await self._call(self.store.delete, account, order_id, path, if_match)
         return _json(request, {"deleted": deleted})
 
-    @app.route("/v1/accounts/<account>/orders/<order_id>/copy", methods=["POST"])
+    @app.route(f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/copy", methods=["POST"])
     async def copy(self, request: Request, account: str, order_id: str) -> bytes:
         """Copy an object of the account to the path, in this order."""
         self._authenticate(request, account)
@@ -320,16 +322,39 @@ class Node:
         try:
             data = json.loads(request.segments()[0].data or b"")
             source_order, source_path = str(data["source_order_id"]), str(data["source_path"])
-            replace = data.get("replace")
+            replace, tags = data.get("replace"), data.get("tags")
         except (ValueError, KeyError, TypeError):
             raise wire.ProtocolError(400, "BadRequest", "malformed copy request") from None
         new = None if replace is None else wire.new_from_json(replace)
+        copied_tags = None if tags is None else wire.tags_from_json(tags)
         info = await self._call(
-            self.store.copy, account, source_order, source_path, order_id, path, new
+            self.store.copy, account, source_order, source_path, order_id, path, new, copied_tags
         )
         return _json(request, wire.info_to_json(info))
 
-    @app.route("/v1/accounts/<account>/orders/<order_id>/list", methods=["GET"])
+    @app.route(f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/tags", methods=["GET"])
+    async def get_tags(self, request: Request, account: str, order_id: str) -> bytes:
+        """The tags of the object at the path."""
+        self._authenticate(request, account)
+        tags = await self._call(self.store.get_tags, account, order_id, self._path(request))
+        return _json(request, {"tags": tags})
+
+    @app.route(f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/tags", methods=["PUT"])
+    async def put_tags(self, request: Request, account: str, order_id: str) -> bytes:
+        """Replace the tags of the object at the path."""
+        self._authenticate(request, account)
+        path = self._path(request)
+        assert isinstance(request, NodeRequest)
+        if request.received > MAX_JSON_BODY or request.spool_paths:
+            raise wire.ProtocolError(400, "BadRequest", "the tagging request is too large")
+        try:
+            tags = json.loads(request.segments()[0].data or b"")["tags"]
+        except (ValueError, KeyError, TypeError):
+            raise wire.ProtocolError(400, "BadRequest", "malformed tagging request") from None
+        await self._call(self.store.put_tags, account, order_id, path, wire.tags_from_json(tags))
+        return _json(request, {"tags": tags})
+
+    @app.route(f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/list", methods=["GET"])
     async def listing(self, request: Request, account: str, order_id: str) -> bytes:
         """One page of the order's listing."""
         self._authenticate(request, account)
@@ -354,4 +379,4 @@ class Node:
     @app.route("/", branch=True)
     def unknown(self, request: Request) -> bytes:
         """Anything else."""
-        raise wire.ProtocolError(404, "NotFound", "no such resource in protocol v1")
+        raise wire.ProtocolError(404, "NotFound", f"no such resource in protocol {wire.VERSION}")

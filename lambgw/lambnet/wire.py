@@ -23,7 +23,7 @@ from lambgw.network import errors
 from lambgw.network.interface import ListPage, NewObject, ObjectInfo, Order
 
 #: The protocol version, first segment of every path.
-VERSION = "v1"
+VERSION = "v2"
 OBJECT_HEADER = "x-lamb-object"
 IF_NONE_MATCH_HEADER = "x-lamb-if-none-match"
 #: Write or delete only if the object has this etag (``*``: if there is one).
@@ -32,6 +32,8 @@ IF_MATCH_HEADER = "x-lamb-if-match"
 PART_SIZES_HEADER = "x-lamb-part-sizes"
 #: The most parts an object may have.
 MAX_PARTS = 10_000
+#: The most tags an object may have, and the longest tag key and value (as in S3).
+MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE = 10, 128, 256
 #: The error code, also in a header for the answers to HEAD, which have no body.
 ERROR_HEADER = "x-lamb-error"
 
@@ -180,7 +182,21 @@ def new_to_json(new: NewObject) -> dict[str, Any]:
         "headers": dict(new.headers),
         "checksums": dict(new.checksums),
         "checksum_type": new.checksum_type,
+        "tags": dict(new.tags),
     }
+
+
+def tags_from_json(value: Any) -> dict[str, str]:
+    """Return the tags of their JSON (a map); raise ``ProtocolError`` if malformed or too many."""
+    try:
+        tags = _strings(value)
+    except TypeError:
+        raise ProtocolError(400, "BadRequest", "the tags are not a map of strings") from None
+    if len(tags) > MAX_TAGS or any(
+        len(k) > MAX_TAG_KEY or len(v) > MAX_TAG_VALUE for k, v in tags.items()
+    ):
+        raise ProtocolError(400, "BadRequest", "too many tags, or a tag too long")
+    return tags
 
 
 def _strings(value: Any) -> dict[str, str]:
@@ -200,6 +216,7 @@ def new_from_json(data: Mapping[str, Any]) -> NewObject:
             headers=_strings(data["headers"]),
             checksums=_strings(data["checksums"]),
             checksum_type=str(data["checksum_type"]),
+            tags=tags_from_json(data.get("tags", {})),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ProtocolError(400, "BadRequest", f"malformed object description: {e}") from None
@@ -219,6 +236,7 @@ def info_to_json(info: ObjectInfo) -> dict[str, Any]:
         "checksums": dict(info.checksums),
         "checksum_type": info.checksum_type,
         "part_sizes": list(info.part_sizes),
+        "tag_count": info.tag_count,
     }
 
 
@@ -237,6 +255,7 @@ def info_from_json(data: Mapping[str, Any]) -> ObjectInfo:
         checksums=_strings(data["checksums"]),
         checksum_type=str(data["checksum_type"]),
         part_sizes=part_sizes,
+        tag_count=int(data.get("tag_count", 0)),
     )
 
 

@@ -7,7 +7,7 @@ a time anyway); object bytes stream from the opened files through :class:`FileRa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -133,11 +133,22 @@ class EmbeddedNetwork:
         dst_order_id: str,
         dst_path: str,
         replace: NewObject | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Deferred[ObjectInfo]:
         """Copy an object between orders of ``account``."""
         return self._call(
-            self._store.copy, account, src_order_id, src_path, dst_order_id, dst_path, replace
+            self._store.copy, account, src_order_id, src_path, dst_order_id, dst_path, replace, tags
         )
+
+    def get_tags(self, account: str, order_id: str, path: str) -> Deferred[Mapping[str, str]]:
+        """Return the tags of the object at ``path``."""
+        return self._call(self._store.get_tags, account, order_id, path)
+
+    def put_tags(
+        self, account: str, order_id: str, path: str, tags: Mapping[str, str]
+    ) -> Deferred[None]:
+        """Replace the tags of the object at ``path``."""
+        return self._call(self._store.put_tags, account, order_id, path, tags)
 
     def list_objects(
         self,

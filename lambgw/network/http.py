@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -428,6 +428,7 @@ class HTTPNetwork:
         dst_order_id: str,
         dst_path: str,
         replace: NewObject | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Deferred[ObjectInfo]:
         """Copy an object between orders of ``account``, on the node."""
 
@@ -438,12 +439,39 @@ class HTTPNetwork:
                 "source_order_id": src_order_id,
                 "source_path": src_path,
                 "replace": None if replace is None else wire.new_to_json(replace),
+                "tags": None if tags is None else dict(tags),
             }
-            data = json.dumps(request).encode("utf-8")
-            body = SegmentsProducer([Segment("", len(data), data)], self._cooperator)
-            digest = hashlib.sha256(data).hexdigest()
-            answer = await self._send("POST", target, body, digest)
+            answer = await self._send_json("POST", target, request)
             return wire.info_from_json(json.loads(answer))
+
+        return Deferred.fromCoroutine(run())
+
+    def _send_json(self, method: str, target: str, value: Any) -> Deferred[Any]:
+        """Send ``value`` as the JSON body of a signed request; fire with the answer."""
+        data = json.dumps(value).encode("utf-8")
+        body = SegmentsProducer([Segment("", len(data), data)], self._cooperator)
+        digest = hashlib.sha256(data).hexdigest()
+        return Deferred.fromCoroutine(self._send(method, target, body, digest))
+
+    def get_tags(self, account: str, order_id: str, path: str) -> Deferred[Mapping[str, str]]:
+        """Return the tags of the object at ``path``."""
+
+        async def run() -> Mapping[str, str]:
+            self._check_account(account)
+            target = self._url(account, f"/{order_id}/tags", {"path": path})
+            return wire.tags_from_json((await self._json(target))["tags"])
+
+        return Deferred.fromCoroutine(run())
+
+    def put_tags(
+        self, account: str, order_id: str, path: str, tags: Mapping[str, str]
+    ) -> Deferred[None]:
+        """Replace the tags of the object at ``path``."""
+
+        async def run() -> None:
+            self._check_account(account)
+            target = self._url(account, f"/{order_id}/tags", {"path": path})
+            await self._send_json("PUT", target, {"tags": dict(tags)})
 
         return Deferred.fromCoroutine(run())
 

@@ -81,6 +81,8 @@ class NewObject:
     checksums: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
     #: ``COMPOSITE`` or ``FULL_OBJECT`` when a checksum is present.
     checksum_type: str = ""
+    #: The object's tags (S3 object tagging), key to value.
+    tags: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
 
 
 @frozen
@@ -99,6 +101,8 @@ class ObjectInfo:
     checksum_type: str = ""
     #: Sizes of the parts, in order, for an object made by a multipart upload.
     part_sizes: Sequence[int] = field(factory=tuple, converter=_int_tuple)
+    #: How many tags the object has (the tags themselves: :meth:`INetwork.get_tags`).
+    tag_count: int = 0
 
 
 @frozen
@@ -225,11 +229,22 @@ class INetwork(Interface):
         dst_order_id: str,
         dst_path: str,
         replace: NewObject | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Deferred[ObjectInfo]:
         """Copy an object inside the network, between orders of one account.
 
         With ``replace``, its content type, metadata and headers replace the source's
-        (its size and etag are ignored).  Charged to the destination order.
+        (its size, etag and tags are ignored).  The copy has the source's tags, or
+        ``tags`` when given.  Charged to the destination order.
+        """
+
+    def get_tags(account: str, order_id: str, path: str) -> Deferred[Mapping[str, str]]:
+        """The tags of the object at ``path``; fails with ``NoSuchPath`` if there is none."""
+
+    def put_tags(account: str, order_id: str, path: str, tags: Mapping[str, str]) -> Deferred[None]:
+        """Replace the tags of the object at ``path`` (none: remove them).
+
+        The object is otherwise unchanged; fails with ``NoSuchPath`` if there is none.
         """
 
     def list_objects(

@@ -19,7 +19,7 @@ from lambgw.network.interface import ListPage, ObjectInfo
 #: The columns of the ``objects`` table, in the order :func:`info_from_row` reads them.
 OBJECT_COLUMNS = (
     "order_id, path, size, etag, last_modified, content_type, metadata, headers,"
-    " checksums, checksum_type, part_sizes, files"
+    " checksums, checksum_type, part_sizes, files, tags"
 )
 
 _Entries = list[tuple[bytes, ObjectInfo | None]]
@@ -39,6 +39,7 @@ def info_from_row(row: Sequence[Any]) -> ObjectInfo:
         checksums=json.loads(row[8]),
         checksum_type=row[9],
         part_sizes=json.loads(row[10]),
+        tag_count=len(json.loads(row[12])),
     )
 
 

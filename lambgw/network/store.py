@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS objects (
     checksum_type TEXT NOT NULL,
     part_sizes TEXT NOT NULL,
     files TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (order_id, path)
 ) WITHOUT ROWID;
 """
@@ -167,6 +168,14 @@ class Store:
         self._made: set[str] = set()
         os.makedirs(self._objects, exist_ok=True)
         self._connection().executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a store made by an older version up to the current schema."""
+        with self._write() as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(objects)")}
+            if "tags" not in columns:
+                db.execute("ALTER TABLE objects ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'")
 
     @property
     def root(self) -> str:
@@ -412,9 +421,10 @@ class Store:
                 checksums=new.checksums,
                 checksum_type=new.checksum_type,
                 part_sizes=part_sizes,
+                tag_count=len(new.tags),
             )
             files = list(zip(adopted, sizes, strict=True))
-            old = self._commit(account, raw, info, files, if_none_match, if_match)
+            old = self._commit(account, raw, info, files, if_none_match, new.tags, if_match)
         except BaseException:
             self._remove(adopted)
             for segment in segments[len(adopted) :]:
@@ -432,9 +442,10 @@ class Store:
         info: ObjectInfo,
         files: list[tuple[str, int]],
         if_none_match: bool,
+        tags: Mapping[str, str],
         if_match: str | None = None,
     ) -> list[str]:
-        """Write the row of ``info`` and charge its order; return the replaced files."""
+        """Write the row of ``info`` and ``tags``, charge its order; return the replaced files."""
         with self._write() as db:
             order = self._order(db, account, info.order_id)
             if order.expired(self._clock()):
@@ -454,7 +465,7 @@ class Store:
                 )
             db.execute(
                 f"INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     info.order_id,
                     raw,
@@ -468,6 +479,7 @@ class Store:
                     info.checksum_type,
                     _dump(info.part_sizes),
                     json.dumps(files),
+                    _dump(tags),
                 ),
             )
             db.execute("UPDATE orders SET used = ? WHERE order_id = ?", (used, order.order_id))
@@ -475,7 +487,7 @@ class Store:
 
     def _lookup(
         self, account: str, order_id: str, raw: bytes
-    ) -> tuple[ObjectInfo, list[tuple[str, int]]]:
+    ) -> tuple[ObjectInfo, list[tuple[str, int]], dict[str, str]]:
         with self._read() as db:
             self._order(db, account, order_id)
             row = db.execute(
@@ -484,7 +496,8 @@ class Store:
             ).fetchone()
         if row is None:
             raise NoSuchPath(f"no object at {raw.decode('utf-8')}")
-        return info_from_row(row), [(file_id, size) for file_id, size in json.loads(row[11])]
+        files = [(file_id, size) for file_id, size in json.loads(row[11])]
+        return info_from_row(row), files, json.loads(row[12])
 
     def head(self, account: str, order_id: str, path: str) -> ObjectInfo:
         """Return what is stored at ``path``; raise ``NoSuchPath`` if nothing is."""
@@ -500,7 +513,7 @@ class Store:
         """
         raw = encode_path(path)
         for _ in range(_READ_ATTEMPTS):
-            info, files = self._lookup(account, order_id, raw)
+            info, files, _ = self._lookup(account, order_id, raw)
             end = info.size if last is None else min(last + 1, info.size)
             ranges: list[FileRange] = []
             start = 0
@@ -546,14 +559,16 @@ class Store:
         dst_order_id: str,
         dst_path: str,
         replace: NewObject | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         """Copy an object between orders of ``account``, charged to the destination.
 
-        With ``replace``, its content type, metadata and headers replace the source's.
+        With ``replace``, its content type, metadata and headers replace the source's; the
+        copy has the source's tags unless ``tags`` are given.
         """
         src_raw, dst_raw = encode_path(src_path), encode_path(dst_path)
         for _ in range(_READ_ATTEMPTS):
-            source, files = self._lookup(account, src_order_id, src_raw)
+            source, files, source_tags = self._lookup(account, src_order_id, src_raw)
             linked: list[str] = []
             try:
                 for file_id, _size in files:
@@ -574,16 +589,35 @@ class Store:
                 checksums=source.checksums,
                 checksum_type=source.checksum_type,
                 part_sizes=copied_sizes,
+                tag_count=len(source_tags if tags is None else tags),
             )
             new_files = [(new_id, size) for new_id, (_, size) in zip(linked, files, strict=True)]
             try:
-                old = self._commit(account, dst_raw, info, new_files, False)
+                old = self._commit(
+                    account, dst_raw, info, new_files, False, source_tags if tags is None else tags
+                )
             except BaseException:
                 self._remove(linked)
                 raise
             self._remove(old)
             return info
         raise NetworkError(f"the object at {src_path} keeps changing; try again")
+
+    def get_tags(self, account: str, order_id: str, path: str) -> dict[str, str]:
+        """Return the tags of the object at ``path``; raise ``NoSuchPath`` if there is none."""
+        return self._lookup(account, order_id, encode_path(path))[2]
+
+    def put_tags(self, account: str, order_id: str, path: str, tags: Mapping[str, str]) -> None:
+        """Replace the tags of the object at ``path``; raise ``NoSuchPath`` if there is none."""
+        raw = encode_path(path)
+        with self._write() as db:
+            self._order(db, account, order_id)
+            changed = db.execute(
+                "UPDATE objects SET tags = ? WHERE order_id = ? AND path = ?",
+                (_dump(tags), order_id, raw),
+            ).rowcount
+        if not changed:
+            raise NoSuchPath(f"no object at {path}")
 
     def list(
         self,

@@ -43,6 +43,11 @@ OPERATIONS = {
     "abort": "AbortMultipartUpload",
     "list_parts": "ListParts",
     "list_uploads": "ListMultipartUploads",
+    "get_object_tagging": "GetObjectTagging",
+    "put_object_tagging": "PutObjectTagging",
+    "delete_object_tagging": "DeleteObjectTagging",
+    "get_object_attributes": "GetObjectAttributes",
+    "post_object": "PostObject",
 }
 
 

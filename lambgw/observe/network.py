@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from attrs import define
@@ -141,16 +141,27 @@ class TimedNetwork:
         dst_order_id: str,
         dst_path: str,
         replace: NewObject | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Deferred[ObjectInfo]:
         """Copy an object inside the network."""
         return self._timed(
             "copy_object",
             lambda: self.network.copy_object(
-                account, src_order_id, src_path, dst_order_id, dst_path, replace
+                account, src_order_id, src_path, dst_order_id, dst_path, replace, tags
             ),
             dst_order_id,
             dst_path,
         )
+
+    def get_tags(self, account: str, order_id: str, path: str) -> Deferred[Mapping[str, str]]:
+        """The tags of an object."""
+        return self._timed("get_tags", lambda: self.network.get_tags(account, order_id, path))
+
+    def put_tags(
+        self, account: str, order_id: str, path: str, tags: Mapping[str, str]
+    ) -> Deferred[None]:
+        """Replace the tags of an object."""
+        return self._timed("put_tags", lambda: self.network.put_tags(account, order_id, path, tags))
 
     def list_objects(
         self,

@@ -25,8 +25,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 import lambgw.s3.acl as acl
+import lambgw.s3.attributes as attributes
 import lambgw.s3.buckets as buckets
 import lambgw.s3.objects as objects
+import lambgw.s3.postobject as postobject
+import lambgw.s3.tagging as tagging
 from lambgw.gateway.core import Gateway
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import error_document
@@ -38,10 +41,10 @@ log = Logger()
 #: Sub-resources that name operations this gateway does not implement.
 UNSUPPORTED = frozenset(
     {
-        "accelerate", "analytics", "attributes", "cors", "encryption", "intelligent-tiering",
+        "accelerate", "analytics", "cors", "encryption", "intelligent-tiering",
         "inventory", "legal-hold", "lifecycle", "logging", "metrics", "notification",
         "object-lock", "ownershipControls", "policy", "policyStatus", "publicAccessBlock",
-        "replication", "requestPayment", "restore", "retention", "select", "tagging",
+        "replication", "requestPayment", "restore", "retention", "select",
         "torrent", "versions", "website", "versionId",
     }
 )  # fmt: skip
@@ -109,6 +112,9 @@ class S3API:
 
     def _bucket_handler(self, method: str, target: Target) -> Handler | None:
         query = target.query
+        for name in ("tagging", "attributes"):
+            if name in query:
+                raise not_implemented(f"{method} bucket ?{name}")
         if method == "GET":
             if "location" in query:
                 return buckets.get_location
@@ -131,12 +137,18 @@ class S3API:
             return buckets.delete_bucket
         if method == "POST" and "delete" in query:
             return objects.delete_objects
+        if method == "POST" and not query:
+            return postobject.post_object
         return None
 
     def _object_handler(self, method: str, target: Target) -> Handler | None:
         query = target.query
         if "acl" in query:
             return {"GET": buckets.get_acl, "PUT": acl.put_acl}.get(method)
+        if "tagging" in query:
+            return tagging.TAGGING_HANDLERS.get(method)
+        if "attributes" in query:
+            return attributes.get_object_attributes if method == "GET" else None
         if "uploadId" in query:
             operation = {
                 "GET": "list_parts",

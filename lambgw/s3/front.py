@@ -22,6 +22,8 @@ from lambgw.protocol.chunked import AwsChunkedDecoder
 from lambgw.protocol.conditions import write_conditions
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import error_document
+from lambgw.protocol.tagging import parse_tagging_header
+from lambgw.s3.formbody import FormBody, is_form_post
 from lambgw.s3.hosts import bucket_from_host, virtual_target
 from lambgw.s3.request import (
     MAX_XML_BODY,
@@ -111,7 +113,7 @@ def requested_checksums(headers: Mapping[str, Sequence[str]]) -> list[str]:
 
 
 def new_object_from(headers: Mapping[str, Sequence[str]], size: int, etag: str) -> NewObject:
-    """The content type, metadata and stored headers a request gives a new object."""
+    """The content type, metadata, stored headers and tags a request gives a new object."""
     metadata = {
         name[len("x-amz-meta-") :]: ",".join(values)
         for name, values in headers.items()
@@ -137,6 +139,7 @@ def new_object_from(headers: Mapping[str, Sequence[str]], size: int, etag: str) 
         content_type=first(headers, "content-type") or "binary/octet-stream",
         metadata=metadata,
         headers=stored,
+        tags=parse_tagging_header(first(headers, "x-amz-tagging") or ""),
     )
 
 
@@ -168,7 +171,8 @@ class Front:
 
     ``gateway_for`` gives the gateway of the account an access key acts for; ``domains``
     are those under which the host names the bucket (virtual-hosted style).  A CORS
-    preflight (``OPTIONS``) is not authenticated: browsers send it without credentials.
+    preflight (``OPTIONS``) is not authenticated: browsers send it without credentials.  A
+    browser upload (a form POSTed to a bucket) is authenticated by the policy in its fields.
     """
 
     gateway_for: Callable[[str], Gateway]
@@ -207,6 +211,20 @@ class Front:
             verb = method.decode("ascii", "replace").upper()
             if verb == "OPTIONS":
                 request.content = DiscardBody()
+                return
+            if is_form_post(verb, target, headers):
+                # A browser upload: the policy in the form authenticates it.
+                request.content = FormBody(
+                    request,
+                    target,
+                    first(headers, "content-type"),
+                    length,
+                    self.gateway_for,
+                    self.reactor,
+                    self.pool,
+                    self.lookup_secret,
+                    self.clock,
+                )
                 return
             auth = authenticate(
                 RequestView(verb, target.raw_path, target.raw_query, headers, host_bucket),

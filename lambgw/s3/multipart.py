@@ -284,6 +284,7 @@ class MultipartAPI:
                 content_type=new.content_type,
                 metadata=new.metadata,
                 headers=new.headers,
+                tags=new.tags,
                 checksum_algorithm=algorithm,
                 checksum_type=checksum_type,
             )

@@ -46,6 +46,7 @@ from lambgw.s3.front import (
 )
 from lambgw.s3.request import S3Request, Target
 from lambgw.s3.spool import SpooledFile
+from lambgw.s3.tagging import copy_tags
 
 if TYPE_CHECKING:
     from lambgw.s3.api import S3API
@@ -122,6 +123,8 @@ def object_headers(request: S3Request, info: ObjectInfo) -> None:
         raw[b"x-amz-meta-" + header_bytes(name)] = [header_bytes(value)]
     if info.part_sizes:
         request.setHeader(b"x-amz-mp-parts-count", str(len(info.part_sizes)).encode())
+    if info.tag_count:
+        request.setHeader(b"x-amz-tagging-count", str(info.tag_count).encode())
 
 
 def checksum_headers(request: S3Request, info: ObjectInfo) -> None:
@@ -237,6 +240,7 @@ def put_object(api: S3API, request: S3Request, target: Target) -> Any:
             headers=new.headers,
             checksums=checksums,
             checksum_type="FULL_OBJECT",
+            tags=new.tags,
         )
     if spooled.upload is not None:
         info = yield api.gateway.finish_upload(
@@ -433,11 +437,12 @@ def copy_source(
 def copy_object(
     api: S3API, request: S3Request, target: Target, headers: Mapping[str, Sequence[str]]
 ) -> Any:
-    """CopyObject: metadata copied or replaced (``x-amz-metadata-directive``)."""
+    """CopyObject: metadata and tags copied or replaced (``x-amz-*-directive``)."""
     refuse_unsupported(headers, COPY_OBJECT, api.owner_id)
     directive = (first(headers, "x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error.of("InvalidArgument", "Unknown metadata directive.")
+    tags = copy_tags(headers)
     src_bucket, src_key, source = yield copy_source(api, headers)
     replace = new_object_from(headers, source.size, source.etag) if directive == "REPLACE" else None
     if (src_bucket, src_key) == (target.bucket, target.key) and replace is None:
@@ -447,7 +452,9 @@ def copy_object(
             "without changing the object's metadata, storage class, website redirect location "
             "or encryption attributes.",
         )
-    info = yield api.gateway.copy_object(src_bucket, src_key, target.bucket, target.key, replace)
+    info = yield api.gateway.copy_object(
+        src_bucket, src_key, target.bucket, target.key, replace, tags
+    )
     request.setHeader(b"Content-Type", b"application/xml")
     return document(
         "CopyObjectResult",

@@ -276,4 +276,7 @@ class S3Site(server.Site):
     def __init__(self, resource: Any, front: IFront, **kwargs: Any) -> None:
         kwargs.setdefault("timeout", IDLE_TIMEOUT)
         super().__init__(resource, **kwargs)
+        # Forms are parsed by the S3 layer as they stream (POST Object), never by twisted.web
+        # (Twisted >= 24.7 takes this from the site rather than from the request class).
+        self._parsePOSTFormSubmission = False
         self.front = front
