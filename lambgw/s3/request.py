@@ -169,6 +169,8 @@ class RequestState:
     received: SpooledFile | bytes | S3Error | None = None
     responded: bool = False
     cleanups: list[Callable[[], None]] = field(factory=list)
+    #: Whether the body failed on the gateway's side after the headers (that is logged).
+    delivery_failed: bool = False
 
     def spooled(self) -> SpooledFile:
         """The spooled body, or raise the error the body earned."""
@@ -206,6 +208,12 @@ class S3Request(server.Request):
     s3: RequestState
     content: BodySink  # type: ignore[assignment]
     channel: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Calls handing body bytes to the kernel still in flight, and who waits for none.
+        self._kernel_sends = 0
+        self._settled: list[Deferred[None]] = []
 
     def gotLength(self, length: int | None) -> None:
         """Decide where the body goes, now that the headers are known."""
@@ -252,9 +260,37 @@ class S3Request(server.Request):
         self.channel.transport.loseConnection()
 
     def connectionLost(self, reason: Any) -> None:
-        """Run the clean-ups (spooled files) of a request whose client went away."""
+        """Run the clean-ups (spooled files) of a request whose client went away.
+
+        Body bytes still in the transport's buffer never reached the client: they are taken
+        off ``sentLength``, which then counts the bytes handed to the kernel.
+        """
+        if self.channel is not None:
+            self.sentLength -= min(self.sentLength, unsent_bytes(self.channel.transport))
         super().connectionLost(reason)
         self.run_cleanups()
+
+    def kernel_send(self, call: Deferred[Any]) -> None:
+        """Note a call handing body bytes to the kernel: :meth:`settled` waits for it."""
+        self._kernel_sends += 1
+
+        def returned(result: object) -> object:
+            self._kernel_sends -= 1
+            if not self._kernel_sends:
+                waiting, self._settled = self._settled, []
+                for d in waiting:
+                    d.callback(None)
+            return result
+
+        call.addBoth(returned)
+
+    def settled(self) -> Deferred[None]:
+        """Fire once no call handing body bytes to the kernel is in flight."""
+        if not self._kernel_sends:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._settled.append(d)
+        return d
 
     def run_cleanups(self) -> None:
         """Delete what the request left behind (a spooled body not committed)."""
@@ -264,6 +300,13 @@ class S3Request(server.Request):
         cleanups, state.cleanups = state.cleanups, []
         for cleanup in cleanups:
             cleanup()
+
+
+def unsent_bytes(transport: Any) -> int:
+    """Bytes written to a TCP transport that it has not yet handed to the kernel (0 if unknown)."""
+    buffered = getattr(transport, "dataBuffer", b"")
+    offset = getattr(transport, "offset", 0)
+    return max(0, len(buffered) - offset) + getattr(transport, "_tempDataLen", 0)
 
 
 def _reason(status: int) -> bytes:
