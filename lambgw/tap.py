@@ -39,7 +39,7 @@ from lambgw.network.http import HTTPNetwork, account_key, network_address
 from lambgw.network.interface import Order
 from lambgw.observe.access import FORMATS, AccessLog
 from lambgw.observe.accessfile import AccessLogFile
-from lambgw.observe.admin import Monitor, admin_site
+from lambgw.observe.admin import Monitor, admin_site, connection_probe
 from lambgw.observe.inflight import InFlight
 from lambgw.observe.metrics import GatewayMetrics, RateWindow
 from lambgw.observe.network import TimedNetwork
@@ -406,6 +406,7 @@ class GatewayService(service.MultiService):
                 reactor,
                 self.mode,
                 listening=lambda: all(listener.running for listener in self.listeners),
+                probe=None if config.embedded else connection_probe(reactor, self.network_address),
             )
             admin_service = strports.service(admin_listen, admin_site(monitor))
             admin_service.setServiceParent(self)

@@ -7,10 +7,19 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from attrs import define
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from lambgw.network.errors import (
+    InvalidPath,
+    NoSuchAccount,
+    NoSuchOrder,
+    NoSuchPath,
+    OrderExpired,
+    PreconditionFailed,
+    QuotaExceeded,
+)
 from lambgw.network.interface import (
     INetwork,
     IObjectBody,
@@ -25,11 +34,27 @@ from lambgw.observe.metrics import GatewayMetrics
 
 _T = TypeVar("_T")
 
+#: The network's ordinary answers (and a call its caller gave up): not failed calls.
+ANSWERS = (
+    NoSuchAccount,
+    NoSuchOrder,
+    NoSuchPath,
+    QuotaExceeded,
+    OrderExpired,
+    PreconditionFailed,
+    InvalidPath,
+    CancelledError,
+)
+
 
 @implementer(INetwork)
 @define
 class TimedNetwork:
-    """An :class:`INetwork` that passes every call on and records how long it took."""
+    """An :class:`INetwork` that passes every call on and records how long it took.
+
+    A call that fails is counted by its error, unless the failure is one of the network's
+    ordinary answers (:data:`ANSWERS`): no such key is what a HEAD is for.
+    """
 
     network: INetwork
     metrics: GatewayMetrics
@@ -40,7 +65,7 @@ class TimedNetwork:
 
         def done(result: Any) -> Any:
             self.metrics.network_seconds.observe(self.clock() - began, call)
-            if isinstance(result, Failure):
+            if isinstance(result, Failure) and not result.check(*ANSWERS):
                 self.metrics.network_errors.inc(call, type(result.value).__name__)
             return result
 
