@@ -44,6 +44,7 @@ from lambgw.observe.inflight import InFlight
 from lambgw.observe.metrics import GatewayMetrics, RateWindow
 from lambgw.observe.network import TimedNetwork
 from lambgw.s3.api import S3API, S3Resource
+from lambgw.s3.connections import Connections
 from lambgw.s3.front import Front
 from lambgw.s3.multipart import MultipartAPI
 from lambgw.s3.request import S3Request, S3Site
@@ -150,6 +151,27 @@ class GatewayOptions(usage.Options):
             None,
             "Seconds without progress after which a request to the network is given up "
             "(1 to 3600; default 30).",
+        ],
+        [
+            "gateway.header_timeout",
+            None,
+            None,
+            "Seconds a request's head may take; also the window of --gateway.min_body_rate "
+            "(default 30).",
+        ],
+        [
+            "gateway.min_body_rate",
+            None,
+            None,
+            "Bytes a second a request body must bring, over each header_timeout (default "
+            "1024; 0: any).",
+        ],
+        [
+            "gateway.max_connections",
+            None,
+            None,
+            "Connections open at once on the S3 API; more are answered 503 SlowDown "
+            "(default 1024; 0: no cap).",
         ],
         ["tls-cert", None, None, "Serve the gateway address over HTTPS with this certificate."],
         ["tls-key", None, None, "The private key of --tls-cert (PEM)."],
@@ -369,7 +391,8 @@ class GatewayService(service.MultiService):
         resource = S3Resource(
             self.api, lambda key: self.accounts.for_key(key).api, lambda: self.config.cors
         )
-        self.site = S3Site(resource, self.front)
+        self.connections = Connections(config.limits, self.metrics.connections_closed.inc)
+        self.site = S3Site(resource, self.front, self.connections)
         self.site.requestFactory = self.in_flight.request_factory(  # type: ignore[assignment]
             access_log.request_factory(S3Request)
         )
@@ -407,6 +430,7 @@ class GatewayService(service.MultiService):
                 self.mode,
                 listening=lambda: all(listener.running for listener in self.listeners),
                 probe=None if config.embedded else connection_probe(reactor, self.network_address),
+                connections=lambda: self.connections.open,
             )
             admin_service = strports.service(admin_listen, admin_site(monitor))
             admin_service.setServiceParent(self)

@@ -120,6 +120,8 @@ class TextFormatTests(SynchronousTestCase):
                 "lambgw_order_expiry_timestamp_seconds": "gauge",
                 "lambgw_network_call_duration_seconds": "histogram",
                 "lambgw_network_call_errors": "counter",
+                "lambgw_connections_open": "gauge",
+                "lambgw_connections_closed": "counter",
             },
         )
         (sent,) = families["lambgw_sent_bytes"].samples

@@ -111,6 +111,8 @@ class Monitor:
     listening: Callable[[], bool] = lambda: True
     #: Connects to the network's node, if it has one (see :func:`connection_probe`).
     probe: Callable[[], Deferred[None]] | None = None
+    #: How many connections are open on the S3 API.
+    connections: Callable[[], int] = lambda: 0
 
     @property
     def _main(self) -> ServedAccount:
@@ -141,6 +143,7 @@ class Monitor:
         """Set the gauges to the current orders, uploads, spool and requests in flight."""
         metrics = self.metrics
         metrics.in_flight.set(self.in_flight.count)
+        metrics.connections_open.set(self.connections())
         for gauge in (metrics.order_capacity, metrics.order_used, metrics.order_expires):
             gauge.clear()
         for order in self._orders():

@@ -211,6 +211,16 @@ class GatewayMetrics:
         )
         self.registry.register(self.network_seconds)
         self.registry.register(self.network_errors)
+        self.connections_open = self._gauge(
+            "lambgw_connections_open", "Connections open on the S3 API."
+        )
+        self.connections_closed = Counter(
+            "lambgw_connections_closed",
+            "Connections the gateway closed: a request head or body too slow "
+            "(header_timeout, slow_body), or one over the cap (at_cap).",
+            ("reason",),
+        )
+        self.registry.register(self.connections_closed)
 
     def _gauge(self, name: str, help: str, labelnames: Labels = ()) -> Gauge:
         return Gauge(name, help, labelnames, registry=self.registry)

@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.web import server
 
 from lambgw.protocol.errors import S3Error
+from lambgw.s3.connections import AT_CAP, ConnectionLimits, Connections, Refusal, S3Channel
 from lambgw.s3.spool import SpooledFile
 
 #: A connection that sends nothing for this long (between requests, or in the middle of
@@ -316,11 +317,32 @@ def _reason(status: int) -> bytes:
 
 
 class S3Site(server.Site):
-    """The site of the S3 API: its requests consult ``front`` when their headers arrive."""
+    """The site of the S3 API: its requests consult ``front`` when their headers arrive.
+
+    Its connections are held to the bounds of ``connections`` (see :class:`S3Channel`); over
+    the cap, a new one is refused.
+    """
 
     requestFactory = S3Request
+    protocol = S3Channel  # type: ignore[assignment]
 
-    def __init__(self, resource: Any, front: IFront, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        resource: Any,
+        front: IFront,
+        connections: Connections | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("timeout", IDLE_TIMEOUT)
         super().__init__(resource, **kwargs)
         self.front = front
+        self.connections = connections or Connections(ConnectionLimits())
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A channel bound by the site's limits, or a refusal when they are reached."""
+        if self.connections.full():
+            self.connections.closed_by(AT_CAP)
+            return Refusal(self.reactor)
+        channel = super().buildProtocol(addr)
+        channel.connections = self.connections
+        return channel
