@@ -5,10 +5,11 @@ This is the only module that touches the global reactor.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any, TypeVar
 
 from attrs import frozen
@@ -34,7 +35,7 @@ from lambgw.gateway.core import Gateway
 from lambgw.gateway.multipart import DEFAULT_EXPIRY, MultipartUploads, UploadStore
 from lambgw.listening import listen_descriptions, server_endpoint
 from lambgw.network.embedded import EmbeddedNetwork
-from lambgw.network.errors import NetworkUnavailable
+from lambgw.network.errors import NetworkError, NetworkUnavailable
 from lambgw.network.http import HTTPNetwork, account_key, network_address
 from lambgw.network.interface import Order
 from lambgw.observe.access import FORMATS, AccessLog
@@ -64,6 +65,11 @@ UPLOAD_SWEEP = 600.0
 DEFAULT_ADMIN_LISTEN = "tcp:9003:interface=127.0.0.1"
 #: Seconds the requests in flight have to finish when the gateway is stopped.
 DEFAULT_SHUTDOWN_GRACE = 30.0
+#: The exit status of a start-up refused for its configuration (EX_CONFIG: an order the account
+#: does not hold, an account the network does not know, a certificate it refuses); the systemd
+#: units do not restart on it.  Any other failed start-up exits with 1.
+EXIT_CONFIG = 78
+EXIT_FAILURE = 1
 #: Seconds before the second attempt to reach the network at start; each wait doubles, up to
 #: the most.
 START_RETRY_FIRST = 1.0
@@ -323,6 +329,8 @@ class GatewayService(service.MultiService):
         self._reload_config = reload_config
         self.reactor = reactor
         self.shutdown_grace = shutdown_grace
+        #: The status the process exits with: not 0 once start-up has failed.
+        self.exit_status = 0
         self.metrics = GatewayMetrics()
         self.rates = RateWindow(reactor.seconds)
         self.db_pool = ThreadPool(minthreads=1, maxthreads=8, name="lambgw-network")
@@ -463,10 +471,25 @@ class GatewayService(service.MultiService):
 
     @inlineCallbacks
     def _open_accounts(self, accounts: list[str]) -> Any:
-        """Make sure each account exists on the network, and load its orders."""
+        """Make sure each account exists on the network, load its orders and log them."""
         for account in accounts:
-            yield self.network.ensure_account(account, FIRST_ORDER_CAPACITY, FIRST_ORDER_DAYS)
+            orders = yield self.network.ensure_account(
+                account, FIRST_ORDER_CAPACITY, FIRST_ORDER_DAYS
+            )
             yield self.accounts.for_account(account).gateway.orders.refresh()
+            self._log_orders(account, orders)
+
+    def _log_orders(self, account: str, orders: Sequence[Order]) -> None:
+        """One line per order of ``account``: its id, space used, capacity and status."""
+        for order in orders:
+            log.info(
+                "Account {account}: order {order_id}, {used} used of {capacity}, {status}",
+                account=account,
+                order_id=order.order_id,
+                used=_human(order.used),
+                capacity=_human(order.capacity),
+                status="expired" if order.expired(self.reactor.seconds()) else order.status,
+            )
 
     def reload(self) -> Deferred[Any] | None:
         """Re-read the config file: keys and users, CORS and domains; listeners stay.
@@ -594,17 +617,11 @@ class GatewayService(service.MultiService):
         except BaseException as e:
             if self.running:
                 log.critical("Cannot start: {why}", why=str(e))
+                configured = isinstance(e, ConfigError | NetworkError)
+                self.exit_status = EXIT_CONFIG if configured else EXIT_FAILURE
                 self.reactor.stop()
             return
-        for order in orders:
-            log.info(
-                "Account {account}: order {order_id}, {used} used of {capacity}, {status}",
-                account=config.account,
-                order_id=order.order_id,
-                used=_human(order.used),
-                capacity=_human(order.capacity),
-                status="expired" if order.expired(self.reactor.seconds()) else order.status,
-            )
+        self._log_orders(config.account, orders)
         mode = f"s3gw (order {self.single})" if self.single else "lambgw (each order is a bucket)"
         log.info(
             "S3 API on {listen} in {mode} mode; access keys {access_keys}",
@@ -622,13 +639,21 @@ class GatewayService(service.MultiService):
             )
 
 
+def exit_with_status(gateway: GatewayService) -> None:
+    """End the process with the gateway's exit status, if not 0 (twistd itself exits with 0)."""
+    if gateway.exit_status:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(gateway.exit_status)
+
+
 def make_service(options: GatewayOptions) -> service.IService:
     """Build the gateway service from parsed options (used by the twistd plugins)."""
     from twisted.internet import defer, reactor
 
     if options.config.debug:
         defer.setDebugging(True)
-    return GatewayService(
+    gateway = GatewayService(
         options.config,
         options.single_order,
         reactor,
@@ -639,3 +664,5 @@ def make_service(options: GatewayOptions) -> service.IService:
         reload_config=lambda: load_for_mode(options, options.single_order),
         access_log_file=options["access-log"],
     )
+    atexit.register(exit_with_status, gateway)
+    return gateway

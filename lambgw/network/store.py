@@ -132,6 +132,10 @@ def _dump(value: Mapping[str, str] | Sequence[Any]) -> str:
     return json.dumps(dict(value) if isinstance(value, Mapping) else list(value), sort_keys=True)
 
 
+#: The file of a store's index: a directory without it holds no store.
+INDEX_FILE = "index.sqlite3"
+
+
 class Store:
     """Accounts, orders and objects kept in one directory; every method is synchronous."""
 
@@ -147,7 +151,7 @@ class Store:
         """
         self._root = root.path if isinstance(root, FilePath) else os.fspath(root)
         self._objects = os.path.join(self._root, "objects")
-        self._index = os.path.join(self._root, "index.sqlite3")
+        self._index = os.path.join(self._root, INDEX_FILE)
         self._clock = clock
         self._durable = durable
         self._local = threading.local()
