@@ -24,6 +24,7 @@ setup(
         "tomli>=2.0",
         "attrs>=23.1",
         "awscrt>=0.20",
+        "prometheus_client>=0.17",
     ],
     extras_require={
         "test": [
@@ -36,7 +37,6 @@ setup(
             "mypy",
             "mypy-zope",
             "ruff",
-            "prometheus_client",
         ],
     },
     entry_points={

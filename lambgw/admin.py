@@ -17,7 +17,9 @@ to check signatures with, and prints the public key. Capacities are bytes with a
 ``TB``, ``PB`` powers of 1000 (units are case-insensitive, decimals are allowed: ``1.5GiB``).
 ``order list --json`` prints a list of objects with the keys ``order_id``, ``capacity`` and ``used``
 (bytes), ``created`` and ``expires`` (ISO 8601, UTC) and ``status`` (``active`` or ``expired``). A
-failure prints one line on stderr and exits with status 1 (2 for a bad command line).
+failure prints one line on stderr and exits with status 1 (2 for a bad command line).  Only
+``account create`` makes a store where there is none: every other command refuses a home without
+one, so that a read never leaves an empty store behind (give the ``--home`` the gateway runs with).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from lambgw.lambnet.keys import ensure_key_pair
 from lambgw.network import signing
 from lambgw.network.errors import NetworkError
 from lambgw.network.interface import Order
-from lambgw.network.store import Store
+from lambgw.network.store import INDEX_FILE, Store
 
 _UNITS = {
     "": 1,
@@ -212,6 +214,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m lambgw") -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 2
     data = args.data or os.path.join(os.path.expanduser(args.home), "network")
+    if (args.topic, args.action) != ("account", "create") and not os.path.exists(
+        os.path.join(data, INDEX_FILE)
+    ):
+        print(
+            f"{parser.prog}: error: no network data in {data}: give the --home (or --data) "
+            "the gateway runs with; a new one is made by the gateway's first start or by "
+            "'account create'",
+            file=sys.stderr,
+        )
+        return 1
     try:
         store = Store(data)
     except (OSError, sqlite3.Error) as e:

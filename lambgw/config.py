@@ -16,6 +16,12 @@ import tomli
 from attrs import field, frozen
 
 from lambgw.network.http import SILENCE_TIMEOUT
+from lambgw.s3.connections import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MIN_BODY_RATE,
+    ConnectionLimits,
+)
 from lambgw.s3.cors import CorsPolicy
 from lambgw.users import User, Users
 
@@ -43,6 +49,9 @@ KNOWN_KEYS: Mapping[str, frozenset[str]] = {
             "cors_origins",
             "cors_methods",
             "cors_headers",
+            "header_timeout",
+            "min_body_rate",
+            "max_connections",
         }
     ),
     "broker": frozenset(
@@ -96,6 +105,8 @@ class Config:
     ca_file: str = ""
     #: Seconds without progress after which a request to the network is given up.
     network_timeout: float = SILENCE_TIMEOUT
+    #: The bounds on the S3 API's connections: head time, body pace, how many.
+    limits: ConnectionLimits = field(factory=ConnectionLimits)
 
     @property
     def address(self) -> str:
@@ -190,37 +201,61 @@ def _strings(
     return list(value)
 
 
-def _seconds(value: object, where: str) -> float:
-    """A number of seconds within :data:`NETWORK_TIMEOUT_RANGE`."""
-    low, high = NETWORK_TIMEOUT_RANGE
-    expected = f"expected seconds from {low:g} to {high:g}"
+@frozen
+class Bounded:
+    """A number a flag or a key may set: its range, what it counts, and its default."""
+
+    low: float
+    high: float
+    unit: str
+    default: float
+
+
+#: The numbers of the file and the flags, by ``(section, key)``.
+NUMBERS: Mapping[tuple[str, str], Bounded] = {
+    ("broker", "timeout"): Bounded(*NETWORK_TIMEOUT_RANGE, "seconds", SILENCE_TIMEOUT),
+    ("gateway", "header_timeout"): Bounded(0.1, 3600.0, "seconds", DEFAULT_HEADER_TIMEOUT),
+    ("gateway", "min_body_rate"): Bounded(0, 2**40, "bytes a second", DEFAULT_MIN_BODY_RATE),
+    ("gateway", "max_connections"): Bounded(0, 2**31, "connections", DEFAULT_MAX_CONNECTIONS),
+}
+
+
+def _in_range(value: object, bounds: Bounded, where: str) -> float:
+    """``value`` if it is a number within ``bounds``; else a ConfigError naming ``where``."""
+    expected = f"expected {bounds.unit} from {bounds.low:g} to {bounds.high:g}"
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{where}: {expected}, got {type(value).__name__}")
-    if not low <= value <= high:
+    if not bounds.low <= value <= bounds.high:
         raise ConfigError(f"{where}: {expected}, got {value:g}")
     return float(value)
 
 
-def _network_timeout(
-    options: Mapping[str, Any], data: Mapping[str, Any], path: str, text: str
+def _number(
+    options: Mapping[str, Any],
+    data: Mapping[str, Any],
+    path: str,
+    text: str,
+    section: str,
+    key: str,
 ) -> float:
-    """``--broker.timeout`` or ``[broker] timeout``, checked; the default if neither is set."""
-    flag = options.get("broker.timeout")
+    """``--SECTION.KEY`` or ``[SECTION] KEY``, checked; the default if neither is set."""
+    bounds = NUMBERS[section, key]
+    flag = options.get(f"{section}.{key}")
     if flag is not None:
         try:
-            seconds = float(flag)
+            value = float(flag)
         except ValueError:
-            low, high = NETWORK_TIMEOUT_RANGE
             raise ConfigError(
-                f"--broker.timeout: expected seconds from {low:g} to {high:g}, got {flag!r}"
+                f"--{section}.{key}: expected {bounds.unit} from {bounds.low:g} to "
+                f"{bounds.high:g}, got {flag!r}"
             ) from None
-        return _seconds(seconds, "--broker.timeout")
-    table = data.get("broker", {})
-    if "timeout" not in table:
-        return SILENCE_TIMEOUT
-    line = _key_line(text, "broker", "timeout")
-    where = f"{path}: line {line}: [broker] timeout" if line else f"{path}: [broker] timeout"
-    return _seconds(table["timeout"], where)
+        return _in_range(value, bounds, f"--{section}.{key}")
+    table = data.get(section, {})
+    if key not in table:
+        return bounds.default
+    line = _key_line(text, section, key)
+    where = f"{path}: line {line}: [{section}] {key}" if line else f"{path}: [{section}] {key}"
+    return _in_range(table[key], bounds, where)
 
 
 def _users(data: Mapping[str, Any], path: str) -> list[User]:
@@ -253,6 +288,7 @@ def load(options: Mapping[str, Any]) -> Config:
     ``gateway.access_key``, ``gateway.secret_key``, ``broker.validator_addr``,
     ``broker.dht_gateway_addr``, ``broker.extra_order_id``, ``broker.db_path``,
     ``broker.extra_key_file``, ``broker.ca_file``, ``broker.timeout``, ``debug``,
+    ``gateway.header_timeout``, ``gateway.min_body_rate``, ``gateway.max_connections``,
     and the lists ``domain`` and ``listen``, with ``tls-cert`` and ``tls-key``.
     """
     home = os.path.expanduser(options.get("home") or DEFAULT_HOME)
@@ -350,5 +386,10 @@ def load(options: Mapping[str, Any]) -> Config:
         tls_key=tls_key,
         extra_key_file=os.path.expanduser(pick("broker", "extra_key_file")[0] or ""),
         ca_file=os.path.expanduser(pick("broker", "ca_file")[0] or ""),
-        network_timeout=_network_timeout(options, data, path, text),
+        network_timeout=_number(options, data, path, text, "broker", "timeout"),
+        limits=ConnectionLimits(
+            _number(options, data, path, text, "gateway", "header_timeout"),
+            int(_number(options, data, path, text, "gateway", "min_body_rate")),
+            int(_number(options, data, path, text, "gateway", "max_connections")),
+        ),
     )

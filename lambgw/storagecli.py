@@ -27,7 +27,14 @@ from twisted.scripts import twistd
 from zope.interface import implementer
 
 from lambgw import admin
-from lambgw.tap import GatewayOptions, GatewayService, LambgwOptions, S3gwOptions, make_service
+from lambgw.tap import (
+    EXIT_FAILURE,
+    GatewayOptions,
+    GatewayService,
+    LambgwOptions,
+    S3gwOptions,
+    make_service,
+)
 
 T = TypeVar("T")
 
@@ -106,9 +113,9 @@ def run_gateway(mode: str, flags: Sequence[str]) -> int:
         print(f"{PROG} {mode} run: error: {e} (see {PROG} {mode} run -h)", file=sys.stderr)
         return 2
     twistd.runApp(config)
-    if maker.service is None or maker.service.start_failure is not None:
-        return 1
-    return 0
+    if maker.service is None:
+        return EXIT_FAILURE
+    return maker.service.exit_status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

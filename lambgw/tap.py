@@ -5,10 +5,11 @@ This is the only module that touches the global reactor.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any, TypeVar
 
 from attrs import frozen
@@ -34,16 +35,17 @@ from lambgw.gateway.core import Gateway
 from lambgw.gateway.multipart import DEFAULT_EXPIRY, MultipartUploads, UploadStore
 from lambgw.listening import listen_descriptions, server_endpoint
 from lambgw.network.embedded import EmbeddedNetwork
-from lambgw.network.errors import NetworkUnavailable
+from lambgw.network.errors import NetworkError, NetworkUnavailable
 from lambgw.network.http import HTTPNetwork, account_key, network_address
 from lambgw.network.interface import Order
 from lambgw.observe.access import FORMATS, AccessLog
 from lambgw.observe.accessfile import AccessLogFile
-from lambgw.observe.admin import Monitor, admin_site
+from lambgw.observe.admin import Monitor, admin_site, connection_probe
 from lambgw.observe.inflight import InFlight
 from lambgw.observe.metrics import GatewayMetrics, RateWindow
 from lambgw.observe.network import TimedNetwork
 from lambgw.s3.api import S3API, S3Resource
+from lambgw.s3.connections import Connections
 from lambgw.s3.front import Front
 from lambgw.s3.multipart import MultipartAPI
 from lambgw.s3.request import S3Request, S3Site
@@ -63,6 +65,11 @@ UPLOAD_SWEEP = 600.0
 DEFAULT_ADMIN_LISTEN = "tcp:9003:interface=127.0.0.1"
 #: Seconds the requests in flight have to finish when the gateway is stopped.
 DEFAULT_SHUTDOWN_GRACE = 30.0
+#: The exit status of a start-up refused for its configuration (EX_CONFIG: an order the account
+#: does not hold, an account the network does not know, a certificate it refuses); the systemd
+#: units do not restart on it.  Any other failed start-up exits with 1.
+EXIT_CONFIG = 78
+EXIT_FAILURE = 1
 #: Seconds before the second attempt to reach the network at start; each wait doubles, up to
 #: the most.
 START_RETRY_FIRST = 1.0
@@ -150,6 +157,27 @@ class GatewayOptions(usage.Options):
             None,
             "Seconds without progress after which a request to the network is given up "
             "(1 to 3600; default 30).",
+        ],
+        [
+            "gateway.header_timeout",
+            None,
+            None,
+            "Seconds a request's head may take; also the window of --gateway.min_body_rate "
+            "(default 30).",
+        ],
+        [
+            "gateway.min_body_rate",
+            None,
+            None,
+            "Bytes a second a request body must bring, over each header_timeout (default "
+            "1024; 0: any).",
+        ],
+        [
+            "gateway.max_connections",
+            None,
+            None,
+            "Connections open at once on the S3 API; more are answered 503 SlowDown "
+            "(default 1024; 0: no cap).",
         ],
         ["tls-cert", None, None, "Serve the gateway address over HTTPS with this certificate."],
         ["tls-key", None, None, "The private key of --tls-cert (PEM)."],
@@ -301,6 +329,8 @@ class GatewayService(service.MultiService):
         self._reload_config = reload_config
         self.reactor = reactor
         self.shutdown_grace = shutdown_grace
+        #: The status the process exits with: not 0 once start-up has failed.
+        self.exit_status = 0
         self.metrics = GatewayMetrics()
         self.rates = RateWindow(reactor.seconds)
         self.db_pool = ThreadPool(minthreads=1, maxthreads=8, name="lambgw-network")
@@ -312,8 +342,6 @@ class GatewayService(service.MultiService):
         self.network_address = config.network_dir
         #: Reaching the network at start (cancelled if the gateway stops first).
         self._starting: Deferred[list[Order]] | None = None
-        #: Why the gateway could not start, if it could not (it then stops the reactor).
-        self.start_failure: str | None = None
         if config.embedded:
             self.network = EmbeddedNetwork.from_directory(config.network_dir, reactor, self.db_pool)
         else:
@@ -371,7 +399,8 @@ class GatewayService(service.MultiService):
         resource = S3Resource(
             self.api, lambda key: self.accounts.for_key(key).api, lambda: self.config.cors
         )
-        self.site = S3Site(resource, self.front)
+        self.connections = Connections(config.limits, self.metrics.connections_closed.inc)
+        self.site = S3Site(resource, self.front, self.connections)
         self.site.requestFactory = self.in_flight.request_factory(  # type: ignore[assignment]
             access_log.request_factory(S3Request)
         )
@@ -408,6 +437,8 @@ class GatewayService(service.MultiService):
                 reactor,
                 self.mode,
                 listening=lambda: all(listener.running for listener in self.listeners),
+                probe=None if config.embedded else connection_probe(reactor, self.network_address),
+                connections=lambda: self.connections.open,
             )
             admin_service = strports.service(admin_listen, admin_site(monitor))
             admin_service.setServiceParent(self)
@@ -440,10 +471,25 @@ class GatewayService(service.MultiService):
 
     @inlineCallbacks
     def _open_accounts(self, accounts: list[str]) -> Any:
-        """Make sure each account exists on the network, and load its orders."""
+        """Make sure each account exists on the network, load its orders and log them."""
         for account in accounts:
-            yield self.network.ensure_account(account, FIRST_ORDER_CAPACITY, FIRST_ORDER_DAYS)
+            orders = yield self.network.ensure_account(
+                account, FIRST_ORDER_CAPACITY, FIRST_ORDER_DAYS
+            )
             yield self.accounts.for_account(account).gateway.orders.refresh()
+            self._log_orders(account, orders)
+
+    def _log_orders(self, account: str, orders: Sequence[Order]) -> None:
+        """One line per order of ``account``: its id, space used, capacity and status."""
+        for order in orders:
+            log.info(
+                "Account {account}: order {order_id}, {used} used of {capacity}, {status}",
+                account=account,
+                order_id=order.order_id,
+                used=_human(order.used),
+                capacity=_human(order.capacity),
+                status="expired" if order.expired(self.reactor.seconds()) else order.status,
+            )
 
     def reload(self) -> Deferred[Any] | None:
         """Re-read the config file: keys and users, CORS and domains; listeners stay.
@@ -571,18 +617,11 @@ class GatewayService(service.MultiService):
         except BaseException as e:
             if self.running:
                 log.critical("Cannot start: {why}", why=str(e))
-                self.start_failure = str(e)
+                configured = isinstance(e, ConfigError | NetworkError)
+                self.exit_status = EXIT_CONFIG if configured else EXIT_FAILURE
                 self.reactor.stop()
             return
-        for order in orders:
-            log.info(
-                "Account {account}: order {order_id}, {used} used of {capacity}, {status}",
-                account=config.account,
-                order_id=order.order_id,
-                used=_human(order.used),
-                capacity=_human(order.capacity),
-                status="expired" if order.expired(self.reactor.seconds()) else order.status,
-            )
+        self._log_orders(config.account, orders)
         mode = f"s3gw (order {self.single})" if self.single else "lambgw (each order is a bucket)"
         log.info(
             "S3 API on {listen} in {mode} mode; access keys {access_keys}",
@@ -600,13 +639,21 @@ class GatewayService(service.MultiService):
             )
 
 
+def exit_with_status(gateway: GatewayService) -> None:
+    """End the process with the gateway's exit status, if not 0 (twistd itself exits with 0)."""
+    if gateway.exit_status:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(gateway.exit_status)
+
+
 def make_service(options: GatewayOptions) -> service.IService:
     """Build the gateway service from parsed options (used by the twistd plugins)."""
     from twisted.internet import defer, reactor
 
     if options.config.debug:
         defer.setDebugging(True)
-    return GatewayService(
+    gateway = GatewayService(
         options.config,
         options.single_order,
         reactor,
@@ -617,3 +664,5 @@ def make_service(options: GatewayOptions) -> service.IService:
         reload_config=lambda: load_for_mode(options, options.single_order),
         access_log_file=options["access-log"],
     )
+    atexit.register(exit_with_status, gateway)
+    return gateway

@@ -58,6 +58,8 @@ class FakeRequest:
         self.content = MemoryBody(1024)
         self.code = 200
         self.sentLength = 0
+        self.startedWriting = 0
+        self.responseHeaders = Headers()
 
     def getClientAddress(self) -> IPv4Address:
         return IPv4Address("TCP", "192.0.2.7", 50000)
@@ -213,6 +215,33 @@ class AccessLogTests(SynchronousTestCase):
         """A request whose client went away is logged as aborted."""
         line = self.serve(self.access_log(), FakeRequest("GET", "/b/k"), completed=False)
         self.assertTrue(line.endswith(" aborted"), line)
+
+    def download(self, sent: int, due: int) -> FakeRequest:
+        """A GET whose headers went out announcing ``due`` bytes, ``sent`` of them sent."""
+        request = FakeRequest("GET", "/b/k")
+        request.startedWriting = 1
+        request.responseHeaders.setRawHeaders(b"content-length", [str(due).encode()])
+        request.sentLength = sent
+        return request
+
+    def test_left_after_last_byte(self) -> None:
+        """A client that leaves once every byte is handed to the kernel got a whole download."""
+        line = self.serve(self.access_log(), self.download(1000, 1000), completed=False)
+        self.assertTrue(line.endswith("ms"), line)
+        self.assertIn(" 200 in=0 out=1000 ", line)
+        self.assertEqual(self.rates.rates().client_errors, 0)
+
+    def test_cut_download_warned(self) -> None:
+        """A download its client cut is one warning with the key, bytes sent and bytes due."""
+        warnings: list[LogEvent] = []
+        log = self.access_log()
+        log.warnings = Logger(observer=cast(ILogObserver, warnings.append))
+        line = self.serve(log, self.download(400, 1000), completed=False)
+        self.assertTrue(line.endswith(" aborted"), line)
+        (warning,) = warnings
+        self.assertEqual(warning["log_level"].name, "warn")
+        self.assertEqual((warning["key"], warning["sent"], warning["due"]), ("k", 400, 1000))
+        self.assertIsNone(warning.get("log_failure"))
 
     def test_metrics_move(self) -> None:
         """Each request counts in the requests, latency and bytes metrics."""

@@ -86,10 +86,25 @@ class CommandTests(SynchronousTestCase):
 
     def test_unknown_account(self) -> None:
         """Listing an unknown account fails with one line on stderr and status 1."""
+        self.run_main("account", "create", "--account", "demo")
         status, out, err = self.run_main("order", "list", "--account", "nobody")
         self.assertEqual((status, out), (1, ""))
         self.assertEqual(len(err.splitlines()), 1)
         self.assertIn("nobody", err)
+
+    def test_no_store_made_by_a_read(self) -> None:
+        """In a home without a store, every command but account create fails and makes none."""
+        for argv in (
+            ("order", "list", "--account", "demo"),
+            ("order", "buy", "--account", "demo", "--capacity", "1MB"),
+            ("account", "key", "--account", "demo"),
+            ("store", "sweep"),
+        ):
+            status, out, err = self.run_main(*argv)
+            self.assertEqual((status, out), (1, ""), argv)
+            self.assertIn("no network data in", err)
+            self.assertIn("--home", err)
+        self.assertEqual(os.listdir(self.home), [])
 
     def test_account_exists(self) -> None:
         """Creating an account twice fails with status 1."""

@@ -131,6 +131,28 @@ class AdminTests(GatewayCase):
         )
         self.assertGreaterEqual(after[network], 1)
 
+    def test_families_typed(self) -> None:
+        """Prometheus's parser reads every family with its type: none is left untyped."""
+        self.gateway.s3_client().list_buckets()
+        status, _, text = self.get("/metrics")
+        self.assertEqual(status, 200)
+        types = {f.name: f.type for f in text_string_to_metric_families(text)}
+        self.assertEqual(types["lambgw_requests"], "counter")
+        self.assertEqual(types["lambgw_sent_bytes"], "counter")
+        self.assertEqual(types["lambgw_network_call_errors"], "counter")
+        self.assertEqual(types["lambgw_request_duration_seconds"], "histogram")
+        self.assertEqual(types["lambgw_connections_open"], "gauge")
+        self.assertNotIn("unknown", types.values())
+        (listed,) = [
+            s
+            for s in next(
+                f for f in text_string_to_metric_families(text) if f.name == "lambgw_requests"
+            ).samples
+            if s.labels["operation"] == "ListBuckets"
+        ]
+        self.assertEqual((listed.name, listed.labels["status"]), ("lambgw_requests_total", "200"))
+        self.assertGreaterEqual(listed.value, 1)
+
     def test_order_gauges(self) -> None:
         """The account's order is exported with its capacity and its space used."""
         self.gateway.s3_client().put_object(Bucket=self.bucket, Key=self.key("b"), Body=b"y" * 100)

@@ -35,6 +35,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from lambgw.lambnet import wire
 from lambgw.lambnet.keys import private_key_path, read_private_key
 from lambgw.network import signing
+from lambgw.tap import EXIT_CONFIG
 from tests.faultproxy import FaultProxy
 from tests.gateway import (
     ACCESS_KEY,
@@ -476,7 +477,7 @@ class StartBeforeNodeTests(SynchronousTestCase):
         node = start_node(self.home, self.node_port)
         self.addCleanup(node.stop)
         process, log_path = self.start("s3gw", "--broker.extra_order_id", "0" * 40)
-        process.wait(PATIENCE)
+        self.assertEqual(process.wait(PATIENCE), EXIT_CONFIG)
         self.assertIn(
             f"Cannot start: order {'0' * 40} is not an order of account {ACCOUNT}",
             read(log_path),

@@ -17,6 +17,7 @@ import time
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from lambgw.tap import EXIT_CONFIG
 from tests.gateway import (
     ACCOUNT,
     ADMIN_ANYWHERE,
@@ -143,7 +144,7 @@ class StoragecliTests(SynchronousTestCase):
         self.assertEqual(s3.get_object(Bucket="awstest", Key="your-file")["Body"].read(), b"bytes")
 
     def test_start_failure_exit_status(self) -> None:
-        """A gateway that cannot start (an order not the account's) exits with status 1."""
+        """A gateway that cannot start (an order not the account's) exits as twistd would (78)."""
         start_lambgw(self.home).stop()
         started = time.monotonic()
         done = subprocess.run(
@@ -159,6 +160,6 @@ class StoragecliTests(SynchronousTestCase):
             env=_environment(),
             cwd=self.root,
         )
-        self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
+        self.assertEqual(done.returncode, EXIT_CONFIG, done.stdout + done.stderr)
         self.assertIn("Cannot start", done.stdout)
         self.assertLess(time.monotonic() - started, 30)

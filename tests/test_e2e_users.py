@@ -78,6 +78,9 @@ class AccountsTests(UsersCase):
         alice, bob = self.buckets(self.alice), self.buckets(self.bob)
         demo = self.buckets(self.gateway.s3_client())
         self.assertEqual((len(alice), len(bob), len(demo)), (1, 1, 1))
+        log = self.gateway.output()
+        for account, (order,) in (("alice", alice), ("bob", bob), ("demo", demo)):
+            self.assertIn(f"Account {account}: order {order}, 0 B used of 10.0 GiB, active", log)
         self.assertEqual(len({alice[0], bob[0], demo[0]}), 3)
 
     def test_own_order_works(self) -> None:

@@ -6,13 +6,14 @@ import os
 from types import SimpleNamespace
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from lambgw.network.errors import NoSuchOrder
+from lambgw.network.errors import NetworkUnavailable, NoSuchOrder, NoSuchPath
 from lambgw.network.interface import Order
 from lambgw.observe.admin import Monitor
 from lambgw.observe.inflight import InFlight
@@ -32,31 +33,44 @@ def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+def exposition(*collectors: Any) -> str:
+    """The text prometheus_client writes for ``collectors``, in a registry of their own."""
+    registry = CollectorRegistry()
+    for collector in collectors:
+        registry.register(collector)
+    return generate_latest(registry).decode("utf-8")
+
+
 class TextFormatTests(SynchronousTestCase):
     """The metrics are written in the Prometheus text format."""
 
     def test_counter_parses(self) -> None:
-        """Counters come back from the parser with their labels and values."""
+        """A counter comes back from the parser as one counter family with its samples."""
         counter = Counter("lambgw_requests", "Requests.", ("operation", "status"))
         counter.inc("GetObject", "200")
         counter.inc("GetObject", "200", amount=2)
-        samples = parse(counter.render())
-        key = ("lambgw_requests_total", (("operation", "GetObject"), ("status", "200")))
-        self.assertEqual(samples[key], 3.0)
+        (family,) = text_string_to_metric_families(exposition(counter))
+        self.assertEqual((family.name, family.type), ("lambgw_requests", "counter"))
+        self.assertEqual(
+            [(s.name, s.labels, s.value) for s in family.samples],
+            [("lambgw_requests_total", {"operation": "GetObject", "status": "200"}, 3.0)],
+        )
 
     def test_label_escaping(self) -> None:
         """Quotes, backslashes and newlines in label values survive the round trip."""
         counter = Counter("lambgw_x", "X.", ("key",))
         value = 'a "quoted"\\path\nnext'
         counter.inc(value)
-        self.assertEqual(parse(counter.render())[("lambgw_x_total", (("key", value),))], 1.0)
+        self.assertEqual(parse(exposition(counter))[("lambgw_x_total", (("key", value),))], 1.0)
 
     def test_histogram_buckets(self) -> None:
         """Histogram buckets are cumulative, with the sum and the count."""
         histogram = Histogram("lambgw_t_seconds", "T.", ("op",), (0.1, 1.0))
         for value in (0.05, 0.5, 5.0):
             histogram.observe(value, "Get")
-        samples = parse(histogram.render())
+        (family,) = text_string_to_metric_families(exposition(histogram))
+        self.assertEqual(family.type, "histogram")
+        samples = parse(exposition(histogram))
         buckets = [
             samples[("lambgw_t_seconds_bucket", (("le", b), ("op", "Get")))]
             for b in ("0.1", "1.0", "+Inf")
@@ -69,7 +83,7 @@ class TextFormatTests(SynchronousTestCase):
         """A value equal to a bucket's bound counts in that bucket (``le``)."""
         histogram = Histogram("lambgw_t_seconds", "T.", ("op",), (0.1, 1.0))
         histogram.observe(1.0, "Get")
-        samples = parse(histogram.render())
+        samples = parse(exposition(histogram))
         buckets = [
             samples[("lambgw_t_seconds_bucket", (("le", b), ("op", "Get")))]
             for b in ("0.1", "1.0", "+Inf")
@@ -81,15 +95,50 @@ class TextFormatTests(SynchronousTestCase):
         """A sample with the wrong number of labels is refused."""
         self.assertRaises(ValueError, Counter("lambgw_x", "X.", ("a",)).inc, "1", "2")
 
-    def test_gateway_metrics_parse(self) -> None:
-        """Every family of the gateway parses, gauges included."""
+    def test_gateway_metrics_by_family(self) -> None:
+        """Every family of the gateway parses with its name, type and samples."""
         metrics = GatewayMetrics()
-        metrics.order_used.set(1234, ORDER)
-        metrics.spool_bytes.set(10, "uploads")
-        names = {f.name for f in text_string_to_metric_families(metrics.render())}
-        self.assertIn("lambgw_order_used_bytes", names)
-        self.assertIn("lambgw_network_call_duration_seconds", names)
-        self.assertEqual(len(names), len(metrics.families()))
+        metrics.requests.inc("GetObject", "200")
+        metrics.request_seconds.observe(0.02, "GetObject")
+        metrics.sent_bytes.inc("GetObject", amount=10)
+        metrics.order_used.labels(ORDER).set(1234)
+        metrics.spool_bytes.labels("uploads").set(10)
+        metrics.network_errors.inc("orders", "NetworkUnavailable")
+        families = {f.name: f for f in text_string_to_metric_families(metrics.render())}
+        self.assertEqual(
+            {name: f.type for name, f in families.items()},
+            {
+                "lambgw_requests": "counter",
+                "lambgw_request_duration_seconds": "histogram",
+                "lambgw_received_bytes": "counter",
+                "lambgw_sent_bytes": "counter",
+                "lambgw_requests_in_flight": "gauge",
+                "lambgw_multipart_uploads_open": "gauge",
+                "lambgw_spool_bytes": "gauge",
+                "lambgw_order_capacity_bytes": "gauge",
+                "lambgw_order_used_bytes": "gauge",
+                "lambgw_order_expiry_timestamp_seconds": "gauge",
+                "lambgw_network_call_duration_seconds": "histogram",
+                "lambgw_network_call_errors": "counter",
+                "lambgw_connections_open": "gauge",
+                "lambgw_connections_closed": "counter",
+            },
+        )
+        (sent,) = families["lambgw_sent_bytes"].samples
+        self.assertEqual(
+            (sent.name, sent.labels, sent.value),
+            ("lambgw_sent_bytes_total", {"operation": "GetObject"}, 10.0),
+        )
+        (used,) = families["lambgw_order_used_bytes"].samples
+        self.assertEqual((used.labels, used.value), ({"order": ORDER}, 1234.0))
+        (errors,) = families["lambgw_network_call_errors"].samples
+        self.assertEqual(errors.labels, {"call": "orders", "error": "NetworkUnavailable"})
+        count = [
+            s
+            for s in families["lambgw_request_duration_seconds"].samples
+            if s.name.endswith("_count")
+        ]
+        self.assertEqual([(s.labels, s.value) for s in count], [({"operation": "GetObject"}, 1.0)])
 
 
 class RateWindowTests(SynchronousTestCase):
@@ -135,17 +184,33 @@ class TimedNetworkTests(SynchronousTestCase):
         self.assertEqual(metrics.network_seconds.count("orders"), 0)
         clock.advance(0.2)
         self.assertEqual(self.successResultOf(d), [])
-        samples = parse(metrics.network_seconds.render())
+        samples = parse(exposition(metrics.network_seconds))
         key = ("lambgw_network_call_duration_seconds_bucket", (("call", "orders"), ("le", "0.25")))
         self.assertEqual(samples[key], 1.0)
 
     def test_errors(self) -> None:
-        """A failed call is counted by its error, and still fails."""
+        """A call the network could not answer is counted by its error, and still fails."""
         clock = Clock()
         metrics = GatewayMetrics()
-        network = TimedNetwork(FakeNetwork(clock), metrics, clock.seconds)  # type: ignore[arg-type]
+        failing = SimpleNamespace(orders=lambda account: fail(NetworkUnavailable("refused")))
+        network = TimedNetwork(failing, metrics, clock.seconds)  # type: ignore[arg-type]
+        self.failureResultOf(network.orders("demo"), NetworkUnavailable)
+        self.assertEqual(metrics.network_errors.value("orders", "NetworkUnavailable"), 1)
+
+    def test_answers_not_errors(self) -> None:
+        """No such order or key is an answer: timed, failed to the caller, not an error."""
+        clock = Clock()
+        metrics = GatewayMetrics()
+        fake = FakeNetwork(clock)
+        network = TimedNetwork(fake, metrics, clock.seconds)  # type: ignore[arg-type]
         self.failureResultOf(network.order("demo", ORDER), NoSuchOrder)
-        self.assertEqual(metrics.network_errors.value("order", "NoSuchOrder"), 1)
+        fake.head_object = lambda *args: fail(NoSuchPath("k"))  # type: ignore[attr-defined]
+        self.failureResultOf(network.head_object("demo", ORDER, "k"), NoSuchPath)
+        self.assertEqual(metrics.network_errors.value("order", "NoSuchOrder"), 0)
+        self.assertEqual(metrics.network_errors.value("head_object", "NoSuchPath"), 0)
+        self.assertEqual(metrics.network_seconds.count("order"), 1)
+        families = {f.name: f for f in text_string_to_metric_families(metrics.render())}
+        self.assertEqual(families["lambgw_network_call_errors"].samples, [])
 
 
 class FakeTransport:
@@ -330,6 +395,17 @@ class ReadinessTests(SynchronousTestCase):
         self.assertEqual(len(problems), 2)
         self.assertTrue(problems[0].startswith("network unreachable: ConnectionRefusedError"))
         self.assertTrue(problems[1].startswith("spool not writable"))
+
+    def test_refused_at_once(self) -> None:
+        """A node that refuses connections makes the gateway unready without waiting."""
+        spool = self.mktemp()
+        os.makedirs(spool)
+        network = SimpleNamespace(orders=lambda account: Deferred())  # would retry for seconds
+        monitor = self.monitor(network, spool)
+        monitor.probe = lambda: fail(ConnectionRefusedError())
+        problems = self.successResultOf(monitor.problems())
+        self.assertEqual(len(problems), 1)
+        self.assertTrue(problems[0].startswith("network unreachable: ConnectionRefusedError"))
 
     def test_draining(self) -> None:
         """A stopping gateway is not ready."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
@@ -39,11 +39,27 @@ from lambgw.network.store import FileRange
 CHUNK_SIZE = 1024 * 1024
 
 
+@runtime_checkable
+class WatchesKernelSends(Protocol):
+    """A web request that waits for the bytes handed to the kernel behind its transport.
+
+    A call that sends file bytes to the request's socket from a pool thread may still be
+    running when the client leaves: the request counts its bytes (``sentLength``) only once
+    such calls have returned.
+    """
+
+    def kernel_send(self, call: Deferred[Any]) -> None:
+        """Note ``call``, which fires once its bytes are counted."""
+
+
 def end_delivery(
     consumer: IConsumer | None, done: Deferred[None] | None, reason: Failure | None
 ) -> None:
-    """End an IObjectBody delivery: unregister from the consumer, then fire ``done`` once."""
-    if consumer is not None:
+    """End an IObjectBody delivery: unregister from the consumer, then fire ``done`` once.
+
+    A web request whose client has gone has no channel left to unregister from.
+    """
+    if consumer is not None and not getattr(consumer, "_disconnected", False):
         consumer.unregisterProducer()
     if done is not None and not done.called:
         if reason is None:
@@ -244,6 +260,11 @@ class SendfileBody(_RangesBody):
     descriptor (so that a connection closed meanwhile cannot hand the number to another
     one).  When the socket is full the transport is asked to wait until it is writable and
     then to resume its producer, which goes on sending: nothing is held in memory.
+
+    Bytes are counted in the request's ``sentLength`` as the kernel takes them.  A client
+    that leaves while a call is in flight (often right after the last byte: curl and urllib
+    close at once) is judged by that call's result: the transfer succeeded if every byte
+    was taken.
     """
 
     def __init__(
@@ -259,13 +280,17 @@ class SendfileBody(_RangesBody):
         self._transport = transport
         self._socket = -1
         self._request: Any = None
+        #: The request the bytes are counted for, kept once the transfer has ended.
+        self._sent_to: Any = None
         self._sending = False
+        #: Whether the consumer stopped the transfer while a call was in flight.
+        self._stopping = False
 
     def deliver(self, consumer: IConsumer) -> Deferred[None]:
         """Send every byte to the request ``consumer``'s socket; fire when done.  Cancel to stop."""
         if self._request is not None or self._finished:
             raise RuntimeError("the body was already delivered or closed")
-        self._request = consumer
+        self._request = self._sent_to = consumer
         done: Deferred[None] = Deferred(self._cancel)
         self._done = done
         try:
@@ -298,6 +323,8 @@ class SendfileBody(_RangesBody):
             wanted,
         )
         sending.addCallbacks(self._sent, self._send_failed, callbackArgs=(wanted,))
+        if isinstance(self._request, WatchesKernelSends):
+            self._request.kernel_send(sending)
 
     def _send(self, fd: int, offset: int, wanted: int) -> int | None:
         """Send file bytes to the socket (in a pool thread); None if the socket is full.
@@ -312,21 +339,30 @@ class SendfileBody(_RangesBody):
         except (BrokenPipeError, ConnectionResetError) as e:
             raise ConnectionLost(f"the peer went away: {e}") from None
 
+    def stopProducing(self) -> None:
+        """Give up, or, while a call is in flight, let its result say how the transfer ended."""
+        if self._sending and not self._finished:
+            self._stopping = True
+        else:
+            super().stopProducing()
+
     def _sent(self, sent: int | None, wanted: int) -> None:
         self._sending = False
+        if sent:
+            self._offset += sent
+            if self._offset >= self._ranges[self._index].length:
+                self._index += 1
+                self._offset = 0
+            self._sent_to.sentLength += sent
         if self._finished:
             self._release()
             return
         if sent == 0:
             self._finish(Failure(NetworkError("an object file is shorter than its index says")))
-            return
-        if sent is not None:
-            self._offset += sent
-            if self._offset >= self._ranges[self._index].length:
-                self._index += 1
-                self._offset = 0
-            self._request.sentLength += sent
-        if sent == wanted:
+        elif self._stopping:
+            whole = not any(r.length for r in self._ranges[self._index :])
+            self._finish(None if whole else Failure(ConnectionLost("the client went away")))
+        elif sent == wanted:
             self._pump()
         else:
             wait_writable(self._transport)

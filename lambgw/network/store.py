@@ -143,6 +143,10 @@ def _check_if_match(if_match: str | None, old: Sequence[Any] | None, path: str) 
         raise PreconditionFailed(f"the object at {path} has another etag")
 
 
+#: The file of a store's index: a directory without it holds no store.
+INDEX_FILE = "index.sqlite3"
+
+
 class Store:
     """Accounts, orders and objects kept in one directory; every method is synchronous."""
 
@@ -158,7 +162,7 @@ class Store:
         """
         self._root = root.path if isinstance(root, FilePath) else os.fspath(root)
         self._objects = os.path.join(self._root, "objects")
-        self._index = os.path.join(self._root, "index.sqlite3")
+        self._index = os.path.join(self._root, INDEX_FILE)
         self._clock = clock
         self._durable = durable
         self._local = threading.local()

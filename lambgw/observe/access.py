@@ -126,6 +126,17 @@ class AccessRecord:
         return json.dumps(fields, ensure_ascii=False)
 
 
+def body_due(request: S3Request) -> int | None:
+    """The length of the body a GET's response announced once its headers went out, or None."""
+    if request.method == b"HEAD" or not request.startedWriting or request.code not in (200, 206):
+        return None
+    length = request.responseHeaders.getRawHeaders(b"content-length")
+    try:
+        return int(length[0]) if length else None
+    except ValueError:
+        return None
+
+
 def _client(request: S3Request) -> str:
     address = request.getClientAddress()
     return str(getattr(address, "host", "-"))
@@ -173,6 +184,8 @@ class AccessLog:
     format: str = "text"
     clock: Callable[[], float] = time.monotonic
     log: Logger = field(factory=lambda: Logger(namespace="lambgw.access"))
+    #: Where a download cut by its client is told (a warning, in the twistd log).
+    warnings: Logger = field(factory=lambda: Logger(namespace="lambgw.observe.access"))
     #: Where the lines go instead of the twistd log (an :class:`AccessLogFile`'s ``write``).
     sink: Callable[[str], None] | None = None
 
@@ -204,7 +217,22 @@ class AccessLog:
     def finished(
         self, request: S3Request, received: int, completed: bool, status: int | None = None
     ) -> None:
-        """Log ``request``, answered (``completed``) or given up by its client."""
+        """Log ``request``, answered (``completed``) or given up by its client.
+
+        A client that leaves once the body's last byte is handed to the kernel got it all:
+        the request is completed.  One that leaves earlier cut its download: that is one
+        warning, unless the gateway's side failed (and said so).
+        """
+        due = body_due(request)
+        if not completed and due is not None and request.sentLength >= due:
+            completed = True
+        if not completed and due is not None and not request.s3.delivery_failed:
+            self.warnings.warn(
+                "Download of {key} cut by the client after {sent} of {due} bytes",
+                key=request.s3.target.key if request.s3.target else "",
+                sent=request.sentLength,
+                due=due,
+            )
         record = access_record(self.api, request, received, self.clock(), completed, status)
         line = record.json() if self.format == "json" else record.text()
         if self.sink is None:

@@ -10,9 +10,12 @@ import tempfile
 import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from attrs import define, field
+from twisted.internet import protocol
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -24,11 +27,13 @@ from lambgw.gateway.core import Gateway
 from lambgw.gateway.multipart import MultipartUploads
 from lambgw.network.interface import INetwork, Order
 from lambgw.observe.inflight import InFlight
-from lambgw.observe.metrics import GatewayMetrics, RateWindow
+from lambgw.observe.metrics import CONTENT_TYPE, GatewayMetrics, RateWindow
 from lambgw.observe.status import OpenUpload, StatusSnapshot, render_status
 
 #: Seconds the network has to answer a readiness check.
 READY_TIMEOUT = 5.0
+#: The ports of URLs that name none.
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 log = Logger()
 
@@ -54,6 +59,24 @@ def check_writable(directory: str) -> None:
     finally:
         os.close(fd)
         os.remove(path)
+
+
+def connection_probe(reactor: Any, url: str) -> Callable[[], Deferred[None]]:
+    """What opens (and closes at once) a TCP connection to the node at ``url``.
+
+    A node that refuses connections is known at once this way, while a call to the network
+    retries a refused connection for seconds.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = parts.port or DEFAULT_PORTS.get(parts.scheme, 80)
+
+    def probe() -> Deferred[None]:
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=READY_TIMEOUT)
+        d: Deferred[Any] = endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+        return d.addCallback(lambda protocol: protocol.transport.loseConnection())
+
+    return probe
 
 
 class ServedAccount(Protocol):
@@ -86,6 +109,10 @@ class Monitor:
     started: float = field(factory=time.time)
     #: Whether the S3 ports are open (they open once the network has answered at start).
     listening: Callable[[], bool] = lambda: True
+    #: Connects to the network's node, if it has one (see :func:`connection_probe`).
+    probe: Callable[[], Deferred[None]] | None = None
+    #: How many connections are open on the S3 API.
+    connections: Callable[[], int] = lambda: 0
 
     @property
     def _main(self) -> ServedAccount:
@@ -116,12 +143,13 @@ class Monitor:
         """Set the gauges to the current orders, uploads, spool and requests in flight."""
         metrics = self.metrics
         metrics.in_flight.set(self.in_flight.count)
+        metrics.connections_open.set(self.connections())
         for gauge in (metrics.order_capacity, metrics.order_used, metrics.order_expires):
             gauge.clear()
         for order in self._orders():
-            metrics.order_capacity.set(order.capacity, order.order_id)
-            metrics.order_used.set(order.used, order.order_id)
-            metrics.order_expires.set(order.expires, order.order_id)
+            metrics.order_capacity.labels(order.order_id).set(order.capacity)
+            metrics.order_used.labels(order.order_id).set(order.used)
+            metrics.order_expires.labels(order.order_id).set(order.expires)
         uploads = yield self.open_uploads()
         metrics.uploads_open.set(len(uploads))
         served = self.served()
@@ -130,7 +158,7 @@ class Monitor:
             ("uploads", [s.uploads.store.root for s in served]),
         ):
             size = yield self._in_pool(lambda roots: sum(map(directory_bytes, roots)), roots)
-            metrics.spool_bytes.set(size, area)
+            metrics.spool_bytes.labels(area).set(size)
 
     @inlineCallbacks
     def problems(self) -> Generator[Deferred[Any], Any, list[str]]:
@@ -141,6 +169,8 @@ class Monitor:
         elif not self.listening():
             found.append("starting: the S3 ports open once the network has answered")
         try:
+            if self.probe is not None:
+                yield self.probe()
             d = self.network.orders(self._main.gateway.account)
             d.addTimeout(READY_TIMEOUT, self.reactor)
             yield d
@@ -209,7 +239,7 @@ class MetricsPage(Resource):
         return _answer(
             request,
             self._monitor.refresh(),
-            b"text/plain; version=0.0.4; charset=utf-8",
+            CONTENT_TYPE.encode("ascii"),
             lambda _: metrics.render().encode("utf-8"),
         )
 

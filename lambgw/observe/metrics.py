@@ -1,77 +1,54 @@
-"""Prometheus metrics written in the text exposition format, with no client library.
+"""The gateway's Prometheus metrics, exported with prometheus_client.
 
-Counters and histograms are kept in memory by the reactor thread; gauges are set afresh
-before each scrape.  :class:`GatewayMetrics` names every metric the gateway exports.
+Counters and histograms moved by every request are kept by the reactor thread in plain
+dictionaries (no lock, no per-sample object: a request costs a few dictionary updates) and
+handed to prometheus_client as metric families when ``/metrics`` is scraped; gauges are
+prometheus_client's own, set afresh before each scrape.  One registry per gateway holds them
+all, and prometheus_client writes the text exposition format.  :class:`GatewayMetrics`
+names every metric the gateway exports.
 """
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate
 
 from attrs import define, field, frozen
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 #: Latency buckets of S3 requests, in seconds.
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: Latency buckets of network calls, in seconds.
 NETWORK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: The content type of the exposition format the metrics are written in.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Labels = tuple[str, ...]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 2**53:
-        return str(int(value))
-    return repr(value)
-
-
-def _sample(name: str, names: Sequence[str], values: Sequence[str], value: float) -> str:
-    if not names:
-        return f"{name} {_number(value)}"
-    labels = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True))
-    return f"{name}{{{labels}}} {_number(value)}"
-
-
-@define
-class Metric:
-    """A metric family: a name, its help text, its type and its label names."""
+@define(eq=False)  # hashed by identity: the registry keys its collectors
+class _Family:
+    """A metric family kept by the gateway: its name, help text and label names."""
 
     name: str
     help: str
     labelnames: Labels = ()
-
-    kind = "untyped"
 
     def _check(self, labels: Labels) -> Labels:
         if len(labels) != len(self.labelnames):
             raise ValueError(f"{self.name} takes labels {self.labelnames}, not {labels}")
         return labels
 
-    def lines(self) -> Iterator[str]:
-        """The family's samples, one exposition line each."""
-        return iter(())
 
-    def render(self) -> str:
-        """The family in the text exposition format."""
-        head = [f"# HELP {self.name} {_escape(self.help)}", f"# TYPE {self.name} {self.kind}"]
-        return "\n".join([*head, *self.lines()]) + "\n"
-
-
-@define
-class Counter(Metric):
-    """A value that only goes up, per label values."""
+@define(eq=False)
+class Counter(_Family):
+    """A value that only goes up, per label values, exported as a prometheus_client counter."""
 
     _values: dict[Labels, float] = field(factory=dict)
-    kind = "counter"
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         """Add ``amount`` to the counter of ``labels``."""
@@ -82,42 +59,26 @@ class Counter(Metric):
         """The current value for ``labels``."""
         return self._values.get(labels, 0.0)
 
-    def lines(self) -> Iterator[str]:
-        """One ``NAME_total`` line per label values."""
+    def collect(self) -> Iterator[Metric]:
+        """The family, with one ``NAME_total`` sample per label values."""
+        family = CounterMetricFamily(self.name, self.help, labels=self.labelnames)
         for labels, value in sorted(self._values.items()):
-            yield _sample(self.name + "_total", self.labelnames, labels, value)
+            family.add_metric(labels, value)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without its samples (for the registry's check of names)."""
+        yield CounterMetricFamily(self.name, self.help, labels=self.labelnames)
 
 
-@define
-class Gauge(Metric):
-    """A value that is set, per label values; :meth:`clear` forgets them all."""
-
-    _values: dict[Labels, float] = field(factory=dict)
-    kind = "gauge"
-
-    def set(self, value: float, *labels: str) -> None:
-        """Set the gauge of ``labels`` to ``value``."""
-        self._values[self._check(labels)] = value
-
-    def clear(self) -> None:
-        """Forget every value (before setting the current ones)."""
-        self._values.clear()
-
-    def lines(self) -> Iterator[str]:
-        """One line per label values."""
-        for labels, value in sorted(self._values.items()):
-            yield _sample(self.name, self.labelnames, labels, value)
-
-
-@define
-class Histogram(Metric):
-    """Observations counted in cumulative buckets, with their sum and count."""
+@define(eq=False)
+class Histogram(_Family):
+    """Observations counted in buckets, exported as a prometheus_client histogram."""
 
     buckets: Sequence[float] = REQUEST_BUCKETS
     #: Per label values, how many observations fell in each bucket (not cumulative).
     _counts: dict[Labels, list[int]] = field(factory=dict)
     _sums: dict[Labels, float] = field(factory=dict)
-    kind = "histogram"
 
     def observe(self, value: float, *labels: str) -> None:
         """Count ``value`` for ``labels``, in the first bucket that holds it."""
@@ -132,16 +93,20 @@ class Histogram(Metric):
         """How many values were observed for ``labels``."""
         return sum(self._counts.get(labels, ()))
 
-    def lines(self) -> Iterator[str]:
-        """The buckets (``le``), the sum and the count of each label values."""
-        names = (*self.labelnames, "le")
+    def collect(self) -> Iterator[Metric]:
+        """The family: cumulative buckets (``le``), sum and count per label values."""
+        family = HistogramMetricFamily(self.name, self.help, labels=self.labelnames)
+        bounds = [*(floatToGoString(b) for b in self.buckets), "+Inf"]
         for labels, counts in sorted(self._counts.items()):
-            bounds = [*(repr(float(b)) for b in self.buckets), "+Inf"]
             cumulative = list(accumulate(counts))
-            for bound, count in zip(bounds, cumulative, strict=True):
-                yield _sample(self.name + "_bucket", names, (*labels, bound), count)
-            yield _sample(self.name + "_sum", self.labelnames, labels, self._sums[labels])
-            yield _sample(self.name + "_count", self.labelnames, labels, cumulative[-1])
+            family.add_metric(
+                labels, list(zip(bounds, cumulative, strict=True)), self._sums[labels]
+            )
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without its samples (for the registry's check of names)."""
+        yield HistogramMetricFamily(self.name, self.help, labels=self.labelnames)
 
 
 @frozen
@@ -194,81 +159,72 @@ class RateWindow:
         )
 
 
-@define
 class GatewayMetrics:
-    """Every metric of one gateway process."""
+    """Every metric of one gateway process, in a registry of its own."""
 
-    requests: Counter = field(
-        factory=lambda: Counter("lambgw_requests", "S3 requests answered.", ("operation", "status"))
-    )
-    request_seconds: Histogram = field(
-        factory=lambda: Histogram(
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("lambgw_requests", "S3 requests answered.", ("operation", "status"))
+        self.request_seconds = Histogram(
             "lambgw_request_duration_seconds",
             "Time from a request's headers to its last response byte.",
             ("operation",),
         )
-    )
-    received_bytes: Counter = field(
-        factory=lambda: Counter(
+        self.received_bytes = Counter(
             "lambgw_received_bytes", "Request body bytes received.", ("operation",)
         )
-    )
-    sent_bytes: Counter = field(
-        factory=lambda: Counter("lambgw_sent_bytes", "Response body bytes sent.", ("operation",))
-    )
-    in_flight: Gauge = field(
-        factory=lambda: Gauge("lambgw_requests_in_flight", "S3 requests being received or served.")
-    )
-    uploads_open: Gauge = field(
-        factory=lambda: Gauge("lambgw_multipart_uploads_open", "Open multipart uploads.")
-    )
-    spool_bytes: Gauge = field(
-        factory=lambda: Gauge(
+        self.sent_bytes = Counter("lambgw_sent_bytes", "Response body bytes sent.", ("operation",))
+        for collector in (
+            self.requests,
+            self.request_seconds,
+            self.received_bytes,
+            self.sent_bytes,
+        ):
+            self.registry.register(collector)
+        self.in_flight = self._gauge(
+            "lambgw_requests_in_flight", "S3 requests being received or served."
+        )
+        self.uploads_open = self._gauge("lambgw_multipart_uploads_open", "Open multipart uploads.")
+        self.spool_bytes = self._gauge(
             "lambgw_spool_bytes", "Bytes on disk in the spool, by area.", ("area",)
         )
-    )
-    order_capacity: Gauge = field(
-        factory=lambda: Gauge("lambgw_order_capacity_bytes", "Capacity of an order.", ("order",))
-    )
-    order_used: Gauge = field(
-        factory=lambda: Gauge("lambgw_order_used_bytes", "Bytes used in an order.", ("order",))
-    )
-    order_expires: Gauge = field(
-        factory=lambda: Gauge(
+        self.order_capacity = self._gauge(
+            "lambgw_order_capacity_bytes", "Capacity of an order.", ("order",)
+        )
+        self.order_used = self._gauge(
+            "lambgw_order_used_bytes", "Bytes used in an order.", ("order",)
+        )
+        self.order_expires = self._gauge(
             "lambgw_order_expiry_timestamp_seconds", "When an order expires.", ("order",)
         )
-    )
-    network_seconds: Histogram = field(
-        factory=lambda: Histogram(
+        self.network_seconds = Histogram(
             "lambgw_network_call_duration_seconds",
             "Time taken by calls to the storage network.",
             ("call",),
             NETWORK_BUCKETS,
         )
-    )
-    network_errors: Counter = field(
-        factory=lambda: Counter(
-            "lambgw_network_call_errors", "Failed calls to the storage network.", ("call", "error")
+        self.network_errors = Counter(
+            "lambgw_network_call_errors",
+            "Calls to the storage network that failed (not its ordinary answers, such as "
+            "no such key).",
+            ("call", "error"),
         )
-    )
+        self.registry.register(self.network_seconds)
+        self.registry.register(self.network_errors)
+        self.connections_open = self._gauge(
+            "lambgw_connections_open", "Connections open on the S3 API."
+        )
+        self.connections_closed = Counter(
+            "lambgw_connections_closed",
+            "Connections the gateway closed: a request head or body too slow "
+            "(header_timeout, slow_body), or one over the cap (at_cap).",
+            ("reason",),
+        )
+        self.registry.register(self.connections_closed)
 
-    def families(self) -> list[Metric]:
-        """Every metric family, in the order they are exported."""
-        return [
-            self.requests,
-            self.request_seconds,
-            self.received_bytes,
-            self.sent_bytes,
-            self.in_flight,
-            self.uploads_open,
-            self.spool_bytes,
-            self.order_capacity,
-            self.order_used,
-            self.order_expires,
-            self.network_seconds,
-            self.network_errors,
-        ]
+    def _gauge(self, name: str, help: str, labelnames: Labels = ()) -> Gauge:
+        return Gauge(name, help, labelnames, registry=self.registry)
 
     def render(self) -> str:
         """Every metric in the Prometheus text exposition format."""
-        return "".join(family.render() for family in self.families())
+        return generate_latest(self.registry).decode("utf-8")

@@ -32,7 +32,11 @@ log = Logger()
 @implementer(INetwork)
 @define
 class TimedNetwork:
-    """An :class:`INetwork` that passes every call on and records how long it took."""
+    """An :class:`INetwork` that passes every call on and records how long it took.
+
+    A call that fails is counted by its error, unless the failure is one of the network's
+    ordinary answers (:data:`ANSWERS`): no such key is what a HEAD is for.
+    """
 
     network: INetwork
     metrics: GatewayMetrics
@@ -48,16 +52,15 @@ class TimedNetwork:
         def done(result: Any) -> Any:
             seconds = self.clock() - began
             self.metrics.network_seconds.observe(seconds, call)
-            if isinstance(result, Failure):
+            if isinstance(result, Failure) and not result.check(CancelledError, *ANSWERS):
                 self.metrics.network_errors.inc(call, type(result.value).__name__)
-                if not result.check(CancelledError, *ANSWERS):
-                    log.warn(
-                        "Network call {call} {subject} failed after {seconds:.3f} s: {reason}",
-                        call=call,
-                        subject="/".join(subject),
-                        seconds=seconds,
-                        reason=f"{type(result.value).__name__}: {result.value}",
-                    )
+                log.warn(
+                    "Network call {call} {subject} failed after {seconds:.3f} s: {reason}",
+                    call=call,
+                    subject="/".join(subject),
+                    seconds=seconds,
+                    reason=f"{type(result.value).__name__}: {result.value}",
+                )
             return result
 
         return start().addBoth(done)

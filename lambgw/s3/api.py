@@ -257,10 +257,14 @@ def serve(api: S3API, request: S3Request) -> object:
 def _request_over(
     result: object, request: S3Request, finished: Callable[[bool], None] | None
 ) -> None:
-    """Clean up after a request, then tell its observer whether it was answered."""
+    """Clean up after a request, then tell its observer whether it was answered.
+
+    The observer hears of it once the bytes handed to the kernel are all counted.
+    """
     request.run_cleanups()
     if finished is not None:
-        finished(not isinstance(result, Failure))
+        answered = not isinstance(result, Failure)
+        request.settled().addCallback(lambda _: finished(answered))
 
 
 class S3Resource(Resource):

@@ -299,7 +299,7 @@ class Front:
             decoder=decoder,
             checksums=requested_checksums(headers),
             sha256=auth.payload is PayloadMode.SIGNED,
-            pause=transport.pauseProducing,
-            resume=transport.resumeProducing,
+            pause=request.channel.hold_body,
+            resume=request.channel.release_body,
             sink=upload,
         )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -367,7 +368,11 @@ def _deliver(request: S3Request, target: Target, body: IObjectBody) -> Deferred[
             return failure  # nothing sent yet, or the client already left
         # The status line is out: the only honest signal left is to cut the connection,
         # so the client sees a short body instead of waiting for the rest.
-        log.failure("Download of {key} failed after its headers were sent", failure, key=target.key)
+        if not failure.check(ConnectionLost):  # a client that left: the access log tells
+            request.s3.delivery_failed = True
+            log.failure(
+                "Download of {key} failed after its headers were sent", failure, key=target.key
+            )
         gone = request.notifyFinish()
         request.channel.transport.abortConnection()
         return gone.addErrback(lambda _: None)

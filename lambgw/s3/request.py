@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.web import server
 
 from lambgw.protocol.errors import S3Error
+from lambgw.s3.connections import AT_CAP, ConnectionLimits, Connections, Refusal, S3Channel
 from lambgw.s3.spool import SpooledFile
 
 #: A connection that sends nothing for this long (between requests, or in the middle of
@@ -165,6 +166,8 @@ class RequestState:
     received: SpooledFile | bytes | S3Error | None = None
     responded: bool = False
     cleanups: list[Callable[[], None]] = field(factory=list)
+    #: Whether the body failed on the gateway's side after the headers (that is logged).
+    delivery_failed: bool = False
 
     def spooled(self) -> SpooledFile:
         """The spooled body, or raise the error the body earned."""
@@ -202,6 +205,12 @@ class S3Request(server.Request):
     s3: RequestState
     content: BodySink  # type: ignore[assignment]
     channel: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Calls handing body bytes to the kernel still in flight, and who waits for none.
+        self._kernel_sends = 0
+        self._settled: list[Deferred[None]] = []
 
     def gotLength(self, length: int | None) -> None:
         """Decide where the body goes, now that the headers are known."""
@@ -248,9 +257,37 @@ class S3Request(server.Request):
         self.channel.transport.loseConnection()
 
     def connectionLost(self, reason: Any) -> None:
-        """Run the clean-ups (spooled files) of a request whose client went away."""
+        """Run the clean-ups (spooled files) of a request whose client went away.
+
+        Body bytes still in the transport's buffer never reached the client: they are taken
+        off ``sentLength``, which then counts the bytes handed to the kernel.
+        """
+        if self.channel is not None:
+            self.sentLength -= min(self.sentLength, unsent_bytes(self.channel.transport))
         super().connectionLost(reason)
         self.run_cleanups()
+
+    def kernel_send(self, call: Deferred[Any]) -> None:
+        """Note a call handing body bytes to the kernel: :meth:`settled` waits for it."""
+        self._kernel_sends += 1
+
+        def returned(result: object) -> object:
+            self._kernel_sends -= 1
+            if not self._kernel_sends:
+                waiting, self._settled = self._settled, []
+                for d in waiting:
+                    d.callback(None)
+            return result
+
+        call.addBoth(returned)
+
+    def settled(self) -> Deferred[None]:
+        """Fire once no call handing body bytes to the kernel is in flight."""
+        if not self._kernel_sends:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._settled.append(d)
+        return d
 
     def run_cleanups(self) -> None:
         """Delete what the request left behind (a spooled body not committed)."""
@@ -262,6 +299,13 @@ class S3Request(server.Request):
             cleanup()
 
 
+def unsent_bytes(transport: Any) -> int:
+    """Bytes written to a TCP transport that it has not yet handed to the kernel (0 if unknown)."""
+    buffered = getattr(transport, "dataBuffer", b"")
+    offset = getattr(transport, "offset", 0)
+    return max(0, len(buffered) - offset) + getattr(transport, "_tempDataLen", 0)
+
+
 def _reason(status: int) -> bytes:
     from twisted.web.http import RESPONSES
 
@@ -269,14 +313,35 @@ def _reason(status: int) -> bytes:
 
 
 class S3Site(server.Site):
-    """The site of the S3 API: its requests consult ``front`` when their headers arrive."""
+    """The site of the S3 API: its requests consult ``front`` when their headers arrive.
+
+    Its connections are held to the bounds of ``connections`` (see :class:`S3Channel`); over
+    the cap, a new one is refused.
+    """
 
     requestFactory = S3Request
+    protocol = S3Channel  # type: ignore[assignment]
 
-    def __init__(self, resource: Any, front: IFront, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        resource: Any,
+        front: IFront,
+        connections: Connections | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("timeout", IDLE_TIMEOUT)
         super().__init__(resource, **kwargs)
         # Forms are parsed by the S3 layer as they stream (POST Object), never by twisted.web
         # (Twisted >= 24.7 takes this from the site rather than from the request class).
         self._parsePOSTFormSubmission = False
         self.front = front
+        self.connections = connections or Connections(ConnectionLimits())
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A channel bound by the site's limits, or a refusal when they are reached."""
+        if self.connections.full():
+            self.connections.closed_by(AT_CAP)
+            return Refusal(self.reactor)
+        channel = super().buildProtocol(addr)
+        channel.connections = self.connections
+        return channel
