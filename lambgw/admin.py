@@ -6,7 +6,7 @@
     python -m lambgw account key --account demo
     python -m lambgw order buy --account demo --capacity 10GiB --days 30
     python -m lambgw order list --account demo [--json]
-    python -m lambgw store sweep [--min-age 3600]
+    python -m lambgw store sweep [--min-age 3600] [--gateway-data DIR]
 
 Every command takes ``--home DIR`` (default ``~/.lambda_storagecli``) and ``--data DIR`` (the
 embedded network's data, default ``HOME/network``; a ``lambnet`` node's ``--data`` is such a store
@@ -18,6 +18,9 @@ to check signatures with, and prints the public key. Capacities are bytes with a
 ``order list --json`` prints a list of objects with the keys ``order_id``, ``capacity`` and ``used``
 (bytes), ``created`` and ``expires`` (ISO 8601, UTC) and ``status`` (``active`` or ``expired``). A
 failure prints one line on stderr and exits with status 1 (2 for a bad command line).
+``store sweep`` removes the object files a crash left unreferenced (untouched for ``--min-age``
+seconds) and, in the gateway's data (``--gateway-data``, default ``HOME/gateway``), the request
+bodies that gateway processes no longer running left in their spools.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from lambgw.config import DEFAULT_HOME
+from lambgw.gateway.spooldir import Swept, gateway_spools, sweep_spool
 from lambgw.lambnet.keys import ensure_key_pair
 from lambgw.network import signing
 from lambgw.network.errors import NetworkError
@@ -171,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--min-age", type=float, default=3600.0, help="keep younger files (%(default)s s)"
     )
+    sweep.add_argument("--gateway-data", help="the gateway's data (default: HOME/gateway)")
     return parser
 
 
@@ -202,6 +207,9 @@ def _run(args: argparse.Namespace, store: Store) -> None:
     else:
         removed = store.sweep(args.min_age)
         print(f"removed {removed} unreferenced object files")
+        gateway = args.gateway_data or os.path.join(os.path.expanduser(args.home), "gateway")
+        swept = sum(map(sweep_spool, gateway_spools(gateway)), Swept())
+        print(f"removed {swept.files} files ({swept.bytes} bytes) left in the gateway's spools")
 
 
 def main(argv: list[str] | None = None) -> int:

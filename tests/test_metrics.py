@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from lambgw.gateway.spooldir import SpoolDirectory
 from lambgw.network.errors import NoSuchOrder
 from lambgw.network.interface import Order
 from lambgw.observe.admin import Monitor
@@ -295,7 +296,12 @@ class FakeServed:
     """An account served: a gateway with a spool directory, and its uploads."""
 
     def __init__(self, spool: str) -> None:
-        self.gateway = SimpleNamespace(account="demo", spool_dir=spool, orders=FakeOrders())
+        self.gateway = SimpleNamespace(
+            account="demo",
+            spool_dir=spool,
+            spool=SpoolDirectory(spool, spool, None),
+            orders=FakeOrders(),
+        )
         self.uploads = SimpleNamespace(pool=InlinePool(), store=FakeStore(spool))
 
 

@@ -227,6 +227,11 @@ class GatewayMetrics:
             "lambgw_spool_bytes", "Bytes on disk in the spool, by area.", ("area",)
         )
     )
+    spool_free: Gauge = field(
+        factory=lambda: Gauge(
+            "lambgw_spool_free_bytes", "Bytes free on the file system of the spool."
+        )
+    )
     order_capacity: Gauge = field(
         factory=lambda: Gauge("lambgw_order_capacity_bytes", "Capacity of an order.", ("order",))
     )
@@ -262,6 +267,7 @@ class GatewayMetrics:
             self.in_flight,
             self.uploads_open,
             self.spool_bytes,
+            self.spool_free,
             self.order_capacity,
             self.order_used,
             self.order_expires,

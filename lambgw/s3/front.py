@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from lambgw.gateway.core import MAX_PUT_SIZE, Gateway
+from lambgw.gateway.spooldir import FULL_ERRNOS
 from lambgw.network.interface import NewObject
 from lambgw.protocol.auth import AuthResult, PayloadMode, RequestView, authenticate
 from lambgw.protocol.checksums import normalize_name
@@ -253,18 +254,27 @@ class Front:
                 expect_trailer=auth.payload.has_trailer,
                 decoded_length=size,
             )
+        spool = gateway.spool
+        if upload is None and size:
+            spool.check_room(size)
         transport = request.channel.transport
         # Read the body in large pieces: fewer trips through the reactor and the lanes.
         transport.bufferSize = UPLOAD_READ_SIZE
-        return SpoolBody(
-            self.reactor,
-            self.pool,
-            gateway.spool_dir,
-            max_size=MAX_PUT_SIZE,
-            decoder=decoder,
-            checksums=requested_checksums(headers),
-            sha256=auth.payload is PayloadMode.SIGNED,
-            pause=transport.pauseProducing,
-            resume=transport.resumeProducing,
-            sink=upload,
-        )
+        try:
+            return SpoolBody(
+                self.reactor,
+                self.pool,
+                gateway.spool_dir,
+                max_size=MAX_PUT_SIZE,
+                decoder=decoder,
+                checksums=requested_checksums(headers),
+                sha256=auth.payload is PayloadMode.SIGNED,
+                pause=transport.pauseProducing,
+                resume=transport.resumeProducing,
+                sink=upload,
+                on_full=lambda received: spool.ran_out(max(size or 0, received)),
+            )
+        except OSError as e:  # the spooled file could not be made
+            if e.errno in FULL_ERRNOS:
+                raise spool.ran_out(size or 0) from None
+            raise
