@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from twisted.logger import LogEvent, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import LogEvent, capturedLogs
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from lambgw.gateway import spooldir
 from lambgw.gateway.spooldir import (
@@ -19,6 +24,7 @@ from lambgw.gateway.spooldir import (
     sweep_spool,
 )
 from lambgw.protocol.errors import S3Error
+from lambgw.s3.spool import SpoolBody
 
 
 def write(path: str, size: int) -> str:
@@ -69,10 +75,8 @@ class SweepTests(SynchronousTestCase):
         left = os.path.join(self.root, "0123456789abcdef")
         os.makedirs(left)
         write(os.path.join(left, "a.part"), 100)
-        events: list[LogEvent] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        spool = self.claim()
+        with capturedLogs() as events:
+            spool = self.claim()
         self.assertEqual(os.listdir(self.root), [os.path.basename(spool.path)])
         (event,) = [e for e in events if e.get("root") == self.root]
         self.assertEqual((event["files"], event["size"]), (1, 100))
@@ -119,9 +123,7 @@ class SpaceTests(SynchronousTestCase):
         self.addCleanup(self.spool.release)
         self.free_blocks = 100
         self.patch(spooldir.os, "statvfs", self.statvfs)
-        self.events: list[LogEvent] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.events: Sequence[LogEvent] = self.enterContext(capturedLogs())
 
     def statvfs(self, path: str) -> Any:
         """A file system of 1,000 blocks of 10 bytes."""
@@ -162,3 +164,48 @@ class SpaceTests(SynchronousTestCase):
         self.free_blocks = 10
         self.assertRaises(S3Error, self.spool.check_room, 200)
         self.assertEqual(len(self.warnings()), 2)
+
+
+class FullFile:
+    """A spool file on a file system that fills after ``room`` bytes."""
+
+    def __init__(self, real: Any, room: int) -> None:
+        self._real = real
+        self._room = room
+
+    def write(self, data: bytes) -> int:
+        """Write, or fail as a full disk does."""
+        if len(data) > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= len(data)
+        return int(self._real.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class FullDiskBodyTests(TestCase):
+    """A body whose file system fills while it is spooled (ENOSPC injected)."""
+
+    @inlineCallbacks
+    def test_full_disk_is_slow_down(self) -> Any:
+        """The body fails with the spool's error, after all of it was read, and its file goes."""
+        directory = self.mktemp()
+        os.makedirs(directory)
+        pool = ThreadPool(minthreads=0, maxthreads=2, name="test-full")
+        pool.start()
+        self.addCleanup(pool.stop)
+        needed: list[int] = []
+
+        def on_full(received: int) -> S3Error:
+            needed.append(received)
+            return S3Error("SlowDown", 503, "The gateway's spool is full.")
+
+        body = SpoolBody(reactor, pool, directory, max_size=1 << 20, on_full=on_full)  # type: ignore[arg-type]
+        body._file = FullFile(body._file, 1000)
+        for _ in range(5):
+            body.write(b"x" * 1000)
+        error = yield self.assertFailure(body.finish(), S3Error)
+        self.assertEqual((error.code, error.status), ("SlowDown", 503))
+        self.assertEqual(needed, [5000])
+        self.assertEqual(os.listdir(directory), [])
