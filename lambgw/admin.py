@@ -19,8 +19,9 @@ to check signatures with, and prints the public key. Capacities are bytes with a
 (bytes), ``created`` and ``expires`` (ISO 8601, UTC) and ``status`` (``active`` or ``expired``). A
 failure prints one line on stderr and exits with status 1 (2 for a bad command line).
 ``store sweep`` removes the object files a crash left unreferenced (untouched for ``--min-age``
-seconds) and, in the gateway's data (``--gateway-data``, default ``HOME/gateway``), the request
-bodies that gateway processes no longer running left in their spools.
+seconds) and the request bodies that processes no longer running left in their spools: a node's
+in the store's ``incoming/``, gateways' in the gateway data (``--gateway-data``, default
+``HOME/gateway``).
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from lambgw.config import DEFAULT_HOME
-from lambgw.gateway.spooldir import Swept, gateway_spools, sweep_spool
 from lambgw.lambnet.keys import ensure_key_pair
 from lambgw.network import signing
 from lambgw.network.errors import NetworkError
 from lambgw.network.interface import Order
 from lambgw.network.store import Store
+from lambgw.spooldir import Swept, gateway_spools, sweep_spool
 
 _UNITS = {
     "": 1,
@@ -208,8 +209,9 @@ def _run(args: argparse.Namespace, store: Store) -> None:
         removed = store.sweep(args.min_age)
         print(f"removed {removed} unreferenced object files")
         gateway = args.gateway_data or os.path.join(os.path.expanduser(args.home), "gateway")
-        swept = sum(map(sweep_spool, gateway_spools(gateway)), Swept())
-        print(f"removed {swept.files} files ({swept.bytes} bytes) left in the gateway's spools")
+        spools = [os.path.join(store.root, "incoming"), *gateway_spools(gateway)]
+        swept = sum(map(sweep_spool, spools), Swept())
+        print(f"removed {swept.files} files ({swept.bytes} bytes) left in spools by crashes")
 
 
 def main(argv: list[str] | None = None) -> int:

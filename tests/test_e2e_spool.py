@@ -1,4 +1,4 @@
-"""End-to-end tests of the spool: a full file system, and what a killed gateway left behind.
+"""End-to-end tests of the spools: a full file system, what a killed gateway or node left behind.
 
 The full-disk tests put the gateway's data (``--broker.db_path``) on a tmpfs of 8 MiB, so they
 run only where the test may mount one (as root); the crash tests run anywhere.
@@ -30,6 +30,7 @@ from tests.gateway import (
     start_lambgw,
     target_is_moto,
 )
+from tests.test_e2e_lambnet import prepare_account, start_gateway, start_node
 
 #: Seconds a test waits for something the gateway does by itself.
 PATIENCE = 30.0
@@ -216,7 +217,7 @@ class CrashLeftoversTests(SynchronousTestCase):
         self.assertEqual(spool_files(self.data), [kept_file])
         self.assertRegex(
             restarted.output(),
-            r"Removed 1 files \(\d+ bytes\) left in the spool .* by a gateway that ended",
+            r"Removed 1 files \(\d+ bytes\) left in the spool .* by a process that ended",
         )
         kept.sendall(b"k" * (7 * MiB))
         self.assertEqual(answer(kept)[0], 200)
@@ -226,3 +227,33 @@ class CrashLeftoversTests(SynchronousTestCase):
         self.assertEqual(spool_files(self.data), [])
         listed = s3.list_objects_v2(Bucket=restarted.order_id)
         self.assertEqual([o["Key"] for o in listed["Contents"]], ["kept"])
+
+    def test_killed_node_leftovers_removed_at_start(self) -> None:
+        """A node killed mid-PUT leaves a body in its incoming/; its restart removes it."""
+        os.makedirs(self.home)
+        order_id = prepare_account(self.home)
+        node_port = free_port()
+        node = start_node(self.home, node_port)
+        self.addCleanup(node.stop)
+        gateway = start_gateway(self.home, "lambgw", node_port, order_id)
+        self.addCleanup(gateway.stop)
+        incoming = os.path.join(self.home, "network", "incoming")
+
+        def bodies() -> list[str]:
+            return [name for _, _, names in os.walk(incoming) for name in names]
+
+        cut = open_put(gateway, "cut", 64 * MiB)
+        cut.sendall(b"c" * (4 * MiB))
+        wait_for(lambda: bool(bodies()), "the body in the node's incoming/")
+        os.kill(node._process.pid, signal.SIGKILL)
+        node._process.wait()
+        cut.close()
+        self.assertTrue(bodies())
+        restarted = start_node(self.home, node_port)
+        self.addCleanup(restarted.stop)
+        self.assertEqual(bodies(), [])
+        s3 = gateway.s3_client()
+        s3.put_object(Bucket=order_id, Key="after", Body=b"a" * (2 * MiB))
+        self.assertEqual(
+            s3.get_object(Bucket=order_id, Key="after")["Body"].read(), b"a" * (2 * MiB)
+        )

@@ -12,7 +12,6 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from lambgw.gateway.spooldir import SpoolDirectory
 from lambgw.network.errors import NoSuchOrder
 from lambgw.network.interface import Order
 from lambgw.observe.admin import Monitor
@@ -20,6 +19,7 @@ from lambgw.observe.inflight import InFlight
 from lambgw.observe.metrics import Counter, GatewayMetrics, Histogram, Rates, RateWindow
 from lambgw.observe.network import TimedNetwork
 from lambgw.observe.status import OpenUpload, StatusSnapshot, render_status
+from lambgw.spooldir import SpoolDirectory
 
 ORDER = "D9A585E80A92439D5DFFB384901F359A572F4E1F"
 

@@ -14,8 +14,10 @@ from twisted.logger import LogEvent, capturedLogs
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from lambgw.gateway import spooldir
-from lambgw.gateway.spooldir import (
+from lambgw import spooldir
+from lambgw.protocol.errors import S3Error
+from lambgw.s3.spool import SpoolBody
+from lambgw.spooldir import (
     CLAIMING_GRACE,
     LOOSE_FILE_AGE,
     SpoolDirectory,
@@ -23,8 +25,6 @@ from lambgw.gateway.spooldir import (
     gateway_spools,
     sweep_spool,
 )
-from lambgw.protocol.errors import S3Error
-from lambgw.s3.spool import SpoolBody
 
 
 def write(path: str, size: int) -> str:

@@ -17,7 +17,6 @@ from twisted.python.failure import Failure
 
 from lambgw.gateway.buckets import Bucket, OrderBuckets, OrderFolderBuckets
 from lambgw.gateway.orders import OrderCache
-from lambgw.gateway.spooldir import SpoolDirectory
 from lambgw.network import errors as net
 from lambgw.network.interface import (
     MAX_PATH_BYTES,
@@ -30,6 +29,7 @@ from lambgw.network.interface import (
     Segment,
 )
 from lambgw.protocol.errors import S3Error
+from lambgw.spooldir import SpoolDirectory
 
 T = TypeVar("T")
 

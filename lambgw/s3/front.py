@@ -15,7 +15,6 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from lambgw.gateway.core import MAX_PUT_SIZE, Gateway
-from lambgw.gateway.spooldir import FULL_ERRNOS
 from lambgw.network.interface import NewObject
 from lambgw.protocol.auth import AuthResult, PayloadMode, RequestView, authenticate
 from lambgw.protocol.checksums import normalize_name
@@ -32,6 +31,7 @@ from lambgw.s3.request import (
     parse_target,
 )
 from lambgw.s3.spool import SmallBody, SpoolBody
+from lambgw.spooldir import FULL_ERRNOS
 
 CHECKSUM_HEADER = "x-amz-checksum-"
 #: Headers named like a checksum value that say something else.

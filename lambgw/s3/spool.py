@@ -30,10 +30,10 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from lambgw.gateway.spooldir import FULL_ERRNOS
 from lambgw.network.interface import IUpload
 from lambgw.protocol.checksums import Checksum, new_checksum
 from lambgw.protocol.errors import S3Error
+from lambgw.spooldir import FULL_ERRNOS
 
 #: A piece of a body: bytes as read, or a view into them after aws-chunked decoding.
 Buffer = bytes | memoryview

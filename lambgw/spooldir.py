@@ -1,12 +1,13 @@
-"""The gateway's spool on disk: a directory per process, and the space left for bodies.
+"""Spools of request bodies in flight: a directory per process, and the space left for bodies.
 
-Several gateway processes may share one spool (``--workers``, or two gateways on one data
-directory).  Each writes its request bodies only into a directory of its own below the
-spool, named at random and held with an exclusive ``flock`` for as long as the process
-lives.  The kernel lets go of the lock when the process ends, however it ends (``kill -9``
-included), so a directory whose lock can be taken belongs to no live process: what is in it
-was left by a crash and is removed at once, at the next start of any gateway on that spool
-or by ``python -m lambgw store sweep``.  A live process's bodies are never touched.
+Several processes may share one spool: gateways (``--workers``, or two gateways on one data
+directory) in the gateway's ``spool/``, ``lambnet`` nodes in their store's ``incoming/``.
+Each writes its request bodies only into a directory of its own below the spool, named at
+random and held with an exclusive ``flock`` for as long as the process lives.  The kernel
+lets go of the lock when the process ends, however it ends (``kill -9`` included), so a
+directory whose lock can be taken belongs to no live process: what is in it was left by a
+crash and is removed at once, at the next start of any process on that spool or by
+``python -m lambgw store sweep``.  A live process's bodies are never touched.
 
 A new directory is made under a name ending in ``.new`` and renamed once its lock is held,
 so that a sweep never mistakes a directory being claimed for an abandoned one.
@@ -133,7 +134,7 @@ class SpoolDirectory:
         swept = sweep_spool(root)
         if swept.files:
             log.info(
-                "Removed {files} files ({size} bytes) left in the spool {root} by a gateway "
+                "Removed {files} files ({size} bytes) left in the spool {root} by a process "
                 "that ended without cleaning up",
                 files=swept.files,
                 size=swept.bytes,
