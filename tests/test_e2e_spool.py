@@ -30,7 +30,7 @@ from tests.gateway import (
     start_lambgw,
     target_is_moto,
 )
-from tests.test_e2e_lambnet import prepare_account, start_gateway, start_node
+from tests.test_e2e_lambnet import _incoming, prepare_account, start_gateway, start_node
 
 #: Seconds a test waits for something the gateway does by itself.
 PATIENCE = 30.0
@@ -167,7 +167,7 @@ class FullSpoolTests(SynchronousTestCase):
         filler = self.fill(4 * MiB)
         sock.sendall(b"m" * (5 * MiB))
         status, body = answer(sock)
-        self.assertEqual(status, 503)
+        self.assertEqual(status, 503, body.decode() + self.gateway.output())
         self.assertIn(b"<Code>SlowDown</Code>", body)
         self.assert_nothing_left("mid")
         # A second refusal is not logged again.
@@ -237,21 +237,16 @@ class CrashLeftoversTests(SynchronousTestCase):
         self.addCleanup(node.stop)
         gateway = start_gateway(self.home, "lambgw", node_port, order_id)
         self.addCleanup(gateway.stop)
-        incoming = os.path.join(self.home, "network", "incoming")
-
-        def bodies() -> list[str]:
-            return [name for _, _, names in os.walk(incoming) for name in names]
-
         cut = open_put(gateway, "cut", 64 * MiB)
         cut.sendall(b"c" * (4 * MiB))
-        wait_for(lambda: bool(bodies()), "the body in the node's incoming/")
+        wait_for(lambda: bool(_incoming(self.home)), "the body in the node's incoming/")
         os.kill(node._process.pid, signal.SIGKILL)
         node._process.wait()
         cut.close()
-        self.assertTrue(bodies())
+        self.assertTrue(_incoming(self.home))
         restarted = start_node(self.home, node_port)
         self.addCleanup(restarted.stop)
-        self.assertEqual(bodies(), [])
+        self.assertEqual(_incoming(self.home), [])
         s3 = gateway.s3_client()
         s3.put_object(Bucket=order_id, Key="after", Body=b"a" * (2 * MiB))
         self.assertEqual(
