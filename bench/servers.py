@@ -100,6 +100,13 @@ class ServerProcess:
         self.stop()
         raise StartError(f"{self.args[:4]} did not listen in {START_TIMEOUT} s:\n{_tail(self.log)}")
 
+    def kill(self) -> None:
+        """Kill the process at once (SIGKILL), as a crash would."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(STOP_TIMEOUT)
+
     def stop(self) -> None:
         """Stop the process: SIGTERM, then SIGKILL if it lingers."""
         process, self._process = self._process, None

@@ -6,7 +6,7 @@
     python -m lambgw account key --account demo
     python -m lambgw order buy --account demo --capacity 10GiB --days 30
     python -m lambgw order list --account demo [--json]
-    python -m lambgw store sweep [--min-age 3600]
+    python -m lambgw store sweep [--min-age 3600] [--gateway-data DIR]
 
 Every command takes ``--home DIR`` (default ``~/.lambda_storagecli``) and ``--data DIR`` (the
 embedded network's data, default ``HOME/network``; a ``lambnet`` node's ``--data`` is such a store
@@ -20,6 +20,10 @@ to check signatures with, and prints the public key. Capacities are bytes with a
 failure prints one line on stderr and exits with status 1 (2 for a bad command line).  Only
 ``account create`` makes a store where there is none: every other command refuses a home without
 one, so that a read never leaves an empty store behind (give the ``--home`` the gateway runs with).
+``store sweep`` removes the object files a crash left unreferenced (untouched for ``--min-age``
+seconds) and the request bodies that processes no longer running left in their spools: a node's
+in the store's ``incoming/``, gateways' in the gateway data (``--gateway-data``, default
+``HOME/gateway``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from lambgw.network import signing
 from lambgw.network.errors import NetworkError
 from lambgw.network.interface import Order
 from lambgw.network.store import INDEX_FILE, Store
+from lambgw.spooldir import Swept, gateway_spools, sweep_spool
 
 _UNITS = {
     "": 1,
@@ -173,6 +178,7 @@ def build_parser(prog: str = "python -m lambgw") -> argparse.ArgumentParser:
     sweep.add_argument(
         "--min-age", type=float, default=3600.0, help="keep younger files (%(default)s s)"
     )
+    sweep.add_argument("--gateway-data", help="the gateway's data (default: HOME/gateway)")
     return parser
 
 
@@ -204,6 +210,10 @@ def _run(args: argparse.Namespace, store: Store) -> None:
     else:
         removed = store.sweep(args.min_age)
         print(f"removed {removed} unreferenced object files")
+        gateway = args.gateway_data or os.path.join(os.path.expanduser(args.home), "gateway")
+        spools = [os.path.join(store.root, "incoming"), *gateway_spools(gateway)]
+        swept = sum(map(sweep_spool, spools), Swept())
+        print(f"removed {swept.files} files ({swept.bytes} bytes) left in spools by crashes")
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m lambgw") -> int:

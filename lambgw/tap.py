@@ -560,11 +560,17 @@ class GatewayService(service.MultiService):
         rest = [c for c in reversed(list(self)) if c.running]
         d: Deferred[Any] = DeferredList([maybeDeferred(c.stopService) for c in rest])
         d.addBoth(self._close_access_file)
+        d.addBoth(self._release_spools)
         return d
 
     def _close_access_file(self, result: object) -> object:
         if self.access_file is not None:
             self.access_file.close()
+        return result
+
+    def _release_spools(self, result: object) -> object:
+        for served in self.accounts.serving():
+            served.gateway.spool.release()
         return result
 
     def privilegedStartService(self) -> None:

@@ -198,8 +198,9 @@ class MultipartS3gwOverLambnetTests(_MultipartClientTests, LambnetCase):
 
 
 def _incoming(home: str) -> list[str]:
+    """The bodies in the node's ``incoming/`` (each node process has a directory there)."""
     directory = os.path.join(home, "network", "incoming")
-    return os.listdir(directory) if os.path.isdir(directory) else []
+    return [name for _, _, names in os.walk(directory) for name in names]
 
 
 class ConcurrentLargePutTests(LambnetCase):

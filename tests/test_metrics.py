@@ -20,6 +20,7 @@ from lambgw.observe.inflight import InFlight
 from lambgw.observe.metrics import Counter, GatewayMetrics, Histogram, Rates, RateWindow
 from lambgw.observe.network import TimedNetwork
 from lambgw.observe.status import OpenUpload, StatusSnapshot, render_status
+from lambgw.spooldir import SpoolDirectory
 
 ORDER = "D9A585E80A92439D5DFFB384901F359A572F4E1F"
 
@@ -115,6 +116,7 @@ class TextFormatTests(SynchronousTestCase):
                 "lambgw_requests_in_flight": "gauge",
                 "lambgw_multipart_uploads_open": "gauge",
                 "lambgw_spool_bytes": "gauge",
+                "lambgw_spool_free_bytes": "gauge",
                 "lambgw_order_capacity_bytes": "gauge",
                 "lambgw_order_used_bytes": "gauge",
                 "lambgw_order_expiry_timestamp_seconds": "gauge",
@@ -360,7 +362,12 @@ class FakeServed:
     """An account served: a gateway with a spool directory, and its uploads."""
 
     def __init__(self, spool: str) -> None:
-        self.gateway = SimpleNamespace(account="demo", spool_dir=spool, orders=FakeOrders())
+        self.gateway = SimpleNamespace(
+            account="demo",
+            spool_dir=spool,
+            spool=SpoolDirectory(spool, spool, None),
+            orders=FakeOrders(),
+        )
         self.uploads = SimpleNamespace(pool=InlinePool(), store=FakeStore(spool))
 
 

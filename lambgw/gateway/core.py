@@ -29,6 +29,7 @@ from lambgw.network.interface import (
     Segment,
 )
 from lambgw.protocol.errors import S3Error
+from lambgw.spooldir import SpoolDirectory
 
 T = TypeVar("T")
 
@@ -81,23 +82,32 @@ class Gateway:
     account: str
     orders: OrderCache
     buckets: OrderBuckets | OrderFolderBuckets
-    spool_dir: str
+    spool: SpoolDirectory
     #: Bytes of an order held by open multipart uploads (set when uploads are served).
     reserved: Callable[[str], int] = lambda order_id: 0
+
+    @property
+    def spool_dir(self) -> str:
+        """Where this process spools request bodies (its own directory in the spool)."""
+        return self.spool.path
 
     @classmethod
     def create(
         cls, network: INetwork, account: str, spool_dir: str, single_order: str = ""
     ) -> Gateway:
-        """A gateway in ``lambgw`` mode, or ``s3gw`` mode when ``single_order`` is given."""
-        os.makedirs(spool_dir, exist_ok=True)
+        """A gateway in ``lambgw`` mode, or ``s3gw`` mode when ``single_order`` is given.
+
+        The gateway claims a directory of its own in the spool ``spool_dir``, after removing
+        what ended processes left there.
+        """
+        spool = SpoolDirectory.claim(spool_dir)
         cache = OrderCache(network, account)
         buckets: OrderBuckets | OrderFolderBuckets
         if single_order:
-            buckets = OrderFolderBuckets(network, cache, single_order, spool_dir)
+            buckets = OrderFolderBuckets(network, cache, single_order, spool.path)
         else:
             buckets = OrderBuckets(cache)
-        return cls(network, account, cache, buckets, spool_dir)
+        return cls(network, account, cache, buckets, spool)
 
     def _call(self, bucket: str, key: str, call: Callable[[], Deferred[T]]) -> Deferred[T]:
         def translate(failure: Failure) -> Failure:

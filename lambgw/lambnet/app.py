@@ -35,6 +35,7 @@ from lambgw.network.errors import ANSWERS, NetworkError
 from lambgw.network.files import FileRangeBody
 from lambgw.network.interface import IObjectBody
 from lambgw.network.store import Store
+from lambgw.spooldir import SpoolDirectory
 
 log = Logger()
 _P = ParamSpec("_P")
@@ -53,9 +54,11 @@ class NodeSite(Site):
         """Serve ``node``'s resource; bodies go to its store's ``incoming/`` directory."""
         super().__init__(node.app.resource())
         self.node = node
-        self.incoming = os.path.join(node.store.root, "incoming")
-        os.makedirs(self.incoming, exist_ok=True)
-        sweep_incoming(self.incoming)
+        incoming = os.path.join(node.store.root, "incoming")
+        os.makedirs(incoming, exist_ok=True)
+        sweep_incoming(incoming)
+        #: This process's own directory in ``incoming/``: a crash's bodies go at the next start.
+        self.incoming = SpoolDirectory.claim(incoming).path
         self.displayTracebacks = False
         self.noisy = False
 

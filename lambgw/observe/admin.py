@@ -159,6 +159,7 @@ class Monitor:
         ):
             size = yield self._in_pool(lambda roots: sum(map(directory_bytes, roots)), roots)
             metrics.spool_bytes.labels(area).set(size)
+        metrics.spool_free.set(self._main.gateway.spool.free())
 
     @inlineCallbacks
     def problems(self) -> Generator[Deferred[Any], Any, list[str]]:
@@ -180,6 +181,10 @@ class Monitor:
             yield self._in_pool(check_writable, self._main.gateway.spool_dir)
         except OSError as e:
             found.append(f"spool not writable: {e}")
+        for served in self.served():
+            shortage = served.gateway.spool.shortage()  # a statvfs: no waiting on the disk
+            if shortage:
+                found.append(shortage)
         return found
 
     @inlineCallbacks

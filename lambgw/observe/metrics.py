@@ -188,6 +188,9 @@ class GatewayMetrics:
         self.spool_bytes = self._gauge(
             "lambgw_spool_bytes", "Bytes on disk in the spool, by area.", ("area",)
         )
+        self.spool_free = self._gauge(
+            "lambgw_spool_free_bytes", "Bytes free on the file system of the spool."
+        )
         self.order_capacity = self._gauge(
             "lambgw_order_capacity_bytes", "Capacity of an order.", ("order",)
         )

@@ -34,6 +34,7 @@ from lambgw.s3.request import (
     parse_target,
 )
 from lambgw.s3.spool import SmallBody, SpoolBody
+from lambgw.spooldir import FULL_ERRNOS
 
 CHECKSUM_HEADER = "x-amz-checksum-"
 #: Headers named like a checksum value that say something else.
@@ -288,18 +289,27 @@ class Front:
                 expect_trailer=auth.payload.has_trailer,
                 decoded_length=size,
             )
+        spool = gateway.spool
+        if upload is None and size:
+            spool.check_room(size)
         transport = request.channel.transport
         # Read the body in large pieces: fewer trips through the reactor and the lanes.
         transport.bufferSize = UPLOAD_READ_SIZE
-        return SpoolBody(
-            self.reactor,
-            self.pool,
-            gateway.spool_dir,
-            max_size=MAX_PUT_SIZE,
-            decoder=decoder,
-            checksums=requested_checksums(headers),
-            sha256=auth.payload is PayloadMode.SIGNED,
-            pause=request.channel.hold_body,
-            resume=request.channel.release_body,
-            sink=upload,
-        )
+        try:
+            return SpoolBody(
+                self.reactor,
+                self.pool,
+                gateway.spool_dir,
+                max_size=MAX_PUT_SIZE,
+                decoder=decoder,
+                checksums=requested_checksums(headers),
+                sha256=auth.payload is PayloadMode.SIGNED,
+                pause=request.channel.hold_body,
+                resume=request.channel.release_body,
+                sink=upload,
+                on_full=lambda received: spool.ran_out(max(size or 0, received)),
+            )
+        except OSError as e:  # the spooled file could not be made
+            if e.errno in FULL_ERRNOS:
+                raise spool.ran_out(size or 0) from None
+            raise

@@ -18,11 +18,15 @@ from urllib.parse import unquote_to_bytes
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import server
 
 from lambgw.protocol.errors import S3Error
 from lambgw.s3.connections import AT_CAP, ConnectionLimits, Connections, Refusal, S3Channel
 from lambgw.s3.spool import SpooledFile
+
+log = Logger()
 
 #: A connection that sends nothing for this long (between requests, or in the middle of
 #: headers or a body) is closed.
@@ -236,6 +240,9 @@ class S3Request(server.Request):
             elif isinstance(result, SpooledFile | bytes):
                 self.s3.received = result
             else:
+                if isinstance(result, Failure):
+                    where = path.partition(b"?")[0]  # the query may hold credentials
+                    log.failure("The body of {path!r} could not be stored", result, path=where)
                 self.s3.received = S3Error.of("InternalError", "The body could not be stored.")
             if self.channel is not None:
                 server.Request.requestReceived(self, command, path, version)

@@ -33,6 +33,7 @@ from twisted.python.threadpool import ThreadPool
 from lambgw.network.interface import IUpload
 from lambgw.protocol.checksums import Checksum, new_checksum
 from lambgw.protocol.errors import S3Error
+from lambgw.spooldir import FULL_ERRNOS
 
 #: A piece of a body: bytes as read, or a view into them after aws-chunked decoding.
 Buffer = bytes | memoryview
@@ -234,6 +235,7 @@ class SpoolBody:
     the body earned (bad chunk signature, too large, truncated).  ``pause`` and ``resume``
     stop and restart reading from the client.  With a ``sink``, the bytes go to that
     network upload instead of a file in ``directory``, and their SHA-256 is always computed.
+    When the file system is full, ``on_full(received)`` gives the error the body earns.
     """
 
     def __init__(
@@ -249,8 +251,10 @@ class SpoolBody:
         pause: Callable[[], None] = lambda: None,
         resume: Callable[[], None] = lambda: None,
         sink: IUpload | None = None,
+        on_full: Callable[[int], S3Error] | None = None,
     ) -> None:
         self._decoder = decoder
+        self._on_full = on_full
         self._max_size = max_size
         self._pause = pause
         self._resume = resume
@@ -380,6 +384,9 @@ class SpoolBody:
 
     def _result(self) -> SpooledFile:
         if self._error is not None:
+            full = isinstance(self._error, OSError) and self._error.errno in FULL_ERRNOS
+            if full and self._on_full is not None:
+                raise self._on_full(self._received)
             raise self._error
         trailers = self._decoder.finish() if self._decoder is not None else {}
         return SpooledFile(
@@ -425,8 +432,13 @@ class SpoolBody:
                 else:
                     self._reactor.callFromThread(self._sink.write, bytes(piece))
                 self._md5_lane.put(piece)
+            if self._sink is None:
+                self._file.flush()  # a full disk fails this write, not the closing
         except BaseException as e:
             self._error = e
+            if self._sink is None:
+                with suppress(OSError):
+                    self._file.close()  # drops what could not be written
             return
         if self._sink is not None:
             return
