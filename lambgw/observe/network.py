@@ -158,13 +158,20 @@ class TimedNetwork:
 
     def get_tags(self, account: str, order_id: str, path: str) -> Deferred[Mapping[str, str]]:
         """The tags of an object."""
-        return self._timed("get_tags", lambda: self.network.get_tags(account, order_id, path))
+        return self._timed(
+            "get_tags", lambda: self.network.get_tags(account, order_id, path), order_id, path
+        )
 
     def put_tags(
         self, account: str, order_id: str, path: str, tags: Mapping[str, str]
     ) -> Deferred[None]:
         """Replace the tags of an object."""
-        return self._timed("put_tags", lambda: self.network.put_tags(account, order_id, path, tags))
+        return self._timed(
+            "put_tags",
+            lambda: self.network.put_tags(account, order_id, path, tags),
+            order_id,
+            path,
+        )
 
     def list_objects(
         self,
