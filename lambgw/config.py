@@ -28,6 +28,9 @@ DEFAULT_SECRET_KEY = "secretkey"  # noqa: S105 - documented default for a loopba
 
 _ORDER_ID = re.compile(r"[0-9A-F]{40}")
 
+#: The most gateway processes ``--workers`` may start.
+MAX_WORKERS = 256
+
 #: The least and the most ``[broker] timeout`` may be, in seconds.
 NETWORK_TIMEOUT_RANGE = (1.0, 3600.0)
 
@@ -43,6 +46,7 @@ KNOWN_KEYS: Mapping[str, frozenset[str]] = {
             "cors_origins",
             "cors_methods",
             "cors_headers",
+            "workers",
         }
     ),
     "broker": frozenset(
@@ -96,6 +100,8 @@ class Config:
     ca_file: str = ""
     #: Seconds without progress after which a request to the network is given up.
     network_timeout: float = SILENCE_TIMEOUT
+    #: How many gateway processes share the S3 listeners (1: this process serves alone).
+    workers: int = 1
 
     @property
     def address(self) -> str:
@@ -221,6 +227,29 @@ def _network_timeout(
     line = _key_line(text, "broker", "timeout")
     where = f"{path}: line {line}: [broker] timeout" if line else f"{path}: [broker] timeout"
     return _seconds(table["timeout"], where)
+
+
+def cores() -> int:
+    """The cores this process may run on (what ``workers = "auto"`` starts)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _workers(options: Mapping[str, Any], data: Mapping[str, Any], path: str, text: str) -> int:
+    """``--workers`` or ``[gateway] workers``: a count, or ``auto`` for one per core."""
+    value = options.get("workers")
+    where = "--workers"
+    if value is None:
+        value = data.get("gateway", {}).get("workers", 1)
+        line = _key_line(text, "gateway", "workers")
+        where = f"{path}: line {line}: [gateway] workers" if line else f"{path}: [gateway] workers"
+    if value == "auto":
+        return min(cores(), MAX_WORKERS)
+    expected = f'expected "auto" or a number of processes from 1 to {MAX_WORKERS}'
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise ConfigError(f"{where}: {expected}, got {value!r}")
+    return value
 
 
 def _users(data: Mapping[str, Any], path: str) -> list[User]:
@@ -351,4 +380,5 @@ def load(options: Mapping[str, Any]) -> Config:
         extra_key_file=os.path.expanduser(pick("broker", "extra_key_file")[0] or ""),
         ca_file=os.path.expanduser(pick("broker", "ca_file")[0] or ""),
         network_timeout=_network_timeout(options, data, path, text),
+        workers=_workers(options, data, path, text),
     )

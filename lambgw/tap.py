@@ -23,7 +23,7 @@ from twisted.internet.defer import (
     inlineCallbacks,
     maybeDeferred,
 )
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python import usage
@@ -48,6 +48,9 @@ from lambgw.s3.front import Front
 from lambgw.s3.multipart import MultipartAPI
 from lambgw.s3.request import S3Request, S3Site
 from lambgw.users import Accounts
+from lambgw.workers.sockets import inherited_endpoints, inherited_fds
+from lambgw.workers.supervisor import WORKER_ENV, Supervisor, worker_command
+from lambgw.workers.worker import worker_service
 
 log = Logger()
 T = TypeVar("T")
@@ -176,6 +179,13 @@ class GatewayOptions(usage.Options):
             "endpoint description; empty: nowhere).",
         ],
         [
+            "workers",
+            None,
+            None,
+            'Gateway processes sharing the S3 listeners: a number, or "auto" for one per '
+            "core (default 1: this process serves alone).",
+        ],
+        [
             "shutdown-grace",
             None,
             DEFAULT_SHUTDOWN_GRACE,
@@ -191,6 +201,11 @@ class GatewayOptions(usage.Options):
         super().__init__()
         self["listen"] = []
         self["domain"] = []
+
+    def parseOptions(self, options: Any = None) -> None:
+        """Parse, keeping the arguments: workers are started with the same ones."""
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_listen(self, description: str) -> None:
         """Also serve the S3 API on a Twisted endpoint (tcp:, ssl:, systemd:, ...); repeatable."""
@@ -295,6 +310,7 @@ class GatewayService(service.MultiService):
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         reload_config: Callable[[], Config] | None = None,
         access_log_file: str = "",
+        endpoint_for: Callable[[Any, str], IStreamServerEndpoint] = server_endpoint,
     ) -> None:
         super().__init__()
         self.config = config
@@ -380,7 +396,7 @@ class GatewayService(service.MultiService):
         self.listeners = []
         for description in listen_descriptions(config):
             try:
-                endpoint = server_endpoint(reactor, description)
+                endpoint = endpoint_for(reactor, description)
             except ValueError as e:
                 raise SystemExit(f"lambgw: {e}") from None
             listener = StreamServerEndpointService(endpoint, self.site)
@@ -598,11 +614,38 @@ class GatewayService(service.MultiService):
 
 
 def make_service(options: GatewayOptions) -> service.IService:
-    """Build the gateway service from parsed options (used by the twistd plugins)."""
+    """Build the gateway service from parsed options (used by the twistd plugins).
+
+    With ``--workers`` above 1 that is a supervisor of worker gateways; in a worker (started
+    by one), a gateway serving the listeners it inherited.
+    """
     from twisted.internet import defer, reactor
 
     if options.config.debug:
         defer.setDebugging(True)
+    config = options.config
+    worker = os.environ.get(WORKER_ENV)
+    if worker:
+        endpoints = inherited_endpoints(listen_descriptions(config), inherited_fds(os.environ))
+        return worker_service(gateway_service(options, reactor, endpoints), reactor, int(worker))
+    if config.workers > 1:
+        return Supervisor(
+            reactor,
+            listen_descriptions(config),
+            config.workers,
+            worker_command("s3gw" if options.single_order else "lambgw", options.arguments),
+            options["admin-listen"],
+            options["shutdown-grace"],
+        )
+    return gateway_service(options, reactor)
+
+
+def gateway_service(
+    options: GatewayOptions,
+    reactor: Any,
+    endpoint_for: Callable[[Any, str], IStreamServerEndpoint] = server_endpoint,
+) -> GatewayService:
+    """The gateway of the parsed ``options``, listening where ``endpoint_for`` says."""
     return GatewayService(
         options.config,
         options.single_order,
@@ -613,4 +656,5 @@ def make_service(options: GatewayOptions) -> service.IService:
         options["shutdown-grace"],
         reload_config=lambda: load_for_mode(options, options.single_order),
         access_log_file=options["access-log"],
+        endpoint_for=endpoint_for,
     )

@@ -1,0 +1,188 @@
+"""End-to-end tests of ``--workers``: gateway processes sharing the listeners, supervised.
+
+Each test starts ``twistd -n lambgw --workers 2`` (a supervisor and two workers) on free
+loopback ports and drives it with boto3 and plain sockets: metrics summed by the supervisor's
+admin listener, a worker killed with ``kill -9`` and started again, a reload reaching every
+worker, and a graceful stop with an upload in flight.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.exceptions import ClientError
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tests.gateway import GatewayProcess, free_port, start_lambgw, target_is_moto
+from tests.test_e2e_admin import samples
+
+#: Seconds the workers have to start, restart, reload or stop.
+WAIT = 60.0
+MiB = 2**20
+
+
+def wait_for(condition: Any, what: str, output: Any = str, timeout: float = WAIT) -> Any:
+    """Poll ``condition()`` until it is true; its value.
+
+    Fail with ``what`` and ``output()`` after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{output()}")
+        time.sleep(0.05)
+
+
+class WorkersTests(SynchronousTestCase):
+    """A supervisor with two workers."""
+
+    def setUp(self) -> None:
+        if target_is_moto():
+            raise SkipTest("worker processes are the gateway's, not moto's")
+        self.root = tempfile.mkdtemp(prefix="lambgw-e2e-")
+        self.addCleanup(shutil.rmtree, self.root, True)
+        self.home = os.path.join(self.root, "home")
+        self.admin_port = free_port()
+
+    def start(self, *flags: str) -> GatewayProcess:
+        """Start the supervisor; return once both workers serve."""
+        admin = f"tcp:{self.admin_port}:interface=127.0.0.1"
+        gateway = start_lambgw(self.home, "--workers", "2", "--admin-listen", admin, *flags)
+        self.addCleanup(gateway.stop)
+        wait_for(lambda: gateway.output().count("S3 API on") == 2, "two workers serving")
+        return gateway
+
+    def admin(self, page: str) -> tuple[int, str]:
+        """The status and text of a page of the supervisor's admin listener."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{page}") as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the summed metrics."""
+        found = samples(self.admin("/metrics")[1])
+        return found.get((name, frozenset(labels.items())), 0.0)
+
+    def puts(self, gateway: GatewayProcess, count: int, clients: int = 8) -> None:
+        """``count`` PutObjects from ``clients`` clients at once, each on its own connection."""
+
+        def put(n: int) -> None:
+            client = gateway.s3_client()
+            client.put_object(Bucket=gateway.order_id, Key=f"k{n % 7}", Body=b"w" * n)
+
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(put, range(count)))
+
+    @staticmethod
+    def pids(gateway: GatewayProcess) -> dict[int, int]:
+        """The process id of each worker, as last started."""
+        started = re.findall(r"Started worker (\d+) \(pid (\d+)\)", gateway.output())
+        return {int(n): int(pid) for n, pid in started}
+
+    def test_metrics_summed_over_workers(self) -> None:
+        """/metrics counts every request, whichever worker answered, and says 2 workers."""
+        gateway = self.start()
+        self.puts(gateway, 40)
+        self.assertEqual(
+            self.metric("lambgw_requests_total", operation="PutObject", status="200"), 40
+        )
+        self.assertEqual(self.metric("lambgw_workers"), 2)
+        self.assertEqual(self.metric("lambgw_requests_in_flight"), 0)
+        status, text = self.admin("/readyz")
+        self.assertEqual(
+            (status, sorted(text.splitlines())), (200, ["worker 1: ready", "worker 2: ready"])
+        )
+        self.assertEqual(self.admin("/healthz"), (200, "ok\n"))
+        status, page = self.admin("/")
+        self.assertEqual(status, 200)
+        self.assertIn(gateway.order_id, page)
+
+    def test_killed_worker_is_started_again(self) -> None:
+        """A worker killed with SIGKILL is logged and restarted; the others serve meanwhile."""
+        gateway = self.start()
+        self.puts(gateway, 20)
+        counted = self.metric("lambgw_requests_total", operation="PutObject", status="200")
+        self.assertEqual(counted, 20)
+        killed = self.pids(gateway)[1]
+        os.kill(killed, signal.SIGKILL)
+        self.puts(gateway, 20)
+        wait_for(
+            lambda: self.pids(gateway)[1] != killed and gateway.output().count("S3 API on") == 3,
+            "worker 1 serving again",
+        )
+        self.assertIn(
+            f"Worker 1 (pid {killed}) was killed by signal 9; starting it again in 1 s",
+            gateway.output(),
+        )
+        self.puts(gateway, 20)
+        self.assertEqual(self.metric("lambgw_worker_restarts_total"), 1)
+        self.assertEqual(
+            self.metric("lambgw_requests_total", operation="PutObject", status="200"), 60
+        )
+        self.assertTrue(gateway.running())
+
+    def test_reload_reaches_every_worker(self) -> None:
+        """After SIGHUP every worker accepts the keys of the rewritten config file."""
+        config = os.path.join(self.home, "config", "user.toml")
+        gateway = self.start("--config", config)
+        os.makedirs(os.path.dirname(config), exist_ok=True)
+        with open(config, "w") as f:
+            f.write('[gateway]\naccess_key = "newkey"\nsecret_key = "newsecret"\n')
+        gateway._process.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: gateway.output().count("Reloaded ") == 2,
+            "both workers reloaded",
+            lambda: gateway.output(),
+        )
+        gateway.access_key, gateway.secret_key = "newkey", "newsecret"
+        self.puts(gateway, 24)
+        gateway.access_key, gateway.secret_key = "accesskey", "secretkey"
+        with self.assertRaises(ClientError) as raised:
+            gateway.s3_client().list_buckets()
+        self.assertEqual(raised.exception.response["Error"]["Code"], "InvalidAccessKeyId")
+        self.assertTrue(gateway.running())
+
+    def test_sigterm_lets_an_upload_in_flight_finish(self) -> None:
+        """SIGTERM to the supervisor: the upload in flight completes, then every process exits."""
+        gateway = self.start("--shutdown-grace", "30")
+        client = gateway.s3_client()
+        url = urlsplit(
+            client.generate_presigned_url(
+                "put_object", Params={"Bucket": gateway.order_id, "Key": "slow"}
+            )
+        )
+        body = os.urandom(8 * MiB)
+        connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=60)
+        self.addCleanup(connection.close)
+        connection.putrequest("PUT", f"{url.path}?{url.query}", skip_accept_encoding=True)
+        connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders()
+        connection.send(body[: 3 * MiB])
+        wait_for(lambda: self.metric("lambgw_requests_in_flight") == 1, "the upload in flight")
+        workers = self.pids(gateway).values()
+        gateway._process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "requests in flight have 30.0 s to finish" in gateway.output(), "stop")
+        connection.send(body[3 * MiB :])
+        response = connection.getresponse()
+        self.assertEqual(response.status, 200)
+        self.assertIn(gateway._process.wait(WAIT), (0, -signal.SIGTERM))
+        for pid in workers:
+            with self.assertRaises(ProcessLookupError):
+                os.kill(pid, 0)
+        output = gateway.output()
+        self.assertEqual(output.count("exited with status 0"), 2, output)
