@@ -8,12 +8,15 @@ worker, and a graceful stop with an upload in flight.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
+import random
 import re
 import shutil
 import signal
 import tempfile
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -156,6 +159,63 @@ class WorkersTests(SynchronousTestCase):
             gateway.s3_client().list_buckets()
         self.assertEqual(raised.exception.response["Error"]["Code"], "InvalidAccessKeyId")
         self.assertTrue(gateway.running())
+
+    def test_concurrent_writes_of_the_same_keys(self) -> None:
+        """Overwrites, deletes and multipart completions of the same keys through two workers.
+
+        Afterwards every object is one of the bodies written, whole, and the order's used
+        bytes are the sum of the stored sizes.
+        """
+        gateway = self.start()
+        bucket, keys = gateway.order_id, ["same/a", "same/b", "same/c"]
+        written: dict[str, str] = {}
+        lock = threading.Lock()
+
+        def remember(etag: str, body: bytes) -> None:
+            with lock:
+                written[etag.strip('"')] = hashlib.sha256(body).hexdigest()
+
+        def multipart(client: Any, key: str, parts: list[bytes]) -> None:
+            upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+            done = []
+            for number, body in enumerate(parts, 1):
+                etag = client.upload_part(
+                    Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=body
+                )["ETag"]
+                done.append({"PartNumber": number, "ETag": etag})
+            result = client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": done}
+            )
+            remember(result["ETag"], b"".join(parts))
+
+        def work(seed: int) -> None:
+            chance = random.Random(seed)
+            client = gateway.s3_client()
+            for _ in range(8):
+                key, action = chance.choice(keys), chance.random()
+                if action < 0.45:
+                    body = os.urandom(chance.randrange(1, 300_000))
+                    remember(client.put_object(Bucket=bucket, Key=key, Body=body)["ETag"], body)
+                elif action < 0.7:
+                    client.delete_object(Bucket=bucket, Key=key)
+                else:
+                    parts = [os.urandom(5 * MiB), os.urandom(chance.randrange(1, 100_000))]
+                    multipart(client, key, parts)
+
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(work, range(6)))
+
+        client = gateway.s3_client()
+        listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+        self.assertLessEqual({o["Key"] for o in listed}, set(keys))
+        for entry in listed:
+            got = client.get_object(Bucket=bucket, Key=entry["Key"])
+            body = got["Body"].read()
+            self.assertEqual(len(body), entry["Size"])
+            self.assertEqual(hashlib.sha256(body).hexdigest(), written[got["ETag"].strip('"')])
+        (order,) = gateway.orders()
+        self.assertEqual(order["used"], sum(o["Size"] for o in listed))
+        self.assertEqual(client.list_multipart_uploads(Bucket=bucket).get("Uploads", []), [])
 
     def test_sigterm_lets_an_upload_in_flight_finish(self) -> None:
         """SIGTERM to the supervisor: the upload in flight completes, then every process exits."""
