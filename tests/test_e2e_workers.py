@@ -15,6 +15,8 @@ import random
 import re
 import shutil
 import signal
+import socket
+import stat
 import tempfile
 import threading
 import time
@@ -28,10 +30,24 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.gateway import GatewayProcess, free_port, start_lambgw, target_is_moto
 from tests.test_e2e_admin import samples
+from tests.test_e2e_tls import client as tls_client
+from tests.test_e2e_tls import make_test_ca
 
 #: Seconds the workers have to start, restart, reload or stop.
 WAIT = 60.0
 MiB = 2**20
+
+
+def unix_get(path: str) -> bytes:
+    """The response to an unsigned ``GET /`` sent on the UNIX socket ``path``."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(path)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def wait_for(condition: Any, what: str, output: Any = str, timeout: float = WAIT) -> Any:
@@ -216,6 +232,27 @@ class WorkersTests(SynchronousTestCase):
         (order,) = gateway.orders()
         self.assertEqual(order["used"], sum(o["Size"] for o in listed))
         self.assertEqual(client.list_multipart_uploads(Bucket=bucket).get("Uploads", []), [])
+
+    def test_tls_and_unix_listeners_shared(self) -> None:
+        """An ssl: and a unix: listener are served by the workers, and outlive a killed one."""
+        os.makedirs(self.home)
+        ca, cert, key = make_test_ca(self.home)
+        tls_port, path = free_port(), os.path.join(self.root, "s3.sock")
+        gateway = self.start(
+            *("--listen", f"ssl:{tls_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"),
+            *("--listen", f"unix:{path}:mode=660"),
+        )
+        https = tls_client(f"https://localhost:{tls_port}", verify=ca)
+        https.put_object(Bucket=gateway.order_id, Key="tls", Body=b"over TLS")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
+        self.assertIn(b"<Code>AccessDenied</Code>", unix_get(path))
+        os.kill(self.pids(gateway)[1], signal.SIGKILL)
+        wait_for(lambda: gateway.output().count("S3 API on") == 3, "worker 1 serving again")
+        for _ in range(8):
+            self.assertIn(b"<Code>AccessDenied</Code>", unix_get(path))
+            body = https.get_object(Bucket=gateway.order_id, Key="tls")["Body"].read()
+            self.assertEqual(body, b"over TLS")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
 
     def test_sigterm_lets_an_upload_in_flight_finish(self) -> None:
         """SIGTERM to the supervisor: the upload in flight completes, then every process exits."""
