@@ -63,7 +63,9 @@ def open_shared(reactor: Any, descriptions: Sequence[str]) -> list[SharedListene
     try:
         for description in descriptions:
             endpoint = server_endpoint(reactor, description)
-            d = endpoint.listen(protocol.Factory.forProtocol(protocol.Protocol))
+            idle = protocol.Factory.forProtocol(protocol.Protocol)
+            idle.noisy = False
+            d = endpoint.listen(idle)
             result: list[Any] = []
             d.addBoth(result.append)
             (port,) = result
@@ -82,7 +84,29 @@ def open_shared(reactor: Any, descriptions: Sequence[str]) -> list[SharedListene
     return opened
 
 
-class _SharedUNIXPort(unix.Port):
+class _OneAcceptPerTurn:
+    """Accept one connection each time the socket is readable, not as many as are queued.
+
+    Every worker is woken for a queued connection; the first to accept takes it.  A worker
+    that took a burst of connections at once would serve them all while the others idle:
+    taking one per reactor turn leaves the rest to whichever worker is free first.
+    """
+
+    @property
+    def numberAccepts(self) -> int:
+        """One, whatever the port would have grown it to."""
+        return 1
+
+    @numberAccepts.setter
+    def numberAccepts(self, value: int) -> None:
+        pass
+
+
+class _SharedTCPPort(_OneAcceptPerTurn, tcp.Port):
+    """A TCP listener adopted from the supervisor."""
+
+
+class _SharedUNIXPort(_OneAcceptPerTurn, unix.Port):
     """A UNIX listener adopted from the supervisor: its path stays when the worker stops."""
 
     def connectionLost(self, reason: Failure) -> None:
@@ -103,10 +127,11 @@ def adopt(reactor: Any, fd: int, factory: IProtocolFactory) -> IListeningPort:
                 port.mode = stat.S_IMODE(os.stat(path).st_mode)
             port.startListening()
             return port
+        tcp_port = _SharedTCPPort._fromListeningDescriptor(reactor, fd, family, factory)
+        tcp_port.startListening()
+        return tcp_port
     finally:
         probe.detach()
-    adopted: IListeningPort = reactor.adoptStreamPort(fd, family, factory)
-    return adopted
 
 
 @implementer(IStreamServerEndpoint)
