@@ -48,9 +48,7 @@ from lambgw.s3.front import Front
 from lambgw.s3.multipart import MultipartAPI
 from lambgw.s3.request import S3Request, S3Site
 from lambgw.users import Accounts
-from lambgw.workers.sockets import inherited_endpoints, inherited_fds
-from lambgw.workers.supervisor import WORKER_ENV, Supervisor, worker_command
-from lambgw.workers.worker import worker_service
+from lambgw.workers.launch import workers_service
 
 log = Logger()
 T = TypeVar("T")
@@ -623,21 +621,8 @@ def make_service(options: GatewayOptions) -> service.IService:
 
     if options.config.debug:
         defer.setDebugging(True)
-    config = options.config
-    worker = os.environ.get(WORKER_ENV)
-    if worker:
-        endpoints = inherited_endpoints(listen_descriptions(config), inherited_fds(os.environ))
-        return worker_service(gateway_service(options, reactor, endpoints), reactor, int(worker))
-    if config.workers > 1:
-        return Supervisor(
-            reactor,
-            listen_descriptions(config),
-            config.workers,
-            worker_command("s3gw" if options.single_order else "lambgw", options.arguments),
-            options["admin-listen"],
-            options["shutdown-grace"],
-        )
-    return gateway_service(options, reactor)
+    supervised = workers_service(options, reactor, gateway_service)
+    return supervised if supervised is not None else gateway_service(options, reactor)
 
 
 def gateway_service(

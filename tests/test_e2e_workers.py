@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -28,7 +29,15 @@ from urllib.parse import urlsplit
 from botocore.exceptions import ClientError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.gateway import GatewayProcess, free_port, start_lambgw, target_is_moto
+from tests.gateway import (
+    ACCOUNT,
+    TWISTD,
+    GatewayProcess,
+    _environment,
+    free_port,
+    start_lambgw,
+    target_is_moto,
+)
 from tests.test_e2e_admin import samples
 from tests.test_e2e_tls import client as tls_client
 from tests.test_e2e_tls import make_test_ca
@@ -283,3 +292,49 @@ class WorkersTests(SynchronousTestCase):
                 os.kill(pid, 0)
         output = gateway.output()
         self.assertEqual(output.count("exited with status 0"), 2, output)
+
+
+class SocketActivationTests(SynchronousTestCase):
+    """``--listen systemd:...`` with ``--workers``: the supervisor's socket, shared."""
+
+    def test_inherited_socket_shared(self) -> None:
+        """Two workers answer on a listening socket systemd passed to the supervisor."""
+        if target_is_moto():
+            raise SkipTest("worker processes are the gateway's, not moto's")
+        root = tempfile.mkdtemp(prefix="lambgw-e2e-")
+        self.addCleanup(shutil.rmtree, root, True)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        port = sock.getsockname()[1]
+        argv = [
+            *(*TWISTD, "-n", "--pidfile=", "lambgw", "--home", root, "--account", ACCOUNT),
+            *("--gateway.address", f"127.0.0.1:{free_port()}", "--admin-listen", ""),
+            *("--listen", "systemd:domain=INET:index=0", "--workers", "2"),
+        ]
+        # As systemd does: the socket is fd 3 and LISTEN_PID is the supervisor's own pid.
+        environment = "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=s3"
+        script = f'export {environment}; exec "$@" 3<&{sock.fileno()}'
+        log_path = os.path.join(root, "gateway.log")
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                ["bash", "-c", script, "bash", *argv],
+                pass_fds=[sock.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+                env=_environment(),
+            )
+        self.addCleanup(lambda: (process.terminate(), process.wait(WAIT)))
+        sock.close()
+
+        def output() -> str:
+            with open(log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+
+        wait_for(lambda: output().count("S3 API on") == 2, "two workers serving", output)
+        for _ in range(6):
+            buckets = tls_client(f"http://127.0.0.1:{port}").list_buckets()["Buckets"]
+            self.assertEqual(len(buckets), 1)

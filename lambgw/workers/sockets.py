@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from attrs import frozen
@@ -169,7 +169,7 @@ def inherited_endpoints(
     return endpoint
 
 
-def inherited_fds(environ: dict[str, str] | os._Environ[str]) -> list[int]:
+def inherited_fds(environ: Mapping[str, str]) -> list[int]:
     """The descriptors a worker inherited, from its environment."""
     return [int(fd) for fd in environ.get(FDS_ENV, "").split(",") if fd]
 
