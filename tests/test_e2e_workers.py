@@ -242,6 +242,48 @@ class WorkersTests(SynchronousTestCase):
         self.assertEqual(order["used"], sum(o["Size"] for o in listed))
         self.assertEqual(client.list_multipart_uploads(Bucket=bucket).get("Uploads", []), [])
 
+    def test_multipart_upload_moves_between_workers(self) -> None:
+        """An upload begun and fed on one worker is listed, fed and completed on the other.
+
+        Each step runs while the other worker is stopped (SIGSTOP), so it cannot accept.
+        """
+        gateway = self.start()
+        pids, bucket = self.pids(gateway), gateway.order_id
+        first = os.urandom(5 * MiB)
+
+        def alone(number: int) -> Any:
+            os.kill(pids[3 - number], signal.SIGSTOP)
+            os.kill(pids[number], signal.SIGCONT)
+            return gateway.s3_client()
+
+        self.addCleanup(lambda: [os.kill(pid, signal.SIGCONT) for pid in pids.values()])
+        client = alone(1)
+        upload = client.create_multipart_upload(Bucket=bucket, Key="moved")["UploadId"]
+        one = client.upload_part(
+            Bucket=bucket, Key="moved", UploadId=upload, PartNumber=1, Body=first
+        )["ETag"]
+        client.close()
+        client = alone(2)
+        listed = client.list_parts(Bucket=bucket, Key="moved", UploadId=upload)["Parts"]
+        self.assertEqual([p["ETag"] for p in listed], [one])
+        two = client.upload_part(
+            Bucket=bucket, Key="moved", UploadId=upload, PartNumber=2, Body=b"end"
+        )["ETag"]
+        client.close()
+        client = alone(1)
+        parts = [{"PartNumber": 1, "ETag": one}, {"PartNumber": 2, "ETag": two}]
+        client.complete_multipart_upload(
+            Bucket=bucket, Key="moved", UploadId=upload, MultipartUpload={"Parts": parts}
+        )
+        client.close()
+        os.kill(pids[2], signal.SIGCONT)
+        body = gateway.s3_client().get_object(Bucket=bucket, Key="moved")["Body"].read()
+        self.assertEqual(hashlib.sha256(body).digest(), hashlib.sha256(first + b"end").digest())
+        output = gateway.output()
+        self.assertIn("[worker 2 lambgw.access#info]", output)
+        self.assertRegex(output, r"worker 2 lambgw.access#info\] \S+ \S+ \S+ ListParts")
+        self.assertRegex(output, r"worker 1 lambgw.access#info\] \S+ \S+ \S+ CompleteMultip")
+
     def test_tls_and_unix_listeners_shared(self) -> None:
         """An ssl: and a unix: listener are served by the workers, and outlive a killed one."""
         os.makedirs(self.home)
