@@ -6,9 +6,9 @@ one table: figure, gateway, moto, their ratio, and the target.  The client's own
 (the same client against a server that does nothing) is printed under the table.  With
 ``--lambnet``, the gateway also runs over a ``twistd lambnet`` node, and a second table puts
 its figures next to the embedded network's; with ``--workers N`` (or ``auto``), a table puts
-the figures of ``twistd lambgw --workers N`` next to one process's.  The gateway runs as in
-production, its access log in a file of its own (``--access-log``); moto_server logs each
-request to its output.
+the figures of ``twistd lambgw --workers N`` next to one process's (both run at once and are
+measured in alternate rounds).  The gateway runs as in production, its access log in a file
+of its own (``--access-log``); moto_server logs each request to its output.
 """
 
 from __future__ import annotations
@@ -434,6 +434,41 @@ def run_target(bench: Bench, factory: TargetFactory, name: str, groups: tuple[st
     return results
 
 
+def run_side_by_side(
+    bench: Bench, groups: tuple[str, ...], flags: tuple[str, ...]
+) -> tuple[Results, Results]:
+    """The gateway alone and with ``flags``, both running, measured in alternate rounds.
+
+    Taking turns round by round gives both the same share of whatever else the machine
+    is doing, which a run of one after the other does not.  Each figure is the median of
+    the rounds.
+    """
+    one_round = Bench(Sizes(**{**asdict(bench.sizes), "repeats": 1}))
+    rounds: tuple[list[Results], list[Results]] = ([], [])
+    with (
+        tempfile.TemporaryDirectory(prefix="s3bench-one-", ignore_cleanup_errors=True) as a,
+        tempfile.TemporaryDirectory(prefix="s3bench-many-", ignore_cleanup_errors=True) as b,
+        gateway_target(Path(a), "gateway") as one,
+        gateway_target(Path(b), "workers", flags) as many,
+    ):
+        for _ in range(bench.sizes.repeats):
+            for target, done in zip((one, many), rounds, strict=True):
+                results: Results = {}
+                for group in groups:
+                    results.update(MEASURES[group](one_round, target))
+                done.append(results)
+
+    def medians(runs: list[Results]) -> Results:
+        found: Results = {}
+        for key in runs[0]:
+            values = [v for r in runs if (v := r[key].value) is not None]
+            runs_text = "/".join(f"{v:.0f}" for v in values)
+            found[key] = Measurement(statistics.median(values) if values else None, runs_text)
+        return found
+
+    return medians(rounds[0]), medians(rounds[1])
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
@@ -565,7 +600,10 @@ def lambnet_report(bench: Bench, groups: tuple[str, ...], embedded: Results, ove
 def workers_report(bench: Bench, groups: tuple[str, ...], one: Results, many: Results) -> str:
     """Render the figures of the gateway with ``--workers`` next to one process's."""
     lines = comparison(bench, groups, ("1 worker", "workers"), one, many)
-    return "\n".join(["", "the gateway with --workers, against one process:", *lines])
+    for key, m in many.items():
+        lines.append(f"  {key}: rounds 1 worker {one[key].note}; workers {m.note}")
+    title = "the gateway with --workers against one process, both running, in alternate rounds:"
+    return "\n".join(["", title, *lines])
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -633,11 +671,8 @@ def main(argv: list[str] | None = None) -> int:
         print(lambnet_report(bench, groups, gateway, over))
     many: Results = {}
     if args.workers:
-        flags = ("--workers", args.workers)
-        many = run_target(
-            bench, lambda home: gateway_target(home, "workers", flags), "workers", groups
-        )
-        print(workers_report(bench, groups, gateway, many))
+        one, many = run_side_by_side(bench, groups, ("--workers", args.workers))
+        print(workers_report(bench, groups, one, many))
     print(f"\n({time.monotonic() - started:.0f} s; server-side figures; MB = 10^6 bytes)")
     if args.json:
         args.json.write_text(
