@@ -284,6 +284,24 @@ class WorkersTests(SynchronousTestCase):
         self.assertRegex(output, r"worker 2 lambgw.access#info\] \S+ \S+ \S+ ListParts")
         self.assertRegex(output, r"worker 1 lambgw.access#info\] \S+ \S+ \S+ CompleteMultip")
 
+    def test_workers_stop_when_the_supervisor_dies(self) -> None:
+        """After ``kill -9`` of the supervisor its workers stop themselves; the port closes."""
+        gateway = self.start()
+        workers = list(self.pids(gateway).values())
+        os.kill(gateway._process.pid, signal.SIGKILL)
+        gateway._process.wait(WAIT)
+
+        def gone(pid: int) -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        wait_for(lambda: all(gone(pid) for pid in workers), "the workers to stop")
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", gateway.port), timeout=5).close()
+
     def test_tls_and_unix_listeners_shared(self) -> None:
         """An ssl: and a unix: listener are served by the workers, and outlive a killed one."""
         os.makedirs(self.home)
