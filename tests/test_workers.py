@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from twisted.internet import error
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, eventAsJSON
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lambgw.config import MAX_WORKERS, ConfigError, cores, load
 from lambgw.workers.admin import MetricTotals, merge, parse_exposition
 from lambgw.workers.logs import LogRelay
-from lambgw.workers.supervisor import describe_end, restart_delays
+from lambgw.workers.supervisor import STARTED_KEY, WorkerProcess, describe_end, restart_delays
 
 WORKER_1 = """\
 # HELP lambgw_requests S3 requests answered.
@@ -158,6 +159,47 @@ class SupervisionTests(SynchronousTestCase):
         self.assertEqual(describe_end(killed), "was killed by signal 9")
         self.assertEqual(describe_end(failed), "exited with status 1")
         self.assertEqual(describe_end(done), "exited with status 0")
+
+
+class FakeSupervisor:
+    """What a worker's process protocol reports to."""
+
+    def __init__(self) -> None:
+        self.reactor = Clock()
+        self.events: list[dict[str, Any]] = []
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+class FakeTransport:
+    """A process transport that records the signals sent."""
+
+    pid = 4711
+
+    def __init__(self) -> None:
+        self.signals: list[str] = []
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+
+class WorkerProcessTests(SynchronousTestCase):
+    """A worker as the supervisor sees it."""
+
+    def test_reload_waits_until_started(self) -> None:
+        """A reload asked while the worker starts is sent once it says it has started."""
+        supervisor = FakeSupervisor()
+        worker = WorkerProcess(supervisor, 1, "")  # type: ignore[arg-type]
+        transport = FakeTransport()
+        worker.makeConnection(transport)  # type: ignore[arg-type]
+        worker.reload()
+        self.assertEqual(transport.signals, [])
+        worker.outReceived(record(log_format="Worker started", **{STARTED_KEY: True}))
+        self.assertEqual(transport.signals, ["HUP"])
+        worker.reload()
+        self.assertEqual(transport.signals, ["HUP", "HUP"])
+        self.assertEqual(supervisor.events[0]["log_system"], "worker 1 lambgw.tap#info")
 
 
 class WorkersConfigTests(SynchronousTestCase):
