@@ -5,8 +5,10 @@ on loopback in a temporary directory, measures every figure on it, stops it, and
 one table: figure, gateway, moto, their ratio, and the target.  The client's own ceiling
 (the same client against a server that does nothing) is printed under the table.  With
 ``--lambnet``, the gateway also runs over a ``twistd lambnet`` node, and a second table puts
-its figures next to the embedded network's.  The gateway runs as in production, its access
-log in a file of its own (``--access-log``); moto_server logs each request to its output.
+its figures next to the embedded network's; with ``--workers N`` (or ``auto``), a table puts
+the figures of ``twistd lambgw --workers N`` next to one process's (both run at once and are
+measured in alternate rounds).  The gateway runs as in production, its access log in a file
+of its own (``--access-log``); moto_server logs each request to its output.
 """
 
 from __future__ import annotations
@@ -432,6 +434,41 @@ def run_target(bench: Bench, factory: TargetFactory, name: str, groups: tuple[st
     return results
 
 
+def run_side_by_side(
+    bench: Bench, groups: tuple[str, ...], flags: tuple[str, ...]
+) -> tuple[Results, Results]:
+    """The gateway alone and with ``flags``, both running, measured in alternate rounds.
+
+    Taking turns round by round gives both the same share of whatever else the machine
+    is doing, which a run of one after the other does not.  Each figure is the median of
+    the rounds.
+    """
+    one_round = Bench(Sizes(**{**asdict(bench.sizes), "repeats": 1}))
+    rounds: tuple[list[Results], list[Results]] = ([], [])
+    with (
+        tempfile.TemporaryDirectory(prefix="s3bench-one-", ignore_cleanup_errors=True) as a,
+        tempfile.TemporaryDirectory(prefix="s3bench-many-", ignore_cleanup_errors=True) as b,
+        gateway_target(Path(a), "gateway") as one,
+        gateway_target(Path(b), "workers", flags) as many,
+    ):
+        for _ in range(bench.sizes.repeats):
+            for target, done in zip((one, many), rounds, strict=True):
+                results: Results = {}
+                for group in groups:
+                    results.update(MEASURES[group](one_round, target))
+                done.append(results)
+
+    def medians(runs: list[Results]) -> Results:
+        found: Results = {}
+        for key in runs[0]:
+            values = [v for r in runs if (v := r[key].value) is not None]
+            runs_text = "/".join(f"{v:.0f}" for v in values)
+            found[key] = Measurement(statistics.median(values) if values else None, runs_text)
+        return found
+
+    return medians(rounds[0]), medians(rounds[1])
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
@@ -514,22 +551,28 @@ def report(
 LAMBNET_GOAL = 0.7
 
 
-def lambnet_report(bench: Bench, groups: tuple[str, ...], embedded: Results, over: Results) -> str:
-    """Render the figures of the gateway over lambnet next to the embedded network's."""
-    header = ("figure", "unit", "embedded", "lambnet", "ratio")
+def comparison(
+    bench: Bench,
+    groups: tuple[str, ...],
+    names: tuple[str, str],
+    base: Results,
+    other: Results,
+) -> list[str]:
+    """The lines of a table putting the figures of ``other`` next to those of ``base``."""
+    header = ("figure", "unit", *names, "ratio")
     rows: list[tuple[str, ...]] = []
     for figure in FIGURES:
         if figure.group not in groups:
             continue
-        ours, theirs = embedded.get(figure.key), over.get(figure.key)
+        ours, theirs = base.get(figure.key), other.get(figure.key)
         value = theirs.value if theirs else None
-        base = ours.value if ours else None
-        ratio = value / base if value is not None and base else None
+        reference = ours.value if ours else None
+        ratio = value / reference if value is not None and reference else None
         rows.append(
             (
                 bench.label(figure),
                 figure.unit,
-                _fmt(base),
+                _fmt(reference),
                 _fmt(value),
                 "-" if ratio is None else f"{ratio:.2f}",
             )
@@ -543,9 +586,24 @@ def lambnet_report(bench: Bench, groups: tuple[str, ...], embedded: Results, ove
         for row in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def lambnet_report(bench: Bench, groups: tuple[str, ...], embedded: Results, over: Results) -> str:
+    """Render the figures of the gateway over lambnet next to the embedded network's."""
+    lines = comparison(bench, groups, ("embedded", "lambnet"), embedded, over)
     goal = f"{LAMBNET_GOAL:.0%}"
     lines.append(f"(throughput over lambnet should be at least {goal} of the embedded figures)")
     return "\n".join(["", "the gateway over a lambnet node, against the embedded network:", *lines])
+
+
+def workers_report(bench: Bench, groups: tuple[str, ...], one: Results, many: Results) -> str:
+    """Render the figures of the gateway with ``--workers`` next to one process's."""
+    lines = comparison(bench, groups, ("1 worker", "workers"), one, many)
+    for key, m in many.items():
+        lines.append(f"  {key}: rounds 1 worker {one[key].note}; workers {m.note}")
+    title = "the gateway with --workers against one process, both running, in alternate rounds:"
+    return "\n".join(["", title, *lines])
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -574,6 +632,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--lambnet",
         action="store_true",
         help="also run the gateway over a lambnet node and compare it with the embedded network",
+    )
+    parser.add_argument(
+        "--workers",
+        metavar="N",
+        help='also run the gateway with --workers N (a number or "auto") and compare it '
+        "with one process",
     )
     parser.add_argument(
         "--fill-budget",
@@ -605,6 +669,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.lambnet:
         over = run_target(bench, lambda home: lambnet_target(home, "lambnet"), "lambnet", groups)
         print(lambnet_report(bench, groups, gateway, over))
+    many: Results = {}
+    if args.workers:
+        one, many = run_side_by_side(bench, groups, ("--workers", args.workers))
+        print(workers_report(bench, groups, one, many))
     print(f"\n({time.monotonic() - started:.0f} s; server-side figures; MB = 10^6 bytes)")
     if args.json:
         args.json.write_text(
@@ -616,13 +684,20 @@ def main(argv: list[str] | None = None) -> int:
                     "figures": data,
                     "ceiling": {k: asdict(m) for k, m in ceiling.items()},
                     "lambnet": {k: asdict(m) for k, m in over.items()},
+                    "workers": {k: asdict(m) for k, m in many.items()},
                 },
                 indent=2,
             )
         )
     broken = [
         m
-        for m in [*gateway.values(), *moto.values(), *ceiling.values(), *over.values()]
+        for m in [
+            *gateway.values(),
+            *moto.values(),
+            *ceiling.values(),
+            *over.values(),
+            *many.values(),
+        ]
         if m.value is None and m.note.startswith(("failed", "did not start"))
     ]
     return 1 if broken else 0

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -208,8 +208,10 @@ def access_log_flags(home: Path) -> tuple[str, str]:
 
 
 @contextmanager
-def gateway_target(home: Path, name: str = "gateway") -> Iterator[Target]:
-    """Run the lambgw twistd plugin in a fresh home on loopback."""
+def gateway_target(
+    home: Path, name: str = "gateway", flags: Sequence[str] = ()
+) -> Iterator[Target]:
+    """Run the lambgw twistd plugin in a fresh home on loopback, with extra ``flags``."""
     port = free_port()
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
@@ -230,6 +232,7 @@ def gateway_target(home: Path, name: str = "gateway") -> Iterator[Target]:
             "--admin-listen",
             "tcp:0:interface=127.0.0.1",
             *access_log_flags(home),
+            *flags,
         ),
         port,
         home / "gateway.log",

@@ -34,6 +34,9 @@ DEFAULT_SECRET_KEY = "secretkey"  # noqa: S105 - documented default for a loopba
 
 _ORDER_ID = re.compile(r"[0-9A-F]{40}")
 
+#: The most gateway processes ``--workers`` may start.
+MAX_WORKERS = 256
+
 #: The least and the most ``[broker] timeout`` may be, in seconds.
 NETWORK_TIMEOUT_RANGE = (1.0, 3600.0)
 
@@ -52,6 +55,7 @@ KNOWN_KEYS: Mapping[str, frozenset[str]] = {
             "header_timeout",
             "min_body_rate",
             "max_connections",
+            "workers",
         }
     ),
     "broker": frozenset(
@@ -107,6 +111,8 @@ class Config:
     network_timeout: float = SILENCE_TIMEOUT
     #: The bounds on the S3 API's connections: head time, body pace, how many.
     limits: ConnectionLimits = field(factory=ConnectionLimits)
+    #: How many gateway processes share the S3 listeners (1: this process serves alone).
+    workers: int = 1
 
     @property
     def address(self) -> str:
@@ -258,6 +264,29 @@ def _number(
     return _in_range(table[key], bounds, where)
 
 
+def cores() -> int:
+    """The cores this process may run on (what ``workers = "auto"`` starts)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _workers(options: Mapping[str, Any], data: Mapping[str, Any], path: str, text: str) -> int:
+    """``--workers`` or ``[gateway] workers``: a count, or ``auto`` for one per core."""
+    value = options.get("workers")
+    where = "--workers"
+    if value is None:
+        value = data.get("gateway", {}).get("workers", 1)
+        line = _key_line(text, "gateway", "workers")
+        where = f"{path}: line {line}: [gateway] workers" if line else f"{path}: [gateway] workers"
+    if value == "auto":
+        return min(cores(), MAX_WORKERS)
+    expected = f'expected "auto" or a number of processes from 1 to {MAX_WORKERS}'
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise ConfigError(f"{where}: {expected}, got {value!r}")
+    return value
+
+
 def _users(data: Mapping[str, Any], path: str) -> list[User]:
     """The ``[[gateway.users]]`` tables: an access key, its secret key and its account."""
     tables = data.get("gateway", {}).get("users", [])
@@ -392,4 +421,5 @@ def load(options: Mapping[str, Any]) -> Config:
             int(_number(options, data, path, text, "gateway", "min_body_rate")),
             int(_number(options, data, path, text, "gateway", "max_connections")),
         ),
+        workers=_workers(options, data, path, text),
     )

@@ -24,7 +24,7 @@ from twisted.internet.defer import (
     inlineCallbacks,
     maybeDeferred,
 )
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python import usage
@@ -50,6 +50,7 @@ from lambgw.s3.front import Front
 from lambgw.s3.multipart import MultipartAPI
 from lambgw.s3.request import S3Request, S3Site
 from lambgw.users import Accounts
+from lambgw.workers.launch import workers_service
 
 log = Logger()
 T = TypeVar("T")
@@ -204,6 +205,13 @@ class GatewayOptions(usage.Options):
             "endpoint description; empty: nowhere).",
         ],
         [
+            "workers",
+            None,
+            None,
+            'Gateway processes sharing the S3 listeners: a number, or "auto" for one per '
+            "core (default 1: this process serves alone).",
+        ],
+        [
             "shutdown-grace",
             None,
             DEFAULT_SHUTDOWN_GRACE,
@@ -219,6 +227,11 @@ class GatewayOptions(usage.Options):
         super().__init__()
         self["listen"] = []
         self["domain"] = []
+
+    def parseOptions(self, options: Any = None) -> None:
+        """Parse, keeping the arguments: workers are started with the same ones."""
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_listen(self, description: str) -> None:
         """Also serve the S3 API on a Twisted endpoint (tcp:, ssl:, systemd:, ...); repeatable."""
@@ -323,6 +336,7 @@ class GatewayService(service.MultiService):
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         reload_config: Callable[[], Config] | None = None,
         access_log_file: str = "",
+        endpoint_for: Callable[[Any, str], IStreamServerEndpoint] = server_endpoint,
     ) -> None:
         super().__init__()
         self.config = config
@@ -411,7 +425,7 @@ class GatewayService(service.MultiService):
         self.listeners = []
         for description in listen_descriptions(config):
             try:
-                endpoint = server_endpoint(reactor, description)
+                endpoint = endpoint_for(reactor, description)
             except ValueError as e:
                 raise SystemExit(f"lambgw: {e}") from None
             listener = StreamServerEndpointService(endpoint, self.site)
@@ -654,11 +668,25 @@ def exit_with_status(gateway: GatewayService) -> None:
 
 
 def make_service(options: GatewayOptions) -> service.IService:
-    """Build the gateway service from parsed options (used by the twistd plugins)."""
+    """Build the gateway service from parsed options (used by the twistd plugins).
+
+    With ``--workers`` above 1 that is a supervisor of worker gateways; in a worker (started
+    by one), a gateway serving the listeners it inherited.
+    """
     from twisted.internet import defer, reactor
 
     if options.config.debug:
         defer.setDebugging(True)
+    supervised = workers_service(options, reactor, gateway_service)
+    return supervised if supervised is not None else gateway_service(options, reactor)
+
+
+def gateway_service(
+    options: GatewayOptions,
+    reactor: Any,
+    endpoint_for: Callable[[Any, str], IStreamServerEndpoint] = server_endpoint,
+) -> GatewayService:
+    """The gateway of the parsed ``options``, listening where ``endpoint_for`` says."""
     gateway = GatewayService(
         options.config,
         options.single_order,
@@ -669,6 +697,7 @@ def make_service(options: GatewayOptions) -> service.IService:
         options["shutdown-grace"],
         reload_config=lambda: load_for_mode(options, options.single_order),
         access_log_file=options["access-log"],
+        endpoint_for=endpoint_for,
     )
     atexit.register(exit_with_status, gateway)
     return gateway
