@@ -27,10 +27,9 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
 
-from lambgw.lambnet import wire
 from lambgw.lambnet.incoming import NodeRequest, sweep_incoming
 from lambgw.lambnet.keys import PublicKeys
-from lambgw.network import signing
+from lambgw.network import signing, wire
 from lambgw.network.errors import NetworkError
 from lambgw.network.files import FileRangeBody
 from lambgw.network.interface import IObjectBody

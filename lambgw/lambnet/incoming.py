@@ -24,8 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.web.server import Request
 
-from lambgw.lambnet import wire
-from lambgw.network import signing
+from lambgw.network import signing, wire
 from lambgw.network.interface import Segment
 
 #: Bodies up to this size are kept in memory; larger ones go to a file.

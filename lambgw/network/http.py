@@ -42,8 +42,7 @@ from twisted.web.client import (
 from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import implementer
 
-from lambgw.lambnet import wire
-from lambgw.network import signing
+from lambgw.network import signing, wire
 from lambgw.network.errors import NetworkError, NetworkUnavailable
 from lambgw.network.httpbody import (
     HTTPObjectBody,
