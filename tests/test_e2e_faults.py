@@ -75,7 +75,7 @@ def prepared_home(home: str) -> str:
 
 def order_used(home: str, node_port: int, order_id: str) -> int:
     """The bytes ``order_id`` holds, asked of the node with a request signed by demo."""
-    target = f"/v1/accounts/{ACCOUNT}/orders/{order_id}"
+    target = f"/v2/accounts/{ACCOUNT}/orders/{order_id}"
     key = read_private_key(private_key_path(home, ACCOUNT))
     headers = signing.sign(key, ACCOUNT, "GET", target, "", signing.EMPTY_SHA256, int(time.time()))
     connection = http.client.HTTPConnection("127.0.0.1", node_port, timeout=PATIENCE)

@@ -380,7 +380,7 @@ class SecurityTests(LambnetCase):
 
     def object_target(self, path: str, account: str = ACCOUNT) -> str:
         """The target of an object of the order."""
-        return f"/v1/accounts/{account}/orders/{self.order_id}/object?path={quote(path, safe='')}"
+        return f"/v2/accounts/{account}/orders/{self.order_id}/object?path={quote(path, safe='')}"
 
     def put_headers(self, body: bytes) -> dict[str, str]:
         """The object description of a PUT of ``body``."""
@@ -410,7 +410,7 @@ class SecurityTests(LambnetCase):
 
     def test_unsigned_refused(self) -> None:
         """A request without a signature is refused with 401."""
-        status, answer = self.send("GET", f"/v1/accounts/{ACCOUNT}/orders")
+        status, answer = self.send("GET", f"/v2/accounts/{ACCOUNT}/orders")
         self.assertEqual((status, answer["code"]), (401, "Unauthorized"))
 
     def test_other_account_refused(self) -> None:
@@ -437,7 +437,7 @@ class SecurityTests(LambnetCase):
 
     def test_forged_signature_refused(self) -> None:
         """A request claiming to be demo's but signed with another key is refused."""
-        target = f"/v1/accounts/{ACCOUNT}/orders"
+        target = f"/v2/accounts/{ACCOUNT}/orders"
         headers = self.signed("GET", target, key=signing.generate_key())
         status, answer = self.send("GET", target, headers=headers)
         self.assertEqual((status, answer["code"]), (401, "Unauthorized"))
@@ -478,7 +478,7 @@ class SecurityTests(LambnetCase):
 
     def test_replay_refused(self) -> None:
         """The same signed request sent twice is refused the second time."""
-        target = f"/v1/accounts/{ACCOUNT}/orders"
+        target = f"/v2/accounts/{ACCOUNT}/orders"
         headers = self.signed("GET", target)
         self.assertEqual(self.send("GET", target, headers=headers)[0], 200)
         status, answer = self.send("GET", target, headers=headers)
@@ -487,7 +487,7 @@ class SecurityTests(LambnetCase):
 
     def test_old_date_refused(self) -> None:
         """A request dated beyond the allowed skew is refused."""
-        target = f"/v1/accounts/{ACCOUNT}/orders"
+        target = f"/v2/accounts/{ACCOUNT}/orders"
         headers = signing.sign(
             self.account_key,
             ACCOUNT,
@@ -503,9 +503,9 @@ class SecurityTests(LambnetCase):
     def test_path_escape_refused(self) -> None:
         """Dot segments that would leave the order or the account are refused."""
         for target in [
-            f"/v1/accounts/{ACCOUNT}/orders/{self.order_id}/../../../accounts/eve/orders",
-            f"/v1/accounts/{ACCOUNT}/orders/./{self.order_id}",
-            f"/v1/accounts/..%2F{ACCOUNT}/orders",
+            f"/v2/accounts/{ACCOUNT}/orders/{self.order_id}/../../../accounts/eve/orders",
+            f"/v2/accounts/{ACCOUNT}/orders/./{self.order_id}",
+            f"/v2/accounts/..%2F{ACCOUNT}/orders",
         ]:
             headers = self.signed("GET", target)
             status, _ = self.send("GET", target, headers=headers)
@@ -518,7 +518,7 @@ class SecurityTests(LambnetCase):
         headers = {**self.signed("PUT", target, body), **self.put_headers(body)}
         self.assertEqual(self.send("PUT", target, body, headers)[0], 201)
         self.assertFalse(os.path.exists(os.path.join(self.home, "etc", "passwd")))
-        target = f"/v1/accounts/{ACCOUNT}/orders/{self.order_id}/list?prefix=..%2F"
+        target = f"/v2/accounts/{ACCOUNT}/orders/{self.order_id}/list?prefix=..%2F"
         _, page = self.send("GET", target, headers=self.signed("GET", target))
         self.assertEqual([o["path"] for o in page["objects"]], ["../../etc/passwd"])
 

@@ -462,7 +462,7 @@ class NodeSpoolTests(SynchronousTestCase):
         spooled: list[object] = []
         self.patch(tempfile, "mkstemp", lambda *a, **kw: spooled.append(a))
         target = (
-            f"http://node.example:9100/v1/accounts/demo/orders/{h.order.order_id}/object?path=k"
+            f"http://node.example:9100/v2/accounts/demo/orders/{h.order.order_id}/object?path=k"
         )
         size = MEMORY_BODY + 1
         body = SegmentsProducer([Segment("", size, b"x" * size)], h.cooperator)

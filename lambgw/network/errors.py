@@ -37,3 +37,27 @@ class InvalidPath(NetworkError):
 
 class NetworkUnavailable(NetworkError):
     """The network could not be reached or did not answer in time."""
+
+
+class NoSuchUpload(NetworkError):
+    """The multipart upload does not exist (aborted, completed, expired, or another's)."""
+
+
+class UploadExists(NetworkError):
+    """An upload with that id exists already."""
+
+
+class InvalidPart(NetworkError):
+    """A part named by a completion is not stored, or its ETag or checksum differs."""
+
+
+class InvalidPartOrder(NetworkError):
+    """A completion's parts are not in ascending order of part number."""
+
+
+class EntityTooSmall(NetworkError):
+    """A part other than the last of a completion is below the minimum part size."""
+
+
+class BadDigest(NetworkError):
+    """A checksum given with a completion does not match the parts'."""

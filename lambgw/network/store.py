@@ -4,8 +4,10 @@ One directory holds ``index.sqlite3`` and the object bytes under ``objects/``.  
 are named by random ids (``objects/ab/ab12...``), never by the object's path, so no path can
 reach outside the directory or collide with another.  An object is the concatenation of its
 segment files; the spooled files of an upload are moved in as they are (a rename, not a
-copy).  Object files are never modified in place: an overwrite writes new files, commits
-the index row, then unlinks the old files, so a reader that opened them keeps reading.
+copy).  Multipart uploads (:mod:`lambgw.network.uploads`) keep each part in a file of its
+own, and a completed upload's object is made of those files.  Object files are never
+modified in place: an overwrite writes new files, commits the index row, then unlinks the
+old files, so a reader that opened them keeps reading.
 
 Several threads and several processes may use one store at once: each thread has its own
 SQLite connection (WAL mode, busy timeout) and every write is one ``BEGIN IMMEDIATE``
@@ -84,6 +86,27 @@ CREATE TABLE IF NOT EXISTS objects (
     files TEXT NOT NULL,
     PRIMARY KEY (order_id, path)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,
+    order_id TEXT NOT NULL,
+    path BLOB NOT NULL,
+    created REAL NOT NULL,
+    last_active REAL NOT NULL,
+    described TEXT NOT NULL,
+    completed TEXT
+);
+CREATE INDEX IF NOT EXISTS uploads_by_path ON uploads (order_id, path, created);
+CREATE INDEX IF NOT EXISTS uploads_by_age ON uploads (last_active);
+CREATE TABLE IF NOT EXISTS parts (
+    upload_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    last_modified REAL NOT NULL,
+    checksums TEXT NOT NULL,
+    file_id TEXT NOT NULL,
+    PRIMARY KEY (upload_id, number)
+) WITHOUT ROWID;
 """
 
 _ORDER_COLUMNS = "order_id, account, capacity, used, created, expires, status"
@@ -130,6 +153,30 @@ def _dump(value: Mapping[str, str] | Sequence[Any]) -> str:
     if not value:
         return "{}" if isinstance(value, Mapping) else "[]"
     return json.dumps(dict(value) if isinstance(value, Mapping) else list(value), sort_keys=True)
+
+
+def write_object_row(
+    db: sqlite3.Connection, raw: bytes, info: ObjectInfo, files: Sequence[tuple[str, int]]
+) -> None:
+    """Insert (or replace) the index row of the object ``info``, made of ``files``."""
+    db.execute(
+        f"INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            info.order_id,
+            raw,
+            info.size,
+            info.etag,
+            info.last_modified,
+            info.content_type,
+            _dump(info.metadata),
+            _dump(info.headers),
+            _dump(info.checksums),
+            info.checksum_type,
+            _dump(info.part_sizes),
+            json.dumps(list(files)),
+        ),
+    )
 
 
 class Store:
@@ -437,24 +484,7 @@ class Store:
                     f"the order {order.order_id} has {order.free} bytes free,"
                     f" {info.size} are needed"
                 )
-            db.execute(
-                f"INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    info.order_id,
-                    raw,
-                    info.size,
-                    info.etag,
-                    info.last_modified,
-                    info.content_type,
-                    _dump(info.metadata),
-                    _dump(info.headers),
-                    _dump(info.checksums),
-                    info.checksum_type,
-                    _dump(info.part_sizes),
-                    json.dumps(files),
-                ),
-            )
+            write_object_row(db, raw, info, files)
             db.execute("UPDATE orders SET used = ? WHERE order_id = ?", (used, order.order_id))
         return [file_id for file_id, _ in json.loads(old[1])] if old else []
 
@@ -607,6 +637,7 @@ class Store:
                 for (files,) in db.execute("SELECT files FROM objects")
                 for file_id, _ in json.loads(files)
             }
+            referenced.update(file_id for (file_id,) in db.execute("SELECT file_id FROM parts"))
         orphans = [name for name in candidates if name not in referenced]
         self._remove(orphans)
         return len(orphans)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from attrs import define
@@ -12,14 +12,19 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lambgw.network.interface import (
+    CompletedPart,
     INetwork,
     IObjectBody,
     IUpload,
     ListPage,
+    MultipartUpload,
     NewObject,
     ObjectInfo,
     Order,
+    PartInfo,
+    PartsPage,
     Segment,
+    UploadsPage,
 )
 from lambgw.observe.metrics import GatewayMetrics
 
@@ -130,6 +135,100 @@ class TimedNetwork:
             "list_objects",
             lambda: self.network.list_objects(
                 account, order_id, prefix, delimiter, marker, max_keys
+            ),
+        )
+
+    def create_upload(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        described: NewObject,
+        checksum_algorithm: str = "",
+        upload_id: str = "",
+    ) -> Deferred[MultipartUpload]:
+        """Open a multipart upload."""
+        return self._timed(
+            "create_upload",
+            lambda: self.network.create_upload(
+                account, order_id, path, described, checksum_algorithm, upload_id
+            ),
+        )
+
+    def upload_part(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        number: int,
+        segment: Segment,
+        etag: str,
+        checksums: Mapping[str, str],
+    ) -> Deferred[PartInfo]:
+        """Store a part."""
+        return self._timed(
+            "upload_part",
+            lambda: self.network.upload_part(
+                account, order_id, path, upload_id, number, segment, etag, checksums
+            ),
+        )
+
+    def list_uploads(
+        self,
+        account: str,
+        order_id: str,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        max_uploads: int = 1000,
+    ) -> Deferred[UploadsPage]:
+        """List open uploads."""
+        return self._timed(
+            "list_uploads",
+            lambda: self.network.list_uploads(
+                account, order_id, prefix, delimiter, key_marker, upload_id_marker, max_uploads
+            ),
+        )
+
+    def list_parts(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        marker: int = 0,
+        max_parts: int = 1000,
+    ) -> Deferred[PartsPage]:
+        """List an upload's parts."""
+        return self._timed(
+            "list_parts",
+            lambda: self.network.list_parts(account, order_id, path, upload_id, marker, max_parts),
+        )
+
+    def abort_upload(
+        self, account: str, order_id: str, path: str, upload_id: str
+    ) -> Deferred[None]:
+        """Abort an upload."""
+        return self._timed(
+            "abort_upload", lambda: self.network.abort_upload(account, order_id, path, upload_id)
+        )
+
+    def complete_upload(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart],
+        full_checksum: str | None = None,
+    ) -> Deferred[ObjectInfo]:
+        """Complete an upload."""
+        return self._timed(
+            "complete_upload",
+            lambda: self.network.complete_upload(
+                account, order_id, path, upload_id, parts, full_checksum
             ),
         )
 
