@@ -269,7 +269,7 @@ class StoredUploadsTests(SynchronousTestCase):
         self.assertRaises(
             BadDigest,
             self.uploads.complete,
-            *("demo", self.order, "a/key", upload_id, self.named((1, b"x")), "AAAAAA=="),
+            *("demo", self.order, "a/key", upload_id, self.named((1, b"x")), {"crc32": "AAAAAA=="}),
         )
 
     def test_racing_completions_charge_once(self) -> None:

@@ -468,9 +468,9 @@ class Node:
         self._authenticate(request, account)
         path = self._path(request)
         data = self._json_body(request, MAX_COMPLETION_BODY)
-        parts, checksum = wire.completion_from_json(data)
+        parts, checksums = wire.completion_from_json(data)
         info = await self._call(
-            self.uploads.complete, account, order_id, path, upload_id, parts, checksum
+            self.uploads.complete, account, order_id, path, upload_id, parts, checksums
         )
         return _json(request, wire.info_to_json(info))
 

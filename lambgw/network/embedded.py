@@ -256,11 +256,11 @@ class EmbeddedNetwork:
         path: str,
         upload_id: str,
         parts: Sequence[CompletedPart],
-        full_checksum: str | None = None,
+        checksums: Mapping[str, str] | None = None,
     ) -> Deferred[ObjectInfo]:
         """Make the object of the named parts, by reference to their files."""
         return self._call(
-            self._uploads.complete, account, order_id, path, upload_id, parts, full_checksum
+            self._uploads.complete, account, order_id, path, upload_id, parts, checksums
         )
 
     def expire_uploads(self) -> Deferred[int]:

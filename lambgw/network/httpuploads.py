@@ -200,7 +200,7 @@ class MultipartOverHTTP:
         path: str,
         upload_id: str,
         parts: Sequence[CompletedPart],
-        full_checksum: str | None = None,
+        checksums: Mapping[str, str] | None = None,
     ) -> Deferred[ObjectInfo]:
         """Ask the node to make the object of the named parts."""
 
@@ -208,7 +208,7 @@ class MultipartOverHTTP:
             self._check_account(account)
             rest = _upload_path(order_id, upload_id, "/complete")
             target = self._url(account, rest, {"path": path})
-            answer = await _post_json(self, target, wire.completion_to_json(parts, full_checksum))
+            answer = await _post_json(self, target, wire.completion_to_json(parts, checksums or {}))
             return wire.info_from_json(answer)
 
         return Deferred.fromCoroutine(run())

@@ -358,15 +358,16 @@ class INetwork(Interface):
         path: str,
         upload_id: str,
         parts: Sequence[CompletedPart],
-        full_checksum: str | None = None,
+        checksums: Mapping[str, str] | None = None,
     ) -> Deferred[ObjectInfo]:
         """Make the object at ``path`` of the named parts, atomically, by reference.
 
         No byte is copied: the object is its parts' files.  The parts not named are
         removed; the object's size is what stays charged.  Fails with ``InvalidPart``,
         ``InvalidPartOrder`` or ``EntityTooSmall`` (the upload stays open) if the list is
-        wrong, ``BadDigest`` if ``full_checksum`` (a full-object checksum the client
-        gave) differs.  A completion repeated with the same part list answers the same
+        wrong, ``BadDigest`` if the upload's full-object checksum is among
+        ``checksums`` (the whole object's checksums the client gave, by algorithm) and
+        differs.  A completion repeated with the same part list answers the same
         object again (for as long as the network keeps uploads); a different list fails
         with ``NoSuchUpload``.
         """

@@ -312,7 +312,7 @@ class StoredUploads:
         path: str,
         upload_id: str,
         parts: Sequence[CompletedPart],
-        full_checksum: str | None = None,
+        checksums: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         """Make the object at ``path`` of the named parts' files, in one transaction."""
         store = self._store
@@ -347,7 +347,9 @@ class StoredUploads:
             described = json.loads(row[0])
             algorithm = described["checksum_algorithm"]
             checksum = final_checksum(algorithm, described["checksum_type"], chosen)
-            if full_checksum is not None and checksum is not None and full_checksum != checksum:
+            given = (checksums or {}).get(algorithm)
+            full = described["checksum_type"] == "FULL_OBJECT"
+            if full and given is not None and checksum is not None and given != checksum:
                 raise BadDigest(
                     f"The {algorithm.upper()} you specified did not match the calculated checksum."
                 )

@@ -367,25 +367,25 @@ def parts_page_from_json(data: Mapping[str, Any]) -> PartsPage:
     )
 
 
-def completion_to_json(parts: Sequence[CompletedPart], full_checksum: str | None) -> bytes:
-    """Return the body of a completion: the named parts and the full-object checksum."""
+def completion_to_json(parts: Sequence[CompletedPart], checksums: Mapping[str, str]) -> bytes:
+    """Return the body of a completion: the named parts and the whole object's checksums."""
     named = [{"number": p.number, "etag": p.etag, "checksums": dict(p.checksums)} for p in parts]
-    return json.dumps({"parts": named, "full_checksum": full_checksum}).encode("utf-8")
+    return json.dumps({"parts": named, "checksums": dict(checksums)}).encode("utf-8")
 
 
-def completion_from_json(data: Any) -> tuple[list[CompletedPart], str | None]:
-    """Return the named parts and checksum of a completion; ``ProtocolError`` if malformed."""
+def completion_from_json(data: Any) -> tuple[list[CompletedPart], dict[str, str]]:
+    """Return the named parts and checksums of a completion; ``ProtocolError`` if malformed."""
     try:
         parts = [
             CompletedPart(int(p["number"]), str(p["etag"]), _strings(p["checksums"]))
             for p in data["parts"]
         ]
-        checksum = data["full_checksum"]
+        checksums = _strings(data["checksums"])
     except (ValueError, KeyError, TypeError) as e:
         raise ProtocolError(400, "BadRequest", f"malformed completion: {e}") from None
     if len(parts) > MAX_PARTS:
         raise ProtocolError(400, "BadRequest", f"more than {MAX_PARTS} parts")
-    return parts, None if checksum is None else str(checksum)
+    return parts, checksums
 
 
 def header_json(value: Mapping[str, Any]) -> str:

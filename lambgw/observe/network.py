@@ -222,13 +222,13 @@ class TimedNetwork:
         path: str,
         upload_id: str,
         parts: Sequence[CompletedPart],
-        full_checksum: str | None = None,
+        checksums: Mapping[str, str] | None = None,
     ) -> Deferred[ObjectInfo]:
         """Complete an upload."""
         return self._timed(
             "complete_upload",
             lambda: self.network.complete_upload(
-                account, order_id, path, upload_id, parts, full_checksum
+                account, order_id, path, upload_id, parts, checksums
             ),
         )
 
