@@ -7,6 +7,7 @@ mode), calls the network, and turns the network's failures into S3 errors in one
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Generator, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -34,6 +35,8 @@ T = TypeVar("T")
 
 #: The largest single PUT, as in S3.
 MAX_PUT_SIZE = 5 * 1024**3
+#: Spooled bodies untouched this long (seconds) were left by a crash.
+SPOOL_STALE_AFTER = 3600.0
 
 
 def s3_error(failure: BaseException, bucket: str = "", key: str = "") -> BaseException:
@@ -82,8 +85,6 @@ class Gateway:
     orders: OrderCache
     buckets: OrderBuckets | OrderFolderBuckets
     spool_dir: str
-    #: Bytes of an order held by open multipart uploads (set when uploads are served).
-    reserved: Callable[[str], int] = lambda order_id: 0
 
     @classmethod
     def create(
@@ -140,13 +141,14 @@ class Gateway:
         order = self.buckets.order_for(bucket)
         if order is None:
             return
-        free = max(0, order.free - self.reserved(order.order_id))
+        free = order.free
         if size > free:
             raise S3Error(
                 "QuotaExceeded",
                 403,
                 f"The upload of {size} bytes does not fit in order {order.order_id}: "
-                f"{free} bytes free of {order.capacity} (open multipart uploads included).",
+                f"{free} bytes free of {order.capacity} (the parts of open multipart "
+                "uploads included).",
                 f"/{bucket}",
             )
 
@@ -316,3 +318,20 @@ def _keyed(info: ObjectInfo, key: str) -> ObjectInfo:
 def _unlink(path: str) -> None:
     with suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def sweep_spool(spool_dir: str, min_age: float = SPOOL_STALE_AFTER) -> int:
+    """Delete bodies left in ``spool_dir`` by requests cut short by a crash.
+
+    A file untouched (neither written nor linked) for ``min_age`` seconds belongs to no
+    request in progress.  Returns how many files were deleted.
+    """
+    now = time.time()
+    cleaned = 0
+    for entry in os.scandir(spool_dir):
+        with suppress(FileNotFoundError):
+            stat = entry.stat(follow_symlinks=False)
+            if entry.is_file() and now - max(stat.st_mtime, stat.st_ctime) >= min_age:
+                os.unlink(entry.path)
+                cleaned += 1
+    return cleaned
