@@ -1,4 +1,4 @@
-"""Rows of the store's object index, and the listing of an order in pages.
+"""Rows of the store's object index (read and written), and the listing of an order in pages.
 
 Paths are BLOBs of UTF-8 in the index, so SQL order is byte order.  A listing walks the
 primary key ``(order_id, path)`` from the marker on; with a delimiter, everything under a
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lambgw.network.errors import InvalidPath
@@ -39,6 +39,36 @@ def info_from_row(row: Sequence[Any]) -> ObjectInfo:
         checksums=json.loads(row[8]),
         checksum_type=row[9],
         part_sizes=json.loads(row[10]),
+    )
+
+
+def _dump(value: Mapping[str, str] | Sequence[Any]) -> str:
+    if not value:
+        return "{}" if isinstance(value, Mapping) else "[]"
+    return json.dumps(dict(value) if isinstance(value, Mapping) else list(value), sort_keys=True)
+
+
+def write_object_row(
+    db: sqlite3.Connection, raw: bytes, info: ObjectInfo, files: Sequence[tuple[str, int]]
+) -> None:
+    """Insert (or replace) the index row of the object ``info``, made of ``files``."""
+    db.execute(
+        f"INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            info.order_id,
+            raw,
+            info.size,
+            info.etag,
+            info.last_modified,
+            info.content_type,
+            _dump(info.metadata),
+            _dump(info.headers),
+            _dump(info.checksums),
+            info.checksum_type,
+            _dump(info.part_sizes),
+            json.dumps(list(files)),
+        ),
     )
 
 

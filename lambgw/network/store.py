@@ -29,7 +29,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import IO, Any
 
@@ -54,7 +54,7 @@ from lambgw.network.interface import (
     Order,
     Segment,
 )
-from lambgw.network.listing import OBJECT_COLUMNS, info_from_row, list_page
+from lambgw.network.listing import OBJECT_COLUMNS, info_from_row, list_page, write_object_row
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -146,36 +146,6 @@ def _order_from_row(row: Sequence[Any]) -> Order:
         created=row[4],
         expires=row[5],
         status=row[6],
-    )
-
-
-def _dump(value: Mapping[str, str] | Sequence[Any]) -> str:
-    if not value:
-        return "{}" if isinstance(value, Mapping) else "[]"
-    return json.dumps(dict(value) if isinstance(value, Mapping) else list(value), sort_keys=True)
-
-
-def write_object_row(
-    db: sqlite3.Connection, raw: bytes, info: ObjectInfo, files: Sequence[tuple[str, int]]
-) -> None:
-    """Insert (or replace) the index row of the object ``info``, made of ``files``."""
-    db.execute(
-        f"INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS})"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            info.order_id,
-            raw,
-            info.size,
-            info.etag,
-            info.last_modified,
-            info.content_type,
-            _dump(info.metadata),
-            _dump(info.headers),
-            _dump(info.checksums),
-            info.checksum_type,
-            _dump(info.part_sizes),
-            json.dumps(list(files)),
-        ),
     )
 
 

@@ -54,7 +54,8 @@ from lambgw.network.interface import (
     Segment,
     UploadsPage,
 )
-from lambgw.network.store import Store, encode_path, write_object_row
+from lambgw.network.listing import write_object_row
+from lambgw.network.store import Store, encode_path
 
 _UPLOAD_COLUMNS = (
     "u.upload_id, u.order_id, u.path, u.created, u.last_active, u.described,"
