@@ -131,3 +131,32 @@ class UploadsOverHTTPTests(SynchronousTestCase):
         self.fails(
             errors.UploadExists, create("demo", self.order, "k", NewObject(0, ""), "", "old_Id-1")
         )
+
+    def stream_part(self, upload_id: str, number: int, data: bytes, digest: str = "") -> Any:
+        """Stream ``data`` as part ``number`` and finish it; the result or failure."""
+        upload = self.network.open_part("demo", self.order, "k", upload_id, number, len(data))
+        assert upload is not None
+        for start in range(0, len(data), 100_000):
+            upload.write(data[start : start + 100_000])
+        new = NewObject(len(data), md5(data), checksums={"crc32": "AAAAAA=="})
+        return self.h.run(upload.finish(new, digest or hashlib.sha256(data).hexdigest()))
+
+    def test_streamed_part(self) -> None:
+        """A part streamed as its bytes come is stored with its ETag and checksums, charged."""
+        upload = self.ok(self.network.create_upload("demo", self.order, "k", NewObject(0, "")))
+        data = os.urandom(700_000)
+        info = self.stream_part(upload.upload_id, 2, data)
+        self.assertEqual(
+            (info.size, info.etag, info.checksums), (700_000, md5(data), {"crc32": "AAAAAA=="})
+        )
+        page = self.ok(self.network.list_parts("demo", self.order, "k", upload.upload_id))
+        self.assertEqual([(p.number, p.etag) for p in page.parts], [(2, md5(data))])
+        self.assertEqual(self.h.store.order("demo", self.order).used, 700_000)
+
+    def test_streamed_part_bad_digest(self) -> None:
+        """A streamed part whose digest is not its bytes' is refused; nothing is charged."""
+        upload = self.ok(self.network.create_upload("demo", self.order, "k", NewObject(0, "")))
+        result = self.stream_part(upload.upload_id, 1, os.urandom(300_000), "0" * 64)
+        self.assertIsInstance(result, Failure)
+        page = self.ok(self.network.list_parts("demo", self.order, "k", upload.upload_id))
+        self.assertEqual((list(page.parts), self.h.store.order("demo", self.order).used), ([], 0))

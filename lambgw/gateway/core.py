@@ -195,6 +195,25 @@ class Gateway:
             self.account, order.order_id, prefix + key, described, if_none_match
         )
 
+    def open_part(
+        self, bucket: str, key: str, upload_id: str, number: int, size: int
+    ) -> IUpload | None:
+        """Start streaming a part to the network, if it streams and the order is known.
+
+        The upload and the bucket are checked when the part is finished.
+        """
+        order = self.buckets.order_for(bucket)
+        if order is None:
+            return None
+        prefix = f"{bucket}/" if isinstance(self.buckets, OrderFolderBuckets) else ""
+        check_key(key, prefix)
+        try:
+            return self.network.open_part(
+                self.account, order.order_id, prefix + key, upload_id, number, size
+            )
+        except net.NetworkError:
+            return None  # (an id that cannot be: refused when the part is stored)
+
     @inlineCallbacks
     def finish_upload(
         self, bucket: str, key: str, upload: IUpload, new: NewObject, content_sha256: str

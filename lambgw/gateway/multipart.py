@@ -23,6 +23,7 @@ from lambgw.network import errors as net
 from lambgw.network.completion import MAX_PART_NUMBER, UPLOAD_ID
 from lambgw.network.interface import (
     CompletedPart,
+    IUpload,
     MultipartUpload,
     NewObject,
     ObjectInfo,
@@ -150,6 +151,26 @@ class MultipartUploads:
         part: PartInfo = yield self._in_bucket(bucket, key, upload_id, store)
         gateway.orders.charge(order[0], part.size)
         return part
+
+    @inlineCallbacks
+    def finish_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        upload: IUpload,
+        new: NewObject,
+        content_sha256: str,
+    ) -> Any:
+        """Store the part streamed by ``upload``: ``new`` gives its size, ETag and checksums."""
+        try:
+            info: ObjectInfo = yield self.gateway.finish_upload(
+                bucket, key, upload, new, content_sha256
+            )
+        except net.NetworkError as e:
+            raise _s3_error(e, bucket, key, upload_id) from None
+        return PartInfo(number, info.size, info.etag, info.last_modified, info.checksums)
 
     def list_parts(
         self, bucket: str, key: str, upload_id: str, marker: int, max_parts: int

@@ -23,9 +23,10 @@ from lambgw.network import signing, wire
 from lambgw.network.completion import UPLOAD_ID
 from lambgw.network.errors import NoSuchUpload
 from lambgw.network.httpbody import SegmentsProducer, remove_segments
-from lambgw.network.httpupload import trailer_maker
+from lambgw.network.httpupload import StreamedUpload, trailer_maker
 from lambgw.network.interface import (
     CompletedPart,
+    IUpload,
     MultipartUpload,
     NewObject,
     ObjectInfo,
@@ -134,6 +135,42 @@ class MultipartOverHTTP:
                 await deferToThreadPool(self._reactor, self._threadpool, remove_segments, [segment])
 
         return Deferred.fromCoroutine(run())
+
+    def open_part(
+        self: _Client,
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        number: int,
+        size: int,
+    ) -> IUpload | None:
+        """Start a PUT of a part to the node whose body is the part's bytes as they come.
+
+        Signed now; the part's digest, ETag and checksums follow the bytes in a signed
+        trailer, as for a streamed object.
+        """
+        self._check_account(account)
+        query = {"path": path, "number": str(number), "size": str(size)}
+        target = self._url(account, _upload_path(order_id, upload_id, "/part"), query)
+        signed = self._sign("PUT", target, signing.TRAILER)
+        room = wire.trailer_room(NewObject(size, ""))
+        upload = StreamedUpload(self._key, signing.signature_of(signed), size, room)
+
+        async def run() -> ObjectInfo:
+            answer = await self._send("PUT", target, upload, signed=signed)
+            part = wire.part_from_json(json.loads(answer))
+            return ObjectInfo(
+                order_id=order_id,
+                path=path,
+                size=part.size,
+                etag=part.etag,
+                last_modified=part.last_modified,
+                checksums=part.checksums,
+            )
+
+        upload.answered(Deferred.fromCoroutine(run()))
+        return upload
 
     def list_uploads(
         self: _Client,

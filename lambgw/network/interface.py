@@ -328,6 +328,18 @@ class INetwork(Interface):
         Fails with ``NoSuchUpload`` unless the upload is open and is for ``path``.
         """
 
+    def open_part(
+        account: str, order_id: str, path: str, upload_id: str, number: int, size: int
+    ) -> IUpload | None:
+        """Start streaming part ``number`` of ``size`` bytes, if this network streams.
+
+        ``None`` means the network stores spooled files instead (:meth:`upload_part`).
+        The upload's :meth:`IUpload.finish` takes the part's size, ETag and checksums as a
+        :class:`NewObject` and fires with the stored part described as an object (its
+        size, ETag, checksums and the time it was stored); its outcome is that of
+        :meth:`upload_part`.
+        """
+
     def list_uploads(
         account: str,
         order_id: str,

@@ -174,6 +174,13 @@ class TimedNetwork:
             ),
         )
 
+    def open_part(
+        self, account: str, order_id: str, path: str, upload_id: str, number: int, size: int
+    ) -> IUpload | None:
+        """Start streaming a part (its finish is timed as ``upload_part``)."""
+        upload = self.network.open_part(account, order_id, path, upload_id, number, size)
+        return None if upload is None else _TimedUpload(upload, self, "upload_part")
+
     def list_uploads(
         self,
         account: str,
@@ -236,10 +243,11 @@ class TimedNetwork:
 @implementer(IUpload)
 @define
 class _TimedUpload:
-    """An upload whose finish is timed like a ``put_object``."""
+    """An upload whose finish is timed like a ``put_object`` (or the ``call`` it stands for)."""
 
     upload: IUpload
     network: TimedNetwork
+    call: str = "put_object"
 
     def throttle(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
         """Pass the backpressure on."""
@@ -251,7 +259,7 @@ class _TimedUpload:
 
     def finish(self, new: NewObject, content_sha256: str) -> Deferred[ObjectInfo]:
         """Store the object."""
-        return self.network._timed("put_object", lambda: self.upload.finish(new, content_sha256))
+        return self.network._timed(self.call, lambda: self.upload.finish(new, content_sha256))
 
     def abort(self) -> None:
         """Give up."""

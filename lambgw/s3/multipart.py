@@ -252,18 +252,32 @@ class MultipartAPI:
             return result
         spooled = request.s3.spooled()
         checksums = verify_body(request, headers, spooled)
-        segment = Segment(
-            "" if spooled.data is not None else spooled.path, spooled.size, spooled.data
-        )
-        part: PartInfo = yield self.uploads.upload_part(
-            target.bucket,
-            target.key,
-            target.query["uploadId"],
-            number,
-            segment,
-            spooled.md5.hex(),
-            checksums,
-        )
+        upload_id = target.query["uploadId"]
+        part: PartInfo
+        if spooled.upload is not None:
+            new = NewObject(spooled.size, spooled.md5.hex(), checksums=checksums)
+            part = yield self.uploads.finish_part(
+                target.bucket,
+                target.key,
+                upload_id,
+                number,
+                spooled.upload,
+                new,
+                spooled.sha256 or "",
+            )
+        else:
+            segment = Segment(
+                "" if spooled.data is not None else spooled.path, spooled.size, spooled.data
+            )
+            part = yield self.uploads.upload_part(
+                target.bucket,
+                target.key,
+                upload_id,
+                number,
+                segment,
+                spooled.md5.hex(),
+                checksums,
+            )
         request.setHeader(b"ETag", f'"{part.etag}"'.encode())
         for name, value in checksums.items():
             request.setHeader(f"x-amz-checksum-{name}".encode(), value.encode())
