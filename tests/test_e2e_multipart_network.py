@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -205,3 +206,48 @@ class UpgradeTests(SynchronousTestCase):
             client.get_object(Bucket=order_id, Key="old/done")["Body"].read(), b"whole"
         )
         self.assertEqual(os.listdir(uploads_dir), [])
+
+
+class ExpiryTests(SynchronousTestCase):
+    """The network aborts idle uploads after the multipart expiry and gives their space back."""
+
+    def setUp(self) -> None:
+        self.root = tempfile.mkdtemp(prefix="lambgw-e2e-expiry-")
+        self.addCleanup(shutil.rmtree, self.root, True)
+        self.home = os.path.join(self.root, "home")
+
+    def test_idle_upload_expired(self) -> None:
+        """An upload idle past the expiry is gone after a restart; its part no longer charged."""
+        gateway = start_lambgw(self.home, "--multipart.expiry", "2")
+        self.addCleanup(gateway.stop)
+        client = gateway.s3_client()
+        bucket = gateway.order_id
+        upload_id = client.create_multipart_upload(Bucket=bucket, Key="idle")["UploadId"]
+        client.upload_part(
+            Bucket=bucket, Key="idle", UploadId=upload_id, PartNumber=1, Body=b"x" * 1000
+        )
+        store = Store(os.path.join(self.home, "network"))
+        self.addCleanup(store.close)
+        self.assertEqual(store.order(ACCOUNT, bucket).used, 1000)
+        gateway.stop()
+        time.sleep(2.5)
+        gateway = start_lambgw(self.home, "--multipart.expiry", "2")
+        self.addCleanup(gateway.stop)
+        client = gateway.s3_client()
+        deadline = time.monotonic() + 10
+        while (
+            client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        self.assertEqual(client.list_multipart_uploads(Bucket=bucket).get("Uploads", []), [])
+        self.assertEqual(store.order(ACCOUNT, bucket).used, 0)
+        code = error_code(
+            client.upload_part,
+            Bucket=bucket,
+            Key="idle",
+            UploadId=upload_id,
+            PartNumber=2,
+            Body=b"y",
+        )
+        self.assertEqual(code, "NoSuchUpload")
