@@ -26,14 +26,17 @@ from twisted.internet.defer import (
 )
 from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from lambgw.config import Config, ConfigError, load
-from lambgw.gateway.core import Gateway
-from lambgw.gateway.multipart import DEFAULT_EXPIRY, MultipartUploads, UploadStore
+from lambgw.gateway.core import Gateway, sweep_spool
+from lambgw.gateway.legacy import adopt_uploads
+from lambgw.gateway.multipart import MultipartUploads
 from lambgw.listening import listen_descriptions, server_endpoint
+from lambgw.network.completion import DEFAULT_UPLOAD_EXPIRY
 from lambgw.network.embedded import EmbeddedNetwork
 from lambgw.network.errors import NetworkError, NetworkUnavailable
 from lambgw.network.http import HTTPNetwork, account_key, network_address
@@ -60,7 +63,8 @@ FIRST_ORDER_CAPACITY = 10 * 1024**3
 FIRST_ORDER_DAYS = 365.0
 #: How often the order cache is refreshed from the network, in seconds.
 ORDER_REFRESH = 60.0
-#: How often idle multipart uploads are looked for, in seconds.
+#: How often the spool is swept of bodies left by a crash (and the embedded network of idle
+#: multipart uploads), in seconds.
 UPLOAD_SWEEP = 600.0
 #: Where the admin pages (metrics, health, status) listen unless told otherwise.
 DEFAULT_ADMIN_LISTEN = "tcp:9003:interface=127.0.0.1"
@@ -185,8 +189,9 @@ class GatewayOptions(usage.Options):
         [
             "multipart.expiry",
             None,
-            DEFAULT_EXPIRY,
-            "Seconds after which an idle multipart upload is aborted (default 7 days).",
+            DEFAULT_UPLOAD_EXPIRY,
+            "Seconds after which the embedded network aborts an idle multipart upload "
+            "(default 7 days; a lambnet node has its own --multipart-expiry).",
             float,
         ],
         ["access-log-format", None, "text", "The access log's format: text or json."],
@@ -330,7 +335,7 @@ class GatewayService(service.MultiService):
         config: Config,
         single_order: bool,
         reactor: Any,
-        upload_expiry: float = DEFAULT_EXPIRY,
+        upload_expiry: float = DEFAULT_UPLOAD_EXPIRY,
         access_log_format: str = "text",
         admin_listen: str = DEFAULT_ADMIN_LISTEN,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
@@ -357,7 +362,9 @@ class GatewayService(service.MultiService):
         #: Reaching the network at start (cancelled if the gateway stops first).
         self._starting: Deferred[list[Order]] | None = None
         if config.embedded:
-            self.network = EmbeddedNetwork.from_directory(config.network_dir, reactor, self.db_pool)
+            self.network = EmbeddedNetwork.from_directory(
+                config.network_dir, reactor, self.db_pool, upload_expiry
+            )
         else:
             self.network_address = network_address(config.validator_addr, config.dht_gateway_addr)
             try:
@@ -379,12 +386,8 @@ class GatewayService(service.MultiService):
             timed, config.account, os.path.join(config.db_path, "spool"), self.single
         )
         self.uploads = MultipartUploads(
-            self.gateway,
-            UploadStore(os.path.join(config.db_path, "uploads")),
-            reactor,
-            self.spool_pool,
+            self.gateway, reactor, self.spool_pool, os.path.join(config.db_path, "uploads")
         )
-        self.gateway.reserved = self.uploads.reserved
         self.api = S3API(
             self.gateway, MultipartAPI(self.uploads, reactor, reactor, self.spool_pool)
         )
@@ -435,7 +438,7 @@ class GatewayService(service.MultiService):
             self.listeners.append(listener)
         self.listener = self.listeners[0]
         TimerService(ORDER_REFRESH, self._refresh).setServiceParent(self)
-        TimerService(UPLOAD_SWEEP, self._expire_uploads, upload_expiry).setServiceParent(self)
+        TimerService(UPLOAD_SWEEP, self._sweep).setServiceParent(self)
         self.mode = f"s3gw (order {self.single})" if self.single else "lambgw"
         self.admin_listen = admin_listen
         #: What runs from the start, before the network answers: the thread pools, the admin
@@ -465,17 +468,37 @@ class GatewayService(service.MultiService):
             self.gateway.network, account, os.path.join(data, "spool"), self.single
         )
         uploads = MultipartUploads(
-            gateway, UploadStore(os.path.join(data, "uploads")), self.reactor, self.spool_pool
+            gateway, self.reactor, self.spool_pool, os.path.join(data, "uploads")
         )
-        gateway.reserved = uploads.reserved
         multipart = MultipartAPI(uploads, self.reactor, self.reactor, self.spool_pool)
         return AccountServer(gateway, uploads, S3API(gateway, multipart))
 
-    def _expire_uploads(self, max_idle: float) -> Deferred[Any]:
+    def _sweep(self) -> Deferred[Any]:
+        """Sweep the spools of bodies left by a crash; the embedded network expires uploads.
+
+        (A lambnet node expires the uploads it holds by itself.)
+        """
         served = self.accounts.serving()
-        d: Deferred[Any] = gatherResults([a.uploads.expire(max_idle) for a in served])
-        d.addErrback(lambda f: log.failure("Expiring multipart uploads failed", f))
+        work: list[Deferred[Any]] = [
+            deferToThreadPool(self.reactor, self.spool_pool, sweep_spool, a.gateway.spool_dir)
+            for a in served
+        ]
+        if isinstance(self.network, EmbeddedNetwork):
+            work.append(self.network.expire_uploads())
+        d: Deferred[Any] = gatherResults(work)
+        d.addErrback(lambda f: log.failure("Sweeping the spool or expiring uploads failed", f))
         return d
+
+    @inlineCallbacks
+    def _adopt_legacy(self, served: AccountServer) -> Generator[Deferred[Any], Any, None]:
+        """Move the multipart uploads an earlier release left on disk into the network."""
+        uploads = served.uploads
+        try:
+            yield adopt_uploads(
+                self.network, served.gateway.account, uploads.legacy_dir, self.reactor, uploads.pool
+            )
+        except Exception:
+            log.failure("Moving the multipart uploads in {root} failed", root=uploads.legacy_dir)
 
     def _refresh(self) -> Deferred[Any]:
         served = self.accounts.serving()
@@ -490,8 +513,10 @@ class GatewayService(service.MultiService):
             orders = yield self.network.ensure_account(
                 account, FIRST_ORDER_CAPACITY, FIRST_ORDER_DAYS
             )
-            yield self.accounts.for_account(account).gateway.orders.refresh()
+            served = self.accounts.for_account(account)
+            yield served.gateway.orders.refresh()
             self._log_orders(account, orders)
+            yield self._adopt_legacy(served)
 
     def _log_orders(self, account: str, orders: Sequence[Order]) -> None:
         """One line per order of ``account``: its id, space used, capacity and status."""
@@ -615,6 +640,7 @@ class GatewayService(service.MultiService):
         yield self.gateway.orders.refresh()
         if self.single and self.gateway.orders.known(self.single) is None:
             raise ConfigError(f"order {self.single} is not an order of account {config.account}")
+        yield self._adopt_legacy(self.accounts.for_account(config.account))
         yield self._open_accounts([a for a in config.users.accounts if a != config.account])
         return orders
 

@@ -27,9 +27,8 @@ from urllib.parse import quote
 from botocore.exceptions import ClientError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from lambgw.lambnet import wire
 from lambgw.lambnet.keys import private_key_path, read_private_key
-from lambgw.network import signing
+from lambgw.network import signing, wire
 from tests.gateway import (
     ACCOUNT,
     ADMIN_ANYWHERE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import urllib.parse
 from typing import Any
@@ -11,6 +12,7 @@ import boto3
 from botocore.client import Config
 from botocore.exceptions import ClientError
 
+from lambgw.network.store import Store
 from tests.configured import ConfiguredCase, send_signal, wait_for, write_config
 from tests.gateway import ACCESS_KEY, SECRET_KEY
 
@@ -102,6 +104,30 @@ class AccountsTests(UsersCase):
         self.assertRefused(refused, self.bob.delete_object, Bucket=order, Key=self.key("secret"))
         body = self.alice.get_object(Bucket=order, Key=self.key("secret"))["Body"].read()
         self.assertEqual(body, b"x")
+
+    def test_part_for_another_accounts_upload(self) -> None:
+        """A part, listing, abort or completion of alice's upload by bob finds no upload."""
+        (alice_order,) = self.buckets(self.alice)
+        (bob_order,) = self.buckets(self.bob)
+        store = Store(os.path.join(self.gateway.home, "network"))
+        self.addCleanup(store.close)
+        orders = (("alice", alice_order), ("bob", bob_order))
+        before = [store.order(a, o).used for a, o in orders]
+        key = self.key("mp")
+        upload_id = self.alice.create_multipart_upload(Bucket=alice_order, Key=key)["UploadId"]
+        for bucket, codes in ((alice_order, ("NoSuchBucket",)), (bob_order, ("NoSuchUpload",))):
+            ids = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
+            self.assertRefused(codes, self.bob.upload_part, PartNumber=1, Body=b"b" * 1000, **ids)
+            self.assertRefused(codes, self.bob.list_parts, **ids)
+            self.assertRefused(codes, self.bob.abort_multipart_upload, **ids)
+            parts = {"Parts": [{"PartNumber": 1, "ETag": '"x"'}]}
+            self.assertRefused(
+                codes, self.bob.complete_multipart_upload, MultipartUpload=parts, **ids
+            )
+        listed = self.alice.list_parts(Bucket=alice_order, Key=key, UploadId=upload_id)
+        self.assertEqual(listed.get("Parts", []), [])
+        self.assertEqual([store.order(a, o).used for a, o in orders], before)
+        self.alice.abort_multipart_upload(Bucket=alice_order, Key=key, UploadId=upload_id)
 
     def test_unknown_key_refused(self) -> None:
         """A key in no table is InvalidAccessKeyId."""

@@ -345,14 +345,6 @@ class InlineReactor(Clock):
         f(*args, **kwargs)
 
 
-class FakeStore:
-    def __init__(self, root: str) -> None:
-        self.root = root
-
-    def uploads(self) -> list[Any]:
-        return []
-
-
 class FakeOrders:
     def all(self) -> list[Order]:
         return [Order(ORDER, "demo", 1000, 10, 0.0, 1e9)]
@@ -368,7 +360,7 @@ class FakeServed:
             spool=SpoolDirectory(spool, spool, None),
             orders=FakeOrders(),
         )
-        self.uploads = SimpleNamespace(pool=InlinePool(), store=FakeStore(spool))
+        self.uploads = SimpleNamespace(pool=InlinePool(), open_uploads=lambda: succeed([]))
 
 
 class ReadinessTests(SynchronousTestCase):

@@ -27,11 +27,10 @@ from twisted.web.client import ResponseDone
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from lambgw.lambnet import wire
 from lambgw.lambnet.app import Node, NodeSite
 from lambgw.lambnet.incoming import MEMORY_BODY
 from lambgw.lambnet.keys import PublicKeys
-from lambgw.network import errors, signing
+from lambgw.network import errors, signing, wire
 from lambgw.network.http import HTTPNetwork
 from lambgw.network.httpbody import HTTPObjectBody, SegmentsProducer
 from lambgw.network.interface import NewObject, Segment

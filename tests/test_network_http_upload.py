@@ -13,8 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from lambgw.lambnet import wire
-from lambgw.network import errors, signing
+from lambgw.network import errors, signing, wire
 from lambgw.network.httpupload import StreamedUpload
 from lambgw.network.interface import NewObject
 from tests.test_network_http import Harness

@@ -22,8 +22,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
-from lambgw.lambnet import wire
-from lambgw.network import errors, splice
+from lambgw.network import errors, splice, wire
 from tests.test_lambnet_download import MiB, NodeCase, _open_files, _within, reactor
 
 #: What the front site answers when the network fails before the headers.

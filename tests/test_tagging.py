@@ -9,8 +9,7 @@ from typing import Any
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from lambgw.lambnet import wire
-from lambgw.network import errors
+from lambgw.network import errors, wire
 from lambgw.network.interface import NewObject, Segment
 from lambgw.network.store import Store
 from lambgw.protocol.errors import S3Error

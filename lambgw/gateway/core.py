@@ -7,6 +7,7 @@ mode), calls the network, and turns the network's failures into S3 errors in one
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -35,6 +36,8 @@ T = TypeVar("T")
 
 #: The largest single PUT, as in S3.
 MAX_PUT_SIZE = 5 * 1024**3
+#: Spooled bodies untouched this long (seconds) were left by a crash.
+SPOOL_STALE_AFTER = 3600.0
 
 
 def s3_error(failure: BaseException, bucket: str = "", key: str = "") -> BaseException:
@@ -83,8 +86,6 @@ class Gateway:
     orders: OrderCache
     buckets: OrderBuckets | OrderFolderBuckets
     spool: SpoolDirectory
-    #: Bytes of an order held by open multipart uploads (set when uploads are served).
-    reserved: Callable[[str], int] = lambda order_id: 0
 
     @property
     def spool_dir(self) -> str:
@@ -150,13 +151,14 @@ class Gateway:
         order = self.buckets.order_for(bucket)
         if order is None:
             return
-        free = max(0, order.free - self.reserved(order.order_id))
+        free = order.free
         if size > free:
             raise S3Error(
                 "QuotaExceeded",
                 403,
                 f"The upload of {size} bytes does not fit in order {order.order_id}: "
-                f"{free} bytes free of {order.capacity} (open multipart uploads included).",
+                f"{free} bytes free of {order.capacity} (the parts of open multipart "
+                "uploads included).",
                 f"/{bucket}",
             )
 
@@ -211,6 +213,25 @@ class Gateway:
         return self.network.open_upload(
             self.account, order.order_id, prefix + key, described, if_none_match, if_match
         )
+
+    def open_part(
+        self, bucket: str, key: str, upload_id: str, number: int, size: int
+    ) -> IUpload | None:
+        """Start streaming a part to the network, if it streams and the order is known.
+
+        The upload and the bucket are checked when the part is finished.
+        """
+        order = self.buckets.order_for(bucket)
+        if order is None:
+            return None
+        prefix = f"{bucket}/" if isinstance(self.buckets, OrderFolderBuckets) else ""
+        check_key(key, prefix)
+        try:
+            return self.network.open_part(
+                self.account, order.order_id, prefix + key, upload_id, number, size
+            )
+        except net.NetworkError:
+            return None  # (an id that cannot be: refused when the part is stored)
 
     @inlineCallbacks
     def finish_upload(
@@ -366,3 +387,20 @@ def _keyed(info: ObjectInfo, key: str) -> ObjectInfo:
 def _unlink(path: str) -> None:
     with suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def sweep_spool(spool_dir: str, min_age: float = SPOOL_STALE_AFTER) -> int:
+    """Delete bodies left in ``spool_dir`` by requests cut short by a crash.
+
+    A file untouched (neither written nor linked) for ``min_age`` seconds belongs to no
+    request in progress.  Returns how many files were deleted.
+    """
+    now = time.time()
+    cleaned = 0
+    for entry in os.scandir(spool_dir):
+        with suppress(FileNotFoundError):
+            stat = entry.stat(follow_symlinks=False)
+            if entry.is_file() and now - max(stat.st_mtime, stat.st_ctime) >= min_age:
+                os.unlink(entry.path)
+                cleaned += 1
+    return cleaned

@@ -27,14 +27,14 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
 
-from lambgw.lambnet import wire
 from lambgw.lambnet.incoming import NodeRequest, sweep_incoming
 from lambgw.lambnet.keys import PublicKeys
-from lambgw.network import signing
+from lambgw.network import signing, wire
 from lambgw.network.errors import ANSWERS, NetworkError
 from lambgw.network.files import FileRangeBody
 from lambgw.network.interface import IObjectBody
 from lambgw.network.store import Store
+from lambgw.network.uploads import StoredUploads
 from lambgw.spooldir import SpoolDirectory
 
 log = Logger()
@@ -43,6 +43,8 @@ _T = TypeVar("_T")
 
 #: The largest JSON request body accepted (a copy or tagging request).
 MAX_JSON_BODY = 64 * 1024
+#: The largest completion request accepted (10,000 parts, with checksums).
+MAX_COMPLETION_BODY = 4 * 1024 * 1024
 
 
 class NodeSite(Site):
@@ -103,6 +105,16 @@ async def _stream(request: Request, body: IObjectBody) -> None:
         transport.abortConnection()
 
 
+def _count(query: dict[str, str], name: str, default: int = 1000, limit: int = 1000) -> int:
+    """A number of the query from 0 to ``limit`` (``default`` if absent)."""
+    value = query.get(name)
+    if value is None:
+        return default
+    if not value.isascii() or not value.isdigit() or int(value) > limit:
+        raise wire.ProtocolError(400, "BadRequest", f"{name} must be a number from 0 to {limit}")
+    return int(value)
+
+
 class Node:
     """The Klein app of the network protocol over ``store``."""
 
@@ -114,9 +126,14 @@ class Node:
         reactor: IReactorFromThreads,
         clock: IReactorTime,
         threadpool: ThreadPool,
+        uploads: StoredUploads | None = None,
     ) -> None:
-        """Serve ``store``, calling it in ``threadpool``; ``clock`` dates requests."""
+        """Serve ``store``, calling it in ``threadpool``; ``clock`` dates requests.
+
+        ``uploads`` are the store's multipart uploads (with the default expiry if not given).
+        """
         self.store = store
+        self.uploads = uploads or StoredUploads(store)
         self._reactor = reactor
         self._clock = clock
         self._threadpool = threadpool
@@ -378,6 +395,162 @@ class Node:
             max_keys,
         )
         return _json(request, wire.page_to_json(page))
+
+    # -- multipart uploads -------------------------------------------------------------
+
+    @staticmethod
+    def _json_body(request: Request, limit: int) -> Any:
+        """The request's body, read as JSON (at most ``limit`` bytes)."""
+        assert isinstance(request, NodeRequest)
+        if request.received > limit:
+            raise wire.ProtocolError(400, "BadRequest", "the request body is too large")
+        data = b""
+        for segment in request.segments():
+            if segment.data is not None:
+                data += segment.data
+            else:
+                with open(segment.path, "rb") as f:
+                    data += f.read()
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise wire.ProtocolError(400, "BadRequest", "the body is not JSON") from None
+
+    @app.route(f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/uploads", methods=["POST"])
+    async def create_upload(self, request: Request, account: str, order_id: str) -> bytes:
+        """Open a multipart upload to the path."""
+        self._authenticate(request, account)
+        path = self._path(request)
+        data = self._json_body(request, MAX_JSON_BODY)
+        try:
+            described = wire.new_from_json(data["described"])
+            algorithm, upload_id = str(data["checksum_algorithm"]), str(data["upload_id"])
+        except (KeyError, TypeError):
+            raise wire.ProtocolError(400, "BadRequest", "malformed upload request") from None
+        upload = await self._call(
+            self.uploads.create, account, order_id, path, described, algorithm, upload_id
+        )
+        request.setResponseCode(201)
+        return _json(request, wire.upload_to_json(upload))
+
+    @app.route(f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/uploads", methods=["GET"])
+    async def list_uploads(self, request: Request, account: str, order_id: str) -> bytes:
+        """One page of the order's open uploads."""
+        self._authenticate(request, account)
+        query = _query(request)
+        page = await self._call(
+            self.uploads.list_uploads,
+            account,
+            order_id,
+            query.get("prefix", ""),
+            query.get("delimiter", ""),
+            query.get("key-marker", ""),
+            query.get("upload-id-marker", ""),
+            _count(query, "max-uploads"),
+        )
+        return _json(request, wire.uploads_page_to_json(page))
+
+    @app.route(
+        f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/uploads/<upload_id>/part",
+        methods=["PUT"],
+    )
+    async def upload_part(
+        self, request: Request, account: str, order_id: str, upload_id: str
+    ) -> bytes:
+        """Store the body as a part; its size, ETag and checksums come in its description."""
+        description = self._authenticate(request, account)
+        path = self._path(request)
+        number = _count(_query(request), "number", 0, 10_000)
+        if description is None:
+            description = _header(request, wire.OBJECT_HEADER) or ""
+        try:
+            new = wire.new_from_json(json.loads(description))
+        except (ValueError, KeyError, TypeError):
+            raise wire.ProtocolError(
+                400, "BadRequest", "the part description is not valid"
+            ) from None
+        assert isinstance(request, NodeRequest)
+        if request.received != new.size:
+            raise wire.ProtocolError(
+                400, "BadRequest", f"the body holds {request.received} bytes, not {new.size}"
+            )
+        (segment,) = request.segments()
+        part = await self._call(
+            self.uploads.upload_part,
+            account,
+            order_id,
+            path,
+            upload_id,
+            number,
+            segment,
+            new.etag,
+            new.checksums,
+        )
+        return _json(request, wire.part_to_json(part))
+
+    @app.route(
+        f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/uploads/<upload_id>", methods=["GET"]
+    )
+    async def list_parts(
+        self, request: Request, account: str, order_id: str, upload_id: str
+    ) -> bytes:
+        """The upload and one page of its parts."""
+        self._authenticate(request, account)
+        query = _query(request)
+        page = await self._call(
+            self.uploads.list_parts,
+            account,
+            order_id,
+            self._path(request),
+            upload_id,
+            _count(query, "marker", 0, 10_000),
+            _count(query, "max-parts"),
+        )
+        return _json(request, wire.parts_page_to_json(page))
+
+    @app.route(
+        f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/uploads/<upload_id>",
+        methods=["DELETE"],
+    )
+    async def abort_upload(
+        self, request: Request, account: str, order_id: str, upload_id: str
+    ) -> bytes:
+        """Remove the upload and its parts."""
+        self._authenticate(request, account)
+        path = self._path(request)
+        await self._call(self.uploads.abort, account, order_id, path, upload_id)
+        return _json(request, {"aborted": True})
+
+    @app.route(
+        f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/uploads/<upload_id>/complete",
+        methods=["POST"],
+    )
+    async def complete_upload(
+        self, request: Request, account: str, order_id: str, upload_id: str
+    ) -> bytes:
+        """Make the object of the named parts, by reference."""
+        self._authenticate(request, account)
+        path = self._path(request)
+        data = self._json_body(request, MAX_COMPLETION_BODY)
+        asked = wire.completion_from_json(data)
+        info = await self._call(
+            self.uploads.complete,
+            account,
+            order_id,
+            path,
+            upload_id,
+            asked.parts,
+            asked.checksums,
+            asked.if_none_match,
+            asked.if_match,
+        )
+        return _json(request, wire.info_to_json(info))
+
+    def expire_uploads(self) -> Deferred[int | None]:
+        """Abort the uploads idle longer than the expiry (a failure is logged)."""
+        expired: Deferred[int | None] = self._call(self.uploads.expire)
+        expired.addErrback(lambda f: log.failure("Expiring multipart uploads failed", f))
+        return expired
 
     @app.route("/", branch=True)
     def unknown(self, request: Request) -> bytes:

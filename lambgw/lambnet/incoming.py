@@ -26,8 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
-from lambgw.lambnet import wire
-from lambgw.network import signing
+from lambgw.network import signing, wire
 from lambgw.network.interface import Segment
 
 log = Logger()

@@ -4,6 +4,7 @@
 
     twistd -n lambnet --data DIR [--listen tcp:9100:interface=127.0.0.1]
                       [--tls-cert cert.pem --tls-key key.pem] [--debug]
+                      [--multipart-expiry SECONDS]
 
 ``--listen`` is a Twisted server endpoint string; with ``--tls-cert`` and ``--tls-key`` a
 ``tcp:`` endpoint becomes an ``ssl:`` one.  Accounts, keys and orders are managed with
@@ -17,14 +18,19 @@ import os
 from typing import Any
 
 from twisted.application import service, strports
+from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from lambgw.lambnet.app import Node, NodeSite
+from lambgw.network.completion import DEFAULT_UPLOAD_EXPIRY
 from lambgw.network.store import Store
+from lambgw.network.uploads import StoredUploads
 
 DEFAULT_LISTEN = "tcp:9100:interface=127.0.0.1"
+#: How often the node looks for idle multipart uploads to abort, in seconds.
+UPLOAD_SWEEP = 3600.0
 
 
 class Options(usage.Options):
@@ -35,6 +41,13 @@ class Options(usage.Options):
         ["listen", None, DEFAULT_LISTEN, "Twisted server endpoint to listen on."],
         ["tls-cert", None, None, "PEM certificate (chain) to serve HTTPS with."],
         ["tls-key", None, None, "PEM private key of the certificate."],
+        [
+            "multipart-expiry",
+            None,
+            DEFAULT_UPLOAD_EXPIRY,
+            "Seconds after which an idle multipart upload is aborted (default 7 days).",
+            float,
+        ],
     ]
     optFlags = [["debug", None, "Log every request."]]
 
@@ -79,7 +92,10 @@ def makeService(options: Options) -> service.IService:
     top = service.MultiService()
     pool = ThreadPool(minthreads=1, maxthreads=16, name="lambnet-store")
     _ThreadPoolService(pool).setServiceParent(top)
-    node = Node(Store(options["data"]), reactor, reactor, pool)  # type: ignore[arg-type]
+    store = Store(options["data"])
+    uploads = StoredUploads(store, options["multipart-expiry"])
+    node = Node(store, reactor, reactor, pool, uploads)  # type: ignore[arg-type]
+    TimerService(UPLOAD_SWEEP, node.expire_uploads).setServiceParent(top)
     site = NodeSite(node)
     if not options["debug"]:
         site.log = lambda request: None  # type: ignore[method-assign]

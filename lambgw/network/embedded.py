@@ -17,19 +17,26 @@ from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from lambgw.network.completion import DEFAULT_UPLOAD_EXPIRY
 from lambgw.network.files import SMALL_READ, BytesBody, FileRangeBody, read_small
 from lambgw.network.interface import (
+    CompletedPart,
     INetwork,
     IObjectBody,
     IUpload,
     ListPage,
+    MultipartUpload,
     NewObject,
     ObjectInfo,
     Order,
+    PartInfo,
+    PartsPage,
     Segment,
+    UploadsPage,
 )
 from lambgw.network.serial import SerialCalls
 from lambgw.network.store import Store
+from lambgw.network.uploads import StoredUploads
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -39,19 +46,34 @@ _T = TypeVar("_T")
 class EmbeddedNetwork:
     """The Lambda network kept in a local :class:`Store`, used from the reactor thread."""
 
-    def __init__(self, store: Store, reactor: IReactorFromThreads, threadpool: ThreadPool) -> None:
-        """Serve ``store``; its calls run in ``threadpool`` (started by the caller)."""
+    def __init__(
+        self,
+        store: Store,
+        reactor: IReactorFromThreads,
+        threadpool: ThreadPool,
+        upload_expiry: float = DEFAULT_UPLOAD_EXPIRY,
+    ) -> None:
+        """Serve ``store``; its calls run in ``threadpool`` (started by the caller).
+
+        Multipart uploads idle for ``upload_expiry`` seconds are aborted by
+        :meth:`expire_uploads`.
+        """
         self._store = store
+        self._uploads = StoredUploads(store, upload_expiry)
         self._reactor = reactor
         self._threadpool = threadpool
         self._writes = SerialCalls(reactor, threadpool)
 
     @classmethod
     def from_directory(
-        cls, data_dir: FilePath[str] | str, reactor: IReactorFromThreads, threadpool: ThreadPool
+        cls,
+        data_dir: FilePath[str] | str,
+        reactor: IReactorFromThreads,
+        threadpool: ThreadPool,
+        upload_expiry: float = DEFAULT_UPLOAD_EXPIRY,
     ) -> EmbeddedNetwork:
         """Open (creating if needed) the store in ``data_dir``."""
-        return cls(Store(data_dir), reactor, threadpool)
+        return cls(Store(data_dir), reactor, threadpool, upload_expiry)
 
     @property
     def store(self) -> Store:
@@ -161,3 +183,117 @@ class EmbeddedNetwork:
     ) -> Deferred[ListPage]:
         """List up to ``max_keys`` objects and common prefixes after ``marker``."""
         return self._call(self._store.list, account, order_id, prefix, delimiter, marker, max_keys)
+
+    def create_upload(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        described: NewObject,
+        checksum_algorithm: str = "",
+        upload_id: str = "",
+    ) -> Deferred[MultipartUpload]:
+        """Open a multipart upload to ``path``."""
+        return self._call(
+            self._uploads.create, account, order_id, path, described, checksum_algorithm, upload_id
+        )
+
+    def upload_part(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        number: int,
+        segment: Segment,
+        etag: str,
+        checksums: Mapping[str, str],
+    ) -> Deferred[PartInfo]:
+        """Store the spooled ``segment`` as part ``number``: a rename into the store."""
+        return self._call(
+            self._uploads.upload_part,
+            account,
+            order_id,
+            path,
+            upload_id,
+            number,
+            segment,
+            etag,
+            checksums,
+        )
+
+    def open_part(
+        self, account: str, order_id: str, path: str, upload_id: str, number: int, size: int
+    ) -> IUpload | None:
+        """None: a spooled part is stored here by a rename, cheaper than any stream."""
+        return None
+
+    def list_uploads(
+        self,
+        account: str,
+        order_id: str,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        max_uploads: int = 1000,
+    ) -> Deferred[UploadsPage]:
+        """A page of the order's open uploads."""
+        return self._call(
+            self._uploads.list_uploads,
+            account,
+            order_id,
+            prefix,
+            delimiter,
+            key_marker,
+            upload_id_marker,
+            max_uploads,
+        )
+
+    def list_parts(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        marker: int = 0,
+        max_parts: int = 1000,
+    ) -> Deferred[PartsPage]:
+        """The upload and a page of its parts."""
+        return self._call(
+            self._uploads.list_parts, account, order_id, path, upload_id, marker, max_parts
+        )
+
+    def abort_upload(
+        self, account: str, order_id: str, path: str, upload_id: str
+    ) -> Deferred[None]:
+        """Remove the upload and its parts."""
+        return self._call(self._uploads.abort, account, order_id, path, upload_id)
+
+    def complete_upload(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart],
+        checksums: Mapping[str, str] | None = None,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> Deferred[ObjectInfo]:
+        """Make the object of the named parts, by reference to their files."""
+        return self._call(
+            self._uploads.complete,
+            account,
+            order_id,
+            path,
+            upload_id,
+            parts,
+            checksums,
+            if_none_match,
+            if_match,
+        )
+
+    def expire_uploads(self) -> Deferred[int]:
+        """Abort the uploads idle longer than the expiry; fire with how many."""
+        return self._call(self._uploads.expire)

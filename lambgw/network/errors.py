@@ -39,6 +39,30 @@ class NetworkUnavailable(NetworkError):
     """The network could not be reached or did not answer in time."""
 
 
+class NoSuchUpload(NetworkError):
+    """The multipart upload does not exist (aborted, completed, expired, or another's)."""
+
+
+class UploadExists(NetworkError):
+    """An upload with that id exists already."""
+
+
+class InvalidPart(NetworkError):
+    """A part named by a completion is not stored, or its ETag or checksum differs."""
+
+
+class InvalidPartOrder(NetworkError):
+    """A completion's parts are not in ascending order of part number."""
+
+
+class EntityTooSmall(NetworkError):
+    """A part other than the last of a completion is below the minimum part size."""
+
+
+class BadDigest(NetworkError):
+    """A checksum given with a completion does not match the parts'."""
+
+
 #: The network's ordinary answers to a request: they say what is (or is not) stored, not that
 #: the network failed, so they are neither logged nor counted as failed calls.
 ANSWERS: tuple[type[NetworkError], ...] = (
@@ -49,4 +73,10 @@ ANSWERS: tuple[type[NetworkError], ...] = (
     OrderExpired,
     PreconditionFailed,
     InvalidPath,
+    NoSuchUpload,
+    UploadExists,
+    InvalidPart,
+    InvalidPartOrder,
+    EntityTooSmall,
+    BadDigest,
 )

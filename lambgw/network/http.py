@@ -42,8 +42,7 @@ from twisted.web.client import (
 from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import implementer
 
-from lambgw.lambnet import wire
-from lambgw.network import signing
+from lambgw.network import signing, wire
 from lambgw.network.errors import NetworkError, NetworkUnavailable
 from lambgw.network.httpbody import (
     HTTPObjectBody,
@@ -52,6 +51,7 @@ from lambgw.network.httpbody import (
     remove_segments,
 )
 from lambgw.network.httpupload import StreamedUpload, trailer_maker
+from lambgw.network.httpuploads import MultipartOverHTTP
 from lambgw.network.interface import (
     INetwork,
     IObjectBody,
@@ -120,8 +120,11 @@ def read_in_large_pieces(transport: Any) -> None:
 
 
 @implementer(INetwork)
-class HTTPNetwork:
-    """The Lambda network reached over HTTP(S) at ``base_url``, as one account."""
+class HTTPNetwork(MultipartOverHTTP):
+    """The Lambda network reached over HTTP(S) at ``base_url``, as one account.
+
+    Its multipart upload methods are those of :class:`MultipartOverHTTP`.
+    """
 
     def __init__(
         self,

@@ -19,8 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from lambgw.lambnet import wire
-from lambgw.network import signing
+from lambgw.network import signing, wire
 from lambgw.network.errors import NetworkError, NetworkUnavailable
 from lambgw.network.interface import IUpload, NewObject, ObjectInfo
 

@@ -116,6 +116,72 @@ class ListPage:
     next_marker: str | None
 
 
+@frozen
+class MultipartUpload:
+    """An open multipart upload of an object to ``path`` in an order."""
+
+    upload_id: str
+    order_id: str
+    path: str
+    created: float
+    content_type: str = "binary/octet-stream"
+    metadata: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+    headers: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+    #: ``crc32``, ``sha256``, ... or empty.
+    checksum_algorithm: str = ""
+    #: ``COMPOSITE`` or ``FULL_OBJECT`` when there is an algorithm.
+    checksum_type: str = ""
+    #: When a part was last stored (or the upload created).
+    last_active: float = 0.0
+    #: How many parts are stored, and their bytes.
+    parts: int = 0
+    size: int = 0
+
+
+@frozen
+class PartInfo:
+    """A stored part of a multipart upload."""
+
+    number: int
+    size: int
+    #: The MD5 of the part's bytes, in hex (its ETag, without quotes).
+    etag: str
+    last_modified: float
+    #: The part's checksums, keyed by algorithm, base64.
+    checksums: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+
+
+@frozen
+class CompletedPart:
+    """A part named by a completion: its number, ETag and any checksums given with it."""
+
+    number: int
+    etag: str
+    checksums: Mapping[str, str] = field(factory=dict, converter=_frozen_mapping)
+
+
+@frozen
+class UploadsPage:
+    """One page of an order's open uploads, by path then by time created."""
+
+    uploads: Sequence[MultipartUpload]
+    common_prefixes: Sequence[str]
+    is_truncated: bool
+    next_key_marker: str
+    next_upload_id_marker: str
+
+
+@frozen
+class PartsPage:
+    """One page of an upload's parts, by part number."""
+
+    upload: MultipartUpload
+    parts: Sequence[PartInfo]
+    is_truncated: bool
+    #: The last part number returned (the marker given, if none).
+    next_marker: int
+
+
 class IObjectBody(Interface):
     """The bytes of an object (or of a range of it), ready to stream."""
 
@@ -256,3 +322,96 @@ class INetwork(Interface):
         max_keys: int = 1000,
     ) -> Deferred[ListPage]:
         """Up to ``max_keys`` objects and common prefixes after ``marker``, in byte order."""
+
+    def create_upload(
+        account: str,
+        order_id: str,
+        path: str,
+        described: NewObject,
+        checksum_algorithm: str = "",
+        upload_id: str = "",
+    ) -> Deferred[MultipartUpload]:
+        """Open a multipart upload of an object to ``path``, under a new random id.
+
+        ``described`` is what the object will carry (content type, metadata, headers; its
+        ``checksum_type`` goes with ``checksum_algorithm``).  ``upload_id``, if given, is
+        the id to keep (an upload brought over from an earlier gateway's disk); it fails
+        with ``UploadExists`` if that id is taken.
+        """
+
+    def upload_part(
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        number: int,
+        segment: Segment,
+        etag: str,
+        checksums: Mapping[str, str],
+    ) -> Deferred[PartInfo]:
+        """Store the spooled ``segment`` as part ``number`` (consumed either way).
+
+        A part stored earlier under that number is replaced.  The part's bytes count
+        against the order's capacity at once (``QuotaExceeded`` if they do not fit).
+        Fails with ``NoSuchUpload`` unless the upload is open and is for ``path``.
+        """
+
+    def open_part(
+        account: str, order_id: str, path: str, upload_id: str, number: int, size: int
+    ) -> IUpload | None:
+        """Start streaming part ``number`` of ``size`` bytes, if this network streams.
+
+        ``None`` means the network stores spooled files instead (:meth:`upload_part`).
+        The upload's :meth:`IUpload.finish` takes the part's size, ETag and checksums as a
+        :class:`NewObject` and fires with the stored part described as an object (its
+        size, ETag, checksums and the time it was stored); its outcome is that of
+        :meth:`upload_part`.
+        """
+
+    def list_uploads(
+        account: str,
+        order_id: str,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        max_uploads: int = 1000,
+    ) -> Deferred[UploadsPage]:
+        """A page of the order's open uploads, after the markers, as S3 lists them."""
+
+    def list_parts(
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        marker: int = 0,
+        max_parts: int = 1000,
+    ) -> Deferred[PartsPage]:
+        """The upload and up to ``max_parts`` of its parts numbered above ``marker``."""
+
+    def abort_upload(account: str, order_id: str, path: str, upload_id: str) -> Deferred[None]:
+        """Remove the upload and every part of it, giving their space back."""
+
+    def complete_upload(
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart],
+        checksums: Mapping[str, str] | None = None,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> Deferred[ObjectInfo]:
+        """Make the object at ``path`` of the named parts, atomically, by reference.
+
+        No byte is copied: the object is its parts' files.  The parts not named are
+        removed; the object's size is what stays charged.  Fails with ``InvalidPart``,
+        ``InvalidPartOrder`` or ``EntityTooSmall`` (the upload stays open) if the list is
+        wrong, ``BadDigest`` if the upload's full-object checksum is among
+        ``checksums`` (the whole object's checksums the client gave, by algorithm) and
+        differs.  A completion repeated with the same part list answers the same
+        object again (for as long as the network keeps uploads); a different list fails
+        with ``NoSuchUpload``.  The write's conditions are checked in the same transaction:
+        ``if_none_match``, no object at ``path``; ``if_match``, the object there has that
+        etag (``*``: any); else ``PreconditionFailed`` (``NoSuchPath`` for no object).
+        """

@@ -1,4 +1,4 @@
-"""Rows of the store's object index, and the listing of an order in pages.
+"""Rows of the store's object index (read and written), and the listing of an order in pages.
 
 Paths are BLOBs of UTF-8 in the index, so SQL order is byte order.  A listing walks the
 primary key ``(order_id, path)`` from the marker on; with a delimiter, everything under a
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lambgw.network.errors import InvalidPath
@@ -40,6 +40,42 @@ def info_from_row(row: Sequence[Any]) -> ObjectInfo:
         checksum_type=row[9],
         part_sizes=json.loads(row[10]),
         tag_count=len(json.loads(row[12])),
+    )
+
+
+def json_text(value: Mapping[str, str] | Sequence[Any]) -> str:
+    """A map or list as the JSON text of an index column (keys sorted, so rows compare)."""
+    if not value:
+        return "{}" if isinstance(value, Mapping) else "[]"
+    return json.dumps(dict(value) if isinstance(value, Mapping) else list(value), sort_keys=True)
+
+
+def write_object_row(
+    db: sqlite3.Connection,
+    raw: bytes,
+    info: ObjectInfo,
+    files: Sequence[tuple[str, int]],
+    tags: Mapping[str, str],
+) -> None:
+    """Insert (or replace) the index row of the object ``info``, made of ``files``."""
+    db.execute(
+        f"INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            info.order_id,
+            raw,
+            info.size,
+            info.etag,
+            info.last_modified,
+            info.content_type,
+            json_text(info.metadata),
+            json_text(info.headers),
+            json_text(info.checksums),
+            info.checksum_type,
+            json_text(info.part_sizes),
+            json.dumps(list(files)),
+            json_text(tags),
+        ),
     )
 
 

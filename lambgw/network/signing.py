@@ -14,7 +14,7 @@ The node checks the signature with the account's public key, the date against it
 (:class:`NonceCache`), and the body's digest as the body arrives.
 
 A body streamed before its digest is known says ``x-lamb-content-sha256: STREAMING-TRAILER``
-and ends with a trailer (see ``lambgw.lambnet.wire``) holding the digest and the object's
+and ends with a trailer (see ``lambgw.network.wire``) holding the digest and the object's
 description, signed over :func:`trailer_to_sign`, which includes the request's signature.
 
 Nothing here does I/O except the small key file helpers at the end.

@@ -4,8 +4,10 @@ One directory holds ``index.sqlite3`` and the object bytes under ``objects/``.  
 are named by random ids (``objects/ab/ab12...``), never by the object's path, so no path can
 reach outside the directory or collide with another.  An object is the concatenation of its
 segment files; the spooled files of an upload are moved in as they are (a rename, not a
-copy).  Object files are never modified in place: an overwrite writes new files, commits
-the index row, then unlinks the old files, so a reader that opened them keeps reading.
+copy).  Multipart uploads (:mod:`lambgw.network.uploads`) keep each part in a file of its
+own, and a completed upload's object is made of those files.  Object files are never
+modified in place: an overwrite writes new files, commits the index row, then unlinks the
+old files, so a reader that opened them keeps reading.
 
 Several threads and several processes may use one store at once: each thread has its own
 SQLite connection (WAL mode, busy timeout) and every write is one ``BEGIN IMMEDIATE``
@@ -52,7 +54,13 @@ from lambgw.network.interface import (
     Order,
     Segment,
 )
-from lambgw.network.listing import OBJECT_COLUMNS, info_from_row, list_page
+from lambgw.network.listing import (
+    OBJECT_COLUMNS,
+    info_from_row,
+    json_text,
+    list_page,
+    write_object_row,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -84,6 +92,27 @@ CREATE TABLE IF NOT EXISTS objects (
     files TEXT NOT NULL,
     tags TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (order_id, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,
+    order_id TEXT NOT NULL,
+    path BLOB NOT NULL,
+    created REAL NOT NULL,
+    last_active REAL NOT NULL,
+    described TEXT NOT NULL,
+    completed TEXT
+);
+CREATE INDEX IF NOT EXISTS uploads_by_path ON uploads (order_id, path, created);
+CREATE INDEX IF NOT EXISTS uploads_by_age ON uploads (last_active);
+CREATE TABLE IF NOT EXISTS parts (
+    upload_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    last_modified REAL NOT NULL,
+    checksums TEXT NOT NULL,
+    file_id TEXT NOT NULL,
+    PRIMARY KEY (upload_id, number)
 ) WITHOUT ROWID;
 """
 
@@ -127,14 +156,16 @@ def _order_from_row(row: Sequence[Any]) -> Order:
     )
 
 
-def _dump(value: Mapping[str, str] | Sequence[Any]) -> str:
-    if not value:
-        return "{}" if isinstance(value, Mapping) else "[]"
-    return json.dumps(dict(value) if isinstance(value, Mapping) else list(value), sort_keys=True)
+def check_write_conditions(
+    old: Sequence[Any] | None, path: str, if_none_match: bool = False, if_match: str | None = None
+) -> None:
+    """Refuse a write whose conditions the object row ``old`` (its etag third) does not meet.
 
-
-def _check_if_match(if_match: str | None, old: Sequence[Any] | None, path: str) -> None:
-    """Refuse a write conditional on ``if_match`` (an etag or ``*``) of the row ``old``."""
+    ``if_none_match``: only where there is no object; ``if_match``: only over the object
+    with that etag (``*``: any object).
+    """
+    if old is not None and if_none_match:
+        raise PreconditionFailed(f"an object exists at {path}")
     if if_match is None:
         return
     if old is None:
@@ -458,34 +489,14 @@ class Store:
                 "SELECT size, files, etag FROM objects WHERE order_id = ? AND path = ?",
                 (info.order_id, raw),
             ).fetchone()
-            if old is not None and if_none_match:
-                raise PreconditionFailed(f"an object exists at {info.path}")
-            _check_if_match(if_match, old, info.path)
+            check_write_conditions(old, info.path, if_none_match, if_match)
             used = order.used - (old[0] if old else 0) + info.size
             if used > order.capacity:
                 raise QuotaExceeded(
                     f"the order {order.order_id} has {order.free} bytes free,"
                     f" {info.size} are needed"
                 )
-            db.execute(
-                f"INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    info.order_id,
-                    raw,
-                    info.size,
-                    info.etag,
-                    info.last_modified,
-                    info.content_type,
-                    _dump(info.metadata),
-                    _dump(info.headers),
-                    _dump(info.checksums),
-                    info.checksum_type,
-                    _dump(info.part_sizes),
-                    json.dumps(files),
-                    _dump(tags),
-                ),
-            )
+            write_object_row(db, raw, info, files, tags)
             db.execute("UPDATE orders SET used = ? WHERE order_id = ?", (used, order.order_id))
         return [file_id for file_id, _ in json.loads(old[1])] if old else []
 
@@ -547,7 +558,7 @@ class Store:
                 "SELECT size, files, etag FROM objects WHERE order_id = ? AND path = ?",
                 (order_id, raw),
             ).fetchone()
-            _check_if_match(if_match, old, path)
+            check_write_conditions(old, path, if_match=if_match)
             if old is None:
                 return False
             db.execute("DELETE FROM objects WHERE order_id = ? AND path = ?", (order_id, raw))
@@ -618,7 +629,7 @@ class Store:
             self._order(db, account, order_id)
             changed = db.execute(
                 "UPDATE objects SET tags = ? WHERE order_id = ? AND path = ?",
-                (_dump(tags), order_id, raw),
+                (json_text(tags), order_id, raw),
             ).rowcount
         if not changed:
             raise NoSuchPath(f"no object at {path}")
@@ -664,6 +675,7 @@ class Store:
                 for (files,) in db.execute("SELECT files FROM objects")
                 for file_id, _ in json.loads(files)
             }
+            referenced.update(file_id for (file_id,) in db.execute("SELECT file_id FROM parts"))
         orphans = [name for name in candidates if name not in referenced]
         self._remove(orphans)
         return len(orphans)

@@ -130,12 +130,10 @@ class Monitor:
         """The open multipart uploads of every account served, oldest first."""
         uploads = []
         for served in self.served():
-            found = yield self._in_pool(served.uploads.store.uploads)
-            uploads += [
-                OpenUpload(u.upload_id, u.bucket, u.key, len(ps), sum(p.size for p in ps), at)
-                for u, ps, at in found
-                if u.account == served.gateway.account
-            ]
+            found = yield served.uploads.open_uploads()
+            for u in found:
+                bucket, key = served.uploads.bucket_and_key(u)
+                uploads.append(OpenUpload(u.upload_id, bucket, key, u.parts, u.size, u.last_active))
         return sorted(uploads, key=lambda u: (u.last_activity, u.upload_id))
 
     @inlineCallbacks
@@ -153,12 +151,9 @@ class Monitor:
         uploads = yield self.open_uploads()
         metrics.uploads_open.set(len(uploads))
         served = self.served()
-        for area, roots in (
-            ("bodies", [s.gateway.spool_dir for s in served]),
-            ("uploads", [s.uploads.store.root for s in served]),
-        ):
-            size = yield self._in_pool(lambda roots: sum(map(directory_bytes, roots)), roots)
-            metrics.spool_bytes.labels(area).set(size)
+        roots = [s.gateway.spool_dir for s in served]
+        size = yield self._in_pool(lambda roots: sum(map(directory_bytes, roots)), roots)
+        metrics.spool_bytes.labels("bodies").set(size)
         metrics.spool_free.set(self._main.gateway.spool.free())
 
     @inlineCallbacks

@@ -14,14 +14,19 @@ from zope.interface import implementer
 
 from lambgw.network.errors import ANSWERS
 from lambgw.network.interface import (
+    CompletedPart,
     INetwork,
     IObjectBody,
     IUpload,
     ListPage,
+    MultipartUpload,
     NewObject,
     ObjectInfo,
     Order,
+    PartInfo,
+    PartsPage,
     Segment,
+    UploadsPage,
 )
 from lambgw.observe.metrics import GatewayMetrics
 
@@ -191,15 +196,132 @@ class TimedNetwork:
             order_id,
         )
 
+    def create_upload(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        described: NewObject,
+        checksum_algorithm: str = "",
+        upload_id: str = "",
+    ) -> Deferred[MultipartUpload]:
+        """Open a multipart upload."""
+        return self._timed(
+            "create_upload",
+            lambda: self.network.create_upload(
+                account, order_id, path, described, checksum_algorithm, upload_id
+            ),
+            order_id,
+            path,
+        )
+
+    def upload_part(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        number: int,
+        segment: Segment,
+        etag: str,
+        checksums: Mapping[str, str],
+    ) -> Deferred[PartInfo]:
+        """Store a part."""
+        return self._timed(
+            "upload_part",
+            lambda: self.network.upload_part(
+                account, order_id, path, upload_id, number, segment, etag, checksums
+            ),
+            order_id,
+            path,
+        )
+
+    def open_part(
+        self, account: str, order_id: str, path: str, upload_id: str, number: int, size: int
+    ) -> IUpload | None:
+        """Start streaming a part (its finish is timed as ``upload_part``)."""
+        upload = self.network.open_part(account, order_id, path, upload_id, number, size)
+        return (
+            None if upload is None else _TimedUpload(upload, self, (order_id, path), "upload_part")
+        )
+
+    def list_uploads(
+        self,
+        account: str,
+        order_id: str,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        max_uploads: int = 1000,
+    ) -> Deferred[UploadsPage]:
+        """List open uploads."""
+        return self._timed(
+            "list_uploads",
+            lambda: self.network.list_uploads(
+                account, order_id, prefix, delimiter, key_marker, upload_id_marker, max_uploads
+            ),
+        )
+
+    def list_parts(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        marker: int = 0,
+        max_parts: int = 1000,
+    ) -> Deferred[PartsPage]:
+        """List an upload's parts."""
+        return self._timed(
+            "list_parts",
+            lambda: self.network.list_parts(account, order_id, path, upload_id, marker, max_parts),
+            order_id,
+            path,
+        )
+
+    def abort_upload(
+        self, account: str, order_id: str, path: str, upload_id: str
+    ) -> Deferred[None]:
+        """Abort an upload."""
+        return self._timed(
+            "abort_upload",
+            lambda: self.network.abort_upload(account, order_id, path, upload_id),
+            order_id,
+            path,
+        )
+
+    def complete_upload(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart],
+        checksums: Mapping[str, str] | None = None,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> Deferred[ObjectInfo]:
+        """Complete an upload."""
+        return self._timed(
+            "complete_upload",
+            lambda: self.network.complete_upload(
+                account, order_id, path, upload_id, parts, checksums, if_none_match, if_match
+            ),
+            order_id,
+            path,
+        )
+
 
 @implementer(IUpload)
 @define
 class _TimedUpload:
-    """An upload whose finish is timed like a ``put_object``."""
+    """An upload whose finish is timed like a ``put_object`` (or the ``call`` it stands for)."""
 
     upload: IUpload
     network: TimedNetwork
     subject: tuple[str, ...]
+    call: str = "put_object"
 
     def throttle(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
         """Pass the backpressure on."""
@@ -212,7 +334,7 @@ class _TimedUpload:
     def finish(self, new: NewObject, content_sha256: str) -> Deferred[ObjectInfo]:
         """Store the object."""
         return self.network._timed(
-            "put_object", lambda: self.upload.finish(new, content_sha256), *self.subject
+            self.call, lambda: self.upload.finish(new, content_sha256), *self.subject
         )
 
     def abort(self) -> None:

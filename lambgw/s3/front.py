@@ -15,7 +15,8 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from lambgw.gateway.core import MAX_PUT_SIZE, Gateway
-from lambgw.network.interface import NewObject
+from lambgw.network.completion import MAX_PART_NUMBER
+from lambgw.network.interface import IUpload, NewObject
 from lambgw.protocol.auth import AuthResult, PayloadMode, RequestView, authenticate
 from lambgw.protocol.checksums import normalize_name
 from lambgw.protocol.chunked import AwsChunkedDecoder
@@ -282,6 +283,8 @@ class Front:
             conditions = write_conditions(headers)
             described = new_object_from(headers, size, "")
             upload = gateway.open_upload(target.bucket, target.key, described, *conditions)
+        elif size is not None and size > SMALL_UPLOAD and "x-amz-copy-source" not in headers:
+            upload = _open_part(gateway, target, size)
         decoder = None
         if auth.payload.is_chunked:
             decoder = AwsChunkedDecoder(
@@ -313,3 +316,11 @@ class Front:
             if e.errno in FULL_ERRNOS:
                 raise spool.ran_out(size or 0) from None
             raise
+
+
+def _open_part(gateway: Gateway, target: Target, size: int) -> IUpload | None:
+    """Start streaming an UploadPart's body to the network, if the request names a part."""
+    number = target.query.get("partNumber", "")
+    if not number.isdigit() or not 1 <= int(number) <= MAX_PART_NUMBER:
+        return None
+    return gateway.open_part(target.bucket, target.key, target.query["uploadId"], int(number), size)

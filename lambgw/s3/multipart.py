@@ -1,5 +1,8 @@
 """The multipart operations of the S3 API, over :class:`~lambgw.gateway.multipart.MultipartUploads`.
 
+The uploads themselves are the network's: these handlers read and write S3's XML and
+headers, and a part's body goes from the spool to the network.
+
 CreateMultipartUpload, UploadPart, UploadPartCopy, CompleteMultipartUpload,
 AbortMultipartUpload, ListParts and ListMultipartUploads.  A completion that takes a while
 answers 200 at once and sends whitespace every few seconds until the result (or an error
@@ -13,7 +16,6 @@ import hmac
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from attrs import frozen
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import (
     IConsumer,
@@ -31,13 +33,19 @@ from zope.interface import implementer
 from lambgw.gateway.multipart import (
     MAX_PART_NUMBER,
     MAX_PART_SIZE,
-    Completion,
     MultipartUploads,
-    Part,
-    Upload,
     check_part_number,
 )
-from lambgw.network.interface import ObjectInfo
+from lambgw.network.interface import (
+    CompletedPart,
+    MultipartUpload,
+    NewObject,
+    ObjectInfo,
+    PartInfo,
+    PartsPage,
+    Segment,
+    UploadsPage,
+)
 from lambgw.protocol.auth import PayloadMode
 from lambgw.protocol.checksums import ALGORITHMS, CRC_ALGORITHMS, normalize_name
 from lambgw.protocol.conditions import (
@@ -89,10 +97,12 @@ def _content_sha256_ok(request: S3Request, body: bytes) -> None:
         )
 
 
-def parse_complete(body: bytes) -> list[Completion]:
+def parse_complete(body: bytes) -> list[CompletedPart]:
     """Parse a CompleteMultipartUpload document into the parts it names, in its order."""
     tree = parse(body, "CompleteMultipartUpload")
     parts = children(tree, "Part")
+    if not parts:
+        raise S3Error.of("MalformedXML", "The XML you provided named no part.")
     if len(parts) > MAX_PART_NUMBER:
         raise S3Error.of("MalformedXML", f"At most {MAX_PART_NUMBER} parts can be named.")
     out = []
@@ -106,7 +116,7 @@ def parse_complete(body: bytes) -> list[Completion]:
             value = text(node, "Checksum" + algorithm.upper())
             if value:
                 checksums[algorithm] = value.strip()
-        out.append(Completion(check_part_number(number), etag, checksums))
+        out.append(CompletedPart(check_part_number(number), etag, checksums))
     return out
 
 
@@ -117,69 +127,6 @@ def _bounded(query: Mapping[str, str], name: str, default: int) -> int:
     if not value.isdigit():
         raise S3Error.of("InvalidArgument", f"Argument {name} must be a non-negative integer.")
     return int(value)
-
-
-@frozen
-class UploadsPage:
-    """One page of ListMultipartUploads."""
-
-    uploads: Sequence[Upload]
-    common_prefixes: Sequence[str]
-    is_truncated: bool
-    next_key_marker: str
-    next_upload_id_marker: str
-
-
-def page_uploads(
-    uploads: Sequence[Upload],
-    prefix: str = "",
-    delimiter: str = "",
-    key_marker: str = "",
-    upload_id_marker: str = "",
-    max_uploads: int = MAX_LISTED,
-) -> UploadsPage:
-    """Select a page of uploads as S3 does: by key, then by time initiated."""
-    ordered = sorted(
-        (u for u in uploads if u.key.startswith(prefix)),
-        key=lambda u: (u.key.encode("utf-8"), u.created, u.upload_id),
-    )
-    marker = key_marker.encode("utf-8")
-    if key_marker:
-        after = []
-        passed = not upload_id_marker
-        for u in ordered:
-            raw = u.key.encode("utf-8")
-            if raw > marker or (raw == marker and passed and upload_id_marker):
-                after.append(u)
-            elif raw == marker and u.upload_id == upload_id_marker:
-                passed = True
-        ordered = after
-    listed: list[Upload] = []
-    prefixes: list[str] = []
-    truncated = False
-    last_key = last_id = ""
-    for u in ordered:
-        rest = u.key[len(prefix) :]
-        cut = rest.find(delimiter) if delimiter else -1
-        common = prefix + rest[: cut + len(delimiter)] if cut >= 0 else None
-        if common is not None and prefixes and prefixes[-1] == common:
-            continue
-        if len(listed) + len(prefixes) >= max_uploads:
-            truncated = True
-            break
-        if common is not None:
-            prefixes.append(common)
-            last_key, last_id = common, ""
-        else:
-            listed.append(u)
-            last_key, last_id = u.key, u.upload_id
-    return UploadsPage(
-        listed,
-        prefixes,
-        truncated,
-        last_key if truncated else "",
-        last_id if truncated else "",
-    )
 
 
 @implementer(IConsumer)
@@ -272,22 +219,17 @@ class MultipartAPI:
                     "InvalidRequest",
                     f"The {checksum_type} checksum type cannot be used with {algorithm.upper()}.",
                 )
-        upload = yield self.uploads.create(
-            Upload(
-                upload_id="",
-                account="",
-                bucket=target.bucket,
-                key=target.key,
-                order_id="",
-                path="",
-                created=0.0,
-                content_type=new.content_type,
-                metadata=new.metadata,
-                headers=new.headers,
-                tags=new.tags,
-                checksum_algorithm=algorithm,
-                checksum_type=checksum_type,
-            )
+        described = NewObject(
+            size=0,
+            etag="",
+            content_type=new.content_type,
+            metadata=new.metadata,
+            headers=new.headers,
+            checksum_type=checksum_type,
+            tags=new.tags,
+        )
+        upload: MultipartUpload = yield self.uploads.create(
+            target.bucket, target.key, described, algorithm
         )
         if algorithm:
             request.setHeader(b"x-amz-checksum-algorithm", algorithm.upper().encode())
@@ -303,8 +245,7 @@ class MultipartAPI:
     @inlineCallbacks
     def abort(self, api: S3API, request: S3Request, target: Target) -> Any:
         """AbortMultipartUpload: the parts are deleted and their space given back."""
-        upload = yield self.uploads.get(target.query["uploadId"], target.bucket, target.key)
-        yield self.uploads.abort(upload)
+        yield self.uploads.abort(target.bucket, target.key, target.query["uploadId"])
         request.setResponseCode(204)
         return b""
 
@@ -321,11 +262,32 @@ class MultipartAPI:
             return result
         spooled = request.s3.spooled()
         checksums = verify_body(request, headers, spooled)
-        upload = yield self.uploads.get(target.query["uploadId"], target.bucket, target.key)
-        self.uploads.check_room(target.bucket, upload.order_id, spooled.size)
-        part = Part(number, spooled.size, spooled.md5.hex(), 0.0, checksums)
-        source = spooled.data if spooled.data is not None else spooled.path
-        yield self.uploads.add_part(upload, part, source)
+        upload_id = target.query["uploadId"]
+        part: PartInfo
+        if spooled.upload is not None:
+            new = NewObject(spooled.size, spooled.md5.hex(), checksums=checksums)
+            part = yield self.uploads.finish_part(
+                target.bucket,
+                target.key,
+                upload_id,
+                number,
+                spooled.upload,
+                new,
+                spooled.sha256 or "",
+            )
+        else:
+            segment = Segment(
+                "" if spooled.data is not None else spooled.path, spooled.size, spooled.data
+            )
+            part = yield self.uploads.upload_part(
+                target.bucket,
+                target.key,
+                upload_id,
+                number,
+                segment,
+                spooled.md5.hex(),
+                checksums,
+            )
         request.setHeader(b"ETag", f'"{part.etag}"'.encode())
         for name, value in checksums.items():
             request.setHeader(f"x-amz-checksum-{name}".encode(), value.encode())
@@ -342,7 +304,10 @@ class MultipartAPI:
         number: int,
     ) -> Any:
         gateway = api.gateway
-        upload = yield self.uploads.get(target.query["uploadId"], target.bucket, target.key)
+        upload_id = target.query["uploadId"]
+        # The upload is looked up first, so that a wrong id copies nothing.
+        page: PartsPage = yield self.uploads.list_parts(target.bucket, target.key, upload_id, 0, 0)
+        upload = page.upload
         src_bucket, src_key, source = yield copy_source(api, headers)
         first_byte, last_byte = _copy_range(first(headers, "x-amz-copy-source-range"), source)
         size = last_byte - first_byte + 1
@@ -352,7 +317,7 @@ class MultipartAPI:
                 f"The specified copy source is larger than the maximum part size of "
                 f"{MAX_PART_SIZE} bytes.",
             )
-        self.uploads.check_room(target.bucket, upload.order_id, size)
+        gateway.precheck_upload(target.bucket, size)
         algorithms = [upload.checksum_algorithm] if upload.checksum_algorithm else []
         consumer = _SpoolConsumer()
         spool = SpoolBody(
@@ -374,8 +339,15 @@ class MultipartAPI:
             raise
         spooled: SpooledFile = yield spool.finish()
         try:
-            part = Part(number, spooled.size, spooled.md5.hex(), 0.0, spooled.checksums)
-            stored = yield self.uploads.add_part(upload, part, spooled.path)
+            stored: PartInfo = yield self.uploads.upload_part(
+                target.bucket,
+                target.key,
+                upload_id,
+                number,
+                Segment(spooled.path, spooled.size),
+                spooled.md5.hex(),
+                spooled.checksums,
+            )
         finally:
             spooled.discard()
         for name, value in spooled.checksums.items():
@@ -393,11 +365,10 @@ class MultipartAPI:
         query = target.query
         marker = _bounded(query, "part-number-marker", 0)
         max_parts = min(_bounded(query, "max-parts", MAX_LISTED), MAX_LISTED)
-        upload: Upload = yield self.uploads.get(query["uploadId"], target.bucket, target.key)
-        parts: list[Part] = yield self.uploads.parts(upload)
-        after = [p for p in parts if p.number > marker]
-        page = after[:max_parts]
-        truncated = len(after) > len(page)
+        listed: PartsPage = yield self.uploads.list_parts(
+            target.bucket, target.key, query["uploadId"], marker, max_parts
+        )
+        upload, page, truncated = listed.upload, listed.parts, listed.is_truncated
         people = _people(api)
         out = [
             element("Bucket", target.bucket),
@@ -438,13 +409,13 @@ class MultipartAPI:
         encode = query.get("encoding-type") == "url"
         if "encoding-type" in query and not encode:
             raise S3Error.of("InvalidArgument", "Invalid Encoding Method specified in Request")
-        yield api.gateway.bucket(target.bucket)
-        uploads: list[Upload] = yield self.uploads.uploads(target.bucket)
         prefix = query.get("prefix", "")
         delimiter = query.get("delimiter", "")
         key_marker = query.get("key-marker", "")
         upload_id_marker = query.get("upload-id-marker", "")
-        page = page_uploads(uploads, prefix, delimiter, key_marker, upload_id_marker, max_uploads)
+        page: UploadsPage = yield self.uploads.list_uploads(
+            target.bucket, prefix, delimiter, key_marker, upload_id_marker, max_uploads
+        )
 
         def key(value: str) -> str:
             return url_encode(value) if encode else value
@@ -465,7 +436,7 @@ class MultipartAPI:
         for upload in page.uploads:
             out.append(
                 "<Upload>"
-                + element("Key", key(upload.key))
+                + element("Key", key(upload.path))
                 + element("UploadId", upload.upload_id)
                 + people
                 + "<StorageClass>STANDARD</StorageClass>"
@@ -496,14 +467,18 @@ class MultipartAPI:
         headers = header_map(request)
         refuse_unsupported(headers, COMPLETE_MULTIPART)
         conditions = write_conditions(headers)
-        upload: Upload = yield self.uploads.get(target.query["uploadId"], target.bucket, target.key)
-        full = None
-        if upload.checksum_algorithm and upload.checksum_type == "FULL_OBJECT":
-            full = first(headers, "x-amz-checksum-" + upload.checksum_algorithm)
+        given = {}
+        for algorithm in ALGORITHMS:
+            value = first(headers, "x-amz-checksum-" + algorithm)
+            if value is not None:
+                given[algorithm] = value.strip()
+        upload_id = target.query["uploadId"]
         keepalive = _KeepAlive(request, self._clock)
         try:
             info: ObjectInfo = yield _shield(
-                self.uploads.complete(upload, requested, full, *conditions)
+                self.uploads.complete(
+                    target.bucket, target.key, upload_id, requested, given, *conditions
+                )
             )
         except S3Error as e:
             if not keepalive.started:
@@ -512,7 +487,7 @@ class MultipartAPI:
         except Exception:
             if not keepalive.started:
                 raise
-            log.failure("Completing upload {upload_id} failed", upload_id=upload.upload_id)
+            log.failure("Completing upload {upload_id} failed", upload_id=upload_id)
             return error_document(
                 "InternalError",
                 "We encountered an internal error. Please try again.",

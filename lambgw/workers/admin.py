@@ -6,9 +6,9 @@ supervisor alone listens on ``--admin-listen`` and asks the workers:
 - ``/metrics`` sums the workers' metrics (:class:`MetricTotals`): counters and histograms
   add up, and so do ``lambgw_requests_in_flight`` and ``lambgw_connections_open``; the gauges
   that describe what the workers share (orders, open uploads, the spool) are taken from the
-  lowest-numbered worker that answered.  The counts of a worker that ended are kept as of its last answer, so the
-  sums never go down.  ``lambgw_workers`` and ``lambgw_worker_restarts_total`` are the
-  supervisor's own.
+  lowest-numbered worker that answered.  The counts of a worker that ended are kept as of its
+  last answer, so the sums never go down.  ``lambgw_workers`` and
+  ``lambgw_worker_restarts_total`` are the supervisor's own.
 - ``/readyz`` is 200 when at least one worker is ready (any worker serves any request of
   the shared sockets), with each worker's answer in the body; 503 while stopping.
 - ``/healthz`` answers while the supervisor runs; ``/`` is the status page of the

@@ -20,7 +20,17 @@ from urllib.parse import quote
 from attrs import frozen
 
 from lambgw.network import errors
-from lambgw.network.interface import ListPage, NewObject, ObjectInfo, Order
+from lambgw.network.interface import (
+    CompletedPart,
+    ListPage,
+    MultipartUpload,
+    NewObject,
+    ObjectInfo,
+    Order,
+    PartInfo,
+    PartsPage,
+    UploadsPage,
+)
 
 #: The protocol version, first segment of every path.
 VERSION = "v2"
@@ -46,6 +56,12 @@ ERRORS: Mapping[str, tuple[type[errors.NetworkError], int]] = {
     "OrderExpired": (errors.OrderExpired, 403),
     "PreconditionFailed": (errors.PreconditionFailed, 412),
     "InvalidPath": (errors.InvalidPath, 400),
+    "NoSuchUpload": (errors.NoSuchUpload, 404),
+    "UploadExists": (errors.UploadExists, 409),
+    "InvalidPart": (errors.InvalidPart, 400),
+    "InvalidPartOrder": (errors.InvalidPartOrder, 400),
+    "EntityTooSmall": (errors.EntityTooSmall, 400),
+    "BadDigest": (errors.BadDigest, 400),
     "ServiceUnavailable": (errors.NetworkUnavailable, 503),
     "NetworkError": (errors.NetworkError, 400),
 }
@@ -278,6 +294,152 @@ def page_from_json(data: Mapping[str, Any]) -> ListPage:
         is_truncated=bool(data["is_truncated"]),
         next_marker=None if marker is None else str(marker),
     )
+
+
+def upload_to_json(upload: MultipartUpload) -> dict[str, Any]:
+    """Return an open multipart upload as JSON."""
+    return {
+        "upload_id": upload.upload_id,
+        "order_id": upload.order_id,
+        "path": upload.path,
+        "created": upload.created,
+        "content_type": upload.content_type,
+        "metadata": dict(upload.metadata),
+        "headers": dict(upload.headers),
+        "checksum_algorithm": upload.checksum_algorithm,
+        "checksum_type": upload.checksum_type,
+        "last_active": upload.last_active,
+        "parts": upload.parts,
+        "size": upload.size,
+    }
+
+
+def upload_from_json(data: Mapping[str, Any]) -> MultipartUpload:
+    """Return the multipart upload of its JSON."""
+    return MultipartUpload(
+        upload_id=str(data["upload_id"]),
+        order_id=str(data["order_id"]),
+        path=str(data["path"]),
+        created=float(data["created"]),
+        content_type=str(data["content_type"]),
+        metadata=_strings(data["metadata"]),
+        headers=_strings(data["headers"]),
+        checksum_algorithm=str(data["checksum_algorithm"]),
+        checksum_type=str(data["checksum_type"]),
+        last_active=float(data["last_active"]),
+        parts=int(data["parts"]),
+        size=int(data["size"]),
+    )
+
+
+def part_to_json(part: PartInfo) -> dict[str, Any]:
+    """Return a stored part as JSON."""
+    return {
+        "number": part.number,
+        "size": part.size,
+        "etag": part.etag,
+        "last_modified": part.last_modified,
+        "checksums": dict(part.checksums),
+    }
+
+
+def part_from_json(data: Mapping[str, Any]) -> PartInfo:
+    """Return the stored part of its JSON."""
+    return PartInfo(
+        number=int(data["number"]),
+        size=int(data["size"]),
+        etag=str(data["etag"]),
+        last_modified=float(data["last_modified"]),
+        checksums=_strings(data["checksums"]),
+    )
+
+
+def uploads_page_to_json(page: UploadsPage) -> dict[str, Any]:
+    """Return a page of open uploads as JSON."""
+    return {
+        "uploads": [upload_to_json(u) for u in page.uploads],
+        "common_prefixes": list(page.common_prefixes),
+        "is_truncated": page.is_truncated,
+        "next_key_marker": page.next_key_marker,
+        "next_upload_id_marker": page.next_upload_id_marker,
+    }
+
+
+def uploads_page_from_json(data: Mapping[str, Any]) -> UploadsPage:
+    """Return the page of open uploads of its JSON."""
+    return UploadsPage(
+        uploads=[upload_from_json(u) for u in data["uploads"]],
+        common_prefixes=[str(p) for p in data["common_prefixes"]],
+        is_truncated=bool(data["is_truncated"]),
+        next_key_marker=str(data["next_key_marker"]),
+        next_upload_id_marker=str(data["next_upload_id_marker"]),
+    )
+
+
+def parts_page_to_json(page: PartsPage) -> dict[str, Any]:
+    """Return an upload and a page of its parts as JSON."""
+    return {
+        "upload": upload_to_json(page.upload),
+        "parts": [part_to_json(p) for p in page.parts],
+        "is_truncated": page.is_truncated,
+        "next_marker": page.next_marker,
+    }
+
+
+def parts_page_from_json(data: Mapping[str, Any]) -> PartsPage:
+    """Return the upload and page of parts of its JSON."""
+    return PartsPage(
+        upload=upload_from_json(data["upload"]),
+        parts=[part_from_json(p) for p in data["parts"]],
+        is_truncated=bool(data["is_truncated"]),
+        next_marker=int(data["next_marker"]),
+    )
+
+
+@frozen
+class Completion:
+    """A completion request: the named parts, the whole object's checksums, the conditions."""
+
+    parts: list[CompletedPart]
+    checksums: dict[str, str]
+    if_none_match: bool = False
+    if_match: str | None = None
+
+
+def completion_to_json(
+    parts: Sequence[CompletedPart],
+    checksums: Mapping[str, str],
+    if_none_match: bool = False,
+    if_match: str | None = None,
+) -> bytes:
+    """Return the body of a completion: the named parts, checksums and write conditions."""
+    named = [{"number": p.number, "etag": p.etag, "checksums": dict(p.checksums)} for p in parts]
+    body = {
+        "parts": named,
+        "checksums": dict(checksums),
+        "if_none_match": if_none_match,
+        "if_match": if_match,
+    }
+    return json.dumps(body).encode("utf-8")
+
+
+def completion_from_json(data: Any) -> Completion:
+    """Return the completion a request body asks; ``ProtocolError`` if malformed."""
+    try:
+        parts = [
+            CompletedPart(int(p["number"]), str(p["etag"]), _strings(p["checksums"]))
+            for p in data["parts"]
+        ]
+        checksums = _strings(data["checksums"])
+        if_none_match = data.get("if_none_match", False)
+        if_match = data.get("if_match")
+        if not isinstance(if_none_match, bool) or not isinstance(if_match, str | None):
+            raise TypeError("the conditions are not a boolean and a string")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ProtocolError(400, "BadRequest", f"malformed completion: {e}") from None
+    if len(parts) > MAX_PARTS:
+        raise ProtocolError(400, "BadRequest", f"more than {MAX_PARTS} parts")
+    return Completion(parts, checksums, if_none_match, if_match)
 
 
 def header_json(value: Mapping[str, Any]) -> str:
