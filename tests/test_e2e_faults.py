@@ -190,7 +190,8 @@ class ProxiedNodeCase(GatewayCase):
         listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=key)
         self.assertNotIn("Contents", listed)
         spool = os.path.join(self.home, "gateway", "spool")
-        self.assertEqual([n for n in os.listdir(spool) if not n.startswith(".")], [])
+        left = [n for _, _, names in os.walk(spool) for n in names if not n.startswith(".")]
+        self.assertEqual(left, [])
 
     def assert_logged_once(self, text: str) -> None:
         """The gateway's log has exactly one line with ``text``, naming the cause."""

@@ -587,7 +587,8 @@ class RestartAndScaleOutTests(SynchronousTestCase):
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             with contextlib.suppress(FileNotFoundError):
-                if any(e.stat().st_size for e in os.scandir(spool)):
+                files = [os.path.join(d, n) for d, _, names in os.walk(spool) for n in names]
+                if any(os.path.getsize(f) for f in files):
                     return
             time.sleep(0.01)
 

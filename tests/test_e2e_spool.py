@@ -227,6 +227,10 @@ class CrashLeftoversTests(SynchronousTestCase):
         self.assertEqual(spool_files(self.data), [])
         listed = s3.list_objects_v2(Bucket=restarted.order_id)
         self.assertEqual([o["Key"] for o in listed["Contents"]], ["kept"])
+        # Stopped cleanly, each gateway removes its own directory.
+        restarted.stop()
+        neighbour.stop()
+        self.assertEqual(os.listdir(os.path.join(self.data, "spool")), [])
 
     def test_killed_node_leftovers_removed_at_start(self) -> None:
         """A node killed mid-PUT leaves a body in its incoming/; its restart removes it."""

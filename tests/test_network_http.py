@@ -239,7 +239,8 @@ class ClientTests(SynchronousTestCase):
         result.trap(errors.QuotaExceeded)
         self.assertEqual(self.h.store.order("demo", self.h.order.order_id).used, 0)
         self.assertEqual(os.listdir(self.spool), [])
-        self.assertEqual(os.listdir(os.path.join(self.h.store.root, "incoming")), [])
+        incoming = os.path.join(self.h.store.root, "incoming")
+        self.assertEqual([n for _, _, names in os.walk(incoming) for n in names], [])
 
     def test_if_none_match(self) -> None:
         """A conditional put over an existing object fails with PreconditionFailed."""
@@ -472,7 +473,7 @@ class NodeSpoolTests(SynchronousTestCase):
                 f.write(b"x")
         os.utime(old, (1, 1))
         NodeSite(h.node)
-        self.assertEqual(os.listdir(incoming), ["body-fresh"])
+        self.assertEqual([n for _, _, names in os.walk(incoming) for n in names], ["body-fresh"])
 
     def test_unsigned_body_not_spooled(self) -> None:
         """A large unsigned upload is refused without writing its body to a file."""

@@ -50,7 +50,8 @@ class StreamedUploadTests(SynchronousTestCase):
         return self.h.store.order("demo", self.order_id).used
 
     def incoming(self) -> list[str]:
-        return os.listdir(os.path.join(self.root, "incoming"))
+        incoming = os.path.join(self.root, "incoming")
+        return [n for _, _, names in os.walk(incoming) for n in names]
 
     def assertRefused(self, result: Any, kind: type[Exception], text: str) -> None:
         self.assertIsInstance(result, Failure)

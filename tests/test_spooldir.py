@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.logger import LogEvent, capturedLogs
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -209,3 +210,23 @@ class FullDiskBodyTests(TestCase):
         self.assertEqual((error.code, error.status), ("SlowDown", 503))
         self.assertEqual(needed, [5000])
         self.assertEqual(os.listdir(directory), [])
+
+    @inlineCallbacks
+    def test_full_disk_before_finish(self) -> Any:
+        """A body that failed on a full disk before its end was read fails with the same error."""
+        directory = self.mktemp()
+        os.makedirs(directory)
+        pool = ThreadPool(minthreads=0, maxthreads=2, name="test-full")
+        pool.start()
+        self.addCleanup(pool.stop)
+        full = S3Error("SlowDown", 503, "The gateway's spool is full.")
+        body = SpoolBody(reactor, pool, directory, max_size=1 << 20, on_full=lambda n: full)  # type: ignore[arg-type]
+        body._file = FullFile(body._file, 10)
+        body.write(b"x" * 1000)
+        for _ in range(500):  # the lanes finish with the error before the body's end is read
+            if not os.listdir(directory):
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(os.listdir(directory), [])
+        error = yield self.assertFailure(body.finish(), S3Error)
+        self.assertIs(error, full)

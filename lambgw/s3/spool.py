@@ -386,7 +386,8 @@ class SpoolBody:
         if self._error is not None:
             full = isinstance(self._error, OSError) and self._error.errno in FULL_ERRNOS
             if full and self._on_full is not None:
-                raise self._on_full(self._received)
+                # Kept: finish() may come later and fail with it.
+                self._error = self._on_full(self._received)
             raise self._error
         trailers = self._decoder.finish() if self._decoder is not None else {}
         return SpooledFile(
