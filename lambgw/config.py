@@ -226,6 +226,32 @@ NUMBERS: Mapping[tuple[str, str], Bounded] = {
 }
 
 
+#: The flags of the bounds on the S3 API's connections, as twistd options take them.
+LIMIT_FLAGS: list[list[Any]] = [
+    [
+        "gateway.header_timeout",
+        None,
+        None,
+        "Seconds a request's head may take; also the window of --gateway.min_body_rate "
+        "(default 30).",
+    ],
+    [
+        "gateway.min_body_rate",
+        None,
+        None,
+        "Bytes a second a request body must bring, over each header_timeout (default "
+        "1024; 0: any).",
+    ],
+    [
+        "gateway.max_connections",
+        None,
+        None,
+        "Connections open at once on the S3 API; more are answered 503 SlowDown "
+        "(default 1024; 0: no cap).",
+    ],
+]
+
+
 def _in_range(value: object, bounds: Bounded, where: str) -> float:
     """``value`` if it is a number within ``bounds``; else a ConfigError naming ``where``."""
     expected = f"expected {bounds.unit} from {bounds.low:g} to {bounds.high:g}"

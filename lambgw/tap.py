@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
-from lambgw.config import Config, ConfigError, load
+from lambgw.config import LIMIT_FLAGS, Config, ConfigError, load
 from lambgw.gateway.core import Gateway, sweep_spool
 from lambgw.gateway.legacy import adopt_uploads
 from lambgw.gateway.multipart import MultipartUploads
@@ -163,27 +163,7 @@ class GatewayOptions(usage.Options):
             "Seconds without progress after which a request to the network is given up "
             "(1 to 3600; default 30).",
         ],
-        [
-            "gateway.header_timeout",
-            None,
-            None,
-            "Seconds a request's head may take; also the window of --gateway.min_body_rate "
-            "(default 30).",
-        ],
-        [
-            "gateway.min_body_rate",
-            None,
-            None,
-            "Bytes a second a request body must bring, over each header_timeout (default "
-            "1024; 0: any).",
-        ],
-        [
-            "gateway.max_connections",
-            None,
-            None,
-            "Connections open at once on the S3 API; more are answered 503 SlowDown "
-            "(default 1024; 0: no cap).",
-        ],
+        *LIMIT_FLAGS,
         ["tls-cert", None, None, "Serve the gateway address over HTTPS with this certificate."],
         ["tls-key", None, None, "The private key of --tls-cert (PEM)."],
         [

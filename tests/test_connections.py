@@ -35,6 +35,7 @@ class ChannelTests(SynchronousTestCase):
         self.channel.site = site
         self.channel.requestFactory = site.requestFactory
         self.channel.callLater = self.clock.callLater  # type: ignore[method-assign]
+        self.channel.clock = self.clock
         self.channel.connections = self.connections
         self.transport = StringTransport()
         self.channel.makeConnection(self.transport)

@@ -149,11 +149,16 @@ class Refusal(Protocol):
 class S3Channel(HTTPChannel):
     """An HTTP channel that bounds the time of request heads and the pace of request bodies.
 
-    The site sets ``connections`` (and the clock, ``callLater``) when it builds the channel.
+    The site sets ``connections`` and ``clock`` (its reactor) when it builds the channel.  A
+    request costs no timer of its own: one timer per connection looks at the head in
+    progress whenever it could be late, and stops between requests.
     """
 
     connections: Connections | None = None
-    _head_call: IDelayedCall | None = None
+    clock: Any = None
+    #: When the request head being received began; None between requests.
+    _head_since: float | None = None
+    _head_timer: IDelayedCall | None = None
     _body_call: IDelayedCall | None = None
     _in_body = False
     _body_bytes = 0
@@ -168,11 +173,14 @@ class S3Channel(HTTPChannel):
         super().connectionMade()
         if self.connections is not None:
             self.connections.opened()
-        self._await_head()
+        self._head_begins()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Stop the timers and count the connection gone."""
-        self._cancel_head()
+        self._head_since = None
+        if self._head_timer is not None and self._head_timer.active():
+            self._head_timer.cancel()
+        self._head_timer = None
         self._cancel_body()
         if self.connections is not None:
             self.connections.closed()
@@ -182,18 +190,18 @@ class S3Channel(HTTPChannel):
         """The first byte of a new request starts the wait for its head."""
         if self._in_body:
             self._body_bytes += len(data)
-        elif self._head_call is None and not self._handlingRequest:
-            self._await_head()
+        elif self._head_since is None and not self._handlingRequest:
+            self._head_begins()
         super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
         """The head is in: watch the body's pace, if there is a body."""
-        self._cancel_head()
+        self._head_since = None
         super().allHeadersReceived()
         if self.length != 0 and self._limits.min_body_rate and not self._handlingRequest:
             self._in_body = True
             self._body_bytes = 0
-            self._body_call = self.callLater(self._limits.header_timeout, self._check_body)
+            self._body_call = self.clock.callLater(self._limits.header_timeout, self._check_body)
 
     def allContentReceived(self) -> None:
         """The body is in: stop watching it."""
@@ -214,24 +222,27 @@ class S3Channel(HTTPChannel):
             self._body_call.reset(self._limits.header_timeout)
         self.transport.resumeProducing()  # type: ignore[union-attr]
 
-    def _await_head(self) -> None:
-        self._cancel_head()
-        self._head_call = self.callLater(self._limits.header_timeout, self._head_too_slow)
+    def _head_begins(self) -> None:
+        self._head_since = self.clock.seconds()
+        if self._head_timer is None:
+            self._head_timer = self.clock.callLater(self._limits.header_timeout, self._check_head)
 
-    def _cancel_head(self) -> None:
-        if self._head_call is not None and self._head_call.active():
-            self._head_call.cancel()
-        self._head_call = None
+    def _check_head(self) -> None:
+        """Close the connection if its head in progress is late; else look again later."""
+        self._head_timer = None
+        if self._head_since is None:
+            return  # between requests: the next one's first byte sets the timer again
+        left = self._head_since + self._limits.header_timeout - self.clock.seconds()
+        if left > 0:
+            self._head_timer = self.clock.callLater(left, self._check_head)
+        else:
+            self._close(HEAD_TIMEOUT)
 
     def _cancel_body(self) -> None:
         self._in_body = False
         if self._body_call is not None and self._body_call.active():
             self._body_call.cancel()
         self._body_call = None
-
-    def _head_too_slow(self) -> None:
-        self._head_call = None
-        self._close(HEAD_TIMEOUT)
 
     def _check_body(self) -> None:
         limits = self._limits
@@ -240,7 +251,7 @@ class S3Channel(HTTPChannel):
             self._close(SLOW_BODY)
             return
         self._body_bytes = 0
-        self._body_call = self.callLater(limits.header_timeout, self._check_body)
+        self._body_call = self.clock.callLater(limits.header_timeout, self._check_body)
 
     def _close(self, reason: str) -> None:
         """Answer RequestTimeout (unless an answer has begun) and close the connection."""
@@ -251,4 +262,4 @@ class S3Channel(HTTPChannel):
         if not any(getattr(r, "startedWriting", False) for r in self.requests):
             transport.write(REQUEST_TIMEOUT)
         transport.loseConnection()
-        self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self._abortingCall = self.clock.callLater(self.abortTimeout, self.forceAbortClient)

@@ -351,4 +351,5 @@ class S3Site(server.Site):
             return Refusal(self.reactor)
         channel = super().buildProtocol(addr)
         channel.connections = self.connections
+        channel.clock = self.reactor
         return channel
