@@ -238,6 +238,12 @@ class ReadLaneTests(SynchronousTestCase):
         network = EmbeddedNetwork(self.store, self.reactor, self.pool)  # type: ignore[arg-type]
         self.network = network
 
+    def run_reactor_calls(self) -> None:
+        """Run what was handed to the reactor."""
+        calls, self.reactor.calls = self.reactor.calls, []
+        for call in calls:
+            call()
+
     def test_reads_batched_beside_writes(self) -> None:
         """Reads queued behind a waiting write run in one hand-over of their own."""
         self.store.put("demo", self.order_id, "k", [Segment("", 1, b"x")], NewObject(1, "e"))
@@ -246,10 +252,10 @@ class ReadLaneTests(SynchronousTestCase):
         )
         heads = [self.network.head_object("demo", self.order_id, "k") for _ in range(3)]
         got = self.network.get_object("demo", self.order_id, "k")
+        self.run_reactor_calls()  # the end of the reactor's turn starts the lanes
         self.assertEqual(len(self.pool.started), 2)
         self.pool.started[1]()  # the reads' lane only; the write still waits
-        for call in self.reactor.calls:
-            call()
+        self.run_reactor_calls()
         self.assertEqual([self.successResultOf(d).size for d in heads], [1, 1, 1])
         _, body = self.successResultOf(got)
         self.assertIsInstance(body, BytesBody)
