@@ -57,11 +57,20 @@ STORED_HEADERS = (
 
 
 def header_map(request: S3Request) -> dict[str, list[str]]:
-    """The request's headers with lower-case names and text values."""
-    return {
+    """The request's headers with lower-case names and text values.
+
+    Made once, when the headers are in, and kept with the request: callers only read it.
+    """
+    state = getattr(request, "s3", None)
+    if state is not None and state.headers is not None:
+        return state.headers
+    headers = {
         name.decode("latin-1").lower(): [v.decode("latin-1") for v in values]
         for name, values in request.requestHeaders.getAllRawHeaders()
     }
+    if state is not None:
+        state.headers = headers
+    return headers
 
 
 def first(headers: Mapping[str, Sequence[str]], name: str) -> str | None:

@@ -169,6 +169,8 @@ class RequestState:
     received: SpooledFile | bytes | S3Error | None = None
     responded: bool = False
     cleanups: list[Callable[[], None]] = field(factory=list)
+    #: The headers, lower-case names and text values, once read (``front.header_map``).
+    headers: dict[str, list[str]] | None = None
 
     def spooled(self) -> SpooledFile:
         """The spooled body, or raise the error the body earned."""
