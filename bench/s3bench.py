@@ -1,8 +1,10 @@
-"""Benchmark the gateway against a baseline S3 server (moto_server) in the same run.
+"""Benchmark the gateway against baseline S3 servers (moto_server, SeaweedFS) in the same run.
 
 ``python -m bench.s3bench [--quick] [--only GROUP ...] [--json FILE]`` starts each server
 on loopback in a temporary directory, measures every figure on it, stops it, and prints
-one table: figure, gateway, moto, their ratio, and the target.  The client's own ceiling
+one table: figure, gateway, moto, their ratio, and the target; the small-request and
+listing figures also have a SeaweedFS column (``weed server -s3``, when installed), with
+the gateway's speed relative to it and that target.  The client's own ceiling
 (the same client against a server that does nothing) is printed under the table.  With
 ``--lambnet``, the gateway also runs over a ``twistd lambnet`` node, and a second table puts
 its figures next to the embedded network's; with ``--workers N`` (or ``auto``), a table puts
@@ -14,6 +16,7 @@ of its own (``--access-log``); moto_server logs each request to its output.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import re
@@ -44,6 +47,7 @@ from bench.client import (
 )
 from bench.multipart import measure_multipart
 from bench.servers import (
+    NotInstalled,
     RssSampler,
     StartError,
     Target,
@@ -52,6 +56,7 @@ from bench.servers import (
     memory_status,
     moto_target,
     reset_peak_rss,
+    seaweedfs_target,
     sink_target,
 )
 
@@ -72,6 +77,8 @@ class Sizes:
     list_sizes: tuple[int, ...] = (10_000, 100_000)
     page: int = 1000
     pages: int = 7
+    #: Listing keys are ``list/PREFIX/KEY``, this many under each prefix.
+    per_prefix: int = 1000
     rss_size: int = 1024 * MiB
     multipart_size: int = 1024 * MiB
     part_size: int = 64 * MiB
@@ -89,6 +96,7 @@ QUICK = Sizes(
     list_sizes=(160, 640),
     page=50,
     pages=3,
+    per_prefix=64,
     rss_size=16 * MiB,
     multipart_size=16 * MiB,
     part_concurrency=2,
@@ -158,7 +166,34 @@ FIGURES: tuple[Figure, ...] = (
     Figure("list_fill", "list", "listing fill, {clients} clients", "PUT/s"),
     Figure("list_small", "list", "list page ({page}) of {list0} keys", "ms", _UNDER_50_MS),
     Figure("list_large", "list", "list page ({page}) of {list1} keys", "ms", _UNDER_50_MS),
+    Figure("list_walk_small", "list", "walk of {list0} keys (pages of {page})", "s"),
+    Figure("list_walk_large", "list", "walk of {list1} keys (pages of {page})", "s"),
+    Figure(
+        "list_walk_growth",
+        "list",
+        "walk time per page, {list1} / {list0} keys",
+        "x",
+        Goal("not growing (< 1.1)", None, 1.1),
+    ),
+    Figure("list_delim", "list", "list {list1} keys by '/': {prefixes} prefixes", "ms"),
 )
+
+#: The figures with a SeaweedFS column, and their targets as the gateway's speed relative to
+#: SeaweedFS's (its rate over SeaweedFS's, or SeaweedFS's time over its).
+SEAWEED_GOALS: dict[str, Goal | None] = {
+    "put_small": Goal(">= 1.0x (with --workers)", 1.0),
+    "get_small": Goal(">= 1.0x (with --workers)", 1.0),
+    "list_fill": None,
+    "list_small": None,
+    "list_large": None,
+    "list_walk_small": Goal(">= 1.0x", 1.0),
+    "list_walk_large": None,
+    "list_delim": None,
+}
+#: The groups SeaweedFS runs.
+SEAWEED_GROUPS = ("small", "list")
+#: Units of figures where less is better: their speed ratio is the baseline's over ours.
+TIME_UNITS = ("ms", "s")
 
 GROUPS = ("throughput", "small", "rss", "multipart", "list")
 
@@ -189,6 +224,7 @@ class Bench:
             page=f"{sizes.page:,}",
             list0=f"{sizes.list_sizes[0]:,}",
             list1=f"{sizes.list_sizes[-1]:,}",
+            prefixes=f"{-(-sizes.list_sizes[-1] // sizes.per_prefix):,}",
             mp=_size(sizes.multipart_size),
             parts=sizes.multipart_size // sizes.part_size,
             conc=sizes.part_concurrency,
@@ -305,8 +341,9 @@ def measure_rss(bench: Bench, target: Target) -> Results:
     return {"rss_peak": Measurement(peak / MiB, note)}
 
 
-def _list_key(index: int) -> str:
-    return f"list/{index:07d}"
+def _list_key(index: int, per_prefix: int) -> str:
+    """The ``index``-th listing key: ``list/PREFIX/KEY``, ``per_prefix`` keys a prefix."""
+    return f"list/{index // per_prefix:05d}/{index % per_prefix:05d}"
 
 
 def _fill(bench: Bench, target: Target, bucket: str, start: int, stop: int) -> float:
@@ -317,7 +354,7 @@ def _fill(bench: Bench, target: Target, bucket: str, start: int, stop: int) -> f
     signer = target.signer()
 
     def make(client: int, index: int) -> PreparedRequest:
-        key = _list_key(min(stop - 1, start + client * per + index))
+        key = _list_key(min(stop - 1, start + client * per + index), bench.sizes.per_prefix)
         return signer.prepare("PUT", object_path(bucket, key), payload=payload)
 
     done, seconds = run_clients(
@@ -342,7 +379,7 @@ def _page_times(bench: Bench, target: Target, bucket: str, keys: int) -> list[fl
             position = (keys - page) * n // max(1, pages - 1)
             query = [("list-type", "2"), ("max-keys", str(page))]
             if position:
-                query.append(("start-after", _list_key(position - 1)))
+                query.append(("start-after", _list_key(position - 1, bench.sizes.per_prefix)))
             request = signer.prepare("GET", object_path(bucket), query)
             start = time.perf_counter()
             body = perform(conn, request)
@@ -353,6 +390,53 @@ def _page_times(bench: Bench, target: Target, bucket: str, keys: int) -> list[fl
     finally:
         conn.close()
     return times
+
+
+_TOKEN = re.compile(rb"<NextContinuationToken>([^<]+)</NextContinuationToken>")
+_PREFIX = re.compile(rb"<CommonPrefixes>")
+
+
+def _walk(bench: Bench, target: Target, bucket: str, keys: int) -> float:
+    """List every key of the bucket in pages, following continuation tokens; seconds."""
+    signer = target.signer()
+    listed, pages, token = 0, 0, None
+    conn = connect(target.endpoint, SMALL_TIMEOUT)
+    start = time.perf_counter()
+    try:
+        while True:
+            query = [("list-type", "2"), ("max-keys", str(bench.sizes.page))]
+            if token is not None:
+                query.append(("continuation-token", token))
+            body = perform(conn, signer.prepare("GET", object_path(bucket), query))
+            found = _KEY_COUNT.search(body)
+            listed += int(found.group(1)) if found else 0
+            pages += 1
+            more = _TOKEN.search(body)
+            if more is None or b"<IsTruncated>true</IsTruncated>" not in body:
+                break
+            token = html.unescape(more.group(1).decode())
+    finally:
+        conn.close()
+    if listed != keys:
+        raise BenchError(f"the walk listed {listed} keys of {keys} in {pages} pages")
+    return time.perf_counter() - start
+
+
+def _delimited(bench: Bench, target: Target, bucket: str, keys: int) -> float:
+    """List the bucket's keys under ``list/`` by ``/``: its prefixes only; milliseconds."""
+    query = [("list-type", "2"), ("prefix", "list/"), ("delimiter", "/")]
+    conn = connect(target.endpoint, SMALL_TIMEOUT)
+    try:
+        request = target.signer().prepare("GET", object_path(bucket), query)
+        start = time.perf_counter()
+        body = perform(conn, request)
+        took = time.perf_counter() - start
+    finally:
+        conn.close()
+    prefixes = len(_PREFIX.findall(body))
+    if prefixes != -(-keys // bench.sizes.per_prefix):
+        raise BenchError(f"the listing by '/' gave {prefixes} prefixes for {keys} keys")
+    return took * 1000
 
 
 def measure_list(bench: Bench, target: Target) -> Results:
@@ -381,6 +465,20 @@ def measure_list(bench: Bench, target: Target) -> Results:
         spread = f"pages {min(times):.1f}..{max(times):.1f} ms"
         results[key] = Measurement(statistics.median(times), spread)
         results["list_fill"] = Measurement(rate, f"to {keys:,} keys")
+        walks = [_walk(bench, target, bucket, keys) for _ in range(sizes.repeats)]
+        walk_key = key.replace("list_", "list_walk_")
+        results[walk_key] = Measurement(
+            statistics.median(walks), "runs " + "/".join(f"{w:.2f}" for w in walks) + " s"
+        )
+        _log(target, f"{keys:,} keys: walks " + "/".join(f"{w:.2f}" for w in walks) + " s")
+        delimited = [_delimited(bench, target, bucket, keys) for _ in range(sizes.repeats)]
+        results["list_delim"] = Measurement(statistics.median(delimited), f"of {keys:,} keys")
+    small, large = results.get("list_walk_small"), results.get("list_walk_large")
+    if small and large and small.value and large.value:
+        growth = (large.value / sizes.list_sizes[-1]) / (small.value / sizes.list_sizes[0])
+        results["list_walk_growth"] = Measurement(growth)
+    if "list_walk_large" not in results:
+        results["list_delim"] = Measurement(None, "skipped with the larger listing")
     return results
 
 
@@ -427,6 +525,10 @@ def run_target(bench: Bench, factory: TargetFactory, name: str, groups: tuple[st
                         for figure in FIGURES:
                             if figure.group == group and figure.key not in results:
                                 results[figure.key] = Measurement(None, f"failed: {exc}")
+        except NotInstalled as exc:
+            print(f"[{name}] not installed: {exc}", file=sys.stderr)
+            for figure in FIGURES:
+                results[figure.key] = Measurement(None, f"not installed: {exc}")
         except StartError as exc:
             print(f"[{name}] did not start: {exc}", file=sys.stderr)
             for figure in FIGURES:
@@ -475,15 +577,44 @@ def _fmt(value: float | None) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
+def speedup(figure: Figure, value: float | None, base: float | None) -> float | None:
+    """How many times as fast as the baseline ``value`` is (``None`` if either is missing)."""
+    if not value or not base:
+        return None
+    return base / value if figure.unit in TIME_UNITS else value / base
+
+
+def seaweed_cells(figure: Figure, value: float | None, seaweed: Results) -> dict[str, object]:
+    """The SeaweedFS figure of a row, the gateway's speed relative to it, and that target."""
+    theirs = seaweed.get(figure.key)
+    base = theirs.value if theirs else None
+    ratio = speedup(figure, value, base)
+    goal = SEAWEED_GOALS.get(figure.key)
+    return {
+        "seaweedfs": base,
+        "seaweedfs_speedup": ratio,
+        "seaweedfs_target": goal.text if goal else None,
+        "seaweedfs_met": goal.met(value, ratio) if goal else None,
+        "seaweedfs_note": theirs.note if theirs else "",
+    }
+
+
 def report(
     bench: Bench,
     groups: tuple[str, ...],
     gateway: Results,
     moto: Results,
     ceiling: Results,
+    seaweed: Results | None = None,
 ) -> tuple[str, list[dict[str, object]]]:
-    """Render the table (and its notes) and the rows as plain data for ``--json``."""
-    header = ("figure", "unit", "gateway", "moto", "ratio", "target", "met")
+    """Render the table (and its notes) and the rows as plain data for ``--json``.
+
+    With ``seaweed``, the figures of :data:`SEAWEED_GOALS` get a SeaweedFS column: its
+    value, the gateway's speed relative to it (``x``), that target and whether it is met.
+    """
+    header: tuple[str, ...] = ("figure", "unit", "gateway", "moto", "ratio", "target", "met")
+    if seaweed is not None:
+        header += ("seaweedfs", "x", "target", "met")
     rows: list[tuple[str, ...]] = []
     data: list[dict[str, object]] = []
     notes: list[str] = []
@@ -496,22 +627,36 @@ def report(
         ratio = value / base if value is not None and base else None
         met = figure.goal.met(value, ratio) if figure.goal else None
         label = bench.label(figure)
-        rows.append(
-            (
-                label,
-                figure.unit,
-                _fmt(value),
-                _fmt(base),
-                "-" if ratio is None else f"{ratio:.2f}",
-                figure.goal.text if figure.goal else "",
-                {True: "yes", False: "NO", None: ""}[met],
-            )
+        row: tuple[str, ...] = (
+            label,
+            figure.unit,
+            _fmt(value),
+            _fmt(base),
+            "-" if ratio is None else f"{ratio:.2f}",
+            figure.goal.text if figure.goal else "",
+            {True: "yes", False: "NO", None: ""}[met],
         )
+        cells: dict[str, object] = {}
+        if seaweed is not None and figure.key in SEAWEED_GOALS:
+            cells = seaweed_cells(figure, value, seaweed)
+            faster = cells["seaweedfs_speedup"]
+            row += (
+                _fmt(cells["seaweedfs"]),  # type: ignore[arg-type]
+                "-" if faster is None else f"{faster:.2f}",
+                str(cells["seaweedfs_target"] or ""),
+                {True: "yes", False: "NO", None: ""}[cells["seaweedfs_met"]],  # type: ignore[index]
+            )
+            if cells["seaweedfs_note"]:
+                notes.append(f"{label} [seaweedfs]: {cells['seaweedfs_note']}")
+        elif seaweed is not None:
+            row += ("", "", "", "")
+        rows.append(row)
         for side, m in (("gateway", ours), ("moto", theirs)):
             if m and m.note:
                 notes.append(f"{label} [{side}]: {m.note}")
         data.append(
             {
+                **cells,
                 "key": figure.key,
                 "label": label,
                 "unit": figure.unit,
@@ -535,6 +680,8 @@ def report(
         for row in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if seaweed is not None:
+        lines.append("(x: the gateway's speed relative to SeaweedFS; above 1 it is faster)")
     if notes:
         lines += ["", "notes:"] + [f"  {n}" for n in notes]
     if ceiling:
@@ -640,6 +787,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "with one process",
     )
     parser.add_argument(
+        "--no-seaweedfs",
+        action="store_true",
+        help="leave out the SeaweedFS column (it runs when weed is installed)",
+    )
+    parser.add_argument(
         "--fill-budget",
         type=float,
         metavar="SECONDS",
@@ -661,9 +813,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     gateway = run_target(bench, lambda home: gateway_factory(home, "gateway"), "gateway", groups)
     moto = run_target(bench, lambda home: moto_target(home, "moto"), "moto", groups)
+    seaweed: Results | None = None
+    seaweed_groups = tuple(g for g in groups if g in SEAWEED_GROUPS)
+    if seaweed_groups and not args.no_seaweedfs:
+        seaweed = run_target(
+            bench, lambda home: seaweedfs_target(home, "seaweedfs"), "seaweedfs", seaweed_groups
+        )
     ceiling_groups = tuple(g for g in groups if g in ("throughput", "small"))
     ceiling = run_target(bench, lambda home: sink_target(home, "sink"), "sink", ceiling_groups)
-    table, data = report(bench, groups, gateway, moto, ceiling)
+    table, data = report(bench, groups, gateway, moto, ceiling, seaweed)
     print(table)
     over: Results = {}
     if args.lambnet:
@@ -683,6 +841,7 @@ def main(argv: list[str] | None = None) -> int:
                     "sizes": asdict(sizes),
                     "figures": data,
                     "ceiling": {k: asdict(m) for k, m in ceiling.items()},
+                    "seaweedfs": {k: asdict(m) for k, m in (seaweed or {}).items()},
                     "lambnet": {k: asdict(m) for k, m in over.items()},
                     "workers": {k: asdict(m) for k, m in many.items()},
                 },
@@ -697,6 +856,7 @@ def main(argv: list[str] | None = None) -> int:
             *ceiling.values(),
             *over.values(),
             *many.values(),
+            *(seaweed or {}).values(),
         ]
         if m.value is None and m.note.startswith(("failed", "did not start"))
     ]

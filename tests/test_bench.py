@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -15,7 +16,17 @@ from botocore.credentials import Credentials
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from bench.client import Endpoint, Payload, Signer, object_path
-from bench.s3bench import FIGURES, GROUPS, QUICK, Bench, Goal, Measurement, report
+from bench.s3bench import (
+    FIGURES,
+    GROUPS,
+    QUICK,
+    SEAWEED_GOALS,
+    Bench,
+    Goal,
+    Measurement,
+    report,
+)
+from bench.servers import NotInstalled, seaweedfs_target
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "twisted" / "plugins" / "lambgw_plugin.py"
@@ -56,6 +67,39 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual({row["ratio"] for row in rows}, {2.0})
         for figure in FIGURES:
             self.assertIn(Bench(QUICK).label(figure), table)
+
+
+class SeaweedColumnTests(SynchronousTestCase):
+    def test_speed_relative_to_seaweedfs(self) -> None:
+        """The SeaweedFS column gives the gateway's speed: rate over rate, time over time."""
+        results = {f.key: Measurement(10.0) for f in FIGURES}
+        seaweed = {f.key: Measurement(20.0) for f in FIGURES}
+        table, rows = report(Bench(QUICK), GROUPS, results, results, {}, seaweed)
+        by_key = {row["key"]: row for row in rows}
+        self.assertEqual(
+            (by_key["put_small"]["seaweedfs_speedup"], by_key["put_small"]["seaweedfs_met"]),
+            (0.5, False),
+        )
+        self.assertEqual(
+            (
+                by_key["list_walk_small"]["seaweedfs_speedup"],
+                by_key["list_walk_small"]["seaweedfs_met"],
+            ),
+            (2.0, True),
+        )
+        self.assertEqual({key for key in by_key if "seaweedfs" in by_key[key]}, set(SEAWEED_GOALS))
+        self.assertIn("seaweedfs", table.splitlines()[0])
+
+    def test_not_installed(self) -> None:
+        """Without ``weed`` the SeaweedFS target says it is not installed."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.environ.get("PATH", "")
+            os.environ["PATH"] = tmp
+            try:
+                with self.assertRaises(NotInstalled), seaweedfs_target(Path(tmp)):
+                    pass
+            finally:
+                os.environ["PATH"] = path
 
 
 class QuickRunTests(SynchronousTestCase):

@@ -13,7 +13,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.task import deferLater
 from twisted.python.threadpool import ThreadPool
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -21,6 +21,8 @@ from lambgw.network.embedded import EmbeddedNetwork
 from lambgw.network.errors import NoSuchPath, QuotaExceeded
 from lambgw.network.files import SMALL_READ, BytesBody, FileRangeBody
 from lambgw.network.interface import INetwork, NewObject, Segment
+from lambgw.network.store import Store
+from tests.test_serial import ManualPool, QueueReactor
 
 
 @implementer(IConsumer)
@@ -220,3 +222,42 @@ class EmbeddedTests(TestCase):
         body.close()
         self.assertTrue(all(r.file.closed for r in ranges))
         self.assertRaises(RuntimeError, body.deliver, Consumer())
+
+
+class ReadLaneTests(SynchronousTestCase):
+    """Lookups for GET and HEAD share one lane of their own, beside the writes' lane."""
+
+    def setUp(self) -> None:
+        base = self.mktemp()
+        os.makedirs(base)
+        self.store = Store(base, durable=False)
+        self.addCleanup(self.store.close)
+        self.order_id = self.store.ensure_account("demo", 1 << 20, 30)[0].order_id
+        self.pool = ManualPool()
+        self.reactor = QueueReactor()
+        network = EmbeddedNetwork(self.store, self.reactor, self.pool)  # type: ignore[arg-type]
+        self.network = network
+
+    def run_reactor_calls(self) -> None:
+        """Run what was handed to the reactor."""
+        calls, self.reactor.calls = self.reactor.calls, []
+        for call in calls:
+            call()
+
+    def test_reads_batched_beside_writes(self) -> None:
+        """Reads queued behind a waiting write run in one hand-over of their own."""
+        self.store.put("demo", self.order_id, "k", [Segment("", 1, b"x")], NewObject(1, "e"))
+        self.network.put_object(
+            "demo", self.order_id, "w", [Segment("", 1, b"y")], NewObject(1, "e")
+        )
+        heads = [self.network.head_object("demo", self.order_id, "k") for _ in range(3)]
+        got = self.network.get_object("demo", self.order_id, "k")
+        self.run_reactor_calls()  # the end of the reactor's turn starts the lanes
+        self.assertEqual(len(self.pool.started), 2)
+        self.pool.started[1]()  # the reads' lane only; the write still waits
+        self.run_reactor_calls()
+        self.assertEqual([self.successResultOf(d).size for d in heads], [1, 1, 1])
+        _, body = self.successResultOf(got)
+        self.assertIsInstance(body, BytesBody)
+        stored = [info.path for info in self.store.list("demo", self.order_id).objects]
+        self.assertEqual(stored, ["k"])

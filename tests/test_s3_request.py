@@ -7,11 +7,12 @@ from urllib.parse import quote
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
 
 from lambgw.gateway.buckets import check_bucket_name
 from lambgw.protocol.errors import S3Error
-from lambgw.s3.front import declared_size, is_upload, requested_checksums
-from lambgw.s3.request import DiscardBody, MemoryBody, parse_target
+from lambgw.s3.front import declared_size, header_map, is_upload, requested_checksums
+from lambgw.s3.request import DiscardBody, MemoryBody, RequestState, parse_target
 
 KEYS = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=64)
 
@@ -339,3 +340,16 @@ class BucketNameTests(SynchronousTestCase):
         """Names made of the allowed characters, without '..', are accepted."""
         assume(not all(part.isdigit() for part in name.split(".")))
         check_bucket_name(name)
+
+
+class HeaderMapTests(SynchronousTestCase):
+    """The headers as text, with lower-case names, are read off a request once."""
+
+    def test_made_once(self) -> None:
+        """A second reading gives the mapping made at the first, and keeps every value."""
+        request = DummyRequest([b""])
+        request.s3 = RequestState(request_id="TEST", started=0.0)  # type: ignore[attr-defined]
+        request.requestHeaders.setRawHeaders(b"X-Amz-Meta-Color", [b"red", b"blue"])
+        headers = header_map(request)  # type: ignore[arg-type]
+        self.assertEqual(headers["x-amz-meta-color"], ["red", "blue"])
+        self.assertIs(header_map(request), headers)  # type: ignore[arg-type]

@@ -36,10 +36,18 @@ class SerialCallsTests(SynchronousTestCase):
         self.reactor = QueueReactor()
         self.serial = SerialCalls(self.reactor, self.pool)  # type: ignore[arg-type]
 
+    def start(self) -> None:
+        """End the reactor's turn: run the calls it queued (the pool threads' starts)."""
+        calls, self.reactor.calls = self.reactor.calls, []
+        for call in calls:
+            call()
+
     def test_one_thread_for_a_batch(self) -> None:
-        """Calls queued while none runs start one pool thread, which runs them in order."""
+        """Calls queued in one reactor turn start one pool thread, which runs them in order."""
         ran: list[int] = []
         results = [self.serial.call(lambda n=n: ran.append(n) or n * 10) for n in range(3)]
+        self.assertEqual((len(self.pool.started), ran), (0, []))
+        self.start()
         self.assertEqual((len(self.pool.started), ran), (1, []))
         self.pool.started[0]()
         self.assertEqual(ran, [0, 1, 2])
@@ -57,6 +65,7 @@ class SerialCallsTests(SynchronousTestCase):
         """A call that raises fails its own Deferred; the next call still runs."""
         failing = self.serial.call(lambda: 1 // 0)
         fine = self.serial.call(lambda: "ok")
+        self.start()
         self.pool.started[0]()
         for call in self.reactor.calls:
             call()
@@ -66,6 +75,8 @@ class SerialCallsTests(SynchronousTestCase):
     def test_new_thread_after_the_queue_ran_dry(self) -> None:
         """Once the worker found the queue empty, the next call starts a thread again."""
         self.serial.call(lambda: None)
+        self.start()
         self.pool.started[0]()
         self.serial.call(lambda: None)
+        self.start()
         self.assertEqual(len(self.pool.started), 2)

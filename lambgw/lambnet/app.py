@@ -5,7 +5,8 @@ to a file in the store's ``incoming/`` directory, so that storing it is a rename
 it on the way.  :class:`Node` is the Klein app: it checks the request's signature, date,
 nonce and body digest, then calls the store in a thread pool.  Object bytes stream back
 from the open files through :class:`~lambgw.network.files.FileRangeBody`, with
-backpressure (with sendfile(2) on a plain TCP connection).
+backpressure (with sendfile(2) on a plain TCP connection); small ones are read whole in
+the pool thread that opened them.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from lambgw.lambnet.incoming import NodeRequest, sweep_incoming
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import signing, wire
 from lambgw.network.errors import ANSWERS, NetworkError
-from lambgw.network.files import FileRangeBody
-from lambgw.network.interface import IObjectBody
+from lambgw.network.files import SMALL_READ, BytesBody, FileRangeBody, read_small
+from lambgw.network.interface import IObjectBody, ObjectInfo
 from lambgw.network.store import Store
 from lambgw.network.uploads import StoredUploads
 from lambgw.spooldir import SpoolDirectory
@@ -306,8 +307,14 @@ class Node:
             request.setHeader("content-length", str(info.size))
             return b""
         first, last = wire.parse_range(_header(request, "range"))
-        info, ranges = await self._call(self.store.open_range, account, order_id, path, first, last)
-        body = FileRangeBody(ranges, self._reactor, self._threadpool)
+
+        def opened() -> tuple[ObjectInfo, IObjectBody]:
+            info, ranges = self.store.open_range(account, order_id, path, first, last)
+            if sum(piece.length for piece in ranges) <= SMALL_READ:
+                return info, BytesBody(read_small(ranges))
+            return info, FileRangeBody(ranges, self._reactor, self._threadpool)
+
+        info, body = await self._call(opened)
         end = info.size if last is None else min(last + 1, info.size)
         length = max(0, end - first)
         request.setHeader(wire.OBJECT_HEADER, wire.header_json(wire.info_to_json(info)))

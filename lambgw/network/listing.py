@@ -25,6 +25,15 @@ OBJECT_COLUMNS = (
 _Entries = list[tuple[bytes, ObjectInfo | None]]
 
 
+def _loads(text: str) -> Any:
+    """Decode a JSON column; most are empty, and those need no parsing."""
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return ()
+    return json.loads(text)
+
+
 def info_from_row(row: Sequence[Any]) -> ObjectInfo:
     """Return the object described by a row of :data:`OBJECT_COLUMNS`."""
     return ObjectInfo(
@@ -34,12 +43,12 @@ def info_from_row(row: Sequence[Any]) -> ObjectInfo:
         etag=row[3],
         last_modified=row[4],
         content_type=row[5],
-        metadata=json.loads(row[6]),
-        headers=json.loads(row[7]),
-        checksums=json.loads(row[8]),
+        metadata=_loads(row[6]),
+        headers=_loads(row[7]),
+        checksums=_loads(row[8]),
         checksum_type=row[9],
-        part_sizes=json.loads(row[10]),
-        tag_count=len(json.loads(row[12])),
+        part_sizes=_loads(row[10]),
+        tag_count=len(_loads(row[12])),
     )
 
 

@@ -3,7 +3,9 @@
 Handing each call to a thread pool costs a wake-up of a waiting thread, and waking
 threads fight the reactor for the GIL: under load that hand-over costs more than the call.
 :class:`SerialCalls` queues the calls and keeps one pool thread working through them while
-any wait, so a busy gateway hands work over with a list append.  Each result goes back to
+any wait, so a busy gateway hands work over with a list append.  A thread is woken at the
+end of the reactor's turn, not at the first call: every call the turn's requests queued
+goes over in that one wake-up.  Each result goes back to
 the reactor as soon as its call returns: the reactor answers that request while the thread
 goes on with the next call (results held until the end of a batch made every client of the
 batch wait for the slowest, and left the reactor idle meanwhile).
@@ -45,7 +47,7 @@ class SerialCalls:
             start = not self._running
             self._running = True
         if start:
-            self._pool.callInThread(self._run)
+            self._reactor.callFromThread(self._pool.callInThread, self._run)
         return d
 
     def _run(self) -> None:

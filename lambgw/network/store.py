@@ -9,6 +9,11 @@ own, and a completed upload's object is made of those files.  Object files are n
 modified in place: an overwrite writes new files, commits the index row, then unlinks the
 old files, so a reader that opened them keeps reading.
 
+A small object that arrives whole in memory (at most :data:`INLINE_SIZE` bytes) is kept in
+the index itself, in the ``small_files`` table, written in the transaction that commits its
+row: no file to create, flush and later unlink, and its bytes are exactly as durable as the
+row that makes it visible.  Its file id is ``=`` and the table's row id.
+
 Several threads and several processes may use one store at once: each thread has its own
 SQLite connection (WAL mode, busy timeout) and every write is one ``BEGIN IMMEDIATE``
 transaction that checks and charges the order's capacity.
@@ -22,6 +27,7 @@ each start.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import secrets
@@ -114,9 +120,19 @@ CREATE TABLE IF NOT EXISTS parts (
     file_id TEXT NOT NULL,
     PRIMARY KEY (upload_id, number)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS small_files (
+    id INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
 """
 
 _ORDER_COLUMNS = "order_id, account, capacity, used, created, expires, status"
+
+#: The largest object kept in the index rather than in a file of its own.  No larger than
+#: ``files.SMALL_READ``: such objects are always read whole, never streamed from a file.
+INLINE_SIZE = 64 * 1024
+#: How the file id of bytes kept in the index starts.
+_INLINE = "="
 
 #: How often a read retries when a concurrent overwrite removed the files it looked up.
 _READ_ATTEMPTS = 5
@@ -295,8 +311,22 @@ class Store:
             os.unlink(source)
         return file_id
 
-    def _link(self, file_id: str) -> str:
-        """Make a new object file with the bytes of ``file_id``; return its id."""
+    def _open(self, file_id: str) -> IO[bytes]:
+        """Open an object file for reading (bytes held in the index come in memory)."""
+        if file_id.startswith(_INLINE):
+            data = self._inline_data(self._connection(), file_id)
+            if data is None:
+                raise FileNotFoundError(file_id)
+            return io.BytesIO(data)
+        return open(self._file(file_id), "rb")
+
+    def _link(self, file_id: str) -> str | bytes:
+        """Make a new object file with the bytes of ``file_id``; return its id.
+
+        Bytes held in the index are returned themselves, for the copy's row to hold.
+        """
+        if file_id.startswith(_INLINE):
+            return self._open(file_id).read()
         new_id, target = self._new_file()
         try:
             os.link(self._file(file_id), target)
@@ -319,8 +349,24 @@ class Store:
 
     def _remove(self, file_ids: Sequence[str]) -> None:
         for file_id in file_ids:
+            if file_id.startswith(_INLINE):
+                continue  # gone with the transaction that dropped its row
             with suppress(FileNotFoundError):
                 os.unlink(self._file(file_id))
+
+    @staticmethod
+    def _drop_inline(db: sqlite3.Connection, file_ids: Sequence[str]) -> None:
+        """Delete the index-held bytes among ``file_ids`` (inside a write transaction)."""
+        for file_id in file_ids:
+            if file_id.startswith(_INLINE):
+                db.execute("DELETE FROM small_files WHERE id = ?", (int(file_id[1:]),))
+
+    @staticmethod
+    def _inline_data(db: sqlite3.Connection, file_id: str) -> bytes | None:
+        """The bytes of an index-held file, or None if it is gone."""
+        row = db.execute("SELECT data FROM small_files WHERE id = ?", (int(file_id[1:]),))
+        found = row.fetchone()
+        return None if found is None else bytes(found[0])
 
     # -- accounts and orders -----------------------------------------------------------
 
@@ -437,11 +483,16 @@ class Store:
                     raise NetworkError(f"the spooled part {segment.path} has the wrong size")
             if sum(sizes) != new.size:
                 raise NetworkError(f"the parts hold {sum(sizes)} bytes, not {new.size}")
-            for segment in segments:
-                adopted.append(self._adopt(segment))
-            # Segments written from memory were flushed as they were written.
-            spooled = zip(adopted, segments, strict=True)
-            self._flush([file_id for file_id, seg in spooled if seg.data is None])
+            pieces: list[tuple[str | bytes, int]]
+            if len(segments) == 1 and segments[0].data is not None and new.size <= INLINE_SIZE:
+                pieces = [(segments[0].data, new.size)]
+            else:
+                for segment in segments:
+                    adopted.append(self._adopt(segment))
+                # Segments written from memory were flushed as they were written.
+                spooled = zip(adopted, segments, strict=True)
+                self._flush([file_id for file_id, seg in spooled if seg.data is None])
+                pieces = list(zip(adopted, sizes, strict=True))
             # ``Any``: the attrs converter of ``part_sizes`` confuses mypy.
             part_sizes: Any = tuple(sizes) if "-" in new.etag else ()
             info = ObjectInfo(
@@ -458,8 +509,7 @@ class Store:
                 part_sizes=part_sizes,
                 tag_count=len(new.tags),
             )
-            files = list(zip(adopted, sizes, strict=True))
-            old = self._commit(account, raw, info, files, if_none_match, new.tags, if_match)
+            old = self._commit(account, raw, info, pieces, if_none_match, new.tags, if_match)
         except BaseException:
             self._remove(adopted)
             for segment in segments[len(adopted) :]:
@@ -475,12 +525,15 @@ class Store:
         account: str,
         raw: bytes,
         info: ObjectInfo,
-        files: list[tuple[str, int]],
+        pieces: Sequence[tuple[str | bytes, int]],
         if_none_match: bool,
         tags: Mapping[str, str],
         if_match: str | None = None,
     ) -> list[str]:
-        """Write the row of ``info`` and ``tags``, charge its order; return the replaced files."""
+        """Write the row of ``info`` and ``tags``, charge its order; return the replaced files.
+
+        A piece given as bytes is kept in the index, in the same transaction.
+        """
         with self._write() as db:
             order = self._order(db, account, info.order_id)
             if order.expired(self._clock()):
@@ -496,9 +549,23 @@ class Store:
                     f"the order {order.order_id} has {order.free} bytes free,"
                     f" {info.size} are needed"
                 )
+            files = [
+                (
+                    piece
+                    if isinstance(piece, str)
+                    else _INLINE
+                    + str(
+                        db.execute("INSERT INTO small_files (data) VALUES (?)", (piece,)).lastrowid
+                    ),
+                    size,
+                )
+                for piece, size in pieces
+            ]
+            replaced = [file_id for file_id, _ in json.loads(old[1])] if old else []
+            self._drop_inline(db, replaced)
             write_object_row(db, raw, info, files, tags)
             db.execute("UPDATE orders SET used = ? WHERE order_id = ?", (used, order.order_id))
-        return [file_id for file_id, _ in json.loads(old[1])] if old else []
+        return replaced
 
     def _lookup(
         self, account: str, order_id: str, raw: bytes
@@ -536,8 +603,7 @@ class Store:
                 for file_id, size in files:
                     low, high = max(first, start), min(end, start + size)
                     if low < high:
-                        handle = open(self._file(file_id), "rb")  # noqa: SIM115
-                        ranges.append(FileRange(handle, low - start, high - low))
+                        ranges.append(FileRange(self._open(file_id), low - start, high - low))
                     start += size
             except FileNotFoundError:
                 for opened in ranges:
@@ -563,7 +629,9 @@ class Store:
                 return False
             db.execute("DELETE FROM objects WHERE order_id = ? AND path = ?", (order_id, raw))
             db.execute("UPDATE orders SET used = used - ? WHERE order_id = ?", (old[0], order_id))
-        self._remove([file_id for file_id, _ in json.loads(old[1])])
+            removed = [file_id for file_id, _ in json.loads(old[1])]
+            self._drop_inline(db, removed)
+        self._remove(removed)
         return True
 
     def copy(
@@ -584,12 +652,12 @@ class Store:
         src_raw, dst_raw = encode_path(src_path), encode_path(dst_path)
         for _ in range(_READ_ATTEMPTS):
             source, files, source_tags = self._lookup(account, src_order_id, src_raw)
-            linked: list[str] = []
+            linked: list[str | bytes] = []
             try:
                 for file_id, _size in files:
                     linked.append(self._link(file_id))
             except FileNotFoundError:
-                self._remove(linked)
+                self._remove([piece for piece in linked if isinstance(piece, str)])
                 continue
             copied_sizes: Any = source.part_sizes
             info = ObjectInfo(
@@ -612,7 +680,7 @@ class Store:
                     account, dst_raw, info, new_files, False, source_tags if tags is None else tags
                 )
             except BaseException:
-                self._remove(linked)
+                self._remove([piece for piece in linked if isinstance(piece, str)])
                 raise
             self._remove(old)
             return info

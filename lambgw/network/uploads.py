@@ -384,6 +384,8 @@ class StoredUploads:
             check_write_conditions(old, path, if_none_match, if_match)
             numbers = {p.number for p in chosen}
             left_out = [(p.size, f) for n, (p, f) in stored.items() if n not in numbers]
+            replaced = [file_id for file_id, _ in json.loads(old[1])] if old else []
+            store._drop_inline(db, replaced)
             write_object_row(db, raw, info, [(stored[p.number][1], p.size) for p in chosen], tags)
             freed = (old[0] if old else 0) + sum(size for size, _ in left_out)
             db.execute(
@@ -395,7 +397,6 @@ class StoredUploads:
                 "UPDATE uploads SET completed = ?, last_active = ? WHERE upload_id = ?",
                 (json.dumps(record), now, upload_id),
             )
-        replaced = [file_id for file_id, _ in json.loads(old[1])] if old else []
         store._remove(replaced + [file_id for _, file_id in left_out])
         return info
 

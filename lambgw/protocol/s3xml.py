@@ -7,6 +7,7 @@ element tree for a 1,000-key listing.  Parsing refuses DTDs and oversized docume
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
@@ -33,7 +34,13 @@ def esc(text: str) -> str:
 def iso8601(timestamp: float) -> str:
     """A timestamp as S3 writes it in XML: ``2020-09-29T09:12:40.904Z``."""
     whole, millis = divmod(round(timestamp * 1000), 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    return f"{_iso_seconds(whole)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_seconds(whole: int) -> str:
+    """The date and time of a whole second (keys of a listing often share their second)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
 
 
 def http_date(timestamp: float) -> str:
@@ -97,19 +104,13 @@ class Listed:
 
 def contents(entries: Iterable[Listed], encode: bool, owner_xml: str | None) -> str:
     """The ``<Contents>`` elements of a listing."""
-    out = []
-    for entry in entries:
-        key = url_encode(entry.key) if encode else entry.key
-        out.append(
-            "<Contents>"
-            + element("Key", key)
-            + element("LastModified", iso8601(entry.last_modified))
-            + element("ETag", f'"{entry.etag}"')
-            + element("Size", entry.size)
-            + (owner_xml or "")
-            + "<StorageClass>STANDARD</StorageClass></Contents>"
-        )
-    return "".join(out)
+    tail = (owner_xml or "") + "<StorageClass>STANDARD</StorageClass></Contents>"
+    return "".join(
+        f"<Contents><Key>{esc(url_encode(entry.key) if encode else entry.key)}</Key>"
+        f"<LastModified>{iso8601(entry.last_modified)}</LastModified>"
+        f"<ETag>&quot;{esc(entry.etag)}&quot;</ETag><Size>{int(entry.size)}</Size>{tail}"
+        for entry in entries
+    )
 
 
 def common_prefixes(prefixes: Iterable[str], encode: bool) -> str:

@@ -65,12 +65,19 @@ def header_map(request: S3Request) -> dict[str, list[str]]:
     """The request's headers with lower-case names and text values.
 
     Values are the UTF-8 the clients send (bytes that are not UTF-8 kept as surrogate
-    escapes): they are signed, stored and returned as the very bytes that came.
+    escapes): they are signed, stored and returned as the very bytes that came.  Made once,
+    when the headers are in, and kept with the request: callers only read it.
     """
-    return {
+    state = getattr(request, "s3", None)
+    if state is not None and state.headers is not None:
+        return state.headers
+    headers = {
         name.decode("latin-1").lower(): [header_text(v) for v in values]
         for name, values in request.requestHeaders.getAllRawHeaders()
     }
+    if state is not None:
+        state.headers = headers
+    return headers
 
 
 def header_text(value: bytes) -> str:

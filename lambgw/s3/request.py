@@ -172,6 +172,8 @@ class RequestState:
     cleanups: list[Callable[[], None]] = field(factory=list)
     #: Whether the body failed on the gateway's side after the headers (that is logged).
     delivery_failed: bool = False
+    #: The headers, lower-case names and text values, once read (``front.header_map``).
+    headers: dict[str, list[str]] | None = None
 
     def spooled(self) -> SpooledFile:
         """The spooled body, or raise the error the body earned."""
