@@ -15,7 +15,9 @@ from lambgw.network.errors import (
     InvalidPart,
     InvalidPartOrder,
     NoSuchOrder,
+    NoSuchPath,
     NoSuchUpload,
+    PreconditionFailed,
     QuotaExceeded,
     UploadExists,
 )
@@ -220,6 +222,37 @@ class StoredUploadsTests(SynchronousTestCase):
         self.uploads.complete("demo", self.order, "a/key", upload_id, self.named((1, b"new")))
         self.assertEqual(self.used(), 3)
         self.assertEqual(self.read("a/key"), b"new")
+
+    def test_complete_over_small_object_frees_its_bytes(self) -> None:
+        """An object kept in the index that a completion replaces leaves nothing there."""
+        self.store.put("demo", self.order, "a/key", [Segment("", 3, b"old")], NewObject(3, "e"))
+        held = "SELECT COUNT(*) FROM small_files"
+        self.assertEqual(self.store._connection().execute(held).fetchone()[0], 1)
+        upload_id = self.create()
+        self.part(upload_id, 1, b"new")
+        self.uploads.complete("demo", self.order, "a/key", upload_id, self.named((1, b"new")))
+        self.assertEqual(self.store._connection().execute(held).fetchone()[0], 0)
+        self.assertEqual((self.used(), self.read("a/key")), (3, b"new"))
+
+    def test_completion_conditions(self) -> None:
+        """If-None-Match and If-Match are checked by the completion; a refusal keeps the upload."""
+        upload_id = self.create()
+        self.part(upload_id, 1, b"new")
+        named = self.named((1, b"new"))
+        complete = self.uploads.complete
+        self.assertRaises(
+            NoSuchPath, complete, "demo", self.order, "a/key", upload_id, named, None, False, "e"
+        )
+        self.store.put("demo", self.order, "a/key", [self.segment(b"old")], NewObject(3, "e"))
+        self.assertRaises(
+            PreconditionFailed, complete, "demo", self.order, "a/key", upload_id, named, None, True
+        )
+        self.assertRaises(
+            PreconditionFailed,
+            *(complete, "demo", self.order, "a/key", upload_id, named, None, False, "other"),
+        )
+        info = complete("demo", self.order, "a/key", upload_id, named, None, False, "e")
+        self.assertEqual((info.size, self.read("a/key"), self.used()), (3, b"new", 3))
 
     def test_repeated_completion(self) -> None:
         """The same completion again answers the same object; another list is refused."""
