@@ -122,11 +122,18 @@ class Target:
     server: ServerProcess
     bucket: str
     home: Path
+    #: The network node the gateway talks to, if it runs in a process of its own.
+    node: ServerProcess | None = None
 
     @property
     def pid(self) -> int:
         """The process id whose memory is measured."""
         return self.server.pid
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The processes that serve a request: the server's, then the node's, if any."""
+        return (self.server.pid,) if self.node is None else (self.server.pid, self.node.pid)
 
     def signer(self) -> Signer:
         """Return a signer for this target's credentials."""
@@ -295,7 +302,7 @@ def lambnet_target(home: Path, name: str = "lambnet") -> Iterator[Target]:
         server.start()
         try:
             target = GatewayTarget(
-                name, Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY), server, "", home
+                name, Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY), server, "", home, node
             )
             ids = target.bucket_names()
             if not ids:

@@ -32,9 +32,9 @@ from lambgw.lambnet.incoming import NodeRequest, sweep_incoming
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import signing
 from lambgw.network.errors import NetworkError
-from lambgw.network.files import FileRangeBody
-from lambgw.network.interface import IObjectBody
-from lambgw.network.store import Store
+from lambgw.network.files import SMALL_READ, FileRangeBody, read_small
+from lambgw.network.interface import IObjectBody, ObjectInfo
+from lambgw.network.store import FileRange, Store
 
 log = Logger()
 _P = ParamSpec("_P")
@@ -78,6 +78,20 @@ def _json(request: Request, value: Any) -> bytes:
     return json.dumps(value).encode("utf-8")
 
 
+def _open(
+    store: Store, account: str, order_id: str, path: str, first: int, last: int | None
+) -> tuple[ObjectInfo, list[FileRange] | bytes]:
+    """Open an object's byte range; a small one is read at once (pool thread only).
+
+    A small body then goes out with the answer's headers in one write, with no further
+    trip through the pool.
+    """
+    info, ranges = store.open_range(account, order_id, path, first, last)
+    if sum(piece.length for piece in ranges) <= SMALL_READ:
+        return info, read_small(ranges)
+    return info, ranges
+
+
 async def _stream(request: Request, body: IObjectBody) -> None:
     """Deliver ``body`` as the answer to ``request``; if that fails, cut the connection.
 
@@ -111,7 +125,7 @@ class Node:
         self._reactor = reactor
         self._clock = clock
         self._threadpool = threadpool
-        self._keys = PublicKeys(store.root)
+        self._keys = PublicKeys(store.root, clock.seconds)
         self._nonces = signing.NonceCache()
 
     @property
@@ -267,8 +281,7 @@ class Node:
             request.setHeader("content-length", str(info.size))
             return b""
         first, last = wire.parse_range(_header(request, "range"))
-        info, ranges = await self._call(self.store.open_range, account, order_id, path, first, last)
-        body = FileRangeBody(ranges, self._reactor, self._threadpool)
+        info, opened = await self._call(_open, self.store, account, order_id, path, first, last)
         end = info.size if last is None else min(last + 1, info.size)
         length = max(0, end - first)
         request.setHeader(wire.OBJECT_HEADER, wire.header_json(wire.info_to_json(info)))
@@ -277,6 +290,9 @@ class Node:
         if _header(request, "range"):
             request.setResponseCode(206)
             request.setHeader("content-range", f"bytes {first}-{first + length - 1}/{info.size}")
+        if isinstance(opened, bytes):
+            return opened
+        body = FileRangeBody(opened, self._reactor, self._threadpool)
         try:
             if length:
                 await _stream(request, body)

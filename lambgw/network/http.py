@@ -45,6 +45,7 @@ from zope.interface import implementer
 from lambgw.lambnet import wire
 from lambgw.network import signing
 from lambgw.network.errors import NetworkError, NetworkUnavailable
+from lambgw.network.files import SMALL_READ, BytesBody
 from lambgw.network.httpbody import (
     HTTPObjectBody,
     SegmentsProducer,
@@ -401,6 +402,13 @@ class HTTPNetwork:
                 headers["range"] = f"bytes={first}-{'' if last is None else last}"
             response = await self._idempotent("GET", target, headers, unbuffered=True)
             info = _info_header(response)
+            if response.length != UNKNOWN_LENGTH and response.length <= SMALL_READ:
+                # Read whole, as the embedded network reads a small object: no streaming.
+                try:
+                    data = await _bounded(_read(response), self._clock, self._silence)
+                except Exception:
+                    raise _unavailable(Failure()).value from None
+                return info, BytesBody(data)
             return info, HTTPObjectBody(response, self._clock, self._silence, self._fds)
 
         return Deferred.fromCoroutine(run())
