@@ -1,6 +1,6 @@
 """Tests of the HTTP network client against the lambnet app in memory (treq.testing, no sockets).
 
-The client's treq ``HTTPClient`` runs over ``treq.testing.RequestTraversalAgent``, whose
+The client's agent is ``treq.testing.RequestTraversalAgent``, whose
 server side is the node's own site; store calls and digests run synchronously and time is a
 ``task.Clock``, so every test is deterministic.
 """
@@ -89,7 +89,7 @@ class Harness:
             "http://node.example:9100",
             "demo",
             self.key,
-            HTTPClient(self.agent),
+            self.agent,
             reactor,
             self.clock,
             pool,

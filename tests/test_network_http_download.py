@@ -48,7 +48,7 @@ class ReadSizeTests(SynchronousTestCase):
             task.Clock(),
             None,  # type: ignore[arg-type]
         )
-        pool = network._client._agent._pool
+        pool = network._agent._pool
         protocol = pool._factory(lambda c: None, None).buildProtocol(None)
         socket = FileDescriptor(reactor=task.Clock())  # type: ignore[arg-type]
         protocol.makeConnection(socket)

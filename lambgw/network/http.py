@@ -1,12 +1,16 @@
-"""The HTTP network: :class:`INetwork` spoken to a ``lambnet`` node with treq.
+"""The HTTP network: :class:`INetwork` spoken to a ``lambnet`` node with Twisted's HTTP agent.
 
-Every request is signed with the account's key (:mod:`lambgw.network.signing`).  Uploads
-stream the spooled segments in order through :class:`SegmentsProducer`; downloads are
-unbuffered and pushed to the consumer by :class:`HTTPObjectBody`, which pauses the
-connection when the consumer is full.  Connections are kept in a persistent pool.  A
-request that makes no progress for ``silence`` seconds is cancelled; idempotent requests
-are retried with backoff when the node cannot be reached or answers 503.  Every failure to
-reach the node becomes :class:`NetworkUnavailable`.
+Every request is signed with the account's key (:mod:`lambgw.network.signing`).  Requests go
+straight to the ``Agent`` treq's ``HTTPClient`` is built on: ``HTTPClient.request`` parses
+every URL with hyperlink and IDNA and wraps the agent in cookie, redirect and content
+decoding agents for each call, some thirty times the agent's own cost, for nothing this
+protocol uses; treq still reads the answers.  Uploads stream the spooled segments in order
+through :class:`SegmentsProducer`; small downloads are read whole, larger ones are pushed to
+the consumer by :class:`HTTPObjectBody`, which pauses the connection when the consumer is
+full.  Connections are kept in a persistent pool.  A request that makes no progress for
+``silence`` seconds is cancelled; idempotent requests are retried with backoff when the node
+cannot be reached or answers 503.  Every failure to reach the node becomes
+:class:`NetworkUnavailable`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from treq import content
-from treq.client import HTTPClient
 from twisted.internet import task
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
@@ -39,7 +42,8 @@ from twisted.web.client import (
     HTTPConnectionPool,
     _HTTP11ClientFactory,
 )
-from twisted.web.iweb import UNKNOWN_LENGTH
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent
 from zope.interface import implementer
 
 from lambgw.lambnet import wire
@@ -129,7 +133,7 @@ class HTTPNetwork:
         base_url: str,
         account: str,
         key: Any,
-        client: Any,
+        agent: IAgent,
         reactor: IReactorFromThreads,
         clock: IReactorTime,
         threadpool: ThreadPool,
@@ -138,7 +142,7 @@ class HTTPNetwork:
         retry_delays: Sequence[float] = RETRY_DELAYS,
         fds: IReactorFDSet | None = None,
     ) -> None:
-        """Talk to the node at ``base_url`` with the treq-like ``client``, signing with ``key``.
+        """Talk to the node at ``base_url`` through ``agent``, signing with ``key``.
 
         Digests of uploads are computed in ``threadpool``.  With ``fds`` (the reactor),
         large downloads move between plain TCP sockets inside the kernel.
@@ -147,7 +151,7 @@ class HTTPNetwork:
         self._base_path = urlsplit(self._base).path
         self._account = account
         self._key = key
-        self._client = client
+        self._agent = agent
         self._reactor = reactor
         self._clock = clock
         self._threadpool = threadpool
@@ -168,7 +172,7 @@ class HTTPNetwork:
         connect_timeout: float = CONNECT_TIMEOUT,
         silence: float = SILENCE_TIMEOUT,
     ) -> HTTPNetwork:
-        """Build the network with a treq client over a persistent connection pool.
+        """Build the network with an agent over a persistent connection pool.
 
         HTTPS certificates are verified, with the host name, against ``ca_file`` (PEM) if
         given, else the system's trusted authorities.  A request that makes no progress for
@@ -192,7 +196,7 @@ class HTTPNetwork:
             base_url,
             account,
             key,
-            HTTPClient(agent),
+            agent,
             reactor,
             reactor,
             threadpool,
@@ -227,15 +231,13 @@ class HTTPNetwork:
         ``signed``: the signing headers, if the caller made them (see :meth:`_sign`).
         """
         signed = signed or self._sign(method, target, content_sha256)
-        all_headers = {**signed, **(headers or {})}
-        url = f"{self._base}{target[len(self._base_path) :]}"
-        request: Deferred[Any] = self._client.request(
-            method,
-            url,
-            headers={k: [v] for k, v in all_headers.items()},
-            data=body,
-            unbuffered=True,
+        raw = Headers(
+            {name.encode("ascii"): [value.encode("latin-1")] for name, value in signed.items()}
         )
+        for name, value in (headers or {}).items():
+            raw.setRawHeaders(name.encode("ascii"), [value.encode("latin-1")])
+        url = f"{self._base}{target[len(self._base_path) :]}".encode("ascii")
+        request: Deferred[Any] = self._agent.request(method.encode("ascii"), url, raw, body)
         watch = Silence(self._clock, self._silence, request)
         if isinstance(body, SegmentsProducer | StreamedUpload):
             body.progress = watch.touch
