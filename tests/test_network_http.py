@@ -8,6 +8,7 @@ server side is the node's own site; store calls and digests run synchronously an
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -252,6 +253,65 @@ class ClientTests(SynchronousTestCase):
             )
         )
         result.trap(errors.PreconditionFailed)
+
+
+class _Recording(Resource):
+    """Passes every request on to ``inner``, keeping the signing headers it came with."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+        self.seen: list[tuple[str | None, str | None]] = []
+
+    def render(self, request: Any) -> Any:
+        self.seen.append(
+            (request.getHeader(signing.SHA256_HEADER), request.getHeader(wire.OBJECT_HEADER))
+        )
+        return self.inner.render(request)
+
+
+class SmallObjectTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness(self.mktemp())
+        site = self.h.agent._serverFactory
+        self.recording = _Recording(site.resource)
+        site.resource = self.recording
+
+    def test_small_put_signed_over_its_digest(self) -> None:
+        """An object held in memory goes in one request signed over its SHA-256: no trailer."""
+        data = b"small object"
+        order = self.h.order.order_id
+        info = self.h.run(
+            self.h.network.put_object(
+                "demo", order, "s", [Segment("", len(data), data)], _new(data)
+            )
+        )
+        digest, description = self.recording.seen[-1]
+        self.assertEqual(digest, hashlib.sha256(data).hexdigest())
+        self.assertEqual(json.loads(description or "")["size"], len(data))
+        self.assertEqual((info.size, info.etag), (len(data), _new(data).etag))
+        _, ranges = self.h.store.open_range("demo", order, "s")
+        self.assertEqual(
+            b"".join(os.pread(r.file.fileno(), r.length, r.offset) for r in ranges), data
+        )
+
+    def test_small_get_read_whole(self) -> None:
+        """A small object comes back already read: delivered at once, with no producer."""
+        data = os.urandom(1000)
+        order = self.h.order.order_id
+        self.h.run(
+            self.h.network.put_object(
+                "demo", order, "s", [Segment("", len(data), data)], _new(data)
+            )
+        )
+        info, body = self.h.run(self.h.network.get_object("demo", order, "s", 10, 19))
+        consumer = StringTransport()
+        delivered = body.deliver(consumer)
+        self.assertEqual((info.size, consumer.value()), (1000, data[10:20]))
+        self.assertIsNone(consumer.producer)
+        self.assertIsNone(self.successResultOf(delivered))
 
 
 class _Answers(Resource):

@@ -51,6 +51,7 @@ from lambgw.network import signing
 from lambgw.network.errors import NetworkError, NetworkUnavailable
 from lambgw.network.files import SMALL_READ, BytesBody
 from lambgw.network.httpbody import (
+    BytesProducer,
     HTTPObjectBody,
     SegmentsProducer,
     Silence,
@@ -335,6 +336,10 @@ class HTTPNetwork:
         async def run() -> ObjectInfo:
             try:
                 self._check_account(account)
+                if len(segments) == 1 and segments[0].data is not None and "-" not in new.etag:
+                    return await self._put_small(
+                        account, order_id, path, segments[0].data, new, if_none_match
+                    )
                 size = sum(segment.size for segment in segments)
                 query = {"path": path, "size": str(size)}
                 target = self._url(account, f"/{order_id}/object", query)
@@ -349,9 +354,33 @@ class HTTPNetwork:
                 answer = await self._send("PUT", target, body, headers=headers, signed=signed)
                 return wire.info_from_json(json.loads(answer))
             finally:
-                await deferToThreadPool(self._reactor, self._threadpool, remove_segments, segments)
+                if any(segment.data is None for segment in segments):
+                    await deferToThreadPool(
+                        self._reactor, self._threadpool, remove_segments, segments
+                    )
 
         return Deferred.fromCoroutine(run())
+
+    async def _put_small(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        data: bytes,
+        new: NewObject,
+        if_none_match: bool,
+    ) -> ObjectInfo:
+        """PUT an object held in memory: its digest and description go in the signed headers.
+
+        One signature and one body write, where a streamed PUT needs a signed trailer too.
+        """
+        target = self._url(account, f"/{order_id}/object", {"path": path})
+        headers = {wire.OBJECT_HEADER: wire.header_json(wire.new_to_json(new))}
+        if if_none_match:
+            headers[wire.IF_NONE_MATCH_HEADER] = "1"
+        body = BytesProducer(data)
+        answer = await self._send("PUT", target, body, hashlib.sha256(data).hexdigest(), headers)
+        return wire.info_from_json(json.loads(answer))
 
     def open_upload(
         self,
@@ -445,7 +474,7 @@ class HTTPNetwork:
                 "replace": None if replace is None else wire.new_to_json(replace),
             }
             data = json.dumps(request).encode("utf-8")
-            body = SegmentsProducer([Segment("", len(data), data)], self._cooperator)
+            body = BytesProducer(data)
             digest = hashlib.sha256(data).hexdigest()
             answer = await self._send("POST", target, body, digest)
             return wire.info_from_json(json.loads(answer))

@@ -1,10 +1,10 @@
 """The streaming bodies of the HTTP network: uploads from spooled segments, downloads to a consumer.
 
-:class:`SegmentsProducer` writes spooled segments, in order, as one request body, with the
-transport's backpressure.  :class:`HTTPObjectBody` pushes an unbuffered response body to a
-consumer, pausing the connection while the consumer is full and giving up when the node
-stops sending for the silence timeout.  :class:`Silence` cancels a request that makes no
-progress.
+:class:`BytesProducer` writes a small body held in memory at once; :class:`SegmentsProducer`
+writes spooled segments, in order, as one request body, with the transport's backpressure.
+:class:`HTTPObjectBody` pushes an unbuffered response body to a consumer, pausing the
+connection while the consumer is full and giving up when the node stops sending for the
+silence timeout.  :class:`Silence` cancels a request that makes no progress.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from contextlib import suppress
 from typing import IO, Any
 
 from twisted.internet import error, task, tcp
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -63,6 +63,33 @@ class Silence:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+
+
+@implementer(IBodyProducer)
+class BytesProducer:
+    """A small request body held in memory, written at once (with the request's headers)."""
+
+    def __init__(self, data: bytes) -> None:
+        """Produce ``data``."""
+        self.length = len(data)
+        self._data = data
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        """Write the bytes to ``consumer``."""
+        if self._data:
+            consumer.write(self._data)
+        self._data = b""
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        """Nothing to pause: the bytes are written already."""
+
+    def resumeProducing(self) -> None:
+        """Nothing to resume."""
+
+    def stopProducing(self) -> None:
+        """Nothing more is written anyway."""
+        self._data = b""
 
 
 @implementer(IBodyProducer)
