@@ -54,6 +54,9 @@ class SyncPool:
         else:
             on_result(True, result)
 
+    def callInThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
+        f(*a, **kw)
+
 
 class QueueReactor:
     """Queues ``callFromThread`` calls for the harness to run."""

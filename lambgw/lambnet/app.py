@@ -3,9 +3,11 @@
 :class:`NodeSite` spools each request body as it arrives (small ones in memory, larger ones
 to a file in the store's ``incoming/`` directory, so that storing it is a rename) and hashes
 it on the way.  :class:`Node` is the Klein app: it checks the request's signature, date,
-nonce and body digest, then calls the store in a thread pool.  Object bytes stream back
-from the open files through :class:`~lambgw.network.files.FileRangeBody`, with
-backpressure (with sendfile(2) on a plain TCP connection).
+nonce and body digest, then calls the store in a thread pool (reads queued to one of its
+threads).  Small objects are read with their lookup and sent with the answer's headers;
+larger ones stream back from the open files through
+:class:`~lambgw.network.files.FileRangeBody`, with backpressure (with sendfile(2) on a plain
+TCP connection).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from lambgw.network import signing
 from lambgw.network.errors import NetworkError
 from lambgw.network.files import SMALL_READ, FileRangeBody, read_small
 from lambgw.network.interface import IObjectBody, ObjectInfo
+from lambgw.network.serial import SerialCalls
 from lambgw.network.store import FileRange, Store
 
 log = Logger()
@@ -126,6 +129,7 @@ class Node:
         self._clock = clock
         self._threadpool = threadpool
         self._keys = PublicKeys(store.root, clock.seconds)
+        self._reads = SerialCalls(reactor, threadpool)
         self._nonces = signing.NonceCache()
 
     @property
@@ -139,7 +143,15 @@ class Node:
         return self._threadpool
 
     def _call(self, f: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
+        """Run a store call that writes in the pool: writes wait for the disk side by side."""
         return deferToThreadPool(self._reactor, self._threadpool, f, *args, **kwargs)
+
+    def _read(self, f: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        """Run a store call that only reads, queued with the others in one pool thread.
+
+        Reads are short: handed over in batches, they cost no thread wake-up each.
+        """
+        return self._reads.call(f, *args)
 
     # -- errors ------------------------------------------------------------------------
 
@@ -231,14 +243,14 @@ class Node:
     async def orders(self, request: Request, account: str) -> bytes:
         """The orders of the account."""
         self._authenticate(request, account)
-        orders = await self._call(self.store.orders, account)
+        orders = await self._read(self.store.orders, account)
         return _json(request, [wire.order_to_json(order) for order in orders])
 
     @app.route("/v1/accounts/<account>/orders/<order_id>", methods=["GET"])
     async def order(self, request: Request, account: str, order_id: str) -> bytes:
         """One order of the account."""
         self._authenticate(request, account)
-        order = await self._call(self.store.order, account, order_id)
+        order = await self._read(self.store.order, account, order_id)
         return _json(request, wire.order_to_json(order))
 
     # -- objects -----------------------------------------------------------------------
@@ -276,12 +288,12 @@ class Node:
         self._authenticate(request, account)
         path = self._path(request)
         if request.method == b"HEAD":
-            info = await self._call(self.store.head, account, order_id, path)
+            info = await self._read(self.store.head, account, order_id, path)
             request.setHeader(wire.OBJECT_HEADER, wire.header_json(wire.info_to_json(info)))
             request.setHeader("content-length", str(info.size))
             return b""
         first, last = wire.parse_range(_header(request, "range"))
-        info, opened = await self._call(_open, self.store, account, order_id, path, first, last)
+        info, opened = await self._read(_open, self.store, account, order_id, path, first, last)
         end = info.size if last is None else min(last + 1, info.size)
         length = max(0, end - first)
         request.setHeader(wire.OBJECT_HEADER, wire.header_json(wire.info_to_json(info)))
@@ -338,7 +350,7 @@ class Node:
             raise wire.ProtocolError(400, "BadRequest", "max-keys is not a number") from None
         if not 0 <= max_keys <= 1000:
             raise wire.ProtocolError(400, "BadRequest", "max-keys must be from 0 to 1000")
-        page = await self._call(
+        page = await self._read(
             self.store.list,
             account,
             order_id,
