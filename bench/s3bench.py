@@ -41,6 +41,7 @@ from bench.client import (
     upload,
 )
 from bench.multipart import measure_multipart
+from bench.netpath import delayed, soak
 from bench.servers import (
     RssSampler,
     StartError,
@@ -576,6 +577,21 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         help="also run the gateway over a lambnet node and compare it with the embedded network",
     )
     parser.add_argument(
+        "--soak",
+        type=float,
+        metavar="MINUTES",
+        help="only soak one gateway (over a node with --lambnet) with small requests",
+    )
+    parser.add_argument(
+        "--soak-period", type=float, default=60.0, metavar="SECONDS", help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--delay",
+        type=float,
+        metavar="MS",
+        help="only compare small requests over a node reached directly and MS ms away",
+    )
+    parser.add_argument(
         "--fill-budget",
         type=float,
         metavar="SECONDS",
@@ -588,11 +604,23 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return 0 if every figure was measured, 1 otherwise."""
     args = _arguments(argv)
     sizes = QUICK if args.quick else FULL
+    signal.signal(signal.SIGTERM, _terminate)
+    if args.soak is not None:
+        factory = lambnet_target if args.lambnet else GATEWAYS[args.gateway]
+        return 0 if soak(lambda home: factory(home, "soak"), args.soak, args.soak_period) else 1
+    if args.delay is not None:
+        total, repeats = (64, 1) if args.quick else (2048, 3)
+        met = delayed(
+            lambda home, delay: lambnet_target(home, "lambnet", delay),
+            args.delay,
+            total=total,
+            repeats=repeats,
+        )
+        return 0 if met else 1
     if args.fill_budget is not None:
         sizes = Sizes(**{**asdict(sizes), "fill_budget": args.fill_budget})
     bench = Bench(sizes)
     groups = tuple(g for g in GROUPS if g in args.only)
-    signal.signal(signal.SIGTERM, _terminate)
     gateway_factory = GATEWAYS[args.gateway]
     started = time.monotonic()
     gateway = run_target(bench, lambda home: gateway_factory(home, "gateway"), "gateway", groups)

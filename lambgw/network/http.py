@@ -77,6 +77,9 @@ SILENCE_TIMEOUT = 30.0
 RETRY_DELAYS = (0.2, 1.0, 3.0)
 #: Bytes read from a connection to the node at a time.
 READ_SIZE = 1024 * 1024
+#: Idle connections to the node kept for reuse.  A far node answers many requests at once,
+#: each on a connection of its own: one made afresh costs a round trip before its request.
+MAX_IDLE_CONNECTIONS = 256
 #: The largest error or JSON answer read.
 MAX_ANSWER = 16 * 1024 * 1024
 
@@ -183,7 +186,7 @@ class HTTPNetwork:
             base_url = f"http://{base_url}"
         pool = HTTPConnectionPool(reactor, persistent=True)
         pool._factory = _QuietFactory
-        pool.maxPersistentPerHost = 16
+        pool.maxPersistentPerHost = MAX_IDLE_CONNECTIONS
         pool.cachedConnectionTimeout = 60
         if ca_file:
             with open(ca_file, "rb") as f:
