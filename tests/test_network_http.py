@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from hypothesis import given
 from hypothesis import strategies as st
+from treq import content
 from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.internet import task
@@ -315,6 +316,21 @@ class SmallObjectTests(SynchronousTestCase):
         self.assertEqual((info.size, consumer.value()), (1000, data[10:20]))
         self.assertIsNone(consumer.producer)
         self.assertIsNone(self.successResultOf(delivered))
+
+
+class VersionTests(SynchronousTestCase):
+    def test_other_version_refused_naming_both(self) -> None:
+        """A request for another protocol version is refused with both versions named."""
+        h = Harness(self.mktemp())
+        for version in ("v0", "v2"):
+            d = h.agent.request(
+                b"GET", f"http://node.example/{version}/accounts/demo/orders".encode()
+            )
+            response = h.run(d)
+            body = json.loads(h.run(content(response)))
+            self.assertEqual((response.code, body["code"]), (400, "VersionMismatch"))
+            self.assertIn(f"client speaks protocol {version}", body["message"])
+            self.assertIn(f"this node speaks {wire.VERSION}", body["message"])
 
 
 class _Answers(Resource):

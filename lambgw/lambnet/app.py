@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl
@@ -43,6 +44,8 @@ log = Logger()
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
+#: The first segment of a protocol path: its version.
+_VERSION_PATH = re.compile(rb"/(v[0-9]+)(?:/|$)")
 #: The largest JSON request body accepted (a copy request).
 MAX_JSON_BODY = 64 * 1024
 
@@ -363,5 +366,13 @@ class Node:
 
     @app.route("/", branch=True)
     def unknown(self, request: Request) -> bytes:
-        """Anything else."""
-        raise wire.ProtocolError(404, "NotFound", "no such resource in protocol v1")
+        """Anything else; a path of another version of the protocol names both versions."""
+        version = _VERSION_PATH.match(request.path)
+        if version is not None and version[1].decode("ascii") != wire.VERSION:
+            raise wire.ProtocolError(
+                400,
+                "VersionMismatch",
+                f"the client speaks protocol {version[1].decode('ascii')}, "
+                f"this node speaks {wire.VERSION}",
+            )
+        raise wire.ProtocolError(404, "NotFound", f"no such resource in protocol {wire.VERSION}")
