@@ -18,7 +18,8 @@ from botocore.credentials import Credentials
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from bench.client import Endpoint, Payload, Signer, object_path
-from bench.s3bench import FIGURES, GROUPS, QUICK, Bench, Goal, Measurement, report
+from bench.figures import FIGURES, GROUPS, QUICK, Bench, Goal, Measurement
+from bench.report import report
 from bench.servers import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
