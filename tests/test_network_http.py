@@ -22,16 +22,18 @@ from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyChannel
 
 from lambgw.lambnet import wire
 from lambgw.lambnet.app import Node, NodeSite
-from lambgw.lambnet.incoming import MEMORY_BODY
+from lambgw.lambnet.incoming import DEFAULT_READ, MEMORY_BODY, READ_SIZE, NodeRequest
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import errors, signing
 from lambgw.network.http import HTTPNetwork
@@ -554,6 +556,19 @@ class NodeSpoolTests(SynchronousTestCase):
         body = SegmentsProducer([Segment("", size, b"x" * size)], h.cooperator)
         response = h.run(HTTPClient(h.agent).put(target, data=body))
         self.assertEqual((response.code, spooled), (401, []))
+
+    def test_large_reads_end_with_the_request(self) -> None:
+        """A large body is read in large pieces; the connection reads small ones after it."""
+        h = Harness(self.mktemp())
+        channel = DummyChannel()
+        channel.site = NodeSite(h.node)
+        request = NodeRequest(channel)
+        request.requestHeaders.setRawHeaders(b"authorization", [signing.SCHEME.encode()])
+        request.gotLength(MEMORY_BODY + 1)
+        self.assertEqual(channel.transport.bufferSize, READ_SIZE)
+        request.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(channel.transport.bufferSize, DEFAULT_READ)
+        self.assertEqual(request.spool_paths and os.path.exists(request.spool_paths[0]), False)
 
 
 class WireTests(SynchronousTestCase):

@@ -23,10 +23,8 @@ from urllib.parse import urlencode, urlsplit
 
 from treq import content
 from twisted.internet import task
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
-    IAddress,
     IReactorFDSet,
     IReactorFromThreads,
     IReactorTime,
@@ -38,7 +36,6 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
-    HTTP11ClientProtocol,
     HTTPConnectionPool,
     _HTTP11ClientFactory,
 )
@@ -75,8 +72,6 @@ CONNECT_TIMEOUT = 10.0
 SILENCE_TIMEOUT = 30.0
 #: Delays before the retries of an idempotent request, in seconds.
 RETRY_DELAYS = (0.2, 1.0, 3.0)
-#: Bytes read from a connection to the node at a time.
-READ_SIZE = 1024 * 1024
 #: Idle connections to the node kept for reuse.  A far node answers many requests at once,
 #: each on a connection of its own: one made afresh costs a round trip before its request.
 MAX_IDLE_CONNECTIONS = 256
@@ -99,33 +94,6 @@ class _QuietFactory(_HTTP11ClientFactory):
     """The pool's connection factory, without a log line per connection."""
 
     noisy = False
-
-    def buildProtocol(self, addr: IAddress | None) -> HTTP11ClientProtocol:
-        """A connection that reads the node's answers in large pieces."""
-        return _LargeReadsProtocol(self._quiescentCallback)
-
-
-class _LargeReadsProtocol(HTTP11ClientProtocol):
-    """A client connection whose socket is read :data:`READ_SIZE` bytes at a time."""
-
-    def connectionMade(self) -> None:
-        """Raise the read size of the socket under the connection (below TLS, if any)."""
-        super().connectionMade()
-        read_in_large_pieces(self.transport)
-
-
-def read_in_large_pieces(transport: Any) -> None:
-    """Make the socket transport at the bottom of ``transport`` read :data:`READ_SIZE` at a time.
-
-    Twisted reads ``bufferSize`` bytes per ``recv`` (64 KiB): a download then costs a trip
-    through the reactor and every parsing layer per 64 KiB.  The same attribute is the
-    amount buffered for writing before a producer is paused, so writes stay bounded too.
-    """
-    while transport is not None:
-        if isinstance(transport, FileDescriptor):
-            transport.bufferSize = READ_SIZE
-            return
-        transport = getattr(transport, "transport", None)
 
 
 @implementer(INetwork)
