@@ -24,6 +24,7 @@ from pathlib import Path
 from attrs import define, field, frozen
 
 from bench.client import Payload, PreparedRequest, Signer, object_path, run_clients
+from bench.cpu import cpu_seconds
 from bench.servers import Target, memory_status
 
 MiB = 1 << 20
@@ -106,6 +107,14 @@ class SmallBatches:
         )
 
 
+def server_cpu(target: Target) -> float:
+    """The CPU seconds the processes serving ``target`` have used (0 if they are gone)."""
+    try:
+        return sum(cpu_seconds(pid) for pid in target.pids)
+    except OSError:
+        return 0.0
+
+
 def _rss(target: Target) -> list[int]:
     return [memory_status(pid)["VmRSS"] for pid in target.pids]
 
@@ -130,29 +139,35 @@ def soak(factory: TargetFactory, minutes: float, period: float = 60.0, size: int
             "RSS at start: "
             + ", ".join(f"{n} {r / MiB:.0f} MiB" for n, r in zip(names, start_rss, strict=True))
         )
-        periods: list[tuple[Rates, list[int]]] = []
+        periods: list[tuple[Rates, list[int], float]] = []
         end = time.monotonic() + minutes * 60
         while time.monotonic() < end - period / 2:
             stop = min(end, time.monotonic() + period)
             done = Rates()
+            used = server_cpu(target)
             while time.monotonic() < stop:
                 done = done + batches.run(stop + 60)
-            periods.append((done, _rss(target)))
+            cpu = (server_cpu(target) - used) * 1e6 / max(1, done.puts + done.gets)
+            periods.append((done, _rss(target), cpu))
             rss = ", ".join(
                 f"{n} {r / MiB:.0f} MiB" for n, r in zip(names, periods[-1][1], strict=True)
             )
             _say(
                 f"{len(periods) * period / 60:5.1f} min: PUT {done.put_rate:6.0f}/s, "
-                f"GET {done.get_rate:6.0f}/s; RSS {rss}"
+                f"GET {done.get_rate:6.0f}/s; server CPU {cpu:5.0f} µs/req; RSS {rss}"
             )
     if not periods:
         return False
-    (first, first_rss), (last, last_rss) = periods[0], periods[-1]
+    (first, first_rss, first_cpu), (last, last_rss, last_cpu) = periods[0], periods[-1]
     put_ratio = last.put_rate / first.put_rate if first.put_rate else 0.0
     get_ratio = last.get_rate / first.get_rate if first.get_rate else 0.0
     growth = [b - a for a, b in zip(first_rss, last_rss, strict=True)]
     met = min(put_ratio, get_ratio) >= SOAK_RATIO and max(growth) < SOAK_GROWTH
     _say(f"last/first period: PUT {put_ratio:.2f}, GET {get_ratio:.2f} (target >= {SOAK_RATIO})")
+    _say(
+        f"server CPU per request, last/first period: {last_cpu / first_cpu:.2f}"
+        " (rates depend on the machine's other work; this does not)"
+    )
     _say(
         "RSS growth after the first period: "
         + ", ".join(f"{n} {g / MiB:+.1f} MiB" for n, g in zip(names, growth, strict=True))

@@ -38,7 +38,6 @@ from bench.client import (
     run_clients,
     upload,
 )
-from bench.cpu import cpu_seconds
 from bench.figures import (
     FIGURES,
     FULL,
@@ -52,7 +51,7 @@ from bench.figures import (
     Sizes,
 )
 from bench.multipart import measure_multipart
-from bench.netpath import delayed, soak
+from bench.netpath import delayed, server_cpu, soak
 from bench.report import lambnet_report, report
 from bench.servers import (
     RssSampler,
@@ -105,14 +104,6 @@ def measure_throughput(bench: Bench, target: Target) -> Results:
         "put_large": Measurement(statistics.median(puts), spread, statistics.median(cpu[0])),
         "get_large": Measurement(statistics.median(gets), "", statistics.median(cpu[1])),
     }
-
-
-def server_cpu(target: Target) -> float:
-    """The CPU seconds the processes serving ``target`` have used (0 if they are gone)."""
-    try:
-        return sum(cpu_seconds(pid) for pid in target.pids)
-    except OSError:
-        return 0.0
 
 
 def _concurrent(
