@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         factory = lambnet_target if args.lambnet else GATEWAYS[args.gateway]
         return 0 if soak(lambda home: factory(home, "soak"), args.soak, args.soak_period) else 1
     if args.delay is not None:
-        total, repeats = (64, 1) if args.quick else (2048, 3)
+        total, repeats = (512, 1) if args.quick else (2048, 3)
         met = delayed(
             lambda home, delay: lambnet_target(home, "lambnet", delay),
             args.delay,
