@@ -117,7 +117,10 @@ class DelayProxyTests(SynchronousTestCase):
                     server.settimeout(10)
                     received = b""
                     while len(received) < len(data):
-                        received += server.recv(65536)
+                        chunk = server.recv(65536)
+                        if not chunk:
+                            break
+                        received += chunk
                     server.sendall(b"answer")
                     answer = client.recv(100)
                 took = time.monotonic() - started

@@ -6,12 +6,14 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import ResponseDone
+from twisted.web.client import URI, BrowserLikePolicyForHTTPS, ResponseDone
 
 from lambgw.network import errors
+from lambgw.network.http import NodeEndpoints
 from lambgw.network.httpbody import DEFAULT_READ, LARGE_READ, HTTPObjectBody, set_read_size
 from tests.test_network_http import FakeResponse
 
@@ -51,6 +53,18 @@ class ReadSizeTests(SynchronousTestCase):
         response.protocol.connectionLost(Failure(ResponseDone()))
         self.successResultOf(done)
         self.assertEqual(socket.bufferSize, DEFAULT_READ)
+
+
+class EndpointTests(SynchronousTestCase):
+    def test_endpoints_made_once(self) -> None:
+        """The node's endpoint is made once and reused; HTTPS gets a TLS endpoint of its own."""
+        endpoints = NodeEndpoints(task.Clock(), BrowserLikePolicyForHTTPS(), 10.0)
+        plain = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:9100/v1/a?path=x"))
+        again = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:9100/v1/b"))
+        tls = endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:9100/v1/a"))
+        self.assertIs(plain, again)
+        self.assertIsInstance(plain, HostnameEndpoint)
+        self.assertNotIsInstance(tls, HostnameEndpoint)
 
 
 class _CountingClock(task.Clock):

@@ -24,23 +24,26 @@ from urllib.parse import urlencode, urlsplit
 from treq import content
 from twisted.internet import task
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IReactorFDSet,
     IReactorFromThreads,
     IReactorTime,
+    IStreamClientEndpoint,
 )
 from twisted.internet.ssl import Certificate, platformTrust
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import (
+    URI,
     Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     _HTTP11ClientFactory,
 )
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IAgent
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IAgentEndpointFactory
 from zope.interface import implementer
 
 from lambgw.lambnet import wire
@@ -75,6 +78,8 @@ RETRY_DELAYS = (0.2, 1.0, 3.0)
 #: Idle connections to the node kept for reuse.  A far node answers many requests at once,
 #: each on a connection of its own: one made afresh costs a round trip before its request.
 MAX_IDLE_CONNECTIONS = 256
+#: Endpoints kept by :class:`NodeEndpoints` (one node, one or two schemes).
+MAX_ENDPOINTS = 8
 #: The largest error or JSON answer read.
 MAX_ANSWER = 16 * 1024 * 1024
 
@@ -94,6 +99,38 @@ class _QuietFactory(_HTTP11ClientFactory):
     """The pool's connection factory, without a log line per connection."""
 
     noisy = False
+
+
+@implementer(IAgentEndpointFactory)
+class NodeEndpoints:
+    """The endpoints of the node's address, each made once.
+
+    An ``Agent`` makes a new endpoint for every request by default (host name checks, IDNA,
+    the TLS policy's look-ups), even when the pool then reuses a connection.  Only the node's
+    address is ever asked for, so the few endpoints are kept.
+    """
+
+    def __init__(
+        self, reactor: Any, policy: BrowserLikePolicyForHTTPS, connect_timeout: float
+    ) -> None:
+        """Connect with ``reactor`` within ``connect_timeout``; HTTPS checked by ``policy``."""
+        self._reactor = reactor
+        self._policy = policy
+        self._timeout = connect_timeout
+        self._made: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        """The endpoint of ``uri``'s scheme, host and port."""
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._made.get(key)
+        if endpoint is None:
+            endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, self._timeout)
+            if uri.scheme == b"https":
+                creator = self._policy.creatorForNetloc(uri.host, uri.port)
+                endpoint = wrapClientTLS(creator, endpoint)
+            if len(self._made) < MAX_ENDPOINTS:
+                self._made[key] = endpoint
+        return endpoint
 
 
 @implementer(INetwork)
@@ -162,7 +199,8 @@ class HTTPNetwork:
         else:
             trust = platformTrust()
         policy = BrowserLikePolicyForHTTPS(trustRoot=trust)
-        agent = Agent(reactor, policy, connectTimeout=connect_timeout, pool=pool)
+        endpoints = NodeEndpoints(reactor, policy, connect_timeout)
+        agent = Agent.usingEndpointFactory(reactor, endpoints, pool=pool)
         cooperator = task.Cooperator(scheduler=lambda work: reactor.callLater(0, work))
         return cls(
             base_url,
