@@ -9,8 +9,8 @@ the gateway's speed relative to it and that target.  The client's own ceiling
 ``--lambnet``, the gateway also runs over a ``twistd lambnet`` node, and a second table puts
 its figures next to the embedded network's; with ``--workers N`` (or ``auto``), a table puts
 the figures of ``twistd lambgw --workers N`` next to one process's (both run at once and are
-measured in alternate rounds).  The gateway runs as in production, its access log in a file
-of its own (``--access-log``); moto_server logs each request to its output.
+measured in alternate rounds).  The gateway runs as in production, its access
+log in a file of its own (``--access-log``); moto_server logs each request to its output.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import os
 import re
 import resource
 import signal
@@ -31,12 +30,11 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from types import FrameType
 
-from attrs import asdict, define, field, frozen
+from attrs import asdict
 
 from bench.client import (
     SMALL_TIMEOUT,
     BenchError,
-    Payload,
     PreparedRequest,
     connect,
     download,
@@ -45,7 +43,22 @@ from bench.client import (
     run_clients,
     upload,
 )
+from bench.figures import (
+    FIGURES,
+    FULL,
+    GROUPS,
+    MB,
+    QUICK,
+    SEAWEED_GROUPS,
+    Bench,
+    Measurement,
+    MiB,
+    Results,
+    Sizes,
+)
 from bench.multipart import measure_multipart
+from bench.netpath import delayed, server_cpu, soak
+from bench.report import lambnet_report, report, workers_report
 from bench.servers import (
     NotInstalled,
     RssSampler,
@@ -60,176 +73,6 @@ from bench.servers import (
     sink_target,
 )
 
-MiB = 1 << 20
-#: Throughput is reported in decimal megabytes per second, as S3 tools do.
-MB = 1_000_000
-
-
-@frozen
-class Sizes:
-    """How big and how long each measurement is."""
-
-    large: int = 256 * MiB
-    repeats: int = 3
-    clients: int = 16
-    small_count: int = 150
-    small_size: int = 4096
-    list_sizes: tuple[int, ...] = (10_000, 100_000)
-    page: int = 1000
-    pages: int = 7
-    #: Listing keys are ``list/PREFIX/KEY``, this many under each prefix.
-    per_prefix: int = 1000
-    rss_size: int = 1024 * MiB
-    multipart_size: int = 1024 * MiB
-    part_size: int = 64 * MiB
-    part_concurrency: int = 4
-    #: Seconds any one group of measurements may take on one server.
-    deadline: float = 900.0
-    #: Seconds a listing fill may be projected to take before it is skipped.
-    fill_budget: float = 300.0
-
-
-FULL = Sizes()
-QUICK = Sizes(
-    large=4 * MiB,
-    small_count=4,
-    list_sizes=(160, 640),
-    page=50,
-    pages=3,
-    per_prefix=64,
-    rss_size=16 * MiB,
-    multipart_size=16 * MiB,
-    part_concurrency=2,
-    part_size=8 * MiB,
-    deadline=60.0,
-    fill_budget=60.0,
-)
-
-
-@frozen
-class Goal:
-    """A figure's target: a least ratio to the baseline or a largest value."""
-
-    text: str
-    ratio_min: float | None = None
-    value_max: float | None = None
-
-    def met(self, value: float | None, ratio: float | None) -> bool | None:
-        """Whether the target is met; ``None`` when the figure is missing."""
-        if self.ratio_min is not None:
-            return None if ratio is None else ratio >= self.ratio_min
-        if self.value_max is not None:
-            return None if value is None else value < self.value_max
-        return None
-
-
-@frozen
-class Figure:
-    """One reported figure; ``label`` may use ``{large}``, ``{lists[N]}`` etc."""
-
-    key: str
-    group: str
-    label: str
-    unit: str
-    goal: Goal | None = None
-
-
-@frozen
-class Measurement:
-    """A figure's value on one server, or why there is none."""
-
-    value: float | None
-    note: str = ""
-
-
-def _size(n: int) -> str:
-    if n >= MiB and n % MiB == 0:
-        return f"{n // MiB} MiB" if n < 1024 * MiB else f"{n // (1024 * MiB)} GiB"
-    return f"{n // 1024} KiB" if n >= 1024 else f"{n} B"
-
-
-_UNDER_50_MS = Goal("< 50 ms", None, 50.0)
-
-FIGURES: tuple[Figure, ...] = (
-    Figure("put_large", "throughput", "PUT {large}, 1 stream", "MB/s", Goal(">= 2x moto", 2.0)),
-    Figure("get_large", "throughput", "GET {large}, 1 stream", "MB/s", Goal(">= 1.2x moto", 1.2)),
-    Figure("put_small", "small", "PUT {small}, {clients} clients", "req/s", Goal(">= 3x moto", 3)),
-    Figure("get_small", "small", "GET {small}, {clients} clients", "req/s", Goal(">= 3x moto", 3)),
-    Figure("rss_peak", "rss", "peak RSS, {rss} PUT+GET", "MiB", Goal("< 150 MiB", None, 150.0)),
-    Figure("mp_upload", "multipart", "multipart {mp}, {parts} parts x{conc}", "MB/s"),
-    Figure(
-        "mp_complete", "multipart", "CompleteMultipartUpload of {mp}", "s", Goal("< 1 s", None, 1.0)
-    ),
-    Figure(
-        "mp_rss", "multipart", "peak RSS, multipart {mp}", "MiB", Goal("< 150 MiB", None, 150.0)
-    ),
-    Figure("list_fill", "list", "listing fill, {clients} clients", "PUT/s"),
-    Figure("list_small", "list", "list page ({page}) of {list0} keys", "ms", _UNDER_50_MS),
-    Figure("list_large", "list", "list page ({page}) of {list1} keys", "ms", _UNDER_50_MS),
-    Figure("list_walk_small", "list", "walk of {list0} keys (pages of {page})", "s"),
-    Figure("list_walk_large", "list", "walk of {list1} keys (pages of {page})", "s"),
-    Figure(
-        "list_walk_growth",
-        "list",
-        "walk time per page, {list1} / {list0} keys",
-        "x",
-        Goal("not growing (< 1.1)", None, 1.1),
-    ),
-    Figure("list_delim", "list", "list {list1} keys by '/': {prefixes} prefixes", "ms"),
-)
-
-#: The figures with a SeaweedFS column, and their targets as the gateway's speed relative to
-#: SeaweedFS's (its rate over SeaweedFS's, or SeaweedFS's time over its).
-SEAWEED_GOALS: dict[str, Goal | None] = {
-    "put_small": Goal(">= 1.0x (with --workers)", 1.0),
-    "get_small": Goal(">= 1.0x (with --workers)", 1.0),
-    "list_fill": None,
-    "list_small": None,
-    "list_large": None,
-    "list_walk_small": Goal(">= 1.0x", 1.0),
-    "list_walk_large": None,
-    "list_delim": None,
-}
-#: The groups SeaweedFS runs.
-SEAWEED_GROUPS = ("small", "list")
-#: Units of figures where less is better: their speed ratio is the baseline's over ours.
-TIME_UNITS = ("ms", "s")
-
-GROUPS = ("throughput", "small", "rss", "multipart", "list")
-
-Results = dict[str, Measurement]
-
-
-@define
-class Bench:
-    """The sizes of a run and the payloads it sends, hashed once before any timing."""
-
-    sizes: Sizes
-    _payloads: dict[int, Payload] = field(factory=dict)
-
-    def payload(self, size: int) -> Payload:
-        """Random bytes of ``size`` with their hashes, made once per run."""
-        if size not in self._payloads:
-            self._payloads[size] = Payload.of(os.urandom(size))
-        return self._payloads[size]
-
-    def label(self, figure: Figure) -> str:
-        """Return the figure's label with this run's sizes filled in."""
-        sizes = self.sizes
-        return figure.label.format(
-            large=_size(sizes.large),
-            small=_size(sizes.small_size),
-            clients=sizes.clients,
-            rss=_size(sizes.rss_size),
-            page=f"{sizes.page:,}",
-            list0=f"{sizes.list_sizes[0]:,}",
-            list1=f"{sizes.list_sizes[-1]:,}",
-            prefixes=f"{-(-sizes.list_sizes[-1] // sizes.per_prefix):,}",
-            mp=_size(sizes.multipart_size),
-            parts=sizes.multipart_size // sizes.part_size,
-            conc=sizes.part_concurrency,
-        )
-
 
 def _log(target: Target, text: str) -> None:
     print(f"[{target.name}] {text}", file=sys.stderr, flush=True)
@@ -243,34 +86,43 @@ def measure_throughput(bench: Bench, target: Target) -> Results:
     signer = target.signer()
     puts: list[float] = []
     gets: list[float] = []
+    cpu: tuple[list[float], list[float]] = ([], [])
     conn = connect(target.endpoint)
     try:
         for _ in range(bench.sizes.repeats):
+            before = server_cpu(target)
             puts.append(size / upload(conn, signer.prepare("PUT", path, payload=payload)) / MB)
+            middle = server_cpu(target)
             received, seconds = download(conn, signer.prepare("GET", path))
             if received != size:
                 raise BenchError(f"GET returned {received} bytes of {size}")
             gets.append(size / seconds / MB)
+            cpu[0].append((middle - before) * 1000 / (size / MB))
+            cpu[1].append((server_cpu(target) - middle) * 1000 / (size / MB))
             _log(target, f"PUT {puts[-1]:.0f} MB/s, GET {gets[-1]:.0f} MB/s")
     finally:
         conn.close()
-    spread = "runs: PUT {}; GET {}".format(
-        "/".join(f"{v:.0f}" for v in puts), "/".join(f"{v:.0f}" for v in gets)
+    spread = "runs: PUT {}; GET {}; server CPU per MB {:.1f} / {:.1f} ms".format(
+        "/".join(f"{v:.0f}" for v in puts),
+        "/".join(f"{v:.0f}" for v in gets),
+        statistics.median(cpu[0]),
+        statistics.median(cpu[1]),
     )
     return {
-        "put_large": Measurement(statistics.median(puts), spread),
-        "get_large": Measurement(statistics.median(gets)),
+        "put_large": Measurement(statistics.median(puts), spread, statistics.median(cpu[0])),
+        "get_large": Measurement(statistics.median(gets), "", statistics.median(cpu[1])),
     }
 
 
 def _concurrent(
     bench: Bench, target: Target, requests: list[list[PreparedRequest]]
-) -> tuple[float, float]:
-    """Send pre-signed requests from concurrent clients; return requests/s and client CPU.
+) -> tuple[float, float, float]:
+    """Send pre-signed requests from concurrent clients; requests/s, client and server CPU.
 
     The client's CPU is its share of one core (its threads share one interpreter lock):
-    near 1.0 the client, not the server, sets the pace.
+    near 1.0 the client, not the server, sets the pace.  The server's is in µs per request.
     """
+    served = server_cpu(target)
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     done, seconds = run_clients(
         target.endpoint,
@@ -281,7 +133,7 @@ def _concurrent(
     )
     after = resource.getrusage(resource.RUSAGE_SELF)
     used = after.ru_utime - cpu.ru_utime + after.ru_stime - cpu.ru_stime
-    return done / seconds, used / seconds
+    return done / seconds, used / seconds, (server_cpu(target) - served) * 1e6 / max(1, done)
 
 
 def measure_small(bench: Bench, target: Target) -> Results:
@@ -289,8 +141,8 @@ def measure_small(bench: Bench, target: Target) -> Results:
     sizes = bench.sizes
     payload = bench.payload(sizes.small_size)
     signer = target.signer()
-    puts: list[tuple[float, float]] = []
-    gets: list[tuple[float, float]] = []
+    puts: list[tuple[float, float, float]] = []
+    gets: list[tuple[float, float, float]] = []
     count = sizes.small_count
     for round_ in range(sizes.repeats):
         paths = [
@@ -305,10 +157,11 @@ def measure_small(bench: Bench, target: Target) -> Results:
     return {"put_small": _median_rate(puts), "get_small": _median_rate(gets)}
 
 
-def _median_rate(runs: list[tuple[float, float]]) -> Measurement:
-    rate, cpu = sorted(runs)[len(runs) // 2]
-    spread = "/".join(f"{r:.0f}" for r, _ in runs)
-    return Measurement(rate, f"runs {spread} req/s; client CPU {cpu:.0%} of a core")
+def _median_rate(runs: list[tuple[float, float, float]]) -> Measurement:
+    rate, cpu, served = sorted(runs)[len(runs) // 2]
+    spread = "/".join(f"{r:.0f}" for r, _, _ in runs)
+    note = f"runs {spread} req/s; client CPU {cpu:.0%} of a core; server CPU {served:.0f} µs/req"
+    return Measurement(rate, note, statistics.median(s for _, _, s in runs))
 
 
 def measure_rss(bench: Bench, target: Target) -> Results:
@@ -571,188 +424,6 @@ def run_side_by_side(
     return medians(rounds[0]), medians(rounds[1])
 
 
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
-
-
-def speedup(figure: Figure, value: float | None, base: float | None) -> float | None:
-    """How many times as fast as the baseline ``value`` is (``None`` if either is missing)."""
-    if not value or not base:
-        return None
-    return base / value if figure.unit in TIME_UNITS else value / base
-
-
-def seaweed_cells(figure: Figure, value: float | None, seaweed: Results) -> dict[str, object]:
-    """The SeaweedFS figure of a row, the gateway's speed relative to it, and that target."""
-    theirs = seaweed.get(figure.key)
-    base = theirs.value if theirs else None
-    ratio = speedup(figure, value, base)
-    goal = SEAWEED_GOALS.get(figure.key)
-    return {
-        "seaweedfs": base,
-        "seaweedfs_speedup": ratio,
-        "seaweedfs_target": goal.text if goal else None,
-        "seaweedfs_met": goal.met(value, ratio) if goal else None,
-        "seaweedfs_note": theirs.note if theirs else "",
-    }
-
-
-def report(
-    bench: Bench,
-    groups: tuple[str, ...],
-    gateway: Results,
-    moto: Results,
-    ceiling: Results,
-    seaweed: Results | None = None,
-) -> tuple[str, list[dict[str, object]]]:
-    """Render the table (and its notes) and the rows as plain data for ``--json``.
-
-    With ``seaweed``, the figures of :data:`SEAWEED_GOALS` get a SeaweedFS column: its
-    value, the gateway's speed relative to it (``x``), that target and whether it is met.
-    """
-    header: tuple[str, ...] = ("figure", "unit", "gateway", "moto", "ratio", "target", "met")
-    if seaweed is not None:
-        header += ("seaweedfs", "x", "target", "met")
-    rows: list[tuple[str, ...]] = []
-    data: list[dict[str, object]] = []
-    notes: list[str] = []
-    for figure in FIGURES:
-        if figure.group not in groups:
-            continue
-        ours, theirs = gateway.get(figure.key), moto.get(figure.key)
-        value = ours.value if ours else None
-        base = theirs.value if theirs else None
-        ratio = value / base if value is not None and base else None
-        met = figure.goal.met(value, ratio) if figure.goal else None
-        label = bench.label(figure)
-        row: tuple[str, ...] = (
-            label,
-            figure.unit,
-            _fmt(value),
-            _fmt(base),
-            "-" if ratio is None else f"{ratio:.2f}",
-            figure.goal.text if figure.goal else "",
-            {True: "yes", False: "NO", None: ""}[met],
-        )
-        cells: dict[str, object] = {}
-        if seaweed is not None and figure.key in SEAWEED_GOALS:
-            cells = seaweed_cells(figure, value, seaweed)
-            faster = cells["seaweedfs_speedup"]
-            row += (
-                _fmt(cells["seaweedfs"]),  # type: ignore[arg-type]
-                "-" if faster is None else f"{faster:.2f}",
-                str(cells["seaweedfs_target"] or ""),
-                {True: "yes", False: "NO", None: ""}[cells["seaweedfs_met"]],  # type: ignore[index]
-            )
-            if cells["seaweedfs_note"]:
-                notes.append(f"{label} [seaweedfs]: {cells['seaweedfs_note']}")
-        elif seaweed is not None:
-            row += ("", "", "", "")
-        rows.append(row)
-        for side, m in (("gateway", ours), ("moto", theirs)):
-            if m and m.note:
-                notes.append(f"{label} [{side}]: {m.note}")
-        data.append(
-            {
-                **cells,
-                "key": figure.key,
-                "label": label,
-                "unit": figure.unit,
-                "gateway": value,
-                "moto": base,
-                "ratio": ratio,
-                "target": figure.goal.text if figure.goal else None,
-                "met": met,
-                "notes": {
-                    "gateway": ours.note if ours else "",
-                    "moto": theirs.note if theirs else "",
-                },
-            }
-        )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if column < 2 else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    if seaweed is not None:
-        lines.append("(x: the gateway's speed relative to SeaweedFS; above 1 it is faster)")
-    if notes:
-        lines += ["", "notes:"] + [f"  {n}" for n in notes]
-    if ceiling:
-        lines += ["", "client ceiling (same client against a sink that stores nothing):"]
-        lines += [f"  {key}: {_fmt(m.value)} {m.note}".rstrip() for key, m in ceiling.items()]
-        for key, m in ceiling.items():
-            ours = gateway.get(key)
-            if m.value and ours and ours.value and ours.value > 0.7 * m.value:
-                lines.append(f"  {key}: the gateway is over 70% of this ceiling: the client limits")
-    return "\n".join(lines), data
-
-
-#: The share of the embedded network's throughput the gateway over lambnet should keep.
-LAMBNET_GOAL = 0.7
-
-
-def comparison(
-    bench: Bench,
-    groups: tuple[str, ...],
-    names: tuple[str, str],
-    base: Results,
-    other: Results,
-) -> list[str]:
-    """The lines of a table putting the figures of ``other`` next to those of ``base``."""
-    header = ("figure", "unit", *names, "ratio")
-    rows: list[tuple[str, ...]] = []
-    for figure in FIGURES:
-        if figure.group not in groups:
-            continue
-        ours, theirs = base.get(figure.key), other.get(figure.key)
-        value = theirs.value if theirs else None
-        reference = ours.value if ours else None
-        ratio = value / reference if value is not None and reference else None
-        rows.append(
-            (
-                bench.label(figure),
-                figure.unit,
-                _fmt(reference),
-                _fmt(value),
-                "-" if ratio is None else f"{ratio:.2f}",
-            )
-        )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if column < 2 else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
-
-
-def lambnet_report(bench: Bench, groups: tuple[str, ...], embedded: Results, over: Results) -> str:
-    """Render the figures of the gateway over lambnet next to the embedded network's."""
-    lines = comparison(bench, groups, ("embedded", "lambnet"), embedded, over)
-    goal = f"{LAMBNET_GOAL:.0%}"
-    lines.append(f"(throughput over lambnet should be at least {goal} of the embedded figures)")
-    return "\n".join(["", "the gateway over a lambnet node, against the embedded network:", *lines])
-
-
-def workers_report(bench: Bench, groups: tuple[str, ...], one: Results, many: Results) -> str:
-    """Render the figures of the gateway with ``--workers`` next to one process's."""
-    lines = comparison(bench, groups, ("1 worker", "workers"), one, many)
-    for key, m in many.items():
-        lines.append(f"  {key}: rounds 1 worker {one[key].note}; workers {m.note}")
-    title = "the gateway with --workers against one process, both running, in alternate rounds:"
-    return "\n".join(["", title, *lines])
-
-
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -781,6 +452,21 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         help="also run the gateway over a lambnet node and compare it with the embedded network",
     )
     parser.add_argument(
+        "--soak",
+        type=float,
+        metavar="MINUTES",
+        help="only soak one gateway (over a node with --lambnet) with small requests",
+    )
+    parser.add_argument(
+        "--soak-period", type=float, default=60.0, metavar="SECONDS", help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--delay",
+        type=float,
+        metavar="MS",
+        help="only compare small requests over a node reached directly and MS ms away",
+    )
+    parser.add_argument(
         "--workers",
         metavar="N",
         help='also run the gateway with --workers N (a number or "auto") and compare it '
@@ -804,11 +490,23 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return 0 if every figure was measured, 1 otherwise."""
     args = _arguments(argv)
     sizes = QUICK if args.quick else FULL
+    signal.signal(signal.SIGTERM, _terminate)
+    if args.soak is not None:
+        factory = lambnet_target if args.lambnet else GATEWAYS[args.gateway]
+        return 0 if soak(lambda home: factory(home, "soak"), args.soak, args.soak_period) else 1
+    if args.delay is not None:
+        total, repeats = (512, 1) if args.quick else (2048, 3)
+        met = delayed(
+            lambda home, delay: lambnet_target(home, "lambnet", delay),
+            args.delay,
+            total=total,
+            repeats=repeats,
+        )
+        return 0 if met else 1
     if args.fill_budget is not None:
         sizes = Sizes(**{**asdict(sizes), "fill_budget": args.fill_budget})
     bench = Bench(sizes)
     groups = tuple(g for g in GROUPS if g in args.only)
-    signal.signal(signal.SIGTERM, _terminate)
     gateway_factory = GATEWAYS[args.gateway]
     started = time.monotonic()
     gateway = run_target(bench, lambda home: gateway_factory(home, "gateway"), "gateway", groups)

@@ -132,11 +132,18 @@ class Target:
     server: ServerProcess
     bucket: str
     home: Path
+    #: The network node the gateway talks to, if it runs in a process of its own.
+    node: ServerProcess | None = None
 
     @property
     def pid(self) -> int:
         """The process id whose memory is measured."""
         return self.server.pid
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The processes that serve a request: the server's, then the node's, if any."""
+        return (self.server.pid,) if self.node is None else (self.server.pid, self.node.pid)
 
     def signer(self) -> Signer:
         """Return a signer for this target's credentials."""
@@ -358,11 +365,12 @@ def gateway_target(
 
 
 @contextmanager
-def lambnet_target(home: Path, name: str = "lambnet") -> Iterator[Target]:
+def lambnet_target(home: Path, name: str = "lambnet", delay_ms: float = 0.0) -> Iterator[Target]:
     """Run the lambgw gateway over a ``twistd lambnet`` node, both on loopback.
 
     The node serves ``HOME/network``, where the admin command makes the account, its key and
-    its first order; the memory measured is the gateway's.
+    its first order; the memory measured is the gateway's.  With ``delay_ms``, the gateway
+    reaches the node through ``bench.delayproxy``, which delays each way by that much.
     """
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
@@ -378,6 +386,16 @@ def lambnet_target(home: Path, name: str = "lambnet") -> Iterator[Target]:
             raise StartError(f"{' '.join(args)} failed:\n{done.stderr.decode(errors='replace')}")
     twistd = ("-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=")
     node_port, port = free_port(), free_port()
+    proxy = None
+    reached = node_port
+    if delay_ms:
+        reached = free_port()
+        proxy = ServerProcess(
+            _python("-m", "bench.delayproxy", str(reached), str(node_port), str(delay_ms)),
+            reached,
+            home / "delayproxy.log",
+            env,
+        )
     node = ServerProcess(
         _python(
             *twistd,
@@ -397,7 +415,7 @@ def lambnet_target(home: Path, name: str = "lambnet") -> Iterator[Target]:
             "lambgw",
             *("--home", str(home), "--account", ACCOUNT),
             *("--gateway.address", f"127.0.0.1:{port}"),
-            *("--broker.validator_addr", f"http://127.0.0.1:{node_port}"),
+            *("--broker.validator_addr", f"http://127.0.0.1:{reached}"),
             *("--admin-listen", "tcp:0:interface=127.0.0.1"),
             *access_log_flags(home),
         ),
@@ -407,10 +425,12 @@ def lambnet_target(home: Path, name: str = "lambnet") -> Iterator[Target]:
     )
     node.start()
     try:
+        if proxy is not None:
+            proxy.start()
         server.start()
         try:
             target = GatewayTarget(
-                name, Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY), server, "", home
+                name, Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY), server, "", home, node
             )
             ids = target.bucket_names()
             if not ids:
@@ -420,6 +440,8 @@ def lambnet_target(home: Path, name: str = "lambnet") -> Iterator[Target]:
         finally:
             server.stop()
     finally:
+        if proxy is not None:
+            proxy.stop()
         node.stop()
 
 

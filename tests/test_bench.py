@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,17 +18,9 @@ from botocore.credentials import Credentials
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from bench.client import Endpoint, Payload, Signer, object_path
-from bench.s3bench import (
-    FIGURES,
-    GROUPS,
-    QUICK,
-    SEAWEED_GOALS,
-    Bench,
-    Goal,
-    Measurement,
-    report,
-)
-from bench.servers import NotInstalled, seaweedfs_target
+from bench.figures import FIGURES, GROUPS, QUICK, SEAWEED_GOALS, Bench, Goal, Measurement
+from bench.report import report
+from bench.servers import NotInstalled, ServerProcess, free_port, seaweedfs_target
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "twisted" / "plugins" / "lambgw_plugin.py"
@@ -128,3 +122,40 @@ class QuickRunTests(SynchronousTestCase):
             self.assertIsNotNone(row["gateway"], row)
             self.assertIsNotNone(row["moto"], row)
         self.assertEqual([row["key"] for row in figures], [f.key for f in FIGURES])
+
+
+class DelayProxyTests(SynchronousTestCase):
+    def test_delays_each_way_and_keeps_the_bytes(self) -> None:
+        """Bytes through the delaying proxy arrive whole and in order, a delay late each way."""
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            port = listener.getsockname()[1]
+            listen = free_port()
+            proxy = ServerProcess(
+                [sys.executable, "-m", "bench.delayproxy", str(listen), str(port), "100"],
+                listen,
+                Path(self.mktemp()),
+                {**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+            proxy.start()
+            self.addCleanup(proxy.stop)
+            listener.accept()[0].close()  # the proxy's own connection, made for start()'s probe
+            data = os.urandom(300_000)
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as client:
+                started = time.monotonic()
+                client.sendall(data)
+                server, _ = listener.accept()
+                with server:
+                    server.settimeout(10)
+                    received = b""
+                    while len(received) < len(data):
+                        chunk = server.recv(65536)
+                        if not chunk:
+                            break
+                        received += chunk
+                    server.sendall(b"answer")
+                    answer = client.recv(100)
+                took = time.monotonic() - started
+        self.assertEqual((received, answer), (data, b"answer"))
+        self.assertGreaterEqual(took, 0.2)

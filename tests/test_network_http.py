@@ -1,6 +1,6 @@
 """Tests of the HTTP network client against the lambnet app in memory (treq.testing, no sockets).
 
-The client's treq ``HTTPClient`` runs over ``treq.testing.RequestTraversalAgent``, whose
+The client's agent is ``treq.testing.RequestTraversalAgent``, whose
 server side is the node's own site; store calls and digests run synchronously and time is a
 ``task.Clock``, so every test is deterministic.
 """
@@ -8,6 +8,7 @@ server side is the node's own site; store calls and digests run synchronously an
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -16,21 +17,25 @@ from typing import Any, TypeVar
 
 from hypothesis import given
 from hypothesis import strategies as st
+from treq import content
 from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyChannel
 
 from lambgw.lambnet.app import Node, NodeSite
-from lambgw.lambnet.incoming import MEMORY_BODY
+from lambgw.lambnet.incoming import DEFAULT_READ, MEMORY_BODY, READ_SIZE, NodeRequest
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import errors, signing, wire
+from lambgw.network.files import read_small
 from lambgw.network.http import HTTPNetwork
 from lambgw.network.httpbody import HTTPObjectBody, SegmentsProducer
 from lambgw.network.interface import NewObject, Segment
@@ -51,6 +56,9 @@ class SyncPool:
             on_result(False, Failure())
         else:
             on_result(True, result)
+
+    def callInThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
+        f(*a, **kw)
 
 
 class QueueReactor:
@@ -88,7 +96,7 @@ class Harness:
             "http://node.example:9100",
             "demo",
             self.key,
-            HTTPClient(self.agent),
+            self.agent,
             reactor,
             self.clock,
             pool,
@@ -272,6 +280,78 @@ class ClientTests(SynchronousTestCase):
         self.h.run(network.delete_object("demo", order, "k", "*")).trap(errors.NoSuchPath)
 
 
+class _Recording(Resource):
+    """Passes every request on to ``inner``, keeping the signing headers it came with."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+        self.seen: list[tuple[str | None, str | None]] = []
+
+    def render(self, request: Any) -> Any:
+        self.seen.append(
+            (request.getHeader(signing.SHA256_HEADER), request.getHeader(wire.OBJECT_HEADER))
+        )
+        return self.inner.render(request)
+
+
+class SmallObjectTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness(self.mktemp())
+        site = self.h.agent._serverFactory
+        self.recording = _Recording(site.resource)
+        site.resource = self.recording
+
+    def test_small_put_signed_over_its_digest(self) -> None:
+        """An object held in memory goes in one request signed over its SHA-256: no trailer."""
+        data = b"small object"
+        order = self.h.order.order_id
+        info = self.h.run(
+            self.h.network.put_object(
+                "demo", order, "s", [Segment("", len(data), data)], _new(data)
+            )
+        )
+        digest, description = self.recording.seen[-1]
+        self.assertEqual(digest, hashlib.sha256(data).hexdigest())
+        self.assertEqual(json.loads(description or "")["size"], len(data))
+        self.assertEqual((info.size, info.etag), (len(data), _new(data).etag))
+        _, ranges = self.h.store.open_range("demo", order, "s")
+        self.assertEqual(read_small(ranges), data)
+
+    def test_small_get_read_whole(self) -> None:
+        """A small object comes back already read: delivered at once, with no producer."""
+        data = os.urandom(1000)
+        order = self.h.order.order_id
+        self.h.run(
+            self.h.network.put_object(
+                "demo", order, "s", [Segment("", len(data), data)], _new(data)
+            )
+        )
+        info, body = self.h.run(self.h.network.get_object("demo", order, "s", 10, 19))
+        consumer = StringTransport()
+        delivered = body.deliver(consumer)
+        self.assertEqual((info.size, consumer.value()), (1000, data[10:20]))
+        self.assertIsNone(consumer.producer)
+        self.assertIsNone(self.successResultOf(delivered))
+
+
+class VersionTests(SynchronousTestCase):
+    def test_other_version_refused_naming_both(self) -> None:
+        """A request for another protocol version is refused with both versions named."""
+        h = Harness(self.mktemp())
+        for version in ("v0", "v1", "v3"):
+            d = h.agent.request(
+                b"GET", f"http://node.example/{version}/accounts/demo/orders".encode()
+            )
+            response = h.run(d)
+            body = json.loads(h.run(content(response)))
+            self.assertEqual((response.code, body["code"]), (400, "VersionMismatch"))
+            self.assertIn(f"client speaks protocol {version}", body["message"])
+            self.assertIn(f"this node speaks {wire.VERSION}", body["message"])
+
+
 class _Answers(Resource):
     """Answers each request with the next status; ``None`` never answers."""
 
@@ -360,10 +440,11 @@ class ProducerTests(SynchronousTestCase):
         self.assertEqual(consumer.value(), b"".join(data))
 
     def test_public_keys_follow_the_file(self) -> None:
-        """The node reads a replaced public key without a restart."""
+        """The node reads a replaced public key without a restart, within a second."""
         root = self.mktemp()
         os.makedirs(os.path.join(root, "keys"))
-        keys = PublicKeys(root)
+        clock = task.Clock()
+        keys = PublicKeys(root, clock.seconds, recheck=1.0)
         self.assertIsNone(keys.get("demo"))
         first, second = signing.generate_key(), signing.generate_key()
         path = os.path.join(root, "keys", "demo.pub")
@@ -376,6 +457,11 @@ class ProducerTests(SynchronousTestCase):
         with open(path, "wb") as f:
             f.write(signing.public_key_pem(second.public_key()))
         os.utime(path, (1, 1))
+        self.assertEqual(
+            signing.public_key_pem(keys.get("demo")),  # type: ignore[arg-type]
+            signing.public_key_pem(first.public_key()),
+        )
+        clock.advance(1.0)
         self.assertEqual(
             signing.public_key_pem(keys.get("demo")),  # type: ignore[arg-type]
             signing.public_key_pem(second.public_key()),
@@ -486,6 +572,19 @@ class NodeSpoolTests(SynchronousTestCase):
         body = SegmentsProducer([Segment("", size, b"x" * size)], h.cooperator)
         response = h.run(HTTPClient(h.agent).put(target, data=body))
         self.assertEqual((response.code, spooled), (401, []))
+
+    def test_large_reads_end_with_the_request(self) -> None:
+        """A large body is read in large pieces; the connection reads small ones after it."""
+        h = Harness(self.mktemp())
+        channel = DummyChannel()
+        channel.site = NodeSite(h.node)
+        request = NodeRequest(channel)
+        request.requestHeaders.setRawHeaders(b"authorization", [signing.SCHEME.encode()])
+        request.gotLength(MEMORY_BODY + 1)
+        self.assertEqual(channel.transport.bufferSize, READ_SIZE)
+        request.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(channel.transport.bufferSize, DEFAULT_READ)
+        self.assertEqual(request.spool_paths and os.path.exists(request.spool_paths[0]), False)
 
 
 class WireTests(SynchronousTestCase):

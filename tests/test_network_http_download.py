@@ -6,14 +6,15 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import ResponseDone
+from twisted.web.client import URI, BrowserLikePolicyForHTTPS, ResponseDone
 
 from lambgw.network import errors
-from lambgw.network.http import READ_SIZE, HTTPNetwork, read_in_large_pieces
-from lambgw.network.httpbody import HTTPObjectBody
+from lambgw.network.http import NodeEndpoints
+from lambgw.network.httpbody import DEFAULT_READ, LARGE_READ, HTTPObjectBody, set_read_size
 from tests.test_network_http import FakeResponse
 
 
@@ -25,34 +26,45 @@ class _Wrapper:
 
 
 class ReadSizeTests(SynchronousTestCase):
-    def test_socket_read_size_raised(self) -> None:
-        """The socket transport reads READ_SIZE bytes at a time."""
+    def test_socket_read_size_set(self) -> None:
+        """The socket transport reads the size given at a time."""
         socket = FileDescriptor(reactor=task.Clock())  # type: ignore[arg-type]
-        read_in_large_pieces(socket)
-        self.assertEqual(socket.bufferSize, READ_SIZE)
+        self.assertIs(set_read_size(socket, LARGE_READ), socket)
+        self.assertEqual(socket.bufferSize, LARGE_READ)
 
-    def test_socket_under_tls_raised(self) -> None:
+    def test_socket_under_tls_set(self) -> None:
         """The socket under a wrapping transport (TLS) is the one changed."""
         socket = FileDescriptor(reactor=task.Clock())  # type: ignore[arg-type]
         wrapper = _Wrapper(socket)
-        read_in_large_pieces(wrapper)
-        self.assertEqual(socket.bufferSize, READ_SIZE)
+        set_read_size(wrapper, LARGE_READ)
+        self.assertEqual(socket.bufferSize, LARGE_READ)
         self.assertFalse(hasattr(wrapper, "bufferSize"))
 
-    def test_pool_connections_read_large(self) -> None:
-        """A connection of the network's pool raises its socket's read size when made."""
-        network = HTTPNetwork.connect(
-            "http://127.0.0.1:1",
-            "demo",
-            None,
-            task.Clock(),
-            None,  # type: ignore[arg-type]
-        )
-        pool = network._client._agent._pool
-        protocol = pool._factory(lambda c: None, None).buildProtocol(None)
+    def test_large_reads_only_while_a_large_body_arrives(self) -> None:
+        """A streamed body reads its connection in large pieces, then gives the default back."""
         socket = FileDescriptor(reactor=task.Clock())  # type: ignore[arg-type]
-        protocol.makeConnection(socket)
-        self.assertEqual(socket.bufferSize, READ_SIZE)
+        self.assertEqual(socket.bufferSize, DEFAULT_READ)
+        response = FakeResponse(10)
+        response.transport._producer = socket  # type: ignore[attr-defined]
+        body = HTTPObjectBody(response, task.Clock(), 30.0)
+        done = body.deliver(StringTransport())
+        self.assertEqual(socket.bufferSize, LARGE_READ)
+        response.protocol.dataReceived(b"0123456789")
+        response.protocol.connectionLost(Failure(ResponseDone()))
+        self.successResultOf(done)
+        self.assertEqual(socket.bufferSize, DEFAULT_READ)
+
+
+class EndpointTests(SynchronousTestCase):
+    def test_endpoints_made_once(self) -> None:
+        """The node's endpoint is made once and reused; HTTPS gets a TLS endpoint of its own."""
+        endpoints = NodeEndpoints(task.Clock(), BrowserLikePolicyForHTTPS(), 10.0)
+        plain = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:9100/v1/a?path=x"))
+        again = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:9100/v1/b"))
+        tls = endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:9100/v1/a"))
+        self.assertIs(plain, again)
+        self.assertIsInstance(plain, HostnameEndpoint)
+        self.assertNotIsInstance(tls, HostnameEndpoint)
 
 
 class _CountingClock(task.Clock):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+from types import FrameType
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -115,12 +118,56 @@ class NonceTests(SynchronousTestCase):
         cache.check("demo", "a" * 32, NOW, NOW)
         cache.check("eve", "a" * 32, NOW, NOW)
 
-    def test_old_nonces_forgotten(self) -> None:
-        """Nonces older than twice the window are dropped, so the cache stays bounded."""
-        cache = signing.NonceCache(window=10)
-        for n in range(2000):
-            cache.check("demo", f"{n:032x}", NOW + n, NOW + n)
-        self.assertLess(len(cache._seen), 1100)
+    def test_replay_refused_until_the_date_expires(self) -> None:
+        """A replay is refused all through its date's window, after thousands of other requests."""
+        cache = signing.NonceCache(window=300, width=10)
+        cache.check("demo", "a" * 32, NOW, NOW)
+        for n in range(6000):
+            cache.check("demo", f"{n:032x}", NOW + n // 20, NOW + n // 20)
+        self.assertRaises(signing.SignatureError, cache.check, "demo", "a" * 32, NOW, NOW + 300)
+
+    def test_outside_the_window_refused(self) -> None:
+        """A request dated outside the window is refused, so no forgotten nonce is reused."""
+        cache = signing.NonceCache(window=300, width=10)
+        self.assertRaises(signing.SignatureError, cache.check, "demo", "a" * 32, NOW, NOW + 301)
+        self.assertRaises(signing.SignatureError, cache.check, "demo", "b" * 32, NOW + 301, NOW)
+
+    def test_size_bounded(self) -> None:
+        """Under a steady stream, only the nonces of dates still accepted are kept."""
+        cache = signing.NonceCache(window=100, width=10)
+        sizes = []
+        for second in range(1000):
+            for n in range(20):
+                cache.check("demo", f"{second:016x}{n:016x}", NOW + second, NOW + second)
+            sizes.append((len(cache), cache.buckets))
+        self.assertLessEqual(max(size for size, _ in sizes), 20 * (100 + 10))
+        self.assertLessEqual(max(buckets for _, buckets in sizes), 100 // 10 + 2)
+        cache.check("demo", "c" * 32, NOW + 1200, NOW + 1200)
+        self.assertEqual(len(cache), 1)
+
+    def test_work_per_check_independent_of_size(self) -> None:
+        """A check runs the same Python lines with 10 or 100,000 nonces kept: no scans."""
+
+        def lines_run(kept: int) -> int:
+            cache = signing.NonceCache(window=300, width=10)
+            for n in range(kept):
+                cache.check("demo", f"{n:032x}", NOW - n % 250, NOW)
+            count = 0
+
+            def trace(frame: FrameType, event: str, arg: object) -> Any:
+                nonlocal count
+                if event == "line":
+                    count += 1
+                return trace
+
+            sys.settrace(trace)
+            try:
+                cache.check("demo", "f" * 32, NOW + 5, NOW + 5)
+            finally:
+                sys.settrace(None)
+            return count
+
+        self.assertEqual(lines_run(10), lines_run(100_000))
 
 
 class KeyFileTests(SynchronousTestCase):

@@ -3,16 +3,18 @@
 :class:`NodeSite` spools each request body as it arrives (small ones in memory, larger ones
 to a file in the store's ``incoming/`` directory, so that storing it is a rename) and hashes
 it on the way.  :class:`Node` is the Klein app: it checks the request's signature, date,
-nonce and body digest, then calls the store in a thread pool.  Object bytes stream back
-from the open files through :class:`~lambgw.network.files.FileRangeBody`, with
-backpressure (with sendfile(2) on a plain TCP connection); small ones are read whole in
-the pool thread that opened them.
+nonce and body digest, then calls the store in a thread pool (reads queued to one of its
+threads).  Small objects are read with their lookup and sent with the answer's headers;
+larger ones stream back from the open files through
+:class:`~lambgw.network.files.FileRangeBody`, with backpressure (with sendfile(2) on a plain
+TCP connection).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl
@@ -32,9 +34,10 @@ from lambgw.lambnet.incoming import NodeRequest, sweep_incoming
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import signing, wire
 from lambgw.network.errors import ANSWERS, NetworkError
-from lambgw.network.files import SMALL_READ, BytesBody, FileRangeBody, read_small
+from lambgw.network.files import SMALL_READ, FileRangeBody, read_small
 from lambgw.network.interface import IObjectBody, ObjectInfo
-from lambgw.network.store import Store
+from lambgw.network.serial import SerialCalls
+from lambgw.network.store import FileRange, Store
 from lambgw.network.uploads import StoredUploads
 from lambgw.spooldir import SpoolDirectory
 
@@ -42,6 +45,8 @@ log = Logger()
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
+#: The first segment of a protocol path: its version.
+_VERSION_PATH = re.compile(rb"/(v[0-9]+)(?:/|$)")
 #: The largest JSON request body accepted (a copy or tagging request).
 MAX_JSON_BODY = 64 * 1024
 #: The largest completion request accepted (10,000 parts, with checksums).
@@ -88,6 +93,20 @@ def _client(request: Request) -> str:
 def _json(request: Request, value: Any) -> bytes:
     request.setHeader("content-type", "application/json")
     return json.dumps(value).encode("utf-8")
+
+
+def _open(
+    store: Store, account: str, order_id: str, path: str, first: int, last: int | None
+) -> tuple[ObjectInfo, list[FileRange] | bytes]:
+    """Open an object's byte range; a small one is read at once (pool thread only).
+
+    A small body then goes out with the answer's headers in one write, with no further
+    trip through the pool.
+    """
+    info, ranges = store.open_range(account, order_id, path, first, last)
+    if sum(piece.length for piece in ranges) <= SMALL_READ:
+        return info, read_small(ranges)
+    return info, ranges
 
 
 async def _stream(request: Request, body: IObjectBody) -> None:
@@ -138,7 +157,8 @@ class Node:
         self._reactor = reactor
         self._clock = clock
         self._threadpool = threadpool
-        self._keys = PublicKeys(store.root)
+        self._keys = PublicKeys(store.root, clock.seconds)
+        self._reads = SerialCalls(reactor, threadpool)
         self._nonces = signing.NonceCache()
 
     @property
@@ -152,7 +172,15 @@ class Node:
         return self._threadpool
 
     def _call(self, f: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
+        """Run a store call that writes in the pool: writes wait for the disk side by side."""
         return deferToThreadPool(self._reactor, self._threadpool, f, *args, **kwargs)
+
+    def _read(self, f: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        """Run a store call that only reads, queued with the others in one pool thread.
+
+        Reads are short: handed over in batches, they cost no thread wake-up each.
+        """
+        return self._reads.call(f, *args)
 
     # -- errors ------------------------------------------------------------------------
 
@@ -254,14 +282,14 @@ class Node:
     async def orders(self, request: Request, account: str) -> bytes:
         """The orders of the account."""
         self._authenticate(request, account)
-        orders = await self._call(self.store.orders, account)
+        orders = await self._read(self.store.orders, account)
         return _json(request, [wire.order_to_json(order) for order in orders])
 
     @app.route(f"/{wire.VERSION}/accounts/<account>/orders/<order_id>", methods=["GET"])
     async def order(self, request: Request, account: str, order_id: str) -> bytes:
         """One order of the account."""
         self._authenticate(request, account)
-        order = await self._call(self.store.order, account, order_id)
+        order = await self._read(self.store.order, account, order_id)
         return _json(request, wire.order_to_json(order))
 
     # -- objects -----------------------------------------------------------------------
@@ -302,19 +330,12 @@ class Node:
         self._authenticate(request, account)
         path = self._path(request)
         if request.method == b"HEAD":
-            info = await self._call(self.store.head, account, order_id, path)
+            info = await self._read(self.store.head, account, order_id, path)
             request.setHeader(wire.OBJECT_HEADER, wire.header_json(wire.info_to_json(info)))
             request.setHeader("content-length", str(info.size))
             return b""
         first, last = wire.parse_range(_header(request, "range"))
-
-        def opened() -> tuple[ObjectInfo, IObjectBody]:
-            info, ranges = self.store.open_range(account, order_id, path, first, last)
-            if sum(piece.length for piece in ranges) <= SMALL_READ:
-                return info, BytesBody(read_small(ranges))
-            return info, FileRangeBody(ranges, self._reactor, self._threadpool)
-
-        info, body = await self._call(opened)
+        info, opened = await self._read(_open, self.store, account, order_id, path, first, last)
         end = info.size if last is None else min(last + 1, info.size)
         length = max(0, end - first)
         request.setHeader(wire.OBJECT_HEADER, wire.header_json(wire.info_to_json(info)))
@@ -323,6 +344,9 @@ class Node:
         if _header(request, "range"):
             request.setResponseCode(206)
             request.setHeader("content-range", f"bytes {first}-{first + length - 1}/{info.size}")
+        if isinstance(opened, bytes):
+            return opened
+        body = FileRangeBody(opened, self._reactor, self._threadpool)
         try:
             if length:
                 await _stream(request, body)
@@ -392,7 +416,7 @@ class Node:
             raise wire.ProtocolError(400, "BadRequest", "max-keys is not a number") from None
         if not 0 <= max_keys <= 1000:
             raise wire.ProtocolError(400, "BadRequest", "max-keys must be from 0 to 1000")
-        page = await self._call(
+        page = await self._read(
             self.store.list,
             account,
             order_id,
@@ -561,5 +585,13 @@ class Node:
 
     @app.route("/", branch=True)
     def unknown(self, request: Request) -> bytes:
-        """Anything else."""
+        """Anything else; a path of another version of the protocol names both versions."""
+        version = _VERSION_PATH.match(request.path)
+        if version is not None and version[1].decode("ascii") != wire.VERSION:
+            raise wire.ProtocolError(
+                400,
+                "VersionMismatch",
+                f"the client speaks protocol {version[1].decode('ascii')}, "
+                f"this node speaks {wire.VERSION}",
+            )
         raise wire.ProtocolError(404, "NotFound", f"no such resource in protocol {wire.VERSION}")

@@ -39,6 +39,8 @@ INCOMING_MAX_AGE = 600.0
 SYNC_EVERY = 32 * 1024 * 1024
 #: The node reads up to this much from a connection at a time while a large body arrives.
 READ_SIZE = 1024 * 1024
+#: Twisted's read size, for everything else.
+DEFAULT_READ = 64 * 1024
 
 
 def _declared_size(uri: bytes) -> int | None:
@@ -91,6 +93,7 @@ class NodeRequest(Request):
         transport = self.channel.transport
         if transport is not None:
             transport.bufferSize = READ_SIZE
+            self.notifyFinish().addBoth(self._small_reads, transport)
         self.notifyFinish().addBoth(self._discard_spool)
         self._next_file()
 
@@ -192,6 +195,14 @@ class NodeRequest(Request):
     def body_sha256(self) -> str:
         """The SHA-256 of the body received (the trailer excluded), in hex."""
         return self._sha256.hexdigest()
+
+    @staticmethod
+    def _small_reads(result: object, transport: Any) -> None:
+        """Read the connection at Twisted's size again: the next request may be small.
+
+        A ``recv`` into a 1 MiB buffer allocates (maps, then unmaps) 1 MiB whatever arrives.
+        """
+        transport.bufferSize = DEFAULT_READ
 
     def _discard_spool(self, result: object) -> None:
         """Remove the spool files that were not moved into the store."""

@@ -8,6 +8,8 @@ the gateway reads ``HOME/keys/ACCOUNT.key`` (PKCS#8 PEM, optionally encrypted) u
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -67,29 +69,49 @@ def ensure_key_pair(
     return key_file, public
 
 
-class PublicKeys:
-    """The public keys of a store's accounts, read from disk and cached by modification time."""
+#: Seconds during which a public key read from disk is used without looking at its file.
+KEY_RECHECK = 1.0
 
-    def __init__(self, data_dir: str) -> None:
-        """Read keys from ``data_dir/keys``."""
+
+class PublicKeys:
+    """The public keys of a store's accounts, read from disk and cached by modification time.
+
+    A key's file is looked at again at most every ``recheck`` seconds, so a replaced key is
+    in use within that time, and a busy node does not stat the file for every request.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        clock: Callable[[], float] = time.monotonic,
+        recheck: float = KEY_RECHECK,
+    ) -> None:
+        """Read keys from ``data_dir/keys``; ``clock`` times the rechecks."""
         self._data_dir = data_dir
-        self._cache: dict[str, tuple[float, Ed25519PublicKey]] = {}
+        self._clock = clock
+        self._recheck = recheck
+        #: account -> (when its file was last looked at, its mtime, its key).
+        self._cache: dict[str, tuple[float, float, Ed25519PublicKey]] = {}
 
     def get(self, account: str) -> Ed25519PublicKey | None:
         """Return ``account``'s public key, or ``None`` if it has none (or it is unreadable)."""
+        now = self._clock()
+        cached = self._cache.get(account)
+        if cached is not None and now - cached[0] < self._recheck:
+            return cached[2]
         path = public_key_path(self._data_dir, account)
         try:
             mtime = os.stat(path).st_mtime
         except OSError:
             self._cache.pop(account, None)
             return None
-        cached = self._cache.get(account)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
+        if cached is not None and cached[1] == mtime:
+            self._cache[account] = (now, mtime, cached[2])
+            return cached[2]
         try:
             with open(path, "rb") as f:
                 key = signing.load_public_key(f.read())
         except (OSError, ValueError):
             return None
-        self._cache[account] = (mtime, key)
+        self._cache[account] = (now, mtime, key)
         return key

@@ -1,12 +1,16 @@
-"""The HTTP network: :class:`INetwork` spoken to a ``lambnet`` node with treq.
+"""The HTTP network: :class:`INetwork` spoken to a ``lambnet`` node with Twisted's HTTP agent.
 
-Every request is signed with the account's key (:mod:`lambgw.network.signing`).  Uploads
-stream the spooled segments in order through :class:`SegmentsProducer`; downloads are
-unbuffered and pushed to the consumer by :class:`HTTPObjectBody`, which pauses the
-connection when the consumer is full.  Connections are kept in a persistent pool.  A
-request that makes no progress for ``silence`` seconds is cancelled; idempotent requests
-are retried with backoff when the node cannot be reached or answers 503.  Every failure to
-reach the node becomes :class:`NetworkUnavailable`.
+Every request is signed with the account's key (:mod:`lambgw.network.signing`).  Requests go
+straight to the ``Agent`` treq's ``HTTPClient`` is built on: ``HTTPClient.request`` parses
+every URL with hyperlink and IDNA and wraps the agent in cookie, redirect and content
+decoding agents for each call, some thirty times the agent's own cost, for nothing this
+protocol uses; treq still reads the answers.  Uploads stream the spooled segments in order
+through :class:`SegmentsProducer`; small downloads are read whole, larger ones are pushed to
+the consumer by :class:`HTTPObjectBody`, which pauses the connection when the consumer is
+full.  Connections are kept in a persistent pool.  A request that makes no progress for
+``silence`` seconds is cancelled; idempotent requests are retried with backoff when the node
+cannot be reached or answers 503.  Every failure to reach the node becomes
+:class:`NetworkUnavailable`.
 """
 
 from __future__ import annotations
@@ -18,33 +22,35 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from treq import content
-from treq.client import HTTPClient
 from twisted.internet import task
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
-    IAddress,
     IReactorFDSet,
     IReactorFromThreads,
     IReactorTime,
+    IStreamClientEndpoint,
 )
 from twisted.internet.ssl import Certificate, platformTrust
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import (
+    URI,
     Agent,
     BrowserLikePolicyForHTTPS,
-    HTTP11ClientProtocol,
     HTTPConnectionPool,
     _HTTP11ClientFactory,
 )
-from twisted.web.iweb import UNKNOWN_LENGTH
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IAgentEndpointFactory
 from zope.interface import implementer
 
 from lambgw.network import signing, wire
 from lambgw.network.errors import NetworkError, NetworkUnavailable
+from lambgw.network.files import SMALL_READ, BytesBody
 from lambgw.network.httpbody import (
+    BytesProducer,
     HTTPObjectBody,
     SegmentsProducer,
     Silence,
@@ -69,8 +75,11 @@ CONNECT_TIMEOUT = 10.0
 SILENCE_TIMEOUT = 30.0
 #: Delays before the retries of an idempotent request, in seconds.
 RETRY_DELAYS = (0.2, 1.0, 3.0)
-#: Bytes read from a connection to the node at a time.
-READ_SIZE = 1024 * 1024
+#: Idle connections to the node kept for reuse.  A far node answers many requests at once,
+#: each on a connection of its own: one made afresh costs a round trip before its request.
+MAX_IDLE_CONNECTIONS = 256
+#: Endpoints kept by :class:`NodeEndpoints` (one node, one or two schemes).
+MAX_ENDPOINTS = 8
 #: The largest error or JSON answer read.
 MAX_ANSWER = 16 * 1024 * 1024
 
@@ -91,32 +100,37 @@ class _QuietFactory(_HTTP11ClientFactory):
 
     noisy = False
 
-    def buildProtocol(self, addr: IAddress | None) -> HTTP11ClientProtocol:
-        """A connection that reads the node's answers in large pieces."""
-        return _LargeReadsProtocol(self._quiescentCallback)
 
+@implementer(IAgentEndpointFactory)
+class NodeEndpoints:
+    """The endpoints of the node's address, each made once.
 
-class _LargeReadsProtocol(HTTP11ClientProtocol):
-    """A client connection whose socket is read :data:`READ_SIZE` bytes at a time."""
-
-    def connectionMade(self) -> None:
-        """Raise the read size of the socket under the connection (below TLS, if any)."""
-        super().connectionMade()
-        read_in_large_pieces(self.transport)
-
-
-def read_in_large_pieces(transport: Any) -> None:
-    """Make the socket transport at the bottom of ``transport`` read :data:`READ_SIZE` at a time.
-
-    Twisted reads ``bufferSize`` bytes per ``recv`` (64 KiB): a download then costs a trip
-    through the reactor and every parsing layer per 64 KiB.  The same attribute is the
-    amount buffered for writing before a producer is paused, so writes stay bounded too.
+    An ``Agent`` makes a new endpoint for every request by default (host name checks, IDNA,
+    the TLS policy's look-ups), even when the pool then reuses a connection.  Only the node's
+    address is ever asked for, so the few endpoints are kept.
     """
-    while transport is not None:
-        if isinstance(transport, FileDescriptor):
-            transport.bufferSize = READ_SIZE
-            return
-        transport = getattr(transport, "transport", None)
+
+    def __init__(
+        self, reactor: Any, policy: BrowserLikePolicyForHTTPS, connect_timeout: float
+    ) -> None:
+        """Connect with ``reactor`` within ``connect_timeout``; HTTPS checked by ``policy``."""
+        self._reactor = reactor
+        self._policy = policy
+        self._timeout = connect_timeout
+        self._made: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        """The endpoint of ``uri``'s scheme, host and port."""
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._made.get(key)
+        if endpoint is None:
+            endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, self._timeout)
+            if uri.scheme == b"https":
+                creator = self._policy.creatorForNetloc(uri.host, uri.port)
+                endpoint = wrapClientTLS(creator, endpoint)
+            if len(self._made) < MAX_ENDPOINTS:
+                self._made[key] = endpoint
+        return endpoint
 
 
 @implementer(INetwork)
@@ -131,7 +145,7 @@ class HTTPNetwork(MultipartOverHTTP):
         base_url: str,
         account: str,
         key: Any,
-        client: Any,
+        agent: IAgent,
         reactor: IReactorFromThreads,
         clock: IReactorTime,
         threadpool: ThreadPool,
@@ -140,7 +154,7 @@ class HTTPNetwork(MultipartOverHTTP):
         retry_delays: Sequence[float] = RETRY_DELAYS,
         fds: IReactorFDSet | None = None,
     ) -> None:
-        """Talk to the node at ``base_url`` with the treq-like ``client``, signing with ``key``.
+        """Talk to the node at ``base_url`` through ``agent``, signing with ``key``.
 
         Digests of uploads are computed in ``threadpool``.  With ``fds`` (the reactor),
         large downloads move between plain TCP sockets inside the kernel.
@@ -149,7 +163,7 @@ class HTTPNetwork(MultipartOverHTTP):
         self._base_path = urlsplit(self._base).path
         self._account = account
         self._key = key
-        self._client = client
+        self._agent = agent
         self._reactor = reactor
         self._clock = clock
         self._threadpool = threadpool
@@ -170,7 +184,7 @@ class HTTPNetwork(MultipartOverHTTP):
         connect_timeout: float = CONNECT_TIMEOUT,
         silence: float = SILENCE_TIMEOUT,
     ) -> HTTPNetwork:
-        """Build the network with a treq client over a persistent connection pool.
+        """Build the network with an agent over a persistent connection pool.
 
         HTTPS certificates are verified, with the host name, against ``ca_file`` (PEM) if
         given, else the system's trusted authorities.  A request that makes no progress for
@@ -180,7 +194,7 @@ class HTTPNetwork(MultipartOverHTTP):
             base_url = f"http://{base_url}"
         pool = HTTPConnectionPool(reactor, persistent=True)
         pool._factory = _QuietFactory
-        pool.maxPersistentPerHost = 16
+        pool.maxPersistentPerHost = MAX_IDLE_CONNECTIONS
         pool.cachedConnectionTimeout = 60
         if ca_file:
             with open(ca_file, "rb") as f:
@@ -188,13 +202,14 @@ class HTTPNetwork(MultipartOverHTTP):
         else:
             trust = platformTrust()
         policy = BrowserLikePolicyForHTTPS(trustRoot=trust)
-        agent = Agent(reactor, policy, connectTimeout=connect_timeout, pool=pool)
+        endpoints = NodeEndpoints(reactor, policy, connect_timeout)
+        agent = Agent.usingEndpointFactory(reactor, endpoints, pool=pool)
         cooperator = task.Cooperator(scheduler=lambda work: reactor.callLater(0, work))
         return cls(
             base_url,
             account,
             key,
-            HTTPClient(agent),
+            agent,
             reactor,
             reactor,
             threadpool,
@@ -229,15 +244,13 @@ class HTTPNetwork(MultipartOverHTTP):
         ``signed``: the signing headers, if the caller made them (see :meth:`_sign`).
         """
         signed = signed or self._sign(method, target, content_sha256)
-        all_headers = {**signed, **(headers or {})}
-        url = f"{self._base}{target[len(self._base_path) :]}"
-        request: Deferred[Any] = self._client.request(
-            method,
-            url,
-            headers={k: [v] for k, v in all_headers.items()},
-            data=body,
-            unbuffered=True,
+        raw = Headers(
+            {name.encode("ascii"): [value.encode("latin-1")] for name, value in signed.items()}
         )
+        for name, value in (headers or {}).items():
+            raw.setRawHeaders(name.encode("ascii"), [value.encode("latin-1")])
+        url = f"{self._base}{target[len(self._base_path) :]}".encode("ascii")
+        request: Deferred[Any] = self._agent.request(method.encode("ascii"), url, raw, body)
         watch = Silence(self._clock, self._silence, request)
         if isinstance(body, SegmentsProducer | StreamedUpload):
             body.progress = watch.touch
@@ -336,6 +349,10 @@ class HTTPNetwork(MultipartOverHTTP):
         async def run() -> ObjectInfo:
             try:
                 self._check_account(account)
+                if len(segments) == 1 and segments[0].data is not None and "-" not in new.etag:
+                    return await self._put_small(
+                        account, order_id, path, segments[0].data, new, if_none_match, if_match
+                    )
                 size = sum(segment.size for segment in segments)
                 query = {"path": path, "size": str(size)}
                 target = self._url(account, f"/{order_id}/object", query)
@@ -350,9 +367,33 @@ class HTTPNetwork(MultipartOverHTTP):
                 answer = await self._send("PUT", target, body, headers=headers, signed=signed)
                 return wire.info_from_json(json.loads(answer))
             finally:
-                await deferToThreadPool(self._reactor, self._threadpool, remove_segments, segments)
+                if any(segment.data is None for segment in segments):
+                    await deferToThreadPool(
+                        self._reactor, self._threadpool, remove_segments, segments
+                    )
 
         return Deferred.fromCoroutine(run())
+
+    async def _put_small(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        data: bytes,
+        new: NewObject,
+        if_none_match: bool,
+        if_match: str | None,
+    ) -> ObjectInfo:
+        """PUT an object held in memory: its digest and description go in the signed headers.
+
+        One signature and one body write, where a streamed PUT needs a signed trailer too.
+        """
+        target = self._url(account, f"/{order_id}/object", {"path": path})
+        headers = wire.conditions(if_none_match, if_match)
+        headers[wire.OBJECT_HEADER] = wire.header_json(wire.new_to_json(new))
+        body = BytesProducer(data)
+        answer = await self._send("PUT", target, body, hashlib.sha256(data).hexdigest(), headers)
+        return wire.info_from_json(json.loads(answer))
 
     def open_upload(
         self,
@@ -406,6 +447,13 @@ class HTTPNetwork(MultipartOverHTTP):
                 headers["range"] = f"bytes={first}-{'' if last is None else last}"
             response = await self._idempotent("GET", target, headers, unbuffered=True)
             info = _info_header(response)
+            if response.length != UNKNOWN_LENGTH and response.length <= SMALL_READ:
+                # Read whole, as the embedded network reads a small object: no streaming.
+                try:
+                    data = await _bounded(_read(response), self._clock, self._silence)
+                except Exception:
+                    raise _unavailable(Failure()).value from None
+                return info, BytesBody(data)
             return info, HTTPObjectBody(response, self._clock, self._silence, self._fds)
 
         return Deferred.fromCoroutine(run())
@@ -452,9 +500,8 @@ class HTTPNetwork(MultipartOverHTTP):
     def _send_json(self, method: str, target: str, value: Any) -> Deferred[Any]:
         """Send ``value`` as the JSON body of a signed request; fire with the answer."""
         data = json.dumps(value).encode("utf-8")
-        body = SegmentsProducer([Segment("", len(data), data)], self._cooperator)
         digest = hashlib.sha256(data).hexdigest()
-        return Deferred.fromCoroutine(self._send(method, target, body, digest))
+        return Deferred.fromCoroutine(self._send(method, target, BytesProducer(data), digest))
 
     def get_tags(self, account: str, order_id: str, path: str) -> Deferred[Mapping[str, str]]:
         """Return the tags of the object at ``path``."""

@@ -1,10 +1,10 @@
 """The streaming bodies of the HTTP network: uploads from spooled segments, downloads to a consumer.
 
-:class:`SegmentsProducer` writes spooled segments, in order, as one request body, with the
-transport's backpressure.  :class:`HTTPObjectBody` pushes an unbuffered response body to a
-consumer, pausing the connection while the consumer is full and giving up when the node
-stops sending for the silence timeout.  :class:`Silence` cancels a request that makes no
-progress.
+:class:`BytesProducer` writes a small body held in memory at once; :class:`SegmentsProducer`
+writes spooled segments, in order, as one request body, with the transport's backpressure.
+:class:`HTTPObjectBody` pushes an unbuffered response body to a consumer, pausing the
+connection while the consumer is full and giving up when the node stops sending for the
+silence timeout.  :class:`Silence` cancels a request that makes no progress.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from contextlib import suppress
 from typing import IO, Any
 
 from twisted.internet import error, task, tcp
-from twisted.internet.defer import Deferred
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -38,6 +39,13 @@ from lambgw.network.splice import SpliceRelay
 
 #: Bytes read from a spooled segment at a time.
 READ_SIZE = 256 * 1024
+
+#: Bytes read from the node's connection at a time while a large body arrives: at Twisted's
+#: 64 KiB, a download would cost a trip through the reactor and every parser per 64 KiB.
+LARGE_READ = 1024 * 1024
+#: Twisted's read size, given back when the large body is done: a ``recv`` into a 1 MiB
+#: buffer allocates (maps, then unmaps) 1 MiB even when a small answer arrives.
+DEFAULT_READ = 64 * 1024
 
 #: Bodies with at least this much left to read are spliced when they can be (the node's
 #: connection, left mid-body, is then closed rather than used again).
@@ -63,6 +71,33 @@ class Silence:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+
+
+@implementer(IBodyProducer)
+class BytesProducer:
+    """A small request body held in memory, written at once (with the request's headers)."""
+
+    def __init__(self, data: bytes) -> None:
+        """Produce ``data``."""
+        self.length = len(data)
+        self._data = data
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        """Write the bytes to ``consumer``."""
+        if self._data:
+            consumer.write(self._data)
+        self._data = b""
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        """Nothing to pause: the bytes are written already."""
+
+    def resumeProducing(self) -> None:
+        """Nothing to resume."""
+
+    def stopProducing(self) -> None:
+        """Nothing more is written anyway."""
+        self._data = b""
 
 
 @implementer(IBodyProducer)
@@ -184,6 +219,7 @@ class HTTPObjectBody:
         self._paused = False
         self._done: Deferred[None] | None = None
         self._finished = False
+        self._socket: FileDescriptor | None = None
 
     def deliver(self, consumer: IConsumer) -> Deferred[None]:
         """Write the body to ``consumer``; fire when done.  Cancel to stop."""
@@ -297,10 +333,12 @@ class HTTPObjectBody:
         self._abort(Failure(error.ConnectionLost("the consumer stopped the transfer")))
 
     def connected(self, transport: Any) -> None:
-        """The body's transport is known (called by the receiver)."""
+        """The body's transport is known (called by the receiver): read it in large pieces."""
         self._transport = transport
         if self._finished:
             transport.stopProducing()
+            return
+        self._socket = set_read_size(getattr(transport, "_producer", transport), LARGE_READ)
 
     def received(self, data: bytes) -> None:
         """Pass bytes on to the consumer."""
@@ -335,6 +373,8 @@ class HTTPObjectBody:
             return
         self._finished = True
         self._disarm()
+        if self._socket is not None:
+            self._socket.bufferSize = DEFAULT_READ
         if self._relay is not None:
             self._relay.close()
         consumer, self._consumer = self._consumer, None
@@ -356,6 +396,20 @@ class _Receiver(Protocol):
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         self._body.ended(reason)
+
+
+def set_read_size(transport: Any, size: int) -> FileDescriptor | None:
+    """Make the socket at the bottom of ``transport`` (under TLS, if any) read ``size`` at a time.
+
+    The same attribute is the amount buffered for writing before a producer is paused, so
+    writes stay bounded too.  Returns the socket's transport, if there is one.
+    """
+    while transport is not None:
+        if isinstance(transport, FileDescriptor):
+            transport.bufferSize = size
+            return transport
+        transport = getattr(transport, "transport", None)
+    return None
 
 
 def remove_segments(segments: Sequence[Segment]) -> None:

@@ -28,7 +28,7 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from attrs import define, field, frozen
 from cryptography.exceptions import InvalidSignature
@@ -217,25 +217,83 @@ def signature_of(headers: Mapping[str, str]) -> bytes:
     return base64.b64decode(match["signature"])
 
 
+#: Seconds of nonce expiry forgotten together by :class:`NonceCache`.
+NONCE_BUCKET = 10
+
+
 @define
 class NonceCache:
-    """The nonces seen in the last ``window`` seconds, to refuse replayed requests."""
+    """The nonces of the requests whose dates are still accepted, to refuse replays.
+
+    A request dated ``d`` is accepted while the node's clock is within ``window`` seconds of
+    ``d``, so its nonce is kept until ``d + window`` has passed, and not much longer.  The
+    nonces are held in one set per account, for an O(1) look-up, and listed by when they
+    expire in buckets of ``width`` seconds.  Each check first drops the buckets that have
+    expired: every nonce is added once and dropped once, so a request costs O(1) amortised,
+    and the cache holds the nonces of the last ``2 * window + width`` seconds at most.
+    """
 
     window: int = MAX_SKEW
-    _seen: dict[tuple[str, str], float] = field(factory=dict)
+    width: int = NONCE_BUCKET
+    #: The nonces kept, as numbers, per account.
+    _seen: dict[str, set[int]] = field(factory=dict)
+    #: Bucket number (expiry // width) -> account -> the nonces that expire in it.
+    _expiring: dict[int, dict[str, list[int]]] = field(factory=dict)
+    #: No bucket before this one holds anything.
+    _first: int | None = None
+    _size: int = 0
+
+    def __len__(self) -> int:
+        """How many nonces are kept."""
+        return self._size
+
+    @property
+    def buckets(self) -> int:
+        """How many expiry buckets hold nonces."""
+        return len(self._expiring)
 
     def check(self, account: str, nonce: str, date: int, now: float) -> None:
         """Remember ``nonce``; raise ``SignatureError`` if it was seen before.
 
-        Requests older than the window are refused by their date, so nonces are
-        forgotten once they are older than the window too.
+        A request dated outside the window is refused too: its nonce could no longer be
+        told from a replay's.
         """
-        if len(self._seen) > 1024:
-            horizon = now - 2 * self.window
-            self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
-        if (account, nonce) in self._seen:
+        self._expire(now)
+        if abs(now - date) > self.window:
+            raise SignatureError(
+                f"the request's date is more than {self.window} s from the node's clock"
+            )
+        try:
+            value = int(nonce, 16)
+        except ValueError:
+            raise SignatureError("the nonce is not hexadecimal") from None
+        seen = self._seen.setdefault(account, set())
+        if value in seen:
             raise SignatureError("the request was replayed (its nonce was already used)")
-        self._seen[(account, nonce)] = max(now, float(date))
+        seen.add(value)
+        bucket = (date + self.window) // self.width
+        self._expiring.setdefault(bucket, {}).setdefault(account, []).append(value)
+        self._size += 1
+        if self._first is None or bucket < self._first:
+            self._first = bucket
+
+    def _expire(self, now: float) -> None:
+        """Drop the buckets whose nonces all expired before ``now``."""
+        current = int(now) // self.width
+        if self._first is None or self._first >= current:
+            return
+        gone: Iterable[int] = range(self._first, current)
+        if current - self._first > len(self._expiring):
+            # The clock jumped ahead: fewer buckets than bucket numbers to try.
+            gone = [bucket for bucket in self._expiring if bucket < current]
+        for bucket in gone:
+            for account, values in self._expiring.pop(bucket, {}).items():
+                seen = self._seen[account]
+                seen.difference_update(values)
+                self._size -= len(values)
+                if not seen:
+                    del self._seen[account]
+        self._first = current
 
 
 # -- key files -----------------------------------------------------------------------------

@@ -1,0 +1,190 @@
+"""The benchmark's tables: the gateway against the baselines, and the comparisons.
+
+Over lambnet against the embedded network, and with ``--workers`` against one process.
+"""
+
+from __future__ import annotations
+
+from bench.figures import FIGURES, SEAWEED_GOALS, TIME_UNITS, Bench, Figure, Results
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def speedup(figure: Figure, value: float | None, base: float | None) -> float | None:
+    """How many times as fast as the baseline ``value`` is (``None`` if either is missing)."""
+    if not value or not base:
+        return None
+    return base / value if figure.unit in TIME_UNITS else value / base
+
+
+def seaweed_cells(figure: Figure, value: float | None, seaweed: Results) -> dict[str, object]:
+    """The SeaweedFS figure of a row, the gateway's speed relative to it, and that target."""
+    theirs = seaweed.get(figure.key)
+    base = theirs.value if theirs else None
+    ratio = speedup(figure, value, base)
+    goal = SEAWEED_GOALS.get(figure.key)
+    return {
+        "seaweedfs": base,
+        "seaweedfs_speedup": ratio,
+        "seaweedfs_target": goal.text if goal else None,
+        "seaweedfs_met": goal.met(value, ratio) if goal else None,
+        "seaweedfs_note": theirs.note if theirs else "",
+    }
+
+
+def report(
+    bench: Bench,
+    groups: tuple[str, ...],
+    gateway: Results,
+    moto: Results,
+    ceiling: Results,
+    seaweed: Results | None = None,
+) -> tuple[str, list[dict[str, object]]]:
+    """Render the table (and its notes) and the rows as plain data for ``--json``.
+
+    With ``seaweed``, the figures of :data:`SEAWEED_GOALS` get a SeaweedFS column: its
+    value, the gateway's speed relative to it (``x``), that target and whether it is met.
+    """
+    header: tuple[str, ...] = ("figure", "unit", "gateway", "moto", "ratio", "target", "met")
+    if seaweed is not None:
+        header += ("seaweedfs", "x", "target", "met")
+    rows: list[tuple[str, ...]] = []
+    data: list[dict[str, object]] = []
+    notes: list[str] = []
+    for figure in FIGURES:
+        if figure.group not in groups:
+            continue
+        ours, theirs = gateway.get(figure.key), moto.get(figure.key)
+        value = ours.value if ours else None
+        base = theirs.value if theirs else None
+        ratio = value / base if value is not None and base else None
+        met = figure.goal.met(value, ratio) if figure.goal else None
+        label = bench.label(figure)
+        row: tuple[str, ...] = (
+            label,
+            figure.unit,
+            _fmt(value),
+            _fmt(base),
+            "-" if ratio is None else f"{ratio:.2f}",
+            figure.goal.text if figure.goal else "",
+            {True: "yes", False: "NO", None: ""}[met],
+        )
+        cells: dict[str, object] = {}
+        if seaweed is not None and figure.key in SEAWEED_GOALS:
+            cells = seaweed_cells(figure, value, seaweed)
+            faster = cells["seaweedfs_speedup"]
+            row += (
+                _fmt(cells["seaweedfs"]),  # type: ignore[arg-type]
+                "-" if faster is None else f"{faster:.2f}",
+                str(cells["seaweedfs_target"] or ""),
+                {True: "yes", False: "NO", None: ""}[cells["seaweedfs_met"]],  # type: ignore[index]
+            )
+            if cells["seaweedfs_note"]:
+                notes.append(f"{label} [seaweedfs]: {cells['seaweedfs_note']}")
+        elif seaweed is not None:
+            row += ("", "", "", "")
+        rows.append(row)
+        for side, m in (("gateway", ours), ("moto", theirs)):
+            if m and m.note:
+                notes.append(f"{label} [{side}]: {m.note}")
+        data.append(
+            {
+                **cells,
+                "key": figure.key,
+                "label": label,
+                "unit": figure.unit,
+                "gateway": value,
+                "moto": base,
+                "ratio": ratio,
+                "target": figure.goal.text if figure.goal else None,
+                "met": met,
+                "notes": {
+                    "gateway": ours.note if ours else "",
+                    "moto": theirs.note if theirs else "",
+                },
+            }
+        )
+    lines = _table(header, rows)
+    if seaweed is not None:
+        lines.append("(x: the gateway's speed relative to SeaweedFS; above 1 it is faster)")
+    if notes:
+        lines += ["", "notes:"] + [f"  {n}" for n in notes]
+    if ceiling:
+        lines += ["", "client ceiling (same client against a sink that stores nothing):"]
+        lines += [f"  {key}: {_fmt(m.value)} {m.note}".rstrip() for key, m in ceiling.items()]
+        for key, m in ceiling.items():
+            ours = gateway.get(key)
+            if m.value and ours and ours.value and ours.value > 0.7 * m.value:
+                lines.append(f"  {key}: the gateway is over 70% of this ceiling: the client limits")
+    return "\n".join(lines), data
+
+
+def _ratio(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """The lines of a table: labels left-aligned, figures right-aligned, a rule under the header."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if column < 2 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+#: The share of the embedded network's throughput the gateway over lambnet should keep.
+LAMBNET_GOAL = 0.7
+
+
+def lambnet_report(bench: Bench, groups: tuple[str, ...], embedded: Results, over: Results) -> str:
+    """Render the figures of the gateway over lambnet next to the embedded network's."""
+    header = ("figure", "unit", "embedded", "lambnet", "ratio")
+    rows: list[tuple[str, ...]] = []
+    for figure in FIGURES:
+        if figure.group not in groups:
+            continue
+        ours, theirs = embedded.get(figure.key), over.get(figure.key)
+        value = theirs.value if theirs else None
+        base = ours.value if ours else None
+        ratio = value / base if value is not None and base else None
+        label = bench.label(figure)
+        rows.append((label, figure.unit, _fmt(base), _fmt(value), _ratio(ratio)))
+        cpu_base, cpu = ours.cpu if ours else None, theirs.cpu if theirs else None
+        if cpu_base is not None and cpu is not None:
+            unit = "ms/MB" if figure.unit == "MB/s" else "µs/req"
+            cpu_ratio = cpu / cpu_base if cpu_base else None
+            rows.append(
+                (f"  server CPU, {label}", unit, _fmt(cpu_base), _fmt(cpu), _ratio(cpu_ratio))
+            )
+    lines = _table(header, rows)
+    goal = f"{LAMBNET_GOAL:.0%}"
+    lines.append(f"(throughput over lambnet should be at least {goal} of the embedded figures)")
+    return "\n".join(["", "the gateway over a lambnet node, against the embedded network:", *lines])
+
+
+def workers_report(bench: Bench, groups: tuple[str, ...], one: Results, many: Results) -> str:
+    """Render the figures of the gateway with ``--workers`` next to one process's."""
+    header = ("figure", "unit", "1 worker", "workers", "ratio")
+    rows: list[tuple[str, ...]] = []
+    for figure in FIGURES:
+        if figure.group not in groups:
+            continue
+        ours, theirs = one.get(figure.key), many.get(figure.key)
+        value = theirs.value if theirs else None
+        base = ours.value if ours else None
+        ratio = value / base if value is not None and base else None
+        rows.append((bench.label(figure), figure.unit, _fmt(base), _fmt(value), _ratio(ratio)))
+    lines = _table(header, rows)
+    for key, m in many.items():
+        lines.append(f"  {key}: rounds 1 worker {one[key].note}; workers {m.note}")
+    title = "the gateway with --workers against one process, both running, in alternate rounds:"
+    return "\n".join(["", title, *lines])
