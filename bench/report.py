@@ -145,19 +145,24 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
 LAMBNET_GOAL = 0.7
 
 
-def lambnet_report(bench: Bench, groups: tuple[str, ...], embedded: Results, over: Results) -> str:
-    """Render the figures of the gateway over lambnet next to the embedded network's."""
-    header = ("figure", "unit", "embedded", "lambnet", "ratio")
+def _side_by_side(
+    bench: Bench, groups: tuple[str, ...], names: tuple[str, str], base: Results, other: Results
+) -> list[str]:
+    """The lines of a table putting the figures of ``other`` next to those of ``base``.
+
+    A figure with the servers' CPU gets a row of its own for it.
+    """
+    header = ("figure", "unit", *names, "ratio")
     rows: list[tuple[str, ...]] = []
     for figure in FIGURES:
         if figure.group not in groups:
             continue
-        ours, theirs = embedded.get(figure.key), over.get(figure.key)
+        ours, theirs = base.get(figure.key), other.get(figure.key)
         value = theirs.value if theirs else None
-        base = ours.value if ours else None
-        ratio = value / base if value is not None and base else None
+        reference = ours.value if ours else None
+        ratio = value / reference if value is not None and reference else None
         label = bench.label(figure)
-        rows.append((label, figure.unit, _fmt(base), _fmt(value), _ratio(ratio)))
+        rows.append((label, figure.unit, _fmt(reference), _fmt(value), _ratio(ratio)))
         cpu_base, cpu = ours.cpu if ours else None, theirs.cpu if theirs else None
         if cpu_base is not None and cpu is not None:
             unit = "ms/MB" if figure.unit == "MB/s" else "µs/req"
@@ -165,7 +170,12 @@ def lambnet_report(bench: Bench, groups: tuple[str, ...], embedded: Results, ove
             rows.append(
                 (f"  server CPU, {label}", unit, _fmt(cpu_base), _fmt(cpu), _ratio(cpu_ratio))
             )
-    lines = _table(header, rows)
+    return _table(header, rows)
+
+
+def lambnet_report(bench: Bench, groups: tuple[str, ...], embedded: Results, over: Results) -> str:
+    """Render the figures of the gateway over lambnet next to the embedded network's."""
+    lines = _side_by_side(bench, groups, ("embedded", "lambnet"), embedded, over)
     goal = f"{LAMBNET_GOAL:.0%}"
     lines.append(f"(throughput over lambnet should be at least {goal} of the embedded figures)")
     return "\n".join(["", "the gateway over a lambnet node, against the embedded network:", *lines])
@@ -173,17 +183,7 @@ def lambnet_report(bench: Bench, groups: tuple[str, ...], embedded: Results, ove
 
 def workers_report(bench: Bench, groups: tuple[str, ...], one: Results, many: Results) -> str:
     """Render the figures of the gateway with ``--workers`` next to one process's."""
-    header = ("figure", "unit", "1 worker", "workers", "ratio")
-    rows: list[tuple[str, ...]] = []
-    for figure in FIGURES:
-        if figure.group not in groups:
-            continue
-        ours, theirs = one.get(figure.key), many.get(figure.key)
-        value = theirs.value if theirs else None
-        base = ours.value if ours else None
-        ratio = value / base if value is not None and base else None
-        rows.append((bench.label(figure), figure.unit, _fmt(base), _fmt(value), _ratio(ratio)))
-    lines = _table(header, rows)
+    lines = _side_by_side(bench, groups, ("1 worker", "workers"), one, many)
     for key, m in many.items():
         lines.append(f"  {key}: rounds 1 worker {one[key].note}; workers {m.note}")
     title = "the gateway with --workers against one process, both running, in alternate rounds:"

@@ -35,7 +35,7 @@ from lambgw.lambnet.keys import PublicKeys
 from lambgw.network import signing, wire
 from lambgw.network.errors import ANSWERS, NetworkError
 from lambgw.network.files import SMALL_READ, FileRangeBody, read_small
-from lambgw.network.interface import IObjectBody, ObjectInfo
+from lambgw.network.interface import IObjectBody, NewObject, ObjectInfo
 from lambgw.network.serial import SerialCalls
 from lambgw.network.store import FileRange, Store
 from lambgw.network.uploads import StoredUploads
@@ -269,6 +269,27 @@ class Node:
         self._nonces.check(account, signed.request.nonce, signed.request.date, now)
         return description
 
+    def _described_body(self, request: Request, account: str, what: str) -> NewObject:
+        """Authenticate a body's request; the description it carries, checked against the body.
+
+        The description comes in the signed trailer, or else in the signed headers.
+        """
+        description = self._authenticate(request, account)
+        if description is None:
+            description = _header(request, wire.OBJECT_HEADER) or ""
+        try:
+            new = wire.new_from_json(json.loads(description))
+        except (ValueError, KeyError, TypeError):
+            raise wire.ProtocolError(
+                400, "BadRequest", f"the {what} description is not valid"
+            ) from None
+        assert isinstance(request, NodeRequest)
+        if request.received != new.size:
+            raise wire.ProtocolError(
+                400, "BadRequest", f"the body holds {request.received} bytes, not {new.size}"
+            )
+        return new
+
     @staticmethod
     def _path(request: Request) -> str:
         path = _query(request).get("path")
@@ -297,21 +318,9 @@ class Node:
     @app.route(f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/object", methods=["PUT"])
     async def put(self, request: Request, account: str, order_id: str) -> bytes:
         """Store the body at the path, atomically."""
-        description = self._authenticate(request, account)
+        new = self._described_body(request, account, "object")
         path = self._path(request)
-        if description is None:
-            description = _header(request, wire.OBJECT_HEADER) or ""
-        try:
-            new = wire.new_from_json(json.loads(description))
-        except (ValueError, KeyError, TypeError):
-            raise wire.ProtocolError(
-                400, "BadRequest", "the object description is not valid"
-            ) from None
         assert isinstance(request, NodeRequest)
-        if request.received != new.size:
-            raise wire.ProtocolError(
-                400, "BadRequest", f"the body holds {request.received} bytes, not {new.size}"
-            )
         wire.parse_part_sizes(_header(request, wire.PART_SIZES_HEADER))
         if_none_match = _header(request, wire.IF_NONE_MATCH_HEADER) == "1"
         if_match = _header(request, wire.IF_MATCH_HEADER)
@@ -489,22 +498,10 @@ class Node:
         self, request: Request, account: str, order_id: str, upload_id: str
     ) -> bytes:
         """Store the body as a part; its size, ETag and checksums come in its description."""
-        description = self._authenticate(request, account)
+        new = self._described_body(request, account, "part")
         path = self._path(request)
         number = _count(_query(request), "number", 0, 10_000)
-        if description is None:
-            description = _header(request, wire.OBJECT_HEADER) or ""
-        try:
-            new = wire.new_from_json(json.loads(description))
-        except (ValueError, KeyError, TypeError):
-            raise wire.ProtocolError(
-                400, "BadRequest", "the part description is not valid"
-            ) from None
         assert isinstance(request, NodeRequest)
-        if request.received != new.size:
-            raise wire.ProtocolError(
-                400, "BadRequest", f"the body holds {request.received} bytes, not {new.size}"
-            )
         (segment,) = request.segments()
         part = await self._call(
             self.uploads.upload_part,
