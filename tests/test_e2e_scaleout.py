@@ -100,4 +100,5 @@ class ThreeGatewaysTests(SynchronousTestCase):
         )
         self.assertEqual(clients[1].list_multipart_uploads(Bucket=bucket).get("Uploads", []), [])
         for n in (1, 2):
-            self.assertEqual(os.listdir(os.path.join(self.root, f"gw{n}", "gateway", "spool")), [])
+            spool = os.path.join(self.root, f"gw{n}", "gateway", "spool")
+            self.assertEqual([f for _, _, files in os.walk(spool) for f in files], [])
