@@ -18,15 +18,23 @@ Several threads and several processes may use one store at once: each thread has
 SQLite connection (WAL mode, busy timeout) and every write is one ``BEGIN IMMEDIATE``
 transaction that checks and charges the order's capacity.
 
-A crash between moving files in and committing the row leaves unreferenced files behind;
-nothing refers to them, so they are invisible, and :meth:`Store.sweep` removes them.  It
-walks every object file, so it is run on demand (``python -m lambgw store sweep``), not at
-each start.
+Each open store (one per process) is an *owner*: it holds an exclusive ``flock`` on a file
+of its own, ``owners/<owner>``, for as long as it is open, and records in the ``pending``
+table the object files it is about to move in (before moving them) and the files it is
+about to unlink (in the transaction that drops their row).  The transaction that commits a
+new row deletes the pending rows of its files; the rows of unlinked files go with the next
+write of the owner.  The kernel releases the lock when the process ends, however it ends
+(``kill -9`` included), so at each open the store takes the lock of every other owner it
+can: those processes are gone, and their pending files that no row refers to were left by
+a crash and are removed at once (:meth:`Store.reclaim`).  A live owner's files are never
+touched.  :meth:`Store.sweep` still walks every object file, for files left before owners
+were recorded; it is run on demand (``python -m lambgw store sweep``).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import json
 import os
@@ -124,6 +132,10 @@ CREATE TABLE IF NOT EXISTS small_files (
     id INTEGER PRIMARY KEY,
     data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending (
+    file_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 _ORDER_COLUMNS = "order_id, account, capacity, used, created, expires, status"
@@ -192,6 +204,12 @@ def check_write_conditions(
 
 #: The file of a store's index: a directory without it holds no store.
 INDEX_FILE = "index.sqlite3"
+#: The directory of the owners' lock files.
+OWNERS_DIR = "owners"
+#: The suffix of an owner file being claimed.
+_CLAIMING = ".new"
+#: An owner file still being claimed this many seconds after it was made was left by a crash.
+CLAIMING_GRACE = 60.0
 
 
 class Store:
@@ -217,9 +235,15 @@ class Store:
         self._connections: list[sqlite3.Connection] = []
         #: Subdirectories of ``objects/`` known to exist, so a new file does not retry them.
         self._made: set[str] = set()
+        #: Files this store unlinked whose pending rows are deleted with its next write.
+        self._settled: list[str] = []
         os.makedirs(self._objects, exist_ok=True)
+        self._owners = os.path.join(self._root, OWNERS_DIR)
+        os.makedirs(self._owners, exist_ok=True)
         self._connection().executescript(_SCHEMA)
         self._migrate()
+        self._owner, self._owner_fd = self._claim_owner()
+        self.reclaim()
 
     def _migrate(self) -> None:
         """Bring a store made by an older version up to the current schema."""
@@ -270,20 +294,148 @@ class Store:
             db.execute("COMMIT")
 
     def close(self) -> None:
-        """Close the index connections of every thread."""
+        """Close the index connections of every thread and let go of the owner's lock.
+
+        Files this store left pending are then removed by the next store opened.
+        """
+        if self._owner_fd is not None:
+            with suppress(sqlite3.Error):
+                with self._write() as db:
+                    self._settle(db)
+                    left = db.execute(
+                        "SELECT 1 FROM pending WHERE owner = ? LIMIT 1", (self._owner,)
+                    ).fetchone()
+                if left is None:
+                    with suppress(FileNotFoundError):
+                        os.unlink(os.path.join(self._owners, self._owner))
+            os.close(self._owner_fd)
+            self._owner_fd = None
         with self._lock:
             connections, self._connections = self._connections, []
         for db in connections:
             db.close()
         self._local = threading.local()
 
+    # -- owners and pending files -------------------------------------------------------
+
+    def _claim_owner(self) -> tuple[str, int | None]:
+        """Make and lock this store's owner file; its name and descriptor.
+
+        It is made as ``<owner>.new`` and renamed once locked, so that :meth:`reclaim`
+        never takes an owner being claimed for a dead one.
+        """
+        owner = secrets.token_hex(8)
+        claiming = os.path.join(self._owners, owner + _CLAIMING)
+        fd = os.open(claiming, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(claiming, os.path.join(self._owners, owner))
+        return owner, fd
+
+    def _lock_owner(self, owner: str) -> tuple[bool, int | None]:
+        """Try to take the lock of ``owner``: (whether it is dead, the descriptor held)."""
+        try:
+            fd = os.open(os.path.join(self._owners, owner), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # Owners are renamed in before writing pending rows: this one's file is gone.
+            return True, None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False, None
+        return True, fd
+
+    def reclaim(self) -> int:
+        """Remove the pending files of owners that are gone and no row refers to.
+
+        Run at each open; returns how many files were removed.
+        """
+        now = time.time()
+        owners: set[str] = set()
+        for name in os.listdir(self._owners):
+            if name.endswith(_CLAIMING):
+                with suppress(FileNotFoundError):
+                    if now - os.stat(os.path.join(self._owners, name)).st_mtime > CLAIMING_GRACE:
+                        dead, fd = self._lock_owner(name)
+                        if dead and fd is not None:
+                            os.unlink(os.path.join(self._owners, name))
+                            os.close(fd)
+            elif name != self._owner:
+                owners.add(name)
+        with self._read() as db:
+            owners.update(owner for (owner,) in db.execute("SELECT DISTINCT owner FROM pending"))
+        owners.discard(self._owner)
+        removed = 0
+        for owner in sorted(owners):
+            dead, fd = self._lock_owner(owner)
+            if not dead:
+                continue
+            try:
+                removed += self._reclaim_owner(owner)
+                with suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self._owners, owner))
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        return removed
+
+    def _reclaim_owner(self, owner: str) -> int:
+        """Remove the unreferenced pending files of the dead ``owner``, then its rows."""
+        with self._read() as db:
+            pending = {
+                file_id
+                for (file_id,) in db.execute(
+                    "SELECT file_id FROM pending WHERE owner = ?", (owner,)
+                )
+            }
+            if pending:
+                for (files,) in db.execute("SELECT files FROM objects"):
+                    pending.difference_update(file_id for file_id, _ in json.loads(files))
+                pending.difference_update(
+                    file_id for (file_id,) in db.execute("SELECT file_id FROM parts")
+                )
+        orphans = sorted(file_id for file_id in pending if not file_id.startswith(_INLINE))
+        for file_id in orphans:
+            with suppress(FileNotFoundError):
+                os.unlink(self._file(file_id))
+        with self._write() as db:
+            db.execute("DELETE FROM pending WHERE owner = ?", (owner,))
+        return len(orphans)
+
+    def _reserve(self, count: int) -> list[str]:
+        """Name ``count`` new object files and record them as pending, before making them."""
+        file_ids = [secrets.token_hex(16) for _ in range(count)]
+        if file_ids:
+            with self._write() as db:
+                self._settle(db)
+                self._pend(db, file_ids)
+        return file_ids
+
+    def _pend(self, db: sqlite3.Connection, file_ids: Sequence[str]) -> None:
+        """Record ``file_ids`` as pending files of this owner (inside a write transaction)."""
+        db.executemany(
+            "INSERT OR REPLACE INTO pending (file_id, owner) VALUES (?, ?)",
+            [(file_id, self._owner) for file_id in file_ids if not file_id.startswith(_INLINE)],
+        )
+
+    def _settle(self, db: sqlite3.Connection, committed: Sequence[str] = ()) -> None:
+        """Drop the pending rows of ``committed`` files and of those unlinked since.
+
+        Files unlinked since this owner's last write are meant; inside a write transaction.
+        """
+        with self._lock:
+            done, self._settled = self._settled, []
+        done += [file_id for file_id in committed if not file_id.startswith(_INLINE)]
+        if done:
+            db.executemany("DELETE FROM pending WHERE file_id = ?", [(f,) for f in done])
+
     # -- object files ------------------------------------------------------------------
 
     def _file(self, file_id: str) -> str:
         return os.path.join(self._objects, file_id[:2], file_id)
 
-    def _new_file(self) -> tuple[str, str]:
-        file_id = secrets.token_hex(16)
+    def _new_file(self, file_id: str | None = None) -> tuple[str, str]:
+        file_id = secrets.token_hex(16) if file_id is None else file_id
         target = self._file(file_id)
         directory = os.path.dirname(target)
         if directory not in self._made:
@@ -291,9 +443,12 @@ class Store:
             self._made.add(directory)
         return file_id, target
 
-    def _adopt(self, segment: Segment) -> str:
-        """Move a spooled segment in as a new object file (write and flush it, if in memory)."""
-        file_id, target = self._new_file()
+    def _adopt(self, segment: Segment, file_id: str) -> str:
+        """Move a spooled segment in as the object file ``file_id``, reserved by :meth:`_reserve`.
+
+        A segment in memory is written and flushed.
+        """
+        file_id, target = self._new_file(file_id)
         if segment.data is not None:
             with open(target, "xb") as f:
                 f.write(segment.data)
@@ -320,14 +475,14 @@ class Store:
             return io.BytesIO(data)
         return open(self._file(file_id), "rb")
 
-    def _link(self, file_id: str) -> str | bytes:
-        """Make a new object file with the bytes of ``file_id``; return its id.
+    def _link(self, file_id: str, new_id: str) -> str | bytes:
+        """Make the new object file ``new_id`` (reserved) with the bytes of ``file_id``.
 
         Bytes held in the index are returned themselves, for the copy's row to hold.
         """
         if file_id.startswith(_INLINE):
             return self._open(file_id).read()
-        new_id, target = self._new_file()
+        new_id, target = self._new_file(new_id)
         try:
             os.link(self._file(file_id), target)
         except FileNotFoundError:
@@ -348,11 +503,16 @@ class Store:
                 os.close(fd)
 
     def _remove(self, file_ids: Sequence[str]) -> None:
+        """Unlink object files; their pending rows go with this owner's next write."""
+        unlinked = []
         for file_id in file_ids:
             if file_id.startswith(_INLINE):
                 continue  # gone with the transaction that dropped its row
             with suppress(FileNotFoundError):
                 os.unlink(self._file(file_id))
+            unlinked.append(file_id)
+        with self._lock:
+            self._settled += unlinked
 
     @staticmethod
     def _drop_inline(db: sqlite3.Connection, file_ids: Sequence[str]) -> None:
@@ -472,6 +632,7 @@ class Store:
         object (an etag ending in ``-N``) records the segment sizes as its part sizes.
         """
         adopted: list[str] = []
+        reserved: list[str] = []
         try:
             raw = encode_path(path)
             sizes = [segment.size for segment in segments]
@@ -487,8 +648,9 @@ class Store:
             if len(segments) == 1 and segments[0].data is not None and new.size <= INLINE_SIZE:
                 pieces = [(segments[0].data, new.size)]
             else:
-                for segment in segments:
-                    adopted.append(self._adopt(segment))
+                for segment, file_id in zip(segments, self._reserve(len(segments)), strict=True):
+                    reserved.append(file_id)
+                    adopted.append(self._adopt(segment, file_id))
                 # Segments written from memory were flushed as they were written.
                 spooled = zip(adopted, segments, strict=True)
                 self._flush([file_id for file_id, seg in spooled if seg.data is None])
@@ -511,7 +673,7 @@ class Store:
             )
             old = self._commit(account, raw, info, pieces, if_none_match, new.tags, if_match)
         except BaseException:
-            self._remove(adopted)
+            self._remove(reserved)
             for segment in segments[len(adopted) :]:
                 if segment.data is None:
                     with suppress(FileNotFoundError):
@@ -563,6 +725,8 @@ class Store:
             ]
             replaced = [file_id for file_id, _ in json.loads(old[1])] if old else []
             self._drop_inline(db, replaced)
+            self._settle(db, [file_id for file_id, _ in files])
+            self._pend(db, replaced)
             write_object_row(db, raw, info, files, tags)
             db.execute("UPDATE orders SET used = ? WHERE order_id = ?", (used, order.order_id))
         return replaced
@@ -631,6 +795,8 @@ class Store:
             db.execute("UPDATE orders SET used = used - ? WHERE order_id = ?", (old[0], order_id))
             removed = [file_id for file_id, _ in json.loads(old[1])]
             self._drop_inline(db, removed)
+            self._settle(db)
+            self._pend(db, removed)
         self._remove(removed)
         return True
 
@@ -653,11 +819,15 @@ class Store:
         for _ in range(_READ_ATTEMPTS):
             source, files, source_tags = self._lookup(account, src_order_id, src_raw)
             linked: list[str | bytes] = []
+            reserved = self._reserve(sum(not f.startswith(_INLINE) for f, _ in files))
+            names = iter(reserved)
             try:
                 for file_id, _size in files:
-                    linked.append(self._link(file_id))
+                    linked.append(
+                        self._link(file_id, "" if file_id.startswith(_INLINE) else next(names))
+                    )
             except FileNotFoundError:
-                self._remove([piece for piece in linked if isinstance(piece, str)])
+                self._remove(reserved)
                 continue
             copied_sizes: Any = source.part_sizes
             info = ObjectInfo(
@@ -680,7 +850,7 @@ class Store:
                     account, dst_raw, info, new_files, False, source_tags if tags is None else tags
                 )
             except BaseException:
-                self._remove([piece for piece in linked if isinstance(piece, str)])
+                self._remove(reserved)
                 raise
             self._remove(old)
             return info

@@ -178,7 +178,7 @@ class StoredUploads:
     ) -> PartInfo:
         """Store the spooled ``segment`` as part ``number`` (moved in, or deleted on failure)."""
         store = self._store
-        adopted = ""
+        adopted = reserved = ""
         try:
             raw = encode_path(path)
             if not 1 <= number <= MAX_PART_NUMBER:
@@ -186,7 +186,8 @@ class StoredUploads:
             held = len(segment.data) if segment.data is not None else os.stat(segment.path).st_size
             if held != segment.size:
                 raise NetworkError(f"the spooled part holds {held} bytes, not {segment.size}")
-            adopted = store._adopt(segment)
+            (reserved,) = store._reserve(1)
+            adopted = store._adopt(segment, reserved)
             if segment.data is None:
                 store._flush([adopted])
             now = store._clock()
@@ -205,6 +206,9 @@ class StoredUploads:
                     raise QuotaExceeded(
                         f"the order {order_id} has {order.free} bytes free, {part.size} are needed"
                     )
+                store._settle(db, [adopted])
+                if old is not None:
+                    store._pend(db, [old[1]])
                 db.execute(
                     f"INSERT OR REPLACE INTO parts ({_PART_COLUMNS}, upload_id)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -216,9 +220,9 @@ class StoredUploads:
                     "UPDATE uploads SET last_active = ? WHERE upload_id = ?", (now, upload_id)
                 )
         except BaseException:
-            if adopted:
-                store._remove([adopted])
-            elif segment.data is None and segment.path:
+            if reserved:
+                store._remove([reserved])
+            if not adopted and segment.data is None and segment.path:
                 with suppress(FileNotFoundError):
                     os.unlink(segment.path)
             raise
@@ -285,6 +289,8 @@ class StoredUploads:
         with self._store._write() as db:
             self._open_upload(db, account, order_id, raw, upload_id)
             files = self._drop(db, [upload_id])
+            self._store._settle(db)
+            self._store._pend(db, files)
         self._store._remove(files)
 
     @staticmethod
@@ -386,6 +392,8 @@ class StoredUploads:
             left_out = [(p.size, f) for n, (p, f) in stored.items() if n not in numbers]
             replaced = [file_id for file_id, _ in json.loads(old[1])] if old else []
             store._drop_inline(db, replaced)
+            store._settle(db)
+            store._pend(db, replaced + [file_id for _, file_id in left_out])
             write_object_row(db, raw, info, [(stored[p.number][1], p.size) for p in chosen], tags)
             freed = (old[0] if old else 0) + sum(size for size, _ in left_out)
             db.execute(
@@ -416,6 +424,8 @@ class StoredUploads:
                 )
             ]
             files = self._drop(db, idle)
+            self._store._settle(db)
+            self._store._pend(db, files)
             db.execute(
                 "DELETE FROM uploads WHERE last_active < ? AND completed IS NOT NULL", (cutoff,)
             )
