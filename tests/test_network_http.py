@@ -34,6 +34,7 @@ from twisted.web.test.requesthelper import DummyChannel
 from lambgw.lambnet.app import Node, NodeSite
 from lambgw.lambnet.incoming import DEFAULT_READ, MEMORY_BODY, READ_SIZE, NodeRequest
 from lambgw.lambnet.keys import PublicKeys
+from lambgw.lambnet.resource import NodeResource
 from lambgw.network import errors, signing, wire
 from lambgw.network.files import read_small
 from lambgw.network.http import HTTPNetwork
@@ -89,7 +90,7 @@ class Harness:
         pool: Any = SyncPool()
         reactor: Any = QueueReactor(self.scheduled)
         self.node = Node(self.store, reactor, self.clock, pool)
-        self.agent = RequestTraversalAgent(resource or self.node.app.resource())
+        self.agent = RequestTraversalAgent(resource or NodeResource(self.node))
         if resource is None:
             self.agent._serverFactory = NodeSite(self.node)
         self.network = HTTPNetwork(

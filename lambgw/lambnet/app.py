@@ -2,12 +2,13 @@
 
 :class:`NodeSite` spools each request body as it arrives (small ones in memory, larger ones
 to a file in the store's ``incoming/`` directory, so that storing it is a rename) and hashes
-it on the way.  :class:`Node` is the Klein app: it checks the request's signature, date,
-nonce and body digest, then calls the store in a thread pool (reads queued to one of its
-threads).  Small objects are read with their lookup and sent with the answer's headers;
-larger ones stream back from the open files through
-:class:`~lambgw.network.files.FileRangeBody`, with backpressure (with sendfile(2) on a plain
-TCP connection).
+it on the way; its root resource (:class:`~lambgw.lambnet.resource.NodeResource`) hands
+object requests straight to their handlers.  :class:`Node` is the Klein app: it checks the
+request's signature, date, nonce and body digest, then calls the store in a thread pool
+(reads, and writes of small objects, each queued to one of its threads).  Small objects are
+read with their lookup and sent with the answer's headers; larger ones stream back from the
+open files through :class:`~lambgw.network.files.FileRangeBody`, with backpressure (with
+sendfile(2) on a plain TCP connection).
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from twisted.web.server import Request, Site
 
 from lambgw.lambnet.incoming import NodeRequest, sweep_incoming
 from lambgw.lambnet.keys import PublicKeys
+from lambgw.lambnet.resource import NodeResource
 from lambgw.network import signing, wire
 from lambgw.network.errors import ANSWERS, NetworkError
 from lambgw.network.files import SMALL_READ, FileRangeBody, read_small
 from lambgw.network.interface import IObjectBody, NewObject, ObjectInfo
 from lambgw.network.serial import SerialCalls
-from lambgw.network.store import FileRange, Store
+from lambgw.network.store import INLINE_SIZE, FileRange, Store
 from lambgw.network.uploads import StoredUploads
 from lambgw.spooldir import SpoolDirectory
 
@@ -60,7 +62,7 @@ class NodeSite(Site):
 
     def __init__(self, node: Node) -> None:
         """Serve ``node``'s resource; bodies go to its store's ``incoming/`` directory."""
-        super().__init__(node.app.resource())
+        super().__init__(NodeResource(node))
         self.node = node
         incoming = os.path.join(node.store.root, "incoming")
         os.makedirs(incoming, exist_ok=True)
@@ -159,6 +161,7 @@ class Node:
         self._threadpool = threadpool
         self._keys = PublicKeys(store.root, clock.seconds)
         self._reads = SerialCalls(reactor, threadpool)
+        self._writes = SerialCalls(reactor, threadpool)
         self._nonces = signing.NonceCache()
 
     @property
@@ -325,7 +328,10 @@ class Node:
         if_none_match = _header(request, wire.IF_NONE_MATCH_HEADER) == "1"
         if_match = _header(request, wire.IF_MATCH_HEADER)
         segments = request.segments()
-        info = await self._call(
+        # A small body goes into the index, with no fsync of its own: queued with the others.
+        inline = len(segments) == 1 and segments[0].data is not None and new.size <= INLINE_SIZE
+        store = self._writes.call if inline else self._call
+        info = await store(
             self.store.put, account, order_id, path, segments, new, if_none_match, if_match
         )
         request.setResponseCode(201)

@@ -1,0 +1,111 @@
+"""The node's root resource: object requests go straight to their handlers, the rest to Klein.
+
+Klein binds a werkzeug URL map and matches every request against all the protocol's routes,
+wraps the handler in several Deferreds and watches the connection twice; for the object
+requests, which are nearly all the node serves, that cost more than the handler itself.
+:class:`NodeResource` recognises their one path shape by splitting it and runs the
+:class:`~lambgw.lambnet.app.Node` handler the Klein route names, with the same error rendering
+(:meth:`Node.render_error`) and the same cancellation when the client goes away.  Any other
+path (or one with escapes, which Klein decodes) is left to Klein unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from lambgw.network import wire
+
+if TYPE_CHECKING:
+    from lambgw.lambnet.app import Node
+
+log = Logger()
+
+_Handler = Callable[[Request, str, str], Coroutine[Any, Any, bytes | None]]
+
+
+def object_route(path: bytes, prefix: bytes) -> tuple[str, str] | None:
+    """``(account, order_id)`` of ``PREFIX{account}/orders/{order_id}/object``, else ``None``.
+
+    ``None`` also for segments with escapes or that are not ASCII: Klein decodes those.
+    """
+    if not path.startswith(prefix) or not path.endswith(b"/object") or b"%" in path:
+        return None
+    parts = path[len(prefix) : -len(b"/object")].split(b"/")
+    if len(parts) != 3 or parts[1] != b"orders" or not parts[0] or not parts[2]:
+        return None
+    try:
+        return parts[0].decode("ascii"), parts[2].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+class NodeResource(Resource):
+    """Serves ``node``: its object requests directly, everything else through its Klein app."""
+
+    isLeaf = True
+
+    def __init__(self, node: Node) -> None:
+        """Dispatch to ``node``'s handlers."""
+        super().__init__()
+        self._node = node
+        self._klein = node.app.resource()
+        self._prefix = f"/{wire.VERSION}/accounts/".encode("ascii")
+        self._handlers: dict[bytes, _Handler] = {
+            b"GET": node.get,
+            b"HEAD": node.get,
+            b"PUT": node.put,
+            b"DELETE": node.delete,
+        }
+
+    def render(self, request: Request) -> Any:
+        """Answer an object request here; hand any other to Klein."""
+        handler = self._handlers.get(request.method)
+        route = None if handler is None else object_route(request.path, self._prefix)
+        if handler is None or route is None:
+            return self._klein.render(request)
+        exchange = _Exchange(request, self._node)
+        request.notifyFinish().addBoth(exchange.over)
+        exchange.run(handler(request, *route))
+        return NOT_DONE_YET
+
+
+class _Exchange:
+    """One object request: its handler's result written, or its failure rendered."""
+
+    def __init__(self, request: Request, node: Node) -> None:
+        self._request = request
+        self._node = node
+        self._finished = False
+        self._running: Deferred[bytes | None] | None = None
+
+    def run(self, handling: Coroutine[Any, Any, bytes | None]) -> None:
+        """Run the handler's coroutine; answer with what it gives."""
+        self._running = Deferred.fromCoroutine(handling)
+        self._running.addCallbacks(self._answer, self._failed)
+
+    def over(self, result: object) -> None:
+        """The request is finished, or its connection lost: then the handler is cancelled."""
+        self._finished = True
+        if isinstance(result, Failure) and self._running is not None:
+            self._running.cancel()
+
+    def _answer(self, body: bytes | None) -> None:
+        if self._finished:
+            return
+        if body:
+            self._request.write(body)
+        self._request.finish()
+
+    def _failed(self, failure: Failure) -> None:
+        if self._finished:
+            if not failure.check(CancelledError):
+                log.failure("A request failed after it was over", failure)
+            return
+        self._answer(self._node.render_error(self._request, failure))
