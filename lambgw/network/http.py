@@ -159,7 +159,10 @@ class NodeAgent(Agent):
         super().__init__(reactor, pool=pool)
         self._endpointFactory = endpoints
         self._base = URI.fromBytes(base_url.rstrip("/").encode("ascii"))
-        self._origin = f"{base_url.rstrip('/')}/".encode("ascii")
+        #: URLs starting with this are split rather than parsed.
+        self._under = f"{base_url.rstrip('/')}/".encode("ascii")
+        #: ``scheme://netloc``: what comes after it is the request's target.
+        self._netloc_end = len(self._base.scheme) + 3 + len(self._base.netloc)
 
     def request(
         self,
@@ -169,10 +172,10 @@ class NodeAgent(Agent):
         bodyProducer: IBodyProducer | None = None,
     ) -> Deferred[Any]:
         """Send the request; a URL under the node's base is split, not parsed."""
-        if not uri.startswith(self._origin) or not _PLAIN_TARGET.fullmatch(uri, len(self._origin)):
+        if not uri.startswith(self._under) or not _PLAIN_TARGET.fullmatch(uri, len(self._under)):
             return super().request(method, uri, headers, bodyProducer)
         base = self._base
-        path, _, query = uri[len(self._origin) - 1 :].partition(b"?")
+        path, _, query = uri[self._netloc_end :].partition(b"?")
         parsed = URI(base.scheme, base.netloc, base.host, base.port, path, b"", query, b"")
         endpoint = self._getEndpoint(parsed)
         key = (base.scheme, base.host, base.port)
