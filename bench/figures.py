@@ -21,6 +21,8 @@ class Sizes:
     """How big and how long each measurement is."""
 
     large: int = 256 * MiB
+    #: A second one-stream size, measured with the large one.
+    mid: int = 64 * MiB
     repeats: int = 3
     clients: int = 16
     small_count: int = 150
@@ -43,6 +45,7 @@ class Sizes:
 FULL = Sizes()
 QUICK = Sizes(
     large=4 * MiB,
+    mid=2 * MiB,
     small_count=4,
     list_sizes=(160, 640),
     page=50,
@@ -106,6 +109,8 @@ _UNDER_50_MS = Goal("< 50 ms", None, 50.0)
 FIGURES: tuple[Figure, ...] = (
     Figure("put_large", "throughput", "PUT {large}, 1 stream", "MB/s", Goal(">= 2x moto", 2.0)),
     Figure("get_large", "throughput", "GET {large}, 1 stream", "MB/s", Goal(">= 1.2x moto", 1.2)),
+    Figure("put_mid", "throughput", "PUT {mid}, 1 stream", "MB/s"),
+    Figure("get_mid", "throughput", "GET {mid}, 1 stream", "MB/s"),
     Figure("put_small", "small", "PUT {small}, {clients} clients", "req/s", Goal(">= 3x moto", 3)),
     Figure("get_small", "small", "GET {small}, {clients} clients", "req/s", Goal(">= 3x moto", 3)),
     Figure("rss_peak", "rss", "peak RSS, {rss} PUT+GET", "MiB", Goal("< 150 MiB", None, 150.0)),
@@ -171,6 +176,7 @@ class Bench:
         sizes = self.sizes
         return figure.label.format(
             large=_size(sizes.large),
+            mid=_size(sizes.mid),
             small=_size(sizes.small_size),
             clients=sizes.clients,
             rss=_size(sizes.rss_size),

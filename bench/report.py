@@ -5,6 +5,8 @@ Over lambnet against the embedded network, and with ``--workers`` against one pr
 
 from __future__ import annotations
 
+from attrs import frozen
+
 from bench.figures import FIGURES, SEAWEED_GOALS, TIME_UNITS, Bench, Figure, Results
 
 
@@ -141,43 +143,90 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     return lines
 
 
-#: The share of the embedded network's throughput the gateway over lambnet should keep.
-LAMBNET_GOAL = 0.7
+@frozen
+class RatioGoal:
+    """A target for the ratio of a side-by-side table: at least or at most ``bound``."""
+
+    bound: float
+    at_most: bool = False
+
+    @property
+    def text(self) -> str:
+        """The target as printed."""
+        return f"{'<=' if self.at_most else '>='} {self.bound:g}x"
+
+    def met(self, ratio: float | None) -> str:
+        """``yes``, ``NO``, or empty when the ratio is missing."""
+        if ratio is None:
+            return ""
+        return "yes" if (ratio <= self.bound if self.at_most else ratio >= self.bound) else "NO"
+
+
+#: Targets for the gateway over lambnet against the embedded network, by figure (``cpu:``
+#: for the servers' CPU row under it).  Times (ms, s) and CPU are better low: at most.
+LAMBNET_GOALS: dict[str, RatioGoal] = {
+    "put_large": RatioGoal(0.8),
+    "get_large": RatioGoal(0.8),
+    "put_mid": RatioGoal(0.8),
+    "get_mid": RatioGoal(0.8),
+    "put_small": RatioGoal(0.6),
+    "get_small": RatioGoal(0.6),
+    "cpu:put_small": RatioGoal(2.5, at_most=True),
+    "cpu:get_small": RatioGoal(2.5, at_most=True),
+    "mp_upload": RatioGoal(0.8),
+    "list_small": RatioGoal(1.5, at_most=True),
+    "list_walk_small": RatioGoal(1.5, at_most=True),
+}
 
 
 def _side_by_side(
-    bench: Bench, groups: tuple[str, ...], names: tuple[str, str], base: Results, other: Results
+    bench: Bench,
+    groups: tuple[str, ...],
+    names: tuple[str, str],
+    base: Results,
+    other: Results,
+    goals: dict[str, RatioGoal] | None = None,
 ) -> list[str]:
     """The lines of a table putting the figures of ``other`` next to those of ``base``.
 
-    A figure with the servers' CPU gets a row of its own for it.
+    A figure with the servers' CPU gets a row of its own for it.  With ``goals``, each
+    ratio that has one is printed with it and whether it is met.
     """
-    header = ("figure", "unit", *names, "ratio")
+    goals = goals or {}
+    header = ("figure", "unit", *names, "ratio", *(("target", "met") if goals else ()))
     rows: list[tuple[str, ...]] = []
+
+    def row(key: str, label: str, unit: str, ref: float | None, value: float | None) -> None:
+        ratio = value / ref if value is not None and ref else None
+        cells: tuple[str, ...] = (label, unit, _fmt(ref), _fmt(value), _ratio(ratio))
+        if goals:
+            goal = goals.get(key)
+            cells += (goal.text, goal.met(ratio)) if goal else ("", "")
+        rows.append(cells)
+
     for figure in FIGURES:
         if figure.group not in groups:
             continue
         ours, theirs = base.get(figure.key), other.get(figure.key)
-        value = theirs.value if theirs else None
-        reference = ours.value if ours else None
-        ratio = value / reference if value is not None and reference else None
         label = bench.label(figure)
-        rows.append((label, figure.unit, _fmt(reference), _fmt(value), _ratio(ratio)))
+        row(
+            figure.key,
+            label,
+            figure.unit,
+            ours.value if ours else None,
+            theirs.value if theirs else None,
+        )
         cpu_base, cpu = ours.cpu if ours else None, theirs.cpu if theirs else None
         if cpu_base is not None and cpu is not None:
             unit = "ms/MB" if figure.unit == "MB/s" else "µs/req"
-            cpu_ratio = cpu / cpu_base if cpu_base else None
-            rows.append(
-                (f"  server CPU, {label}", unit, _fmt(cpu_base), _fmt(cpu), _ratio(cpu_ratio))
-            )
+            row(f"cpu:{figure.key}", f"  server CPU, {label}", unit, cpu_base, cpu)
     return _table(header, rows)
 
 
 def lambnet_report(bench: Bench, groups: tuple[str, ...], embedded: Results, over: Results) -> str:
     """Render the figures of the gateway over lambnet next to the embedded network's."""
-    lines = _side_by_side(bench, groups, ("embedded", "lambnet"), embedded, over)
-    goal = f"{LAMBNET_GOAL:.0%}"
-    lines.append(f"(throughput over lambnet should be at least {goal} of the embedded figures)")
+    lines = _side_by_side(bench, groups, ("embedded", "lambnet"), embedded, over, LAMBNET_GOALS)
+    lines.append("(ratio: lambnet / embedded; for times and CPU, lower is better)")
     return "\n".join(["", "the gateway over a lambnet node, against the embedded network:", *lines])
 
 

@@ -79,10 +79,17 @@ def _log(target: Target, text: str) -> None:
 
 
 def measure_throughput(bench: Bench, target: Target) -> Results:
-    """PUT then GET one large object, ``repeats`` times over one connection; medians."""
-    size = bench.sizes.large
+    """PUT then GET one object of each one-stream size, ``repeats`` times; medians."""
+    results: Results = {}
+    for size, name in ((bench.sizes.mid, "mid"), (bench.sizes.large, "large")):
+        results.update(_one_stream(bench, target, size, name))
+    return results
+
+
+def _one_stream(bench: Bench, target: Target, size: int, name: str) -> Results:
+    """PUT then GET one object of ``size`` bytes over one connection: ``put_NAME``, ``get_NAME``."""
     payload = bench.payload(size)
-    path = object_path(target.bucket, "bench/large")
+    path = object_path(target.bucket, f"bench/{name}")
     signer = target.signer()
     puts: list[float] = []
     gets: list[float] = []
@@ -99,7 +106,7 @@ def measure_throughput(bench: Bench, target: Target) -> Results:
             gets.append(size / seconds / MB)
             cpu[0].append((middle - before) * 1000 / (size / MB))
             cpu[1].append((server_cpu(target) - middle) * 1000 / (size / MB))
-            _log(target, f"PUT {puts[-1]:.0f} MB/s, GET {gets[-1]:.0f} MB/s")
+            _log(target, f"{size // MiB} MiB: PUT {puts[-1]:.0f} MB/s, GET {gets[-1]:.0f} MB/s")
     finally:
         conn.close()
     spread = "runs: PUT {}; GET {}; server CPU per MB {:.1f} / {:.1f} ms".format(
@@ -109,8 +116,8 @@ def measure_throughput(bench: Bench, target: Target) -> Results:
         statistics.median(cpu[1]),
     )
     return {
-        "put_large": Measurement(statistics.median(puts), spread, statistics.median(cpu[0])),
-        "get_large": Measurement(statistics.median(gets), "", statistics.median(cpu[1])),
+        f"put_{name}": Measurement(statistics.median(puts), spread, statistics.median(cpu[0])),
+        f"get_{name}": Measurement(statistics.median(gets), "", statistics.median(cpu[1])),
     }
 
 

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from bench.client import Endpoint, Payload, Signer, object_path
 from bench.figures import FIGURES, GROUPS, QUICK, SEAWEED_GOALS, Bench, Goal, Measurement
-from bench.report import report
+from bench.report import lambnet_report, report
 from bench.servers import NotInstalled, ServerProcess, free_port, seaweedfs_target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +61,37 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual({row["ratio"] for row in rows}, {2.0})
         for figure in FIGURES:
             self.assertIn(Bench(QUICK).label(figure), table)
+
+
+class LambnetTableTests(SynchronousTestCase):
+    """The lambnet table's ratios, with their targets."""
+
+    def test_goals_met_and_missed(self) -> None:
+        """A rate at or above its least ratio is met; a time or CPU above its most is not."""
+        embedded = {
+            "put_mid": Measurement(100.0, cpu=4.0),
+            "list_small": Measurement(20.0),
+            "get_small": Measurement(1000.0, cpu=1000.0),
+        }
+        over = {
+            "put_mid": Measurement(80.0, cpu=6.0),
+            "list_small": Measurement(40.0),
+            "get_small": Measurement(500.0, cpu=2600.0),
+        }
+        bench = Bench(QUICK)
+        lines = lambnet_report(bench, GROUPS, embedded, over).splitlines()
+
+        def tail(key: str, cpu: bool = False) -> list[str]:
+            label = bench.label(next(f for f in FIGURES if f.key == key))
+            label = f"  server CPU, {label}" if cpu else label
+            (line,) = [line for line in lines if line.startswith(label + "  ")]
+            return line.split()[-3:]
+
+        self.assertEqual(tail("put_mid"), [">=", "0.8x", "yes"])
+        self.assertEqual(tail("put_mid", cpu=True), ["4.0", "6.0", "1.50"])
+        self.assertEqual(tail("list_small"), ["<=", "1.5x", "NO"])
+        self.assertEqual(tail("get_small"), [">=", "0.6x", "NO"])
+        self.assertEqual(tail("get_small", cpu=True), ["<=", "2.5x", "NO"])
 
 
 class SeaweedColumnTests(SynchronousTestCase):
