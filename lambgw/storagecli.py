@@ -27,14 +27,8 @@ from twisted.scripts import twistd
 from zope.interface import implementer
 
 from lambgw import admin
-from lambgw.tap import (
-    EXIT_FAILURE,
-    GatewayOptions,
-    GatewayService,
-    LambgwOptions,
-    S3gwOptions,
-    make_service,
-)
+from lambgw.options import GatewayOptions, LambgwOptions, S3gwOptions
+from lambgw.tap import EXIT_FAILURE, GatewayService, make_service
 
 T = TypeVar("T")
 

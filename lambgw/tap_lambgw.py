@@ -1,6 +1,6 @@
 """The ``lambgw`` twistd plugin's module: every order of the account is a bucket."""
 
-from lambgw.tap import LambgwOptions as Options
+from lambgw.options import LambgwOptions as Options
 from lambgw.tap import make_service as makeService
 
 __all__ = ["Options", "makeService"]

@@ -15,10 +15,10 @@ from twisted.web.http_headers import Headers
 
 from lambgw.observe.access import AccessLog, operation_name
 from lambgw.observe.metrics import GatewayMetrics, RateWindow
+from lambgw.options import LambgwOptions
 from lambgw.protocol.errors import S3Error
 from lambgw.s3.api import S3API
 from lambgw.s3.request import MemoryBody, RequestState, parse_target
-from lambgw.tap import LambgwOptions
 
 SIGNATURE = "4d2f9f3b0c1e5a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d"
 PRESIGNED = (

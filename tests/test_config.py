@@ -19,7 +19,7 @@ from lambgw.config import (
     load,
     parse_address,
 )
-from lambgw.tap import GatewayOptions, S3gwOptions
+from lambgw.options import GatewayOptions, S3gwOptions
 
 ORDER = "D9A585E80A92439D5DFFB384901F359A572F4E1F"
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "etc", "user.toml.example")

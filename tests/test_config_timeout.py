@@ -6,7 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from lambgw.config import ConfigError
 from lambgw.network.http import SILENCE_TIMEOUT
-from lambgw.tap import GatewayOptions
+from lambgw.options import GatewayOptions
 from tests.test_config import ConfigCase
 
 

@@ -10,7 +10,8 @@ import tempfile
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from lambgw.tap import DEFAULT_SHUTDOWN_GRACE, EXIT_CONFIG, LambgwOptions, S3gwOptions
+from lambgw.options import DEFAULT_SHUTDOWN_GRACE, LambgwOptions, S3gwOptions
+from lambgw.tap import EXIT_CONFIG
 
 ETC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc")
 UNITS = ("lambgw.service", "s3gw.service")

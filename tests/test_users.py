@@ -7,8 +7,8 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from lambgw.config import DEFAULT_ACCESS_KEY, Config, ConfigError, load
+from lambgw.options import load_for_mode
 from lambgw.protocol.errors import S3Error
-from lambgw.tap import load_for_mode
 from lambgw.users import Accounts, User, Users
 
 ALICE = User("alice-key", "alice-secret", "alice")
