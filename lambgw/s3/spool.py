@@ -11,6 +11,9 @@ is queued the connection stops reading: memory stays bounded whatever the body s
 On a network that streams uploads (:meth:`INetwork.open_upload`), the first lane hands the
 decoded bytes to the upload instead of a file (no local disk is written, and the network
 makes the object durable); the connection also stops reading while the network is full.
+The network checks the bytes against the SHA-256 it is given (:meth:`IUpload.finish`), so
+when the client signed the body's SHA-256 the lanes do not compute it again: the signed
+digest goes to the network, which refuses the body if the bytes do not match it.
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ class SpooledFile:
     data: bytes | None = None
     #: The network upload the bytes went to, for a streamed body (then ``path`` is empty).
     upload: IUpload | None = None
+    #: Whether ``sha256`` is the digest the client declared, not computed here: the
+    #: upload's network checks the bytes against it when it stores them.
+    sha256_declared: bool = False
 
     def discard(self) -> None:
         """Delete the file, if it is still there, or give up the upload."""
@@ -234,8 +240,10 @@ class SpoolBody:
     at the end, which fires with a :class:`SpooledFile` or fails with the ``S3Error`` that
     the body earned (bad chunk signature, too large, truncated).  ``pause`` and ``resume``
     stop and restart reading from the client.  With a ``sink``, the bytes go to that
-    network upload instead of a file in ``directory``, and their SHA-256 is always computed.
-    When the file system is full, ``on_full(received)`` gives the error the body earns.
+    network upload instead of a file in ``directory``, and their SHA-256 is computed unless
+    ``declared_sha256`` gives the one the client signed (the network checks the bytes
+    against it).  When the file system is full, ``on_full(received)`` gives the error the
+    body earns.
     """
 
     def __init__(
@@ -251,6 +259,7 @@ class SpoolBody:
         pause: Callable[[], None] = lambda: None,
         resume: Callable[[], None] = lambda: None,
         sink: IUpload | None = None,
+        declared_sha256: str | None = None,
         on_full: Callable[[int], S3Error] | None = None,
     ) -> None:
         self._decoder = decoder
@@ -266,7 +275,9 @@ class SpoolBody:
             self.path = os.path.join(directory, secrets.token_hex(16) + ".part")
             self._file = open(self.path, "xb")  # noqa: SIM115 - closed when the lanes are done
         self._md5 = hashlib.md5(usedforsecurity=False)
-        self._sha256 = hashlib.sha256() if sha256 or sink is not None else None
+        self._declared_sha256 = declared_sha256 if sink is not None else None
+        computed = sha256 or sink is not None
+        self._sha256 = hashlib.sha256() if computed and self._declared_sha256 is None else None
         self._checksums: dict[str, Checksum] = {name: new_checksum(name) for name in checksums}
         self._write_lane = Lane(reactor, pool, self._write_work, self._written, self._maybe_done)
         self._md5_lane = Lane(reactor, pool, self._md5_work, self._maybe_resume, self._maybe_done)
@@ -390,14 +401,18 @@ class SpoolBody:
                 self._error = self._on_full(self._received)
             raise self._error
         trailers = self._decoder.finish() if self._decoder is not None else {}
+        sha256 = self._declared_sha256
+        if self._sha256 is not None:
+            sha256 = self._sha256.hexdigest()
         return SpooledFile(
             path=self.path,
             size=self._size,
             md5=self._md5.digest(),
-            sha256=self._sha256.hexdigest() if self._sha256 is not None else None,
+            sha256=sha256,
             checksums={name: c.b64() for name, c in self._checksums.items()},
             trailers=trailers,
             upload=self._sink,
+            sha256_declared=self._declared_sha256 is not None,
         )
 
     def _discard(self) -> None:
