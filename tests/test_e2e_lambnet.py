@@ -27,11 +27,23 @@ from urllib.parse import quote
 from botocore.exceptions import ClientError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from bench.client import (
+    BenchError,
+    Endpoint,
+    Payload,
+    Signer,
+    connect,
+    crc32_base64,
+    object_path,
+    perform,
+)
 from lambgw.lambnet.keys import private_key_path, read_private_key
 from lambgw.network import signing, wire
 from tests.gateway import (
+    ACCESS_KEY,
     ACCOUNT,
     ADMIN_ANYWHERE,
+    SECRET_KEY,
     TWISTD,
     ClientTests,
     GatewayCase,
@@ -328,6 +340,48 @@ class FaultTests(LambnetCase):
         self.assertEqual(_incoming(self.home), [])
         self.assert_nothing_stored(self.key("md5"))
         self.assert_serving()
+
+    def send_with_wrong_sha256(self, key: str, query: list[tuple[str, str]]) -> str:
+        """PUT 3 MiB to ``key`` signed with another body's SHA-256; the error answered.
+
+        The gateway streams the body to the node without hashing it: the node checks it.
+        """
+        body = os.urandom(3 * MiB)
+        endpoint = Endpoint("127.0.0.1", self.gateway.port, ACCESS_KEY, SECRET_KEY)
+        wrong = Payload(body, hashlib.sha256(b"other").hexdigest(), crc32_base64(body))
+        request = Signer(endpoint).prepare("PUT", object_path(self.order_id, key), query, wrong)
+        conn = connect(endpoint)
+        try:
+            with self.assertRaises(BenchError) as caught:
+                perform(conn, request)
+        finally:
+            conn.close()
+        deadline = time.monotonic() + 10
+        while _incoming(self.home) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(_incoming(self.home), [])
+        return str(caught.exception)
+
+    def test_wrong_signed_sha256_of_streamed_put(self) -> None:
+        """A large PUT whose body is not the one signed: 400, nothing stored or charged."""
+        answer = self.send_with_wrong_sha256(self.key("sha"), [])
+        self.assertIn(": 400 ", answer)
+        self.assertIn("XAmzContentSHA256Mismatch", answer)
+        self.assert_nothing_stored(self.key("sha"))
+        self.assert_serving()
+
+    def test_wrong_signed_sha256_of_streamed_part(self) -> None:
+        """A part whose body is not the one signed: 400, no part stored, nothing charged."""
+        key = self.key("sha-part")
+        upload_id = self.s3.create_multipart_upload(Bucket=self.order_id, Key=key)["UploadId"]
+        query = [("partNumber", "1"), ("uploadId", upload_id)]
+        answer = self.send_with_wrong_sha256(key, query)
+        self.assertIn(": 400 ", answer)
+        self.assertIn("XAmzContentSHA256Mismatch", answer)
+        parts = self.s3.list_parts(Bucket=self.order_id, Key=key, UploadId=upload_id)
+        self.assertNotIn("Parts", parts)
+        self.assertEqual(self.used(), self.used_before)
+        self.s3.abort_multipart_upload(Bucket=self.order_id, Key=key, UploadId=upload_id)
 
     def test_node_stopped_before_download(self) -> None:
         """With the node down, a GET fails with 503; it works again once the node is back."""

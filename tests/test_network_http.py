@@ -32,7 +32,13 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyChannel
 
 from lambgw.lambnet.app import Node, NodeSite
-from lambgw.lambnet.incoming import DEFAULT_READ, MEMORY_BODY, READ_SIZE, NodeRequest
+from lambgw.lambnet.incoming import (
+    DEFAULT_READ,
+    HASH_HIGH_WATER,
+    MEMORY_BODY,
+    READ_SIZE,
+    NodeRequest,
+)
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.lambnet.resource import NodeResource
 from lambgw.network import errors, signing, wire
@@ -586,6 +592,78 @@ class NodeSpoolTests(SynchronousTestCase):
         request.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(channel.transport.bufferSize, DEFAULT_READ)
         self.assertEqual(request.spool_paths and os.path.exists(request.spool_paths[0]), False)
+
+    def held_request(self) -> tuple[NodeRequest, list[Callable[[], None]], list[str]]:
+        """A spooling request of a node whose pool runs nothing until told to.
+
+        Returns the request, the pool's calls and what happened to the connection.
+        """
+        h = Harness(self.mktemp())
+        calls: list[Callable[[], None]] = []
+        pool: Any = HeldPool(calls)
+        node = Node(h.store, QueueReactor(calls), h.clock, pool)
+        channel = DummyChannel()
+        channel.site = NodeSite(node)
+        events: list[str] = []
+        channel.transport.pauseProducing = lambda: events.append("pause")
+        channel.transport.resumeProducing = lambda: events.append("resume")
+        request = NodeRequest(channel)
+        request.requestHeaders.setRawHeaders(b"authorization", [signing.SCHEME.encode()])
+        self.addCleanup(request.connectionLost, Failure(ConnectionDone()))
+        self.patch(request, "process", lambda: events.append("process"))
+        return request, calls, events
+
+    def test_body_hashed_in_a_pool_thread(self) -> None:
+        """A spooled body is hashed by the pool; the request is handled once all of it is."""
+        request, calls, events = self.held_request()
+        data = os.urandom(3 * 1024 * 1024)
+        request.gotLength(len(data))
+        for start in range(0, len(data), READ_SIZE):
+            request.handleContentChunk(data[start : start + READ_SIZE])
+        request.requestReceived(b"PUT", b"/v2/x", b"HTTP/1.1")
+        self.assertEqual(events, [])
+        while calls:
+            calls.pop(0)()
+        self.assertEqual(events, ["process"])
+        self.assertEqual(request.body_sha256(), hashlib.sha256(data).hexdigest())
+
+    def test_hashing_behind_pauses_the_connection(self) -> None:
+        """The connection stops reading while too much waits to be hashed, and reads again."""
+        request, calls, events = self.held_request()
+        data = os.urandom(HASH_HIGH_WATER + 2 * READ_SIZE)
+        request.gotLength(len(data))
+        for start in range(0, len(data), READ_SIZE):
+            request.handleContentChunk(data[start : start + READ_SIZE])
+        self.assertEqual(events, ["pause"])
+        while calls:
+            calls.pop(0)()
+        self.assertEqual(events, ["pause", "resume"])
+        request.requestReceived(b"PUT", b"/v2/x", b"HTTP/1.1")
+        self.assertEqual(events, ["pause", "resume", "process"])
+        self.assertEqual(request.body_sha256(), hashlib.sha256(data).hexdigest())
+
+    def test_lost_connection_handles_nothing(self) -> None:
+        """A connection lost while its body is being hashed is not handled."""
+        request, calls, events = self.held_request()
+        data = os.urandom(2 * READ_SIZE)
+        request.gotLength(len(data))
+        request.handleContentChunk(data)
+        request.requestReceived(b"PUT", b"/v2/x", b"HTTP/1.1")
+        request.connectionLost(Failure(ConnectionDone()))
+        while calls:
+            calls.pop(0)()
+        self.assertEqual(events, [])
+        self.assertEqual([p for p in request.spool_paths if os.path.exists(p)], [])
+
+
+class HeldPool:
+    """A thread pool whose calls wait in a list until the test runs them."""
+
+    def __init__(self, calls: list[Callable[[], None]]) -> None:
+        self.calls = calls
+
+    def callInThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
+        self.calls.append(lambda: f(*a, **kw))
 
 
 class WireTests(SynchronousTestCase):

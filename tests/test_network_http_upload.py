@@ -9,12 +9,16 @@ import hashlib
 import os
 from typing import Any
 
-from twisted.internet.testing import StringTransport
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web._newclient import LengthEnforcingConsumer
 
 from lambgw.network import errors, signing, wire
-from lambgw.network.httpupload import StreamedUpload
+from lambgw.network.httpbody import DEFAULT_READ
+from lambgw.network.httpupload import STREAM_BUFFER, STREAM_SEND, StreamedUpload
 from lambgw.network.interface import NewObject
 from tests.test_network_http import Harness
 
@@ -135,6 +139,41 @@ class StreamedUploadTests(SynchronousTestCase):
         upload.stopProducing()
         upload.write(b"dropped")
         self.assertEqual(events, ["pause", "resume"])
+
+    def test_large_writes_while_streaming(self) -> None:
+        """The connection buffers and sends in large pieces until the body's trailer is sent."""
+        upload = StreamedUpload(self.h.key, b"signature", 5, wire.trailer_room(_new(b"bytes")))
+        socket, consumer = _socket(upload)
+        upload.startProducing(consumer)
+        self.assertEqual((socket.bufferSize, socket.SEND_LIMIT), (STREAM_BUFFER, STREAM_SEND))
+        upload.write(b"bytes")
+        upload.finish(_new(b"bytes"), hashlib.sha256(b"bytes").hexdigest())
+        self.assertEqual((socket.bufferSize, socket.SEND_LIMIT), (DEFAULT_READ, 128 * 1024))
+
+    def test_large_writes_end_with_the_connection(self) -> None:
+        """A connection lost mid-body gets Twisted's sizes back."""
+        upload = StreamedUpload(self.h.key, b"signature", 5, 100)
+        socket, consumer = _socket(upload)
+        upload.startProducing(consumer)
+        upload.stopProducing()
+        self.assertEqual((socket.bufferSize, socket.SEND_LIMIT), (DEFAULT_READ, 128 * 1024))
+
+
+class _Socket(FileDescriptor):
+    """A connection's socket that keeps what is written to it."""
+
+    def __init__(self) -> None:
+        super().__init__(MemoryReactor())
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def _socket(upload: StreamedUpload) -> tuple[_Socket, LengthEnforcingConsumer]:
+    """A socket, and the consumer Twisted's HTTP client hands ``upload`` to write to it."""
+    socket = _Socket()
+    return socket, LengthEnforcingConsumer(upload, socket, Deferred())
 
 
 class TrailerTests(SynchronousTestCase):

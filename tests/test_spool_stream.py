@@ -83,6 +83,36 @@ class StreamedBodyTests(TestCase):
         self.assertEqual((spooled.path, os.listdir(self.directory)), ("", []))
 
     @inlineCallbacks
+    def test_declared_sha256_goes_to_the_network(self) -> Any:
+        """A SHA-256 the client signed is handed on as declared, for the network to check."""
+        data = os.urandom(MiB + 3)
+        declared = hashlib.sha256(b"what the client signed").hexdigest()
+        body = self.body(sha256=True, declared_sha256=declared)
+        body.write(data)
+        spooled = yield body.finish()
+        self.assertEqual((spooled.sha256, spooled.sha256_declared), (declared, True))
+        self.assertEqual(b"".join(self.sink.data), data)
+        self.assertEqual(spooled.md5, hashlib.md5(data).digest())
+
+    @inlineCallbacks
+    def test_declared_sha256_checked_here_without_a_network(self) -> Any:
+        """Spooled to a file, a body's SHA-256 is computed, whatever was declared."""
+        data = os.urandom(MiB + 3)
+        body = SpoolBody(
+            REACTOR,
+            self.pool,
+            self.directory,
+            max_size=64 * MiB,
+            sha256=True,
+            declared_sha256=hashlib.sha256(b"other").hexdigest(),
+        )
+        body.write(data)
+        spooled = yield body.finish()
+        self.addCleanup(spooled.discard)
+        self.assertEqual(spooled.sha256, hashlib.sha256(data).hexdigest())
+        self.assertFalse(spooled.sha256_declared)
+
+    @inlineCallbacks
     def test_aws_chunked_decoded(self) -> Any:
         """An aws-chunked body reaches the upload decoded."""
         payload = os.urandom(MiB + 5)

@@ -237,13 +237,26 @@ class Gateway:
     def finish_upload(
         self, bucket: str, key: str, upload: IUpload, new: NewObject, content_sha256: str
     ) -> Generator[Deferred[Any], Any, ObjectInfo]:
-        """Store the object streamed by ``upload`` (given up if the bucket is gone)."""
+        """Store the object streamed by ``upload`` (given up if the bucket is gone).
+
+        ``content_sha256`` is the SHA-256 the bytes must have, which the network checks: the
+        one the client signed, or one computed of the bytes as they were sent.  Bytes that
+        do not match it fail with ``XAmzContentSHA256Mismatch``, and nothing is stored.
+        """
         try:
             b = yield self.bucket(bucket)
         except Exception:
             upload.abort()
             raise
-        info: ObjectInfo = yield self._call(bucket, key, lambda: upload.finish(new, content_sha256))
+        try:
+            info: ObjectInfo = yield self._call(
+                bucket, key, lambda: upload.finish(new, content_sha256)
+            )
+        except net.BadDigest:
+            raise S3Error.of(
+                "XAmzContentSHA256Mismatch",
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            ) from None
         self.orders.charge(b.order_id, info.size)
         return evolve(info, path=key)
 

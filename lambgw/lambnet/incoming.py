@@ -6,6 +6,11 @@ the object is a rename.  The written bytes are flushed to disk by a pool thread 
 accumulate, so the final ``fsync`` of the store finds little left to do.  A body signed
 with a trailer (``x-lamb-content-sha256: STREAMING-TRAILER``) carries its declared size in
 the ``size`` query parameter; the bytes after that size are the trailer, kept apart.
+
+A spooled body is hashed in a pool thread (a :class:`~lambgw.lanes.Lane`), not on the
+reactor: SHA-256 releases the GIL, so the bodies of several uploads are hashed at once
+while the reactor goes on reading them.  The connection stops reading while too much waits
+to be hashed, and the request is handled only once its whole body is.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
+from lambgw.lanes import Lane
 from lambgw.network import signing, wire
 from lambgw.network.interface import Segment
 
@@ -41,6 +47,10 @@ SYNC_EVERY = 32 * 1024 * 1024
 READ_SIZE = 1024 * 1024
 #: Twisted's read size, for everything else.
 DEFAULT_READ = 64 * 1024
+#: Stop reading a body when this much of it waits to be hashed ...
+HASH_HIGH_WATER = 8 * 1024 * 1024
+#: ... and read again below this.
+HASH_LOW_WATER = 4 * 1024 * 1024
 
 
 def _declared_size(uri: bytes) -> int | None:
@@ -65,6 +75,12 @@ class NodeRequest(Request):
     #: With a trailer: the object's declared size, and the bytes after it.
     declared: int | None = None
     tail: bytes = b""
+    #: The lane hashing a spooled body (None: hashed as it arrives, on the reactor).
+    _hashing: Lane | None = None
+    #: Whether reading is paused until the lane catches up.
+    _held = False
+    #: The arguments of ``requestReceived``, while the body's hashing is being finished.
+    _waiting: tuple[bytes, bytes, bytes] | None = None
 
     def gotLength(self, length: int | None) -> None:
         """Choose where the body goes: memory if small and announced, else spool files."""
@@ -95,7 +111,50 @@ class NodeRequest(Request):
             transport.bufferSize = READ_SIZE
             self.notifyFinish().addBoth(self._small_reads, transport)
         self.notifyFinish().addBoth(self._discard_spool)
+        node = self.channel.site.node
+        self._hashing = Lane(
+            node.reactor, node.threadpool, self._sha256.update, self._hashed, self._all_hashed
+        )
         self._next_file()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Handle the request once its whole body is hashed."""
+        if self._hashing is not None and self._hashing.busy:
+            self._waiting = (command, path, version)
+            return
+        super().requestReceived(command, path, version)
+
+    def _hash(self, data: bytes) -> None:
+        """Hash ``data``: in the lane for a spooled body, pausing the connection if it lags."""
+        if self._hashing is None:
+            self._sha256.update(data)
+            return
+        self._hashing.put(data)
+        if self._hashing.pending > HASH_HIGH_WATER and not self._held:
+            self._held = True
+            self.channel.transport.pauseProducing()
+
+    def _hashed(self, size: int) -> None:
+        """A batch is hashed (on the reactor): read again once the lane has caught up."""
+        if self._held and self._hashing is not None and self._hashing.pending < HASH_LOW_WATER:
+            self._release()
+
+    def _release(self) -> None:
+        self._held = False
+        if self.channel is not None and self.channel.transport is not None:
+            self.channel.transport.resumeProducing()
+
+    def _all_hashed(self) -> None:
+        """The lane ran dry (on the reactor, after its every batch): handle a waiting request.
+
+        The lane calls this after its last update of the hash, so the request reads the
+        digest of the whole body.
+        """
+        if self._held:
+            self._release()
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and self.channel is not None:
+            super().requestReceived(*waiting)
 
     def connectionLost(self, reason: Failure) -> None:
         """Log a request whose connection went before it was answered; its body is dropped."""
@@ -111,6 +170,8 @@ class NodeRequest(Request):
                 received=self.received,
                 reason=reason.getErrorMessage(),
             )
+        if self._hashing is not None:
+            self._hashing.clear()  # nothing will read the digest
         super().connectionLost(reason)
 
     def _next_file(self) -> None:
@@ -132,7 +193,7 @@ class NodeRequest(Request):
             data = data[:keep]
             if not data:
                 return
-        self._sha256.update(data)
+        self._hash(data)
         written = self.received
         self.received += len(data)
         if not self.spool_paths:

@@ -412,6 +412,26 @@ def set_read_size(transport: Any, size: int) -> FileDescriptor | None:
     return None
 
 
+def set_write_size(transport: Any, buffered: int, send: int) -> FileDescriptor | None:
+    """Let the socket under ``transport`` hold ``buffered`` bytes and send ``send`` at a time.
+
+    A producer writing to it is paused once more than ``buffered`` bytes wait (Twisted's
+    ``bufferSize``, which is also the read size); each turn of the reactor hands at most
+    ``send`` bytes to the kernel (Twisted's ``SEND_LIMIT``).  Returns the socket's
+    transport, if there is one; :func:`reset_write_size` gives Twisted's sizes back.
+    """
+    socket = set_read_size(transport, buffered)
+    if socket is not None:
+        socket.SEND_LIMIT = send
+    return socket
+
+
+def reset_write_size(socket: FileDescriptor) -> None:
+    """Give a socket changed by :func:`set_write_size` Twisted's read and write sizes back."""
+    socket.bufferSize = DEFAULT_READ
+    socket.SEND_LIMIT = FileDescriptor.SEND_LIMIT
+
+
 def remove_segments(segments: Sequence[Segment]) -> None:
     """Delete the files of spooled segments (those already gone are skipped)."""
     for segment in segments:

@@ -21,7 +21,15 @@ from zope.interface import implementer
 
 from lambgw.network import signing, wire
 from lambgw.network.errors import NetworkError, NetworkUnavailable
+from lambgw.network.httpbody import LARGE_READ, reset_write_size, set_write_size
 from lambgw.network.interface import IUpload, NewObject, ObjectInfo
+
+#: Bytes of a streamed body waiting for the node's connection before the source is paused.
+#: At Twisted's 64 KiB, each piece the spool hands over (up to 1 MiB) paused the client and
+#: resumed it only once the piece had gone, a stop and a start of its connection per piece.
+STREAM_BUFFER = 4 * 1024 * 1024
+#: Bytes handed to the kernel per turn of the reactor (Twisted's 128 KiB: 8 turns per MiB).
+STREAM_SEND = LARGE_READ
 
 
 def _nothing() -> None:
@@ -62,6 +70,7 @@ class StreamedUpload:
         self._key = key
         self._request_signature = request_signature
         self._consumer: IConsumer | None = None
+        self._socket: Any = None
         self._producing: Deferred[None] | None = None
         self._early: list[bytes] = []
         self._finished = False
@@ -109,6 +118,7 @@ class StreamedUpload:
                 return fail(NetworkError(f"the object cannot be described: {e}"))
             self.write(trailer)
             self._finished = True
+            self._small_writes()
             if self._producing is not None:
                 producing, self._producing = self._producing, None
                 producing.callback(None)
@@ -131,8 +141,15 @@ class StreamedUpload:
     # -- IBodyProducer -----------------------------------------------------------------
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        """The connection is ready: send what came early, then go on as bytes come."""
+        """The connection is ready: send what came early, then go on as bytes come.
+
+        Until the body is over, the connection buffers and sends in large pieces (the
+        consumer is Twisted's length-enforcing wrapper of the connection).
+        """
         self._consumer = consumer
+        if not (self._finished or self._failed):
+            under = getattr(consumer, "_consumer", consumer)
+            self._socket = set_write_size(under, STREAM_BUFFER, STREAM_SEND)
         early, self._early = self._early, []
         for data in early:
             consumer.write(data)
@@ -163,11 +180,18 @@ class StreamedUpload:
         self._paused = paused
         (self._pause if paused else self._resume)()
 
+    def _small_writes(self) -> None:
+        """The body is over: the connection goes back to Twisted's sizes (and to the pool)."""
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            reset_write_size(socket)
+
     def _fail(self) -> None:
         if self._failed:
             return
         self._failed = True
         self._early = []
+        self._small_writes()
         if self._paused:
             self._resume()
 

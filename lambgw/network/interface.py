@@ -216,7 +216,8 @@ class IUpload(Interface):
     def finish(new: NewObject, content_sha256: str) -> Deferred[ObjectInfo]:
         """Store the object that ``new`` describes, made of the bytes written.
 
-        ``content_sha256`` is the SHA-256 of those bytes (hex), which the network checks.
+        ``content_sha256`` is the SHA-256 those bytes must have (hex): the network checks
+        them against it and fails with ``BadDigest``, storing nothing, if they differ.
         """
 
     def abort() -> None:

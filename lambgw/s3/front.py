@@ -317,6 +317,9 @@ class Front:
                 pause=request.channel.hold_body,
                 resume=request.channel.release_body,
                 sink=upload,
+                declared_sha256=(
+                    auth.content_sha256 if auth.payload is PayloadMode.SIGNED else None
+                ),
                 on_full=lambda received: spool.ran_out(max(size or 0, received)),
             )
         except OSError as e:  # the spooled file could not be made

@@ -11,6 +11,9 @@ is queued the connection stops reading: memory stays bounded whatever the body s
 On a network that streams uploads (:meth:`INetwork.open_upload`), the first lane hands the
 decoded bytes to the upload instead of a file (no local disk is written, and the network
 makes the object durable); the connection also stops reading while the network is full.
+The network checks the bytes against the SHA-256 it is given (:meth:`IUpload.finish`), so
+when the client signed the body's SHA-256 the lanes do not compute it again: the signed
+digest goes to the network, which refuses the body if the bytes do not match it.
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from typing import Any, Protocol
@@ -30,20 +31,16 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from lambgw.lanes import Buffer, Lane
 from lambgw.network.interface import IUpload
 from lambgw.protocol.checksums import Checksum, new_checksum
 from lambgw.protocol.errors import S3Error
 from lambgw.spooldir import FULL_ERRNOS
 
-#: A piece of a body: bytes as read, or a view into them after aws-chunked decoding.
-Buffer = bytes | memoryview
-
 #: Stop reading from the client when this much is queued for the worker ...
 HIGH_WATER = 8 * 1024 * 1024
 #: ... and read again below this.
 LOW_WATER = 4 * 1024 * 1024
-#: A lane takes at most this many queued bytes at a time.
-BATCH_SIZE = 1024 * 1024
 #: The written bytes are flushed to disk each time this many more are written.
 SYNC_EVERY = 32 * 1024 * 1024
 
@@ -72,6 +69,9 @@ class SpooledFile:
     data: bytes | None = None
     #: The network upload the bytes went to, for a streamed body (then ``path`` is empty).
     upload: IUpload | None = None
+    #: Whether ``sha256`` is the digest the client declared, not computed here: the
+    #: upload's network checks the bytes against it when it stores them.
+    sha256_declared: bool = False
 
     def discard(self) -> None:
         """Delete the file, if it is still there, or give up the upload."""
@@ -140,93 +140,6 @@ class SmallBody:
         self._parts = []
 
 
-class Lane:
-    """A serial worker on a thread pool: ``work`` sees every queued piece, in order.
-
-    ``put`` may be called from any thread.  After each batch ``on_batch(size)`` and, when
-    the queue runs dry, ``on_idle()`` are called on the reactor thread.
-
-    A lane stays :attr:`busy` until the reactor itself has seen it run dry: the worker's
-    last act is to queue that news with ``callFromThread``, behind every call its work
-    queued the same way (``callFromThread`` runs one thread's calls in order).  So when
-    the reactor finds a lane idle, everything the lane handed to the reactor has already
-    run there: completion cannot overtake delivery.
-    """
-
-    def __init__(
-        self,
-        reactor: IReactorFromThreads,
-        pool: ThreadPool,
-        work: Callable[[Buffer], None],
-        on_batch: Callable[[int], None],
-        on_idle: Callable[[], None],
-    ) -> None:
-        self._reactor = reactor
-        self._pool = pool
-        self._work = work
-        self._on_batch = on_batch
-        self._on_idle = on_idle
-        self._lock = threading.Lock()
-        self._queue: deque[Buffer] = deque()
-        self._pending = 0
-        self._running = False
-
-    def put(self, data: Buffer) -> None:
-        """Queue ``data`` for ``work``."""
-        with self._lock:
-            self._queue.append(data)
-            self._pending += len(data)
-            start = not self._running
-            self._running = True
-        if start:
-            self._pool.callInThread(self._run)
-
-    def clear(self) -> None:
-        """Drop everything not yet taken by the worker."""
-        with self._lock:
-            self._queue.clear()
-            self._pending = 0
-
-    @property
-    def pending(self) -> int:
-        """Bytes queued and not yet worked on."""
-        return self._pending
-
-    @property
-    def busy(self) -> bool:
-        """Whether pieces are queued or being worked on."""
-        with self._lock:
-            return self._running or bool(self._queue)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                if not self._queue:
-                    break
-                pieces = []
-                size = 0
-                while self._queue and size < BATCH_SIZE:
-                    piece = self._queue.popleft()
-                    pieces.append(piece)
-                    size += len(piece)
-                self._pending -= size
-            # One large piece rather than many small ones: each hashing call releases and
-            # retakes the GIL, and retaking it is what costs when other threads are busy.
-            self._work(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-            self._reactor.callFromThread(self._on_batch, size)
-        self._reactor.callFromThread(self._ran_dry)
-
-    def _ran_dry(self) -> None:
-        """On the reactor, after every call the worker queued: idle, or run again."""
-        with self._lock:
-            again = bool(self._queue)
-            self._running = again
-        if again:
-            self._pool.callInThread(self._run)
-        else:
-            self._on_idle()
-
-
 class SpoolBody:
     """A body being received into ``directory``, hashed and written by pool threads.
 
@@ -234,8 +147,10 @@ class SpoolBody:
     at the end, which fires with a :class:`SpooledFile` or fails with the ``S3Error`` that
     the body earned (bad chunk signature, too large, truncated).  ``pause`` and ``resume``
     stop and restart reading from the client.  With a ``sink``, the bytes go to that
-    network upload instead of a file in ``directory``, and their SHA-256 is always computed.
-    When the file system is full, ``on_full(received)`` gives the error the body earns.
+    network upload instead of a file in ``directory``, and their SHA-256 is computed unless
+    ``declared_sha256`` gives the one the client signed (the network checks the bytes
+    against it).  When the file system is full, ``on_full(received)`` gives the error the
+    body earns.
     """
 
     def __init__(
@@ -251,6 +166,7 @@ class SpoolBody:
         pause: Callable[[], None] = lambda: None,
         resume: Callable[[], None] = lambda: None,
         sink: IUpload | None = None,
+        declared_sha256: str | None = None,
         on_full: Callable[[int], S3Error] | None = None,
     ) -> None:
         self._decoder = decoder
@@ -266,7 +182,9 @@ class SpoolBody:
             self.path = os.path.join(directory, secrets.token_hex(16) + ".part")
             self._file = open(self.path, "xb")  # noqa: SIM115 - closed when the lanes are done
         self._md5 = hashlib.md5(usedforsecurity=False)
-        self._sha256 = hashlib.sha256() if sha256 or sink is not None else None
+        self._declared_sha256 = declared_sha256 if sink is not None else None
+        computed = sha256 or sink is not None
+        self._sha256 = hashlib.sha256() if computed and self._declared_sha256 is None else None
         self._checksums: dict[str, Checksum] = {name: new_checksum(name) for name in checksums}
         self._write_lane = Lane(reactor, pool, self._write_work, self._written, self._maybe_done)
         self._md5_lane = Lane(reactor, pool, self._md5_work, self._maybe_resume, self._maybe_done)
@@ -390,14 +308,18 @@ class SpoolBody:
                 self._error = self._on_full(self._received)
             raise self._error
         trailers = self._decoder.finish() if self._decoder is not None else {}
+        sha256 = self._declared_sha256
+        if self._sha256 is not None:
+            sha256 = self._sha256.hexdigest()
         return SpooledFile(
             path=self.path,
             size=self._size,
             md5=self._md5.digest(),
-            sha256=self._sha256.hexdigest() if self._sha256 is not None else None,
+            sha256=sha256,
             checksums={name: c.b64() for name, c in self._checksums.items()},
             trailers=trailers,
             upload=self._sink,
+            sha256_declared=self._declared_sha256 is not None,
         )
 
     def _discard(self) -> None:
