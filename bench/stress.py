@@ -32,6 +32,7 @@ MODULES = (
     "tests.test_spool_stream",
     "tests.test_serial",
     "tests.test_splice",
+    "tests.test_network_http",
     "tests.test_network_http_upload",
     "tests.test_network_http_download",
     "tests.test_lambnet_download",
