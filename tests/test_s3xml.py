@@ -19,6 +19,7 @@ from lambgw.protocol.s3xml import (
     document,
     element,
     error_document,
+    esc,
     http_date,
     iso8601,
     owner,
@@ -78,6 +79,12 @@ class ErrorDocumentTests(SynchronousTestCase):
         root = xml_of(error_document("InvalidArgument", nasty, nasty, "R"))
         self.assertEqual(root.findtext("Message"), nasty)
         self.assertEqual(root.findtext("Resource"), nasty)
+
+    @given(st.text())
+    def test_escape_each_character(self, value: str) -> None:
+        """Escaping replaces each of ``&<>"`` and CR by its reference, and nothing else."""
+        refs = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;"}
+        self.assertEqual(esc(value), "".join(refs.get(c, c) for c in value))
 
     def test_declaration(self) -> None:
         """The document starts with an XML declaration in UTF-8."""
