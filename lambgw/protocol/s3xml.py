@@ -100,24 +100,19 @@ def url_encode(text: str) -> str:
     return quote(text, safe="/")
 
 
-@frozen
-class Listed:
-    """One key of a listing."""
+def contents(
+    entries: Iterable[tuple[str, int, str, float]], encode: bool, owner_xml: str | None
+) -> str:
+    """The ``<Contents>`` elements of a listing of ``(key, size, etag, last_modified)``.
 
-    key: str
-    last_modified: float
-    etag: str
-    size: int
-
-
-def contents(entries: Iterable[Listed], encode: bool, owner_xml: str | None) -> str:
-    """The ``<Contents>`` elements of a listing."""
+    The network's listed objects are such tuples: they are rendered as they come.
+    """
     tail = (owner_xml or "") + "<StorageClass>STANDARD</StorageClass></Contents>"
     return "".join(
-        f"<Contents><Key>{esc(url_encode(entry.key) if encode else entry.key)}</Key>"
-        f"<LastModified>{iso8601(entry.last_modified)}</LastModified>"
-        f"<ETag>&quot;{esc(entry.etag)}&quot;</ETag><Size>{int(entry.size)}</Size>{tail}"
-        for entry in entries
+        f"<Contents><Key>{esc(url_encode(key) if encode else key)}</Key>"
+        f"<LastModified>{iso8601(modified)}</LastModified>"
+        f"<ETag>&quot;{esc(etag)}&quot;</ETag><Size>{size}</Size>{tail}"
+        for key, size, etag, modified in entries
     )
 
 
