@@ -13,12 +13,12 @@ from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import (
     MAX_DELETE_KEYS,
     NS,
-    Listed,
     common_prefixes,
     contents,
     document,
     element,
     error_document,
+    esc,
     http_date,
     iso8601,
     owner,
@@ -79,6 +79,12 @@ class ErrorDocumentTests(SynchronousTestCase):
         self.assertEqual(root.findtext("Message"), nasty)
         self.assertEqual(root.findtext("Resource"), nasty)
 
+    @given(st.text())
+    def test_escape_each_character(self, value: str) -> None:
+        """Escaping replaces each of ``&<>"`` and CR by its reference, and nothing else."""
+        refs = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;"}
+        self.assertEqual(esc(value), "".join(refs.get(c, c) for c in value))
+
     def test_declaration(self) -> None:
         """The document starts with an XML declaration in UTF-8."""
         body = error_document("X", "é", None, "R")
@@ -123,7 +129,7 @@ class ListingTests(SynchronousTestCase):
 
     def test_contents(self) -> None:
         """A <Contents> has Key, LastModified, quoted ETag, Size and StorageClass."""
-        root = self.parse(contents([Listed("a&b", 1600000000.5, "abc", 3)], False, None))
+        root = self.parse(contents([("a&b", 3, "abc", 1600000000.5)], False, None))
         entry = root.find(f"{{{NS}}}Contents")
         assert entry is not None
         self.assertEqual(
@@ -139,7 +145,7 @@ class ListingTests(SynchronousTestCase):
 
     def test_contents_owner(self) -> None:
         """An owner element goes into each <Contents> when asked for."""
-        root = self.parse(contents([Listed("k", 0, "e", 0)], False, owner("id1", "name1")))
+        root = self.parse(contents([("k", 0, "e", 0.0)], False, owner("id1", "name1")))
         self.assertEqual(root.findtext(f"{{{NS}}}Contents/{{{NS}}}Owner/{{{NS}}}ID"), "id1")
         self.assertEqual(
             root.findtext(f"{{{NS}}}Contents/{{{NS}}}Owner/{{{NS}}}DisplayName"), "name1"
@@ -147,8 +153,29 @@ class ListingTests(SynchronousTestCase):
 
     def test_contents_encoded(self) -> None:
         """With encoding-type=url, keys are URL-encoded."""
-        root = self.parse(contents([Listed("a b/é", 0, "e", 0)], True, None))
+        root = self.parse(contents([("a b/é", 0, "e", 0.0)], True, None))
         self.assertEqual(root.findtext(f"{{{NS}}}Contents/{{{NS}}}Key"), "a%20b/%C3%A9")
+
+    def test_contents_text(self) -> None:
+        """A <Contents> is written exactly so, its key and ETag escaped."""
+        self.assertEqual(
+            contents([('a&b<c>"d\r', 3, "abc-2", 1600000000.5)], False, None),
+            "<Contents><Key>a&amp;b&lt;c&gt;&quot;d&#13;</Key>"
+            "<LastModified>2020-09-13T12:26:40.500Z</LastModified>"
+            "<ETag>&quot;abc-2&quot;</ETag><Size>3</Size>"
+            "<StorageClass>STANDARD</StorageClass></Contents>",
+        )
+
+    def test_contents_text_encoded_owner(self) -> None:
+        """An encoded key and an owner are written exactly so."""
+        self.assertEqual(
+            contents([("a b/é&", 0, "e", 1.0005)], True, owner("i", "n")),
+            "<Contents><Key>a%20b/%C3%A9%26</Key>"
+            "<LastModified>1970-01-01T00:00:01.000Z</LastModified>"
+            "<ETag>&quot;e&quot;</ETag><Size>0</Size>"
+            "<Owner><ID>i</ID><DisplayName>n</DisplayName></Owner>"
+            "<StorageClass>STANDARD</StorageClass></Contents>",
+        )
 
     def test_common_prefixes(self) -> None:
         """Each prefix is a <CommonPrefixes><Prefix>, in the order given."""

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from lambgw.network import listing
 from lambgw.network.errors import (
     InvalidPath,
     NetworkError,
@@ -21,7 +22,7 @@ from lambgw.network.errors import (
     QuotaExceeded,
 )
 from lambgw.network.files import read_small
-from lambgw.network.interface import ListPage, NewObject, Segment
+from lambgw.network.interface import ListedObject, ListPage, NewObject, Segment
 from lambgw.network.store import INLINE_SIZE, Store
 
 
@@ -515,6 +516,27 @@ class ListTests(StoreMixin, SynchronousTestCase):
         # seek per common prefix for a folded one (timings are the benchmark's business).
         self.assertLessEqual(flat, 10)
         self.assertLessEqual(grouped, 100 + 10)
+
+    def test_listing_reads_only_listed_fields(self) -> None:
+        """A listing selects a listed object's four columns and builds no ObjectInfo."""
+        self.put("a/1", b"one", etag="e1")
+        self.put("b", b"", etag="e2")
+        self.store.put_tags("demo", self.order.order_id, "b", {"k": "v"})
+        db = self.store._connection()
+        statements: list[str] = []
+        db.set_trace_callback(statements.append)
+        self.addCleanup(db.set_trace_callback, None)
+        self.patch(listing, "ObjectInfo", None)
+        self.patch(listing, "info_from_row", None)
+        page = self.store.list("demo", self.order.order_id, delimiter="/")
+        modified = self.clock.now
+        self.assertEqual(list(page.objects), [ListedObject("b", 0, "e2", modified)])
+        self.assertIs(type(page.objects[0]), ListedObject)
+        self.assertEqual(list(page.common_prefixes), ["a/"])
+        selects = [s for s in statements if "FROM objects" in s]
+        self.assertTrue(selects)
+        for statement in selects:
+            self.assertIn(f"SELECT {listing.LISTED_COLUMNS} FROM", statement)
 
 
 class DurabilityTests(StoreMixin, SynchronousTestCase):

@@ -24,6 +24,7 @@ from lambgw.network.interface import (
     INetwork,
     IObjectBody,
     IUpload,
+    ListedObject,
     ListPage,
     NewObject,
     ObjectInfo,
@@ -385,7 +386,9 @@ class Gateway:
             return page
         cut = len(b.prefix)
         return ListPage(
-            objects=[evolve(o, path=o.path[cut:]) for o in page.objects],
+            objects=[
+                ListedObject(o.path[cut:], o.size, o.etag, o.last_modified) for o in page.objects
+            ],
             common_prefixes=[p[cut:] for p in page.common_prefixes],
             is_truncated=page.is_truncated,
             next_marker=page.next_marker[cut:] if page.next_marker else None,

@@ -11,6 +11,7 @@ They are compared and listed in the byte order of their UTF-8 encoding.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 from attrs import field, frozen
 from twisted.internet.defer import Deferred
@@ -105,11 +106,24 @@ class ObjectInfo:
     tag_count: int = 0
 
 
+class ListedObject(NamedTuple):
+    """An object as a listing names it: what S3 lists of it, and no more.
+
+    A plain tuple, not an :class:`ObjectInfo`: a page holds a thousand of them, built on
+    every listing; :meth:`INetwork.head_object` gives the rest of an object.
+    """
+
+    path: str
+    size: int
+    etag: str
+    last_modified: float
+
+
 @frozen
 class ListPage:
     """One page of an order's listing, in byte order of the paths."""
 
-    objects: Sequence[ObjectInfo]
+    objects: Sequence[ListedObject]
     common_prefixes: Sequence[str]
     is_truncated: bool
     #: The last path or common prefix returned: pass it as ``marker`` to go on.

@@ -4,6 +4,7 @@ Paths are BLOBs of UTF-8 in the index, so SQL order is byte order.  A listing wa
 primary key ``(order_id, path)`` from the marker on; with a delimiter, everything under a
 common prefix is skipped with one range seek (the next query starts at the byte successor
 of the prefix), so a page costs ``O(max_keys)`` index lookups whatever the order's size.
+A listing reads only the columns of a :class:`ListedObject`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lambgw.network.errors import InvalidPath
-from lambgw.network.interface import ListPage, ObjectInfo
+from lambgw.network.interface import ListedObject, ListPage, ObjectInfo
 
 #: The columns of the ``objects`` table, in the order :func:`info_from_row` reads them.
 OBJECT_COLUMNS = (
@@ -22,7 +23,10 @@ OBJECT_COLUMNS = (
     " checksums, checksum_type, part_sizes, files, tags"
 )
 
-_Entries = list[tuple[bytes, ObjectInfo | None]]
+#: The columns a listing reads, in the order of :class:`ListedObject`'s fields.
+LISTED_COLUMNS = "path, size, etag, last_modified"
+
+_Entries = list[tuple[bytes, ListedObject | None]]
 
 
 def _loads(text: str) -> Any:
@@ -162,7 +166,7 @@ def _scan(
     Returns where to go on and whether there may be more.
     """
     query = (
-        f"SELECT {OBJECT_COLUMNS} FROM objects WHERE order_id = ?"
+        f"SELECT {LISTED_COLUMNS} FROM objects WHERE order_id = ?"
         f" AND path {'>=' if inclusive else '>'} ?"
     )
     args: list[Any] = [order_id, low]
@@ -175,13 +179,13 @@ def _scan(
         seen = 0
         for row in cursor:
             seen += 1
-            key = bytes(row[1])
+            key = row[0]
             cut = key.find(delim, len(start)) if delim else -1
             if cut >= 0:
                 common = key[: cut + len(delim)]
                 entries.append((common, None))
                 return byte_successor(common), True, True
-            entries.append((key, info_from_row(row)))
+            entries.append((key, ListedObject(key.decode("utf-8"), row[1], row[2], row[3])))
             low, inclusive = key, False
     finally:
         cursor.close()

@@ -23,18 +23,26 @@ HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
 #: The most keys one DeleteObjects request may name.
 MAX_DELETE_KEYS = 1000
 
-_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;"})
+#: The ends of a time in XML after its whole second, by milliseconds: ``.000Z`` to ``.999Z``.
+_MILLIS = tuple(f".{n:03d}Z" for n in range(1000))
 
 
 def esc(text: str) -> str:
     """Escape ``text`` for an XML element or attribute."""
-    return text.translate(_ESCAPES)
+    # Five replaces cost a fifth of one str.translate with a mapping; ``&`` goes first.
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("\r", "&#13;")
+    )
 
 
 def iso8601(timestamp: float) -> str:
     """A timestamp as S3 writes it in XML: ``2020-09-29T09:12:40.904Z``."""
     whole, millis = divmod(round(timestamp * 1000), 1000)
-    return f"{_iso_seconds(whole)}.{millis:03d}Z"
+    return _iso_seconds(whole) + _MILLIS[millis]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -92,24 +100,19 @@ def url_encode(text: str) -> str:
     return quote(text, safe="/")
 
 
-@frozen
-class Listed:
-    """One key of a listing."""
+def contents(
+    entries: Iterable[tuple[str, int, str, float]], encode: bool, owner_xml: str | None
+) -> str:
+    """The ``<Contents>`` elements of a listing of ``(key, size, etag, last_modified)``.
 
-    key: str
-    last_modified: float
-    etag: str
-    size: int
-
-
-def contents(entries: Iterable[Listed], encode: bool, owner_xml: str | None) -> str:
-    """The ``<Contents>`` elements of a listing."""
+    The network's listed objects are such tuples: they are rendered as they come.
+    """
     tail = (owner_xml or "") + "<StorageClass>STANDARD</StorageClass></Contents>"
     return "".join(
-        f"<Contents><Key>{esc(url_encode(entry.key) if encode else entry.key)}</Key>"
-        f"<LastModified>{iso8601(entry.last_modified)}</LastModified>"
-        f"<ETag>&quot;{esc(entry.etag)}&quot;</ETag><Size>{int(entry.size)}</Size>{tail}"
-        for entry in entries
+        f"<Contents><Key>{esc(url_encode(key) if encode else key)}</Key>"
+        f"<LastModified>{iso8601(modified)}</LastModified>"
+        f"<ETag>&quot;{esc(etag)}&quot;</ETag><Size>{size}</Size>{tail}"
+        for key, size, etag, modified in entries
     )
 
 

@@ -11,7 +11,6 @@ from twisted.internet.defer import inlineCallbacks
 from lambgw.protocol.acl import check_acl_headers
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import (
-    Listed,
     common_prefixes,
     contents,
     document,
@@ -192,10 +191,6 @@ def _page(api: S3API, target: Target, marker: str) -> Any:
     return page, prefix, delimiter, max_keys
 
 
-def _entries(page: Any) -> list[Listed]:
-    return [Listed(o.path, o.last_modified, o.etag, o.size) for o in page.objects]
-
-
 @inlineCallbacks
 def list_objects_v1(api: S3API, request: S3Request, target: Target) -> Any:
     """ListObjects (v1): marker, prefix, delimiter, max-keys, encoding-type."""
@@ -216,7 +211,7 @@ def list_objects_v1(api: S3API, request: S3Request, target: Target) -> Any:
             else ""
         )
         + (element("EncodingType", "url") if encode else "")
-        + contents(_entries(page), encode, owner(api.owner_id, api.gateway.account))
+        + contents(page.objects, encode, owner(api.owner_id, api.gateway.account))
         + common_prefixes(page.common_prefixes, encode)
     )
     return _xml(request, document("ListBucketResult", body))
@@ -263,7 +258,7 @@ def list_objects_v2(api: S3API, request: S3Request, target: Target) -> Any:
         )
         + (element("EncodingType", "url") if encode else "")
         + contents(
-            _entries(page),
+            page.objects,
             encode,
             owner(api.owner_id, api.gateway.account) if fetch_owner else None,
         )
