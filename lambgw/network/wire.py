@@ -278,10 +278,13 @@ def info_from_json(data: Mapping[str, Any]) -> ObjectInfo:
 
 
 def page_to_json(page: ListPage) -> dict[str, Any]:
-    """Return a listing page as JSON, each object as ``[path, size, etag, last_modified]``."""
+    """Return a listing page as JSON, each object as ``[path, size, etag, milliseconds]``.
+
+    Times go as whole milliseconds since the epoch (S3 lists them to the millisecond):
+    integers cost half what floats do to write and read.
+    """
     return {
-        # A ListedObject is a tuple, which JSON writes as an array of its fields.
-        "objects": list(page.objects),
+        "objects": [(o.path, o.size, o.etag, round(o.last_modified * 1000)) for o in page.objects],
         "common_prefixes": list(page.common_prefixes),
         "is_truncated": page.is_truncated,
         "next_marker": page.next_marker,
@@ -291,12 +294,16 @@ def page_to_json(page: ListPage) -> dict[str, Any]:
 def page_from_json(data: Any) -> ListPage:
     """Return the listing page of its JSON; raise ``NetworkError`` if malformed."""
     try:
+        objects = []
+        for path, size, etag, millis in data["objects"]:
+            if type(path) is not str or type(etag) is not str:
+                raise TypeError("a listed path or etag is not a string")
+            if type(size) is not int or type(millis) is not int:
+                raise TypeError("a listed size or time is not an integer")
+            objects.append(ListedObject(path, size, etag, millis / 1000))
         marker = data["next_marker"]
         return ListPage(
-            objects=[
-                ListedObject(str(path), int(size), str(etag), float(modified))
-                for path, size, etag, modified in data["objects"]
-            ],
+            objects=objects,
             common_prefixes=[str(p) for p in data["common_prefixes"]],
             is_truncated=bool(data["is_truncated"]),
             next_marker=None if marker is None else str(marker),
