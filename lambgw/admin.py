@@ -44,8 +44,9 @@ from lambgw.config import DEFAULT_HOME
 from lambgw.lambnet.keys import ensure_key_pair
 from lambgw.network import signing
 from lambgw.network.errors import NetworkError
+from lambgw.network.index import INDEX_FILE
 from lambgw.network.interface import Order
-from lambgw.network.store import INDEX_FILE, Store
+from lambgw.network.store import Store
 from lambgw.spooldir import Swept, gateway_spools, sweep_spool
 
 _UNITS = {

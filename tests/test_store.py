@@ -494,7 +494,7 @@ class ListTests(StoreMixin, SynchronousTestCase):
             )
             for i in range(100_000)
         ]
-        db = self.store._connection()
+        db = self.store.index.connection()
         db.execute("BEGIN")
         columns = (
             "order_id, path, size, etag, last_modified, content_type, metadata, headers,"
@@ -522,7 +522,7 @@ class ListTests(StoreMixin, SynchronousTestCase):
         self.put("a/1", b"one", etag="e1")
         self.put("b", b"", etag="e2")
         self.store.put_tags("demo", self.order.order_id, "b", {"k": "v"})
-        db = self.store._connection()
+        db = self.store.index.connection()
         statements: list[str] = []
         db.set_trace_callback(statements.append)
         self.addCleanup(db.set_trace_callback, None)

@@ -12,7 +12,8 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from lambgw.network.interface import CompletedPart, NewObject, Segment
-from lambgw.network.store import OWNERS_DIR, Store
+from lambgw.network.objectfiles import OWNERS_DIR
+from lambgw.network.store import Store
 from lambgw.network.uploads import StoredUploads
 from tests.test_store import Clock
 
@@ -47,24 +48,24 @@ class CrashTests(SynchronousTestCase):
 
     def kill(self, store: Store) -> None:
         """End ``store`` as ``kill -9`` would: its lock goes, nothing is cleaned up."""
-        assert store._owner_fd is not None
-        os.close(store._owner_fd)
-        store._owner_fd = None
+        assert store.files._owner_fd is not None
+        os.close(store.files._owner_fd)
+        store.files._owner_fd = None
         store.close()
 
     def freeze(self, store: Store) -> None:
         """Make ``store`` unlink nothing from now on, as if killed before each unlink."""
-        store._remove = lambda file_ids: None  # type: ignore[method-assign]
+        store.files.remove = lambda file_ids: None  # type: ignore[method-assign]
 
     def die_after(self, store: Store, name: str) -> None:
-        """Make the method ``name`` of ``store`` do its work, then the process die."""
-        original: Callable[..., Any] = getattr(store, name)
+        """Make the method ``name`` of ``store``'s files do its work, then the process die."""
+        original: Callable[..., Any] = getattr(store.files, name)
 
         def dying(*args: Any) -> Any:
             original(*args)
             raise Killed()
 
-        setattr(store, name, dying)
+        setattr(store.files, name, dying)
         self.freeze(store)
 
     def segment(self, data: bytes) -> Segment:
@@ -116,7 +117,7 @@ class CrashTests(SynchronousTestCase):
     def test_killed_after_moving_in(self) -> None:
         """A file moved in but never committed is removed at the next open."""
         self.put(self.store, "keep", b"kept")
-        self.die_after(self.store, "_adopt")
+        self.die_after(self.store, "adopt")
         self.assertRaises(Killed, self.put, self.store, "a", b"lost")
         self.assertEqual(len(self.object_files()), 2)
         self.kill(self.store)
@@ -124,7 +125,7 @@ class CrashTests(SynchronousTestCase):
         self.assertClean()
         self.assertEqual(len(self.object_files()), 1)
         self.assertEqual(self.read(fresh, "keep"), b"kept")
-        self.assertEqual(os.listdir(os.path.join(self.root, OWNERS_DIR)), [fresh._owner])
+        self.assertEqual(os.listdir(os.path.join(self.root, OWNERS_DIR)), [fresh.files.owner])
 
     def test_killed_before_unlinking_overwritten(self) -> None:
         """The files an overwrite replaced, left by a kill before unlinking, are removed."""
@@ -151,7 +152,7 @@ class CrashTests(SynchronousTestCase):
     def test_killed_after_linking_copy(self) -> None:
         """A copy's linked file never committed is removed; the source stays whole."""
         self.put(self.store, "a", b"source")
-        self.die_after(self.store, "_link")
+        self.die_after(self.store, "link")
         self.assertRaises(Killed, self.store.copy, "demo", self.order, "a", self.order, "b")
         self.assertEqual(len(self.object_files()), 2)
         self.kill(self.store)
@@ -175,7 +176,7 @@ class CrashTests(SynchronousTestCase):
         # Parts 2 and 3 left out of the completion (small parts must be last), files left.
         named = [CompletedPart(1, md5(b"ONE"))]
         uploads.complete("demo", self.order, "m", upload, named)
-        self.die_after(self.store, "_adopt")
+        self.die_after(self.store, "adopt")
         other = uploads.create("demo", self.order, "n", NewObject(0, "")).upload_id
         self.assertRaises(
             Killed,
@@ -192,7 +193,7 @@ class CrashTests(SynchronousTestCase):
         """A live process's pending file is never removed; once it dies, it is."""
         self.put(self.store, "keep", b"kept")
         live = self.store
-        self.die_after(live, "_adopt")
+        self.die_after(live, "adopt")
         self.assertRaises(Killed, self.put, live, "a", b"in flight")
         other = self.open()
         self.assertEqual(len(self.object_files()), 2)
@@ -206,8 +207,8 @@ class CrashTests(SynchronousTestCase):
         """A dead owner's pending row for a file some row refers to does not remove it."""
         self.put(self.store, "a", b"data")
         (file_id,) = self.object_files()
-        with self.store._write() as db:
-            self.store._pend(db, [file_id])
+        with self.store.index.write() as db:
+            self.store.files.pend(db, [file_id])
         self.kill(self.store)
         fresh = self.open()
         self.assertEqual(self.read(fresh, "a"), b"data")

@@ -227,11 +227,11 @@ class StoredUploadsTests(SynchronousTestCase):
         """An object kept in the index that a completion replaces leaves nothing there."""
         self.store.put("demo", self.order, "a/key", [Segment("", 3, b"old")], NewObject(3, "e"))
         held = "SELECT COUNT(*) FROM small_files"
-        self.assertEqual(self.store._connection().execute(held).fetchone()[0], 1)
+        self.assertEqual(self.store.index.connection().execute(held).fetchone()[0], 1)
         upload_id = self.create()
         self.part(upload_id, 1, b"new")
         self.uploads.complete("demo", self.order, "a/key", upload_id, self.named((1, b"new")))
-        self.assertEqual(self.store._connection().execute(held).fetchone()[0], 0)
+        self.assertEqual(self.store.index.connection().execute(held).fetchone()[0], 0)
         self.assertEqual((self.used(), self.read("a/key")), (3, b"new"))
 
     def test_completion_conditions(self) -> None:

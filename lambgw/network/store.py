@@ -1,50 +1,34 @@
-"""The embedded network's store: an SQLite index of accounts, orders and objects, plus files.
+"""The embedded network's store: accounts, orders and objects in an index, plus files.
 
-One directory holds ``index.sqlite3`` and the object bytes under ``objects/``.  Object files
-are named by random ids (``objects/ab/ab12...``), never by the object's path, so no path can
-reach outside the directory or collide with another.  An object is the concatenation of its
-segment files; the spooled files of an upload are moved in as they are (a rename, not a
-copy).  Multipart uploads (:mod:`lambgw.network.uploads`) keep each part in a file of its
-own, and a completed upload's object is made of those files.  Object files are never
-modified in place: an overwrite writes new files, commits the index row, then unlinks the
-old files, so a reader that opened them keeps reading.
+One directory holds the SQLite index (:mod:`lambgw.network.index`) and the object bytes
+(:mod:`lambgw.network.objectfiles`).  An object is the concatenation of its segment files;
+the spooled files of an upload are moved in as they are (a rename, not a copy).  Multipart
+uploads (:mod:`lambgw.network.uploads`) keep each part in a file of its own, and a
+completed upload's object is made of those files.  An overwrite writes new files, commits
+the index row, then unlinks the old files, so a reader that opened them keeps reading.
 
 A small object that arrives whole in memory (at most :data:`INLINE_SIZE` bytes) is kept in
-the index itself, in the ``small_files`` table, written in the transaction that commits its
-row: no file to create, flush and later unlink, and its bytes are exactly as durable as the
-row that makes it visible.  Its file id is ``=`` and the table's row id.
+the index itself, written in the transaction that commits its row: no file to create,
+flush and later unlink, and its bytes are exactly as durable as the row that makes it
+visible.
 
 Several threads and several processes may use one store at once: each thread has its own
-SQLite connection (WAL mode, busy timeout) and every write is one ``BEGIN IMMEDIATE``
-transaction that checks and charges the order's capacity.
-
-Each open store (one per process) is an *owner*: it holds an exclusive ``flock`` on a file
-of its own, ``owners/<owner>``, for as long as it is open, and records in the ``pending``
-table the object files it is about to move in (before moving them) and the files it is
-about to unlink (in the transaction that drops their row).  The transaction that commits a
-new row deletes the pending rows of its files; the rows of unlinked files go with the next
-write of the owner.  The kernel releases the lock when the process ends, however it ends
-(``kill -9`` included), so at each open the store takes the lock of every other owner it
-can: those processes are gone, and their pending files that no row refers to were left by
-a crash and are removed at once (:meth:`Store.reclaim`).  A live owner's files are never
-touched.  :meth:`Store.sweep` still walks every object file, for files left before owners
-were recorded; it is run on demand (``python -m lambgw store sweep``).
+SQLite connection and every write is one ``BEGIN IMMEDIATE`` transaction that checks and
+charges the order's capacity.  Each open store is an *owner* of the files it is moving in
+or unlinking, so that a crashed process's files are removed at the next open
+(:meth:`Store.reclaim`); :meth:`Store.sweep` walks every object file, and is run on demand
+(``python -m lambgw store sweep``).
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import io
 import json
 import os
 import secrets
-import shutil
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from typing import IO, Any
 
 from attrs import frozen
@@ -60,6 +44,7 @@ from lambgw.network.errors import (
     PreconditionFailed,
     QuotaExceeded,
 )
+from lambgw.network.index import Index
 from lambgw.network.interface import (
     MAX_PATH_BYTES,
     ListPage,
@@ -75,76 +60,13 @@ from lambgw.network.listing import (
     list_page,
     write_object_row,
 )
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    name TEXT PRIMARY KEY,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS orders (
-    order_id TEXT PRIMARY KEY,
-    account TEXT NOT NULL REFERENCES accounts(name),
-    capacity INTEGER NOT NULL,
-    used INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    expires REAL NOT NULL,
-    status TEXT NOT NULL DEFAULT 'active'
-);
-CREATE INDEX IF NOT EXISTS orders_by_account ON orders (account, created);
-CREATE TABLE IF NOT EXISTS objects (
-    order_id TEXT NOT NULL,
-    path BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    etag TEXT NOT NULL,
-    last_modified REAL NOT NULL,
-    content_type TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    headers TEXT NOT NULL,
-    checksums TEXT NOT NULL,
-    checksum_type TEXT NOT NULL,
-    part_sizes TEXT NOT NULL,
-    files TEXT NOT NULL,
-    tags TEXT NOT NULL DEFAULT '{}',
-    PRIMARY KEY (order_id, path)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS uploads (
-    upload_id TEXT PRIMARY KEY,
-    order_id TEXT NOT NULL,
-    path BLOB NOT NULL,
-    created REAL NOT NULL,
-    last_active REAL NOT NULL,
-    described TEXT NOT NULL,
-    completed TEXT
-);
-CREATE INDEX IF NOT EXISTS uploads_by_path ON uploads (order_id, path, created);
-CREATE INDEX IF NOT EXISTS uploads_by_age ON uploads (last_active);
-CREATE TABLE IF NOT EXISTS parts (
-    upload_id TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    etag TEXT NOT NULL,
-    last_modified REAL NOT NULL,
-    checksums TEXT NOT NULL,
-    file_id TEXT NOT NULL,
-    PRIMARY KEY (upload_id, number)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS small_files (
-    id INTEGER PRIMARY KEY,
-    data BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pending (
-    file_id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL
-) WITHOUT ROWID;
-"""
+from lambgw.network.objectfiles import ObjectFiles, is_inline
 
 _ORDER_COLUMNS = "order_id, account, capacity, used, created, expires, status"
 
 #: The largest object kept in the index rather than in a file of its own.  No larger than
 #: ``files.SMALL_READ``: such objects are always read whole, never streamed from a file.
 INLINE_SIZE = 64 * 1024
-#: How the file id of bytes kept in the index starts.
-_INLINE = "="
 
 #: How often a read retries when a concurrent overwrite removed the files it looked up.
 _READ_ATTEMPTS = 5
@@ -202,16 +124,6 @@ def check_write_conditions(
         raise PreconditionFailed(f"the object at {path} has another etag")
 
 
-#: The file of a store's index: a directory without it holds no store.
-INDEX_FILE = "index.sqlite3"
-#: The directory of the owners' lock files.
-OWNERS_DIR = "owners"
-#: The suffix of an owner file being claimed.
-_CLAIMING = ".new"
-#: An owner file still being claimed this many seconds after it was made was left by a crash.
-CLAIMING_GRACE = 60.0
-
-
 class Store:
     """Accounts, orders and objects kept in one directory; every method is synchronous."""
 
@@ -226,307 +138,49 @@ class Store:
         With ``durable``, object files are flushed to disk before their row is committed.
         """
         self._root = root.path if isinstance(root, FilePath) else os.fspath(root)
-        self._objects = os.path.join(self._root, "objects")
-        self._index = os.path.join(self._root, INDEX_FILE)
         self._clock = clock
-        self._durable = durable
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        #: Subdirectories of ``objects/`` known to exist, so a new file does not retry them.
-        self._made: set[str] = set()
-        #: Files this store unlinked whose pending rows are deleted with its next write.
-        self._settled: list[str] = []
-        os.makedirs(self._objects, exist_ok=True)
-        self._owners = os.path.join(self._root, OWNERS_DIR)
-        os.makedirs(self._owners, exist_ok=True)
-        self._connection().executescript(_SCHEMA)
-        self._migrate()
-        self._owner, self._owner_fd = self._claim_owner()
-        self.reclaim()
-
-    def _migrate(self) -> None:
-        """Bring a store made by an older version up to the current schema."""
-        with self._write() as db:
-            columns = {row[1] for row in db.execute("PRAGMA table_info(objects)")}
-            if "tags" not in columns:
-                db.execute("ALTER TABLE objects ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'")
+        os.makedirs(self._root, exist_ok=True)
+        self._index = Index(self._root)
+        self._files = ObjectFiles(self._root, self._index, durable)
 
     @property
     def root(self) -> str:
         """The directory of the store."""
         return self._root
 
-    # -- connections -------------------------------------------------------------------
+    @property
+    def index(self) -> Index:
+        """The index, for the modules that keep tables of their own in it (uploads)."""
+        return self._index
 
-    def _connection(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(
-                self._index, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        db = self._connection()
-        db.execute("BEGIN")
-        try:
-            yield db
-        finally:
-            db.execute("COMMIT")
+    @property
+    def files(self) -> ObjectFiles:
+        """The files of the index, for the modules that keep tables of their own in it."""
+        return self._files
 
     def close(self) -> None:
         """Close the index connections of every thread and let go of the owner's lock.
 
         Files this store left pending are then removed by the next store opened.
         """
-        if self._owner_fd is not None:
-            with suppress(sqlite3.Error):
-                with self._write() as db:
-                    self._settle(db)
-                    left = db.execute(
-                        "SELECT 1 FROM pending WHERE owner = ? LIMIT 1", (self._owner,)
-                    ).fetchone()
-                if left is None:
-                    with suppress(FileNotFoundError):
-                        os.unlink(os.path.join(self._owners, self._owner))
-            os.close(self._owner_fd)
-            self._owner_fd = None
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for db in connections:
-            db.close()
-        self._local = threading.local()
-
-    # -- owners and pending files -------------------------------------------------------
-
-    def _claim_owner(self) -> tuple[str, int | None]:
-        """Make and lock this store's owner file; its name and descriptor.
-
-        It is made as ``<owner>.new`` and renamed once locked, so that :meth:`reclaim`
-        never takes an owner being claimed for a dead one.
-        """
-        owner = secrets.token_hex(8)
-        claiming = os.path.join(self._owners, owner + _CLAIMING)
-        fd = os.open(claiming, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.rename(claiming, os.path.join(self._owners, owner))
-        return owner, fd
-
-    def _lock_owner(self, owner: str) -> tuple[bool, int | None]:
-        """Try to take the lock of ``owner``: (whether it is dead, the descriptor held)."""
-        try:
-            fd = os.open(os.path.join(self._owners, owner), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            # Owners are renamed in before writing pending rows: this one's file is gone.
-            return True, None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False, None
-        return True, fd
+        self._files.close()
+        self._index.close()
 
     def reclaim(self) -> int:
         """Remove the pending files of owners that are gone and no row refers to.
 
         Run at each open; returns how many files were removed.
         """
-        now = time.time()
-        owners: set[str] = set()
-        for name in os.listdir(self._owners):
-            if name.endswith(_CLAIMING):
-                with suppress(FileNotFoundError):
-                    if now - os.stat(os.path.join(self._owners, name)).st_mtime > CLAIMING_GRACE:
-                        dead, fd = self._lock_owner(name)
-                        if dead and fd is not None:
-                            os.unlink(os.path.join(self._owners, name))
-                            os.close(fd)
-            elif name != self._owner:
-                owners.add(name)
-        with self._read() as db:
-            owners.update(owner for (owner,) in db.execute("SELECT DISTINCT owner FROM pending"))
-        owners.discard(self._owner)
-        removed = 0
-        for owner in sorted(owners):
-            dead, fd = self._lock_owner(owner)
-            if not dead:
-                continue
-            try:
-                removed += self._reclaim_owner(owner)
-                with suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self._owners, owner))
-            finally:
-                if fd is not None:
-                    os.close(fd)
-        return removed
+        return self._files.reclaim()
 
-    def _reclaim_owner(self, owner: str) -> int:
-        """Remove the unreferenced pending files of the dead ``owner``, then its rows."""
-        with self._read() as db:
-            pending = {
-                file_id
-                for (file_id,) in db.execute(
-                    "SELECT file_id FROM pending WHERE owner = ?", (owner,)
-                )
-            }
-            if pending:
-                for (files,) in db.execute("SELECT files FROM objects"):
-                    pending.difference_update(file_id for file_id, _ in json.loads(files))
-                pending.difference_update(
-                    file_id for (file_id,) in db.execute("SELECT file_id FROM parts")
-                )
-        orphans = sorted(file_id for file_id in pending if not file_id.startswith(_INLINE))
-        for file_id in orphans:
-            with suppress(FileNotFoundError):
-                os.unlink(self._file(file_id))
-        with self._write() as db:
-            db.execute("DELETE FROM pending WHERE owner = ?", (owner,))
-        return len(orphans)
+    def sweep(self, min_age: float = 3600.0) -> int:
+        """Delete object files no row refers to, older than ``min_age`` seconds.
 
-    def _reserve(self, count: int) -> list[str]:
-        """Name ``count`` new object files and record them as pending, before making them."""
-        file_ids = [secrets.token_hex(16) for _ in range(count)]
-        if file_ids:
-            with self._write() as db:
-                self._settle(db)
-                self._pend(db, file_ids)
-        return file_ids
-
-    def _pend(self, db: sqlite3.Connection, file_ids: Sequence[str]) -> None:
-        """Record ``file_ids`` as pending files of this owner (inside a write transaction)."""
-        db.executemany(
-            "INSERT OR REPLACE INTO pending (file_id, owner) VALUES (?, ?)",
-            [(file_id, self._owner) for file_id in file_ids if not file_id.startswith(_INLINE)],
-        )
-
-    def _settle(self, db: sqlite3.Connection, committed: Sequence[str] = ()) -> None:
-        """Drop the pending rows of ``committed`` files and of those unlinked since.
-
-        Files unlinked since this owner's last write are meant; inside a write transaction.
+        Such files are left by a crash between moving files in and committing their row.
+        Younger files may belong to a write in progress and are kept.  Returns how many
+        files were deleted.
         """
-        with self._lock:
-            done, self._settled = self._settled, []
-        done += [file_id for file_id in committed if not file_id.startswith(_INLINE)]
-        if done:
-            db.executemany("DELETE FROM pending WHERE file_id = ?", [(f,) for f in done])
-
-    # -- object files ------------------------------------------------------------------
-
-    def _file(self, file_id: str) -> str:
-        return os.path.join(self._objects, file_id[:2], file_id)
-
-    def _new_file(self, file_id: str | None = None) -> tuple[str, str]:
-        file_id = secrets.token_hex(16) if file_id is None else file_id
-        target = self._file(file_id)
-        directory = os.path.dirname(target)
-        if directory not in self._made:
-            os.makedirs(directory, exist_ok=True)
-            self._made.add(directory)
-        return file_id, target
-
-    def _adopt(self, segment: Segment, file_id: str) -> str:
-        """Move a spooled segment in as the object file ``file_id``, reserved by :meth:`_reserve`.
-
-        A segment in memory is written and flushed.
-        """
-        file_id, target = self._new_file(file_id)
-        if segment.data is not None:
-            with open(target, "xb") as f:
-                f.write(segment.data)
-                if self._durable:
-                    f.flush()
-                    os.fsync(f.fileno())
-            return file_id
-        source = segment.path
-        try:
-            os.rename(source, target)
-        except OSError as e:
-            if e.errno != errno.EXDEV:
-                raise
-            shutil.copyfile(source, target)
-            os.unlink(source)
-        return file_id
-
-    def _open(self, file_id: str) -> IO[bytes]:
-        """Open an object file for reading (bytes held in the index come in memory)."""
-        if file_id.startswith(_INLINE):
-            data = self._inline_data(self._connection(), file_id)
-            if data is None:
-                raise FileNotFoundError(file_id)
-            return io.BytesIO(data)
-        return open(self._file(file_id), "rb")
-
-    def _link(self, file_id: str, new_id: str) -> str | bytes:
-        """Make the new object file ``new_id`` (reserved) with the bytes of ``file_id``.
-
-        Bytes held in the index are returned themselves, for the copy's row to hold.
-        """
-        if file_id.startswith(_INLINE):
-            return self._open(file_id).read()
-        new_id, target = self._new_file(new_id)
-        try:
-            os.link(self._file(file_id), target)
-        except FileNotFoundError:
-            raise
-        except OSError:
-            shutil.copyfile(self._file(file_id), target)
-            self._flush([new_id])
-        return new_id
-
-    def _flush(self, file_ids: Sequence[str]) -> None:
-        if not self._durable:
-            return
-        for file_id in file_ids:
-            fd = os.open(self._file(file_id), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    def _remove(self, file_ids: Sequence[str]) -> None:
-        """Unlink object files; their pending rows go with this owner's next write."""
-        unlinked = []
-        for file_id in file_ids:
-            if file_id.startswith(_INLINE):
-                continue  # gone with the transaction that dropped its row
-            with suppress(FileNotFoundError):
-                os.unlink(self._file(file_id))
-            unlinked.append(file_id)
-        with self._lock:
-            self._settled += unlinked
-
-    @staticmethod
-    def _drop_inline(db: sqlite3.Connection, file_ids: Sequence[str]) -> None:
-        """Delete the index-held bytes among ``file_ids`` (inside a write transaction)."""
-        for file_id in file_ids:
-            if file_id.startswith(_INLINE):
-                db.execute("DELETE FROM small_files WHERE id = ?", (int(file_id[1:]),))
-
-    @staticmethod
-    def _inline_data(db: sqlite3.Connection, file_id: str) -> bytes | None:
-        """The bytes of an index-held file, or None if it is gone."""
-        row = db.execute("SELECT data FROM small_files WHERE id = ?", (int(file_id[1:]),))
-        found = row.fetchone()
-        return None if found is None else bytes(found[0])
+        return self._files.sweep(min_age)
 
     # -- accounts and orders -----------------------------------------------------------
 
@@ -534,14 +188,14 @@ class Store:
         """Create the account ``name``; fails if it exists."""
         if not name:
             raise NetworkError("the account name is empty")
-        with self._write() as db:
+        with self._index.write() as db:
             if self._has_account(db, name):
                 raise NetworkError(f"the account {name} already exists")
             db.execute("INSERT INTO accounts VALUES (?, ?)", (name, self._clock()))
 
     def has_account(self, name: str) -> bool:
         """Whether the account ``name`` exists."""
-        return self._has_account(self._connection(), name)
+        return self._has_account(self._index.connection(), name)
 
     @staticmethod
     def _has_account(db: sqlite3.Connection, name: str) -> bool:
@@ -550,7 +204,7 @@ class Store:
 
     def buy_order(self, account: str, capacity: int, days: float) -> Order:
         """Buy a new order of ``capacity`` bytes for ``account``, valid ``days`` days."""
-        with self._write() as db:
+        with self._index.write() as db:
             return self._buy(db, account, capacity, days)
 
     def _buy(self, db: sqlite3.Connection, account: str, capacity: int, days: float) -> Order:
@@ -577,7 +231,7 @@ class Store:
 
     def orders(self, account: str) -> list[Order]:
         """Return the orders of ``account``, in the order they were bought."""
-        with self._read() as db:
+        with self._index.read() as db:
             return self._orders(db, account)
 
     def _orders(self, db: sqlite3.Connection, account: str) -> list[Order]:
@@ -591,7 +245,7 @@ class Store:
 
     def order(self, account: str, order_id: str) -> Order:
         """Return one order of ``account``; ``NoSuchOrder`` if it is missing or another's."""
-        return self._order(self._connection(), account, order_id)
+        return self._order(self._index.connection(), account, order_id)
 
     @staticmethod
     def _order(db: sqlite3.Connection, account: str, order_id: str) -> Order:
@@ -605,7 +259,7 @@ class Store:
 
     def ensure_account(self, name: str, default_capacity: int, default_days: float) -> list[Order]:
         """Return the orders of ``name``, creating the account with one order if new."""
-        with self._write() as db:
+        with self._index.write() as db:
             if not self._has_account(db, name):
                 db.execute("INSERT INTO accounts VALUES (?, ?)", (name, self._clock()))
                 self._buy(db, name, default_capacity, default_days)
@@ -648,12 +302,13 @@ class Store:
             if len(segments) == 1 and segments[0].data is not None and new.size <= INLINE_SIZE:
                 pieces = [(segments[0].data, new.size)]
             else:
-                for segment, file_id in zip(segments, self._reserve(len(segments)), strict=True):
+                names = self._files.reserve(len(segments))
+                for segment, file_id in zip(segments, names, strict=True):
                     reserved.append(file_id)
-                    adopted.append(self._adopt(segment, file_id))
+                    adopted.append(self._files.adopt(segment, file_id))
                 # Segments written from memory were flushed as they were written.
                 spooled = zip(adopted, segments, strict=True)
-                self._flush([file_id for file_id, seg in spooled if seg.data is None])
+                self._files.flush([file_id for file_id, seg in spooled if seg.data is None])
                 pieces = list(zip(adopted, sizes, strict=True))
             # ``Any``: the attrs converter of ``part_sizes`` confuses mypy.
             part_sizes: Any = tuple(sizes) if "-" in new.etag else ()
@@ -673,13 +328,13 @@ class Store:
             )
             old = self._commit(account, raw, info, pieces, if_none_match, new.tags, if_match)
         except BaseException:
-            self._remove(reserved)
+            self._files.remove(reserved)
             for segment in segments[len(adopted) :]:
                 if segment.data is None:
                     with suppress(FileNotFoundError):
                         os.unlink(segment.path)
             raise
-        self._remove(old)
+        self._files.remove(old)
         return info
 
     def _commit(
@@ -696,7 +351,7 @@ class Store:
 
         A piece given as bytes is kept in the index, in the same transaction.
         """
-        with self._write() as db:
+        with self._index.write() as db:
             order = self._order(db, account, info.order_id)
             if order.expired(self._clock()):
                 raise OrderExpired(f"the order {order.order_id} has expired")
@@ -712,21 +367,13 @@ class Store:
                     f" {info.size} are needed"
                 )
             files = [
-                (
-                    piece
-                    if isinstance(piece, str)
-                    else _INLINE
-                    + str(
-                        db.execute("INSERT INTO small_files (data) VALUES (?)", (piece,)).lastrowid
-                    ),
-                    size,
-                )
+                (piece if isinstance(piece, str) else self._files.keep_inline(db, piece), size)
                 for piece, size in pieces
             ]
             replaced = [file_id for file_id, _ in json.loads(old[1])] if old else []
-            self._drop_inline(db, replaced)
-            self._settle(db, [file_id for file_id, _ in files])
-            self._pend(db, replaced)
+            self._files.drop_inline(db, replaced)
+            self._files.settle(db, [file_id for file_id, _ in files])
+            self._files.pend(db, replaced)
             write_object_row(db, raw, info, files, tags)
             db.execute("UPDATE orders SET used = ? WHERE order_id = ?", (used, order.order_id))
         return replaced
@@ -734,7 +381,7 @@ class Store:
     def _lookup(
         self, account: str, order_id: str, raw: bytes
     ) -> tuple[ObjectInfo, list[tuple[str, int]], dict[str, str]]:
-        with self._read() as db:
+        with self._index.read() as db:
             self._order(db, account, order_id)
             row = db.execute(
                 f"SELECT {OBJECT_COLUMNS} FROM objects WHERE order_id = ? AND path = ?",
@@ -767,7 +414,7 @@ class Store:
                 for file_id, size in files:
                     low, high = max(first, start), min(end, start + size)
                     if low < high:
-                        ranges.append(FileRange(self._open(file_id), low - start, high - low))
+                        ranges.append(FileRange(self._files.open(file_id), low - start, high - low))
                     start += size
             except FileNotFoundError:
                 for opened in ranges:
@@ -782,7 +429,7 @@ class Store:
         With ``if_match``, only an object with that etag (``*``: any) is removed.
         """
         raw = encode_path(path)
-        with self._write() as db:
+        with self._index.write() as db:
             self._order(db, account, order_id)
             old = db.execute(
                 "SELECT size, files, etag FROM objects WHERE order_id = ? AND path = ?",
@@ -794,10 +441,10 @@ class Store:
             db.execute("DELETE FROM objects WHERE order_id = ? AND path = ?", (order_id, raw))
             db.execute("UPDATE orders SET used = used - ? WHERE order_id = ?", (old[0], order_id))
             removed = [file_id for file_id, _ in json.loads(old[1])]
-            self._drop_inline(db, removed)
-            self._settle(db)
-            self._pend(db, removed)
-        self._remove(removed)
+            self._files.drop_inline(db, removed)
+            self._files.settle(db)
+            self._files.pend(db, removed)
+        self._files.remove(removed)
         return True
 
     def copy(
@@ -819,15 +466,15 @@ class Store:
         for _ in range(_READ_ATTEMPTS):
             source, files, source_tags = self._lookup(account, src_order_id, src_raw)
             linked: list[str | bytes] = []
-            reserved = self._reserve(sum(not f.startswith(_INLINE) for f, _ in files))
+            reserved = self._files.reserve(sum(not is_inline(f) for f, _ in files))
             names = iter(reserved)
             try:
                 for file_id, _size in files:
                     linked.append(
-                        self._link(file_id, "" if file_id.startswith(_INLINE) else next(names))
+                        self._files.link(file_id, "" if is_inline(file_id) else next(names))
                     )
             except FileNotFoundError:
-                self._remove(reserved)
+                self._files.remove(reserved)
                 continue
             copied_sizes: Any = source.part_sizes
             info = ObjectInfo(
@@ -850,9 +497,9 @@ class Store:
                     account, dst_raw, info, new_files, False, source_tags if tags is None else tags
                 )
             except BaseException:
-                self._remove(reserved)
+                self._files.remove(reserved)
                 raise
-            self._remove(old)
+            self._files.remove(old)
             return info
         raise NetworkError(f"the object at {src_path} keeps changing; try again")
 
@@ -863,7 +510,7 @@ class Store:
     def put_tags(self, account: str, order_id: str, path: str, tags: Mapping[str, str]) -> None:
         """Replace the tags of the object at ``path``; raise ``NoSuchPath`` if there is none."""
         raw = encode_path(path)
-        with self._write() as db:
+        with self._index.write() as db:
             self._order(db, account, order_id)
             changed = db.execute(
                 "UPDATE objects SET tags = ? WHERE order_id = ? AND path = ?",
@@ -886,34 +533,6 @@ class Store:
         Paths under a common prefix are skipped with one range seek, so a page costs
         ``O(max_keys)`` index lookups whatever the size of the order.
         """
-        with self._read() as db:
+        with self._index.read() as db:
             self._order(db, account, order_id)
             return list_page(db, order_id, prefix, delimiter, marker, max_keys)
-
-    def sweep(self, min_age: float = 3600.0) -> int:
-        """Delete object files no row refers to, older than ``min_age`` seconds.
-
-        Such files are left by a crash between moving files in and committing their row.
-        Younger files may belong to a write in progress and are kept.  Returns how many
-        files were deleted.
-        """
-        now = time.time()
-        candidates: list[str] = []
-        for directory, _, names in os.walk(self._objects):
-            for name in names:
-                try:
-                    stat = os.stat(os.path.join(directory, name))
-                except FileNotFoundError:
-                    continue
-                if now - max(stat.st_mtime, stat.st_ctime) >= min_age:
-                    candidates.append(name)
-        with self._read() as db:
-            referenced = {
-                file_id
-                for (files,) in db.execute("SELECT files FROM objects")
-                for file_id, _ in json.loads(files)
-            }
-            referenced.update(file_id for (file_id,) in db.execute("SELECT file_id FROM parts"))
-        orphans = [name for name in candidates if name not in referenced]
-        self._remove(orphans)
-        return len(orphans)

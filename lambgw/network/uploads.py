@@ -151,7 +151,7 @@ class StoredUploads:
             "checksum_type": upload.checksum_type,
             "tags": dict(described.tags),
         }
-        with self._store._write() as db:
+        with self._store.index.write() as db:
             order = self._store._order(db, account, order_id)
             if order.expired(now):
                 raise OrderExpired(f"the order {order_id} has expired")
@@ -186,13 +186,13 @@ class StoredUploads:
             held = len(segment.data) if segment.data is not None else os.stat(segment.path).st_size
             if held != segment.size:
                 raise NetworkError(f"the spooled part holds {held} bytes, not {segment.size}")
-            (reserved,) = store._reserve(1)
-            adopted = store._adopt(segment, reserved)
+            (reserved,) = store.files.reserve(1)
+            adopted = store.files.adopt(segment, reserved)
             if segment.data is None:
-                store._flush([adopted])
+                store.files.flush([adopted])
             now = store._clock()
             part = PartInfo(number, segment.size, bare_etag(etag), now, checksums)
-            with store._write() as db:
+            with store.index.write() as db:
                 self._open_upload(db, account, order_id, raw, upload_id)
                 order = store._order(db, account, order_id)
                 if order.expired(now):
@@ -206,9 +206,9 @@ class StoredUploads:
                     raise QuotaExceeded(
                         f"the order {order_id} has {order.free} bytes free, {part.size} are needed"
                     )
-                store._settle(db, [adopted])
+                store.files.settle(db, [adopted])
                 if old is not None:
-                    store._pend(db, [old[1]])
+                    store.files.pend(db, [old[1]])
                 db.execute(
                     f"INSERT OR REPLACE INTO parts ({_PART_COLUMNS}, upload_id)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -221,13 +221,13 @@ class StoredUploads:
                 )
         except BaseException:
             if reserved:
-                store._remove([reserved])
+                store.files.remove([reserved])
             if not adopted and segment.data is None and segment.path:
                 with suppress(FileNotFoundError):
                     os.unlink(segment.path)
             raise
         if old is not None:
-            store._remove([old[1]])
+            store.files.remove([old[1]])
         return part
 
     def list_uploads(
@@ -241,7 +241,7 @@ class StoredUploads:
         max_uploads: int = 1000,
     ) -> UploadsPage:
         """A page of the order's open uploads, as S3 lists them."""
-        with self._store._read() as db:
+        with self._store.index.read() as db:
             self._store._order(db, account, order_id)
             rows = db.execute(
                 f"SELECT {_UPLOAD_COLUMNS} FROM uploads u LEFT JOIN parts p"
@@ -263,7 +263,7 @@ class StoredUploads:
     ) -> PartsPage:
         """The open upload and up to ``max_parts`` of its parts numbered above ``marker``."""
         raw = encode_path(path)
-        with self._store._read() as db:
+        with self._store.index.read() as db:
             self._open_upload(db, account, order_id, raw, upload_id)
             (row,) = db.execute(
                 f"SELECT {_UPLOAD_COLUMNS} FROM uploads u LEFT JOIN parts p"
@@ -286,12 +286,12 @@ class StoredUploads:
     def abort(self, account: str, order_id: str, path: str, upload_id: str) -> None:
         """Remove the open upload and its parts, giving their space back."""
         raw = encode_path(path)
-        with self._store._write() as db:
+        with self._store.index.write() as db:
             self._open_upload(db, account, order_id, raw, upload_id)
             files = self._drop(db, [upload_id])
-            self._store._settle(db)
-            self._store._pend(db, files)
-        self._store._remove(files)
+            self._store.files.settle(db)
+            self._store.files.pend(db, files)
+        self._store.files.remove(files)
 
     @staticmethod
     def _drop(db: sqlite3.Connection, upload_ids: Sequence[str]) -> list[str]:
@@ -332,7 +332,7 @@ class StoredUploads:
         store = self._store
         raw = encode_path(path)
         named = _named(parts)
-        with store._write() as db:
+        with store.index.write() as db:
             order = store._order(db, account, order_id)
             row = db.execute(
                 "SELECT described, completed FROM uploads"
@@ -391,9 +391,9 @@ class StoredUploads:
             numbers = {p.number for p in chosen}
             left_out = [(p.size, f) for n, (p, f) in stored.items() if n not in numbers]
             replaced = [file_id for file_id, _ in json.loads(old[1])] if old else []
-            store._drop_inline(db, replaced)
-            store._settle(db)
-            store._pend(db, replaced + [file_id for _, file_id in left_out])
+            store.files.drop_inline(db, replaced)
+            store.files.settle(db)
+            store.files.pend(db, replaced + [file_id for _, file_id in left_out])
             write_object_row(db, raw, info, [(stored[p.number][1], p.size) for p in chosen], tags)
             freed = (old[0] if old else 0) + sum(size for size, _ in left_out)
             db.execute(
@@ -405,7 +405,7 @@ class StoredUploads:
                 "UPDATE uploads SET completed = ?, last_active = ? WHERE upload_id = ?",
                 (json.dumps(record), now, upload_id),
             )
-        store._remove(replaced + [file_id for _, file_id in left_out])
+        store.files.remove(replaced + [file_id for _, file_id in left_out])
         return info
 
     def expire(self, max_age: float | None = None) -> int:
@@ -415,7 +415,7 @@ class StoredUploads:
         aborted.
         """
         cutoff = self._store._clock() - (self.expiry if max_age is None else max_age)
-        with self._store._write() as db:
+        with self._store.index.write() as db:
             idle = [
                 upload_id
                 for (upload_id,) in db.execute(
@@ -424,10 +424,10 @@ class StoredUploads:
                 )
             ]
             files = self._drop(db, idle)
-            self._store._settle(db)
-            self._store._pend(db, files)
+            self._store.files.settle(db)
+            self._store.files.pend(db, files)
             db.execute(
                 "DELETE FROM uploads WHERE last_active < ? AND completed IS NOT NULL", (cutoff,)
             )
-        self._store._remove(files)
+        self._store.files.remove(files)
         return len(idle)
