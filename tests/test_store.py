@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 
 from hypothesis import given, settings
@@ -21,9 +20,8 @@ from lambgw.network.errors import (
     PreconditionFailed,
     QuotaExceeded,
 )
-from lambgw.network.files import read_small
 from lambgw.network.interface import ListedObject, ListPage, NewObject, Segment
-from lambgw.network.store import INLINE_SIZE, Store
+from lambgw.network.store import Store
 
 
 class Clock:
@@ -396,20 +394,6 @@ class ConcurrencyTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(len(self.object_files()), len(objects))
 
 
-class SweepTests(StoreMixin, SynchronousTestCase):
-    def test_sweep_removes_orphans_only(self) -> None:
-        """The sweep deletes old unreferenced files and keeps the objects' files."""
-        self.put("a", b"abc")
-        orphan = os.path.join(self.store.root, "objects", "ff", "ff" + "0" * 30)
-        os.makedirs(os.path.dirname(orphan))
-        with open(orphan, "wb") as f:
-            f.write(b"lost")
-        self.assertEqual(self.store.sweep(min_age=3600), 0)
-        self.assertEqual(self.store.sweep(min_age=-1), 1)
-        self.assertFalse(os.path.exists(orphan))
-        self.assertEqual(self.read("a"), b"abc")
-
-
 def model_page(keys: list[str], prefix: str, delimiter: str, marker: str) -> list[tuple[str, bool]]:
     """Every entry the listing should give, as (name, is_common_prefix), in byte order."""
     entries: set[tuple[str, bool]] = set()
@@ -537,121 +521,3 @@ class ListTests(StoreMixin, SynchronousTestCase):
         self.assertTrue(selects)
         for statement in selects:
             self.assertIn(f"SELECT {listing.LISTED_COLUMNS} FROM", statement)
-
-
-class DurabilityTests(StoreMixin, SynchronousTestCase):
-    def durable_store(self) -> Store:
-        """A durable store over the same directory."""
-        store = Store(self.store.root, clock=self.clock)
-        self.addCleanup(store.close)
-        return store
-
-    def count_fsyncs(self) -> list[int]:
-        """Record every ``os.fsync`` of the store from now on."""
-        synced: list[int] = []
-        real = os.fsync
-
-        def fsync(fd: int) -> None:
-            synced.append(fd)
-            real(fd)
-
-        self.patch(os, "fsync", fsync)
-        return synced
-
-    def test_memory_object_synced_once(self) -> None:
-        """An object from memory too large for the index is flushed to disk once."""
-        store = self.durable_store()
-        order = store.buy_order("demo", 10 * INLINE_SIZE, 30)
-        data = b"x" * (INLINE_SIZE + 1)
-        synced = self.count_fsyncs()
-        store.put(
-            "demo", order.order_id, "m", [Segment("", len(data), data)], NewObject(len(data), "e")
-        )
-        self.assertEqual(len(synced), 1)
-        _, ranges = store.open_range("demo", order.order_id, "m")
-        self.assertEqual(read_small(ranges), data)
-
-    def test_small_object_not_synced(self) -> None:
-        """A small object from memory goes into the index: no file of its own to flush."""
-        store = self.durable_store()
-        synced = self.count_fsyncs()
-        store.put("demo", self.order.order_id, "m", [Segment("", 3, b"abc")], NewObject(3, "e"))
-        self.assertEqual(synced, [])
-        self.assertEqual(self.object_files(), [])
-        self.assertEqual(self.read("m"), b"abc")
-
-    def test_spooled_parts_synced(self) -> None:
-        """Each spooled part moved in is flushed to disk before the object is committed."""
-        store = self.durable_store()
-        segments = [self.segment(b"ab"), self.segment(b"cd")]
-        synced = self.count_fsyncs()
-        store.put("demo", self.order.order_id, "p", segments, NewObject(4, "e-2"))
-        self.assertEqual(len(synced), 2)
-        self.assertEqual(self.read("p"), b"abcd")
-
-
-class InlineTests(StoreMixin, SynchronousTestCase):
-    """Small objects from memory are kept in the index, and live and die with their row."""
-
-    def put_small(self, path: str, data: bytes) -> None:
-        """Store ``data`` at ``path`` as a body held in memory."""
-        segment = Segment("", len(data), data)
-        self.store.put("demo", self.order.order_id, path, [segment], NewObject(len(data), "e"))
-
-    def small_files(self) -> int:
-        """How many objects' bytes the index holds."""
-        db = sqlite3.connect(os.path.join(self.store.root, "index.sqlite3"))
-        try:
-            count: int = db.execute("SELECT COUNT(*) FROM small_files").fetchone()[0]
-        finally:
-            db.close()
-        return count
-
-    def test_ranges_read(self) -> None:
-        """A byte range of an object held in the index reads as from a file."""
-        self.put_small("k", b"0123456789")
-        self.assertEqual(self.read("k", 2, 5), b"2345")
-        self.assertEqual(self.object_files(), [])
-
-    def test_overwrite_drops_old_bytes(self) -> None:
-        """Overwriting an object held in the index removes its old bytes."""
-        self.put_small("k", b"old")
-        self.put_small("k", b"new!")
-        self.assertEqual(self.read("k"), b"new!")
-        self.assertEqual(self.small_files(), 1)
-        self.assertEqual(self.store.order("demo", self.order.order_id).used, 4)
-
-    def test_overwrite_by_file(self) -> None:
-        """An object held in the index overwritten by a spooled one leaves nothing behind."""
-        self.put_small("k", b"old")
-        self.put("k", b"from a file")
-        self.assertEqual(self.read("k"), b"from a file")
-        self.assertEqual(self.small_files(), 0)
-        self.assertEqual(len(self.object_files()), 1)
-
-    def test_delete_drops_bytes(self) -> None:
-        """Deleting an object held in the index removes its bytes and frees its space."""
-        self.put_small("k", b"abc")
-        self.assertTrue(self.store.delete("demo", self.order.order_id, "k"))
-        self.assertEqual(self.small_files(), 0)
-        self.assertEqual(self.store.order("demo", self.order.order_id).used, 0)
-
-    def test_copy_has_own_bytes(self) -> None:
-        """A copy of an object held in the index outlives the source's deletion."""
-        self.put_small("src", b"abc")
-        self.store.copy("demo", self.order.order_id, "src", self.order.order_id, "dst")
-        self.store.delete("demo", self.order.order_id, "src")
-        self.assertEqual(self.read("dst"), b"abc")
-        self.assertEqual(self.small_files(), 1)
-
-    def test_refused_put_keeps_nothing(self) -> None:
-        """A small object refused for lack of space leaves no bytes in the index."""
-        with self.assertRaises(QuotaExceeded):
-            self.put_small("k", b"x" * 1001)
-        self.assertEqual(self.small_files(), 0)
-
-    def test_sweep_keeps_small(self) -> None:
-        """The sweep of orphaned files leaves objects held in the index alone."""
-        self.put_small("k", b"abc")
-        self.assertEqual(self.store.sweep(min_age=0), 0)
-        self.assertEqual(self.read("k"), b"abc")
