@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import URI, BrowserLikePolicyForHTTPS, ResponseDone
 
 from lambgw.network import errors
-from lambgw.network.http import NodeEndpoints
+from lambgw.network.httpagent import NodeEndpoints
 from lambgw.network.httpbody import DEFAULT_READ, LARGE_READ, HTTPObjectBody, set_read_size
 from tests.test_network_http import FakeResponse
 

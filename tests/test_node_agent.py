@@ -13,7 +13,7 @@ from twisted.web.client import BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
-from lambgw.network.http import NodeAgent, NodeEndpoints, host_header
+from lambgw.network.httpagent import NodeAgent, NodeEndpoints, host_header
 
 
 class Echo(Resource):

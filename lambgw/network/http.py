@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -25,31 +24,27 @@ from urllib.parse import urlencode, urlsplit
 from treq import content
 from twisted.internet import task
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IReactorFDSet,
     IReactorFromThreads,
     IReactorTime,
-    IStreamClientEndpoint,
 )
 from twisted.internet.ssl import Certificate, platformTrust
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import (
-    URI,
-    Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
-    _HTTP11ClientFactory,
 )
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IAgentEndpointFactory, IBodyProducer
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent
 from zope.interface import implementer
 
 from lambgw.network import signing, wire
 from lambgw.network.errors import NetworkError, NetworkUnavailable
 from lambgw.network.files import SMALL_READ, BytesBody
+from lambgw.network.httpagent import NodeAgent, NodeEndpoints, QuietFactory, host_header
 from lambgw.network.httpbody import (
     BytesProducer,
     HTTPObjectBody,
@@ -79,12 +74,8 @@ RETRY_DELAYS = (0.2, 1.0, 3.0)
 #: Idle connections to the node kept for reuse.  A far node answers many requests at once,
 #: each on a connection of its own: one made afresh costs a round trip before its request.
 MAX_IDLE_CONNECTIONS = 256
-#: Endpoints kept by :class:`NodeEndpoints` (one node, one or two schemes).
-MAX_ENDPOINTS = 8
 #: The largest error or JSON answer read.
 MAX_ANSWER = 16 * 1024 * 1024
-#: A request target as this module builds them: printable ASCII, no space, no fragment.
-_PLAIN_TARGET = re.compile(rb"[!-\"$-~]*")
 
 
 def _unavailable(failure: Failure) -> Failure:
@@ -96,92 +87,6 @@ def _unavailable(failure: Failure) -> Failure:
     if inner:
         reason = inner[0].value
     return Failure(NetworkUnavailable(f"the network node cannot be reached: {reason!r}"))
-
-
-def host_header(base_url: str) -> bytes:
-    """The ``Host`` header of requests to ``base_url`` (its port unless the scheme's own)."""
-    parsed = URI.fromBytes(base_url.encode("ascii"))
-    host = b"[%s]" % parsed.host if b":" in parsed.host else parsed.host
-    default = {b"http": 80, b"https": 443}.get(parsed.scheme)
-    return host if parsed.port == default else b"%s:%d" % (host, parsed.port)
-
-
-class _QuietFactory(_HTTP11ClientFactory):
-    """The pool's connection factory, without a log line per connection."""
-
-    noisy = False
-
-
-@implementer(IAgentEndpointFactory)
-class NodeEndpoints:
-    """The endpoints of the node's address, each made once.
-
-    An ``Agent`` makes a new endpoint for every request by default (host name checks, IDNA,
-    the TLS policy's look-ups), even when the pool then reuses a connection.  Only the node's
-    address is ever asked for, so the few endpoints are kept.
-    """
-
-    def __init__(
-        self, reactor: Any, policy: BrowserLikePolicyForHTTPS, connect_timeout: float
-    ) -> None:
-        """Connect with ``reactor`` within ``connect_timeout``; HTTPS checked by ``policy``."""
-        self._reactor = reactor
-        self._policy = policy
-        self._timeout = connect_timeout
-        self._made: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
-
-    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        """The endpoint of ``uri``'s scheme, host and port."""
-        key = (uri.scheme, uri.host, uri.port)
-        endpoint = self._made.get(key)
-        if endpoint is None:
-            endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, self._timeout)
-            if uri.scheme == b"https":
-                creator = self._policy.creatorForNetloc(uri.host, uri.port)
-                endpoint = wrapClientTLS(creator, endpoint)
-            if len(self._made) < MAX_ENDPOINTS:
-                self._made[key] = endpoint
-        return endpoint
-
-
-class NodeAgent(Agent):
-    """An ``Agent`` for the one node: URLs under its base are not parsed for each request.
-
-    ``Agent.request`` checks and parses every URL (some tens of microseconds, a few percent
-    of a small request's whole cost); every URL here is the node's base address followed by
-    a path and query this module built, so the base is parsed once and the rest appended.
-    """
-
-    def __init__(
-        self, reactor: Any, base_url: str, endpoints: IAgentEndpointFactory, pool: Any
-    ) -> None:
-        """Send to the node at ``base_url``, over ``pool``'s connections to ``endpoints``."""
-        super().__init__(reactor, pool=pool)
-        self._endpointFactory = endpoints
-        self._base = URI.fromBytes(base_url.rstrip("/").encode("ascii"))
-        #: URLs starting with this are split rather than parsed.
-        self._under = f"{base_url.rstrip('/')}/".encode("ascii")
-        #: ``scheme://netloc``: what comes after it is the request's target.
-        self._netloc_end = len(self._base.scheme) + 3 + len(self._base.netloc)
-
-    def request(
-        self,
-        method: bytes,
-        uri: bytes,
-        headers: Headers | None = None,
-        bodyProducer: IBodyProducer | None = None,
-    ) -> Deferred[Any]:
-        """Send the request; a URL under the node's base is split, not parsed."""
-        if not uri.startswith(self._under) or not _PLAIN_TARGET.fullmatch(uri, len(self._under)):
-            return super().request(method, uri, headers, bodyProducer)
-        base = self._base
-        path, _, query = uri[self._netloc_end :].partition(b"?")
-        parsed = URI(base.scheme, base.netloc, base.host, base.port, path, b"", query, b"")
-        endpoint = self._getEndpoint(parsed)
-        key = (base.scheme, base.host, base.port)
-        return self._requestWithEndpoint(
-            key, endpoint, method, parsed, headers, bodyProducer, parsed.originForm
-        )
 
 
 @implementer(INetwork)
@@ -245,7 +150,7 @@ class HTTPNetwork(MultipartOverHTTP):
         if not base_url.startswith(("http://", "https://")):
             base_url = f"http://{base_url}"
         pool = HTTPConnectionPool(reactor, persistent=True)
-        pool._factory = _QuietFactory
+        pool._factory = QuietFactory
         pool.maxPersistentPerHost = MAX_IDLE_CONNECTIONS
         pool.cachedConnectionTimeout = 60
         if ca_file:
