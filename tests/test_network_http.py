@@ -620,7 +620,7 @@ class NodeSpoolTests(SynchronousTestCase):
         request.gotLength(len(data))
         for start in range(0, len(data), READ_SIZE):
             request.handleContentChunk(data[start : start + READ_SIZE])
-        request.requestReceived(b"PUT", b"/v2/x", b"HTTP/1.1")
+        request.requestReceived(b"PUT", f"/{wire.VERSION}/x".encode(), b"HTTP/1.1")
         self.assertEqual(events, [])
         while calls:
             calls.pop(0)()
@@ -638,7 +638,7 @@ class NodeSpoolTests(SynchronousTestCase):
         while calls:
             calls.pop(0)()
         self.assertEqual(events, ["pause", "resume"])
-        request.requestReceived(b"PUT", b"/v2/x", b"HTTP/1.1")
+        request.requestReceived(b"PUT", f"/{wire.VERSION}/x".encode(), b"HTTP/1.1")
         self.assertEqual(events, ["pause", "resume", "process"])
         self.assertEqual(request.body_sha256(), hashlib.sha256(data).hexdigest())
 
@@ -648,7 +648,7 @@ class NodeSpoolTests(SynchronousTestCase):
         data = os.urandom(2 * READ_SIZE)
         request.gotLength(len(data))
         request.handleContentChunk(data)
-        request.requestReceived(b"PUT", b"/v2/x", b"HTTP/1.1")
+        request.requestReceived(b"PUT", f"/{wire.VERSION}/x".encode(), b"HTTP/1.1")
         request.connectionLost(Failure(ConnectionDone()))
         while calls:
             calls.pop(0)()
