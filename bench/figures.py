@@ -62,16 +62,20 @@ QUICK = Sizes(
 
 @frozen
 class Goal:
-    """A figure's target: a least ratio to the baseline or a largest value."""
+    """A figure's target: a least or largest ratio to the baseline, or a largest value."""
 
     text: str
     ratio_min: float | None = None
     value_max: float | None = None
+    #: A largest ratio (for times and CPU, where lower is better).
+    ratio_max: float | None = None
 
     def met(self, value: float | None, ratio: float | None) -> bool | None:
         """Whether the target is met; ``None`` when the figure is missing."""
         if self.ratio_min is not None:
             return None if ratio is None else ratio >= self.ratio_min
+        if self.ratio_max is not None:
+            return None if ratio is None else ratio <= self.ratio_max
         if self.value_max is not None:
             return None if value is None else value < self.value_max
         return None

@@ -5,9 +5,10 @@ Over lambnet against the embedded network, and with ``--workers`` against one pr
 
 from __future__ import annotations
 
-from attrs import frozen
+from bench.figures import FIGURES, SEAWEED_GOALS, TIME_UNITS, Bench, Figure, Goal, Results
 
-from bench.figures import FIGURES, SEAWEED_GOALS, TIME_UNITS, Bench, Figure, Results
+#: ``yes``/``NO`` for a target met or not; nothing when the figure is missing.
+_MET = {True: "yes", False: "NO", None: ""}
 
 
 def _fmt(value: float | None) -> str:
@@ -73,7 +74,7 @@ def report(
             _fmt(base),
             "-" if ratio is None else f"{ratio:.2f}",
             figure.goal.text if figure.goal else "",
-            {True: "yes", False: "NO", None: ""}[met],
+            _MET[met],
         )
         cells: dict[str, object] = {}
         if seaweed is not None and figure.key in SEAWEED_GOALS:
@@ -83,7 +84,7 @@ def report(
                 _fmt(cells["seaweedfs"]),  # type: ignore[arg-type]
                 "-" if faster is None else f"{faster:.2f}",
                 str(cells["seaweedfs_target"] or ""),
-                {True: "yes", False: "NO", None: ""}[cells["seaweedfs_met"]],  # type: ignore[index]
+                _MET[cells["seaweedfs_met"]],  # type: ignore[index]
             )
             if cells["seaweedfs_note"]:
                 notes.append(f"{label} [seaweedfs]: {cells['seaweedfs_note']}")
@@ -143,39 +144,28 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     return lines
 
 
-@frozen
-class RatioGoal:
-    """A target for the ratio of a side-by-side table: at least or at most ``bound``."""
+def _at_least(bound: float) -> Goal:
+    return Goal(f">= {bound:g}x", ratio_min=bound)
 
-    bound: float
-    at_most: bool = False
 
-    @property
-    def text(self) -> str:
-        """The target as printed."""
-        return f"{'<=' if self.at_most else '>='} {self.bound:g}x"
-
-    def met(self, ratio: float | None) -> str:
-        """``yes``, ``NO``, or empty when the ratio is missing."""
-        if ratio is None:
-            return ""
-        return "yes" if (ratio <= self.bound if self.at_most else ratio >= self.bound) else "NO"
+def _at_most(bound: float) -> Goal:
+    return Goal(f"<= {bound:g}x", ratio_max=bound)
 
 
 #: Targets for the gateway over lambnet against the embedded network, by figure (``cpu:``
 #: for the servers' CPU row under it).  Times (ms, s) and CPU are better low: at most.
-LAMBNET_GOALS: dict[str, RatioGoal] = {
-    "put_large": RatioGoal(0.8),
-    "get_large": RatioGoal(0.8),
-    "put_mid": RatioGoal(0.8),
-    "get_mid": RatioGoal(0.8),
-    "put_small": RatioGoal(0.6),
-    "get_small": RatioGoal(0.6),
-    "cpu:put_small": RatioGoal(2.5, at_most=True),
-    "cpu:get_small": RatioGoal(2.5, at_most=True),
-    "mp_upload": RatioGoal(0.8),
-    "list_small": RatioGoal(1.5, at_most=True),
-    "list_walk_small": RatioGoal(1.5, at_most=True),
+LAMBNET_GOALS: dict[str, Goal] = {
+    "put_large": _at_least(0.8),
+    "get_large": _at_least(0.8),
+    "put_mid": _at_least(0.8),
+    "get_mid": _at_least(0.8),
+    "put_small": _at_least(0.6),
+    "get_small": _at_least(0.6),
+    "cpu:put_small": _at_most(2.5),
+    "cpu:get_small": _at_most(2.5),
+    "mp_upload": _at_least(0.8),
+    "list_small": _at_most(1.5),
+    "list_walk_small": _at_most(1.5),
 }
 
 
@@ -185,7 +175,7 @@ def _side_by_side(
     names: tuple[str, str],
     base: Results,
     other: Results,
-    goals: dict[str, RatioGoal] | None = None,
+    goals: dict[str, Goal] | None = None,
 ) -> list[str]:
     """The lines of a table putting the figures of ``other`` next to those of ``base``.
 
@@ -201,7 +191,7 @@ def _side_by_side(
         cells: tuple[str, ...] = (label, unit, _fmt(ref), _fmt(value), _ratio(ratio))
         if goals:
             goal = goals.get(key)
-            cells += (goal.text, goal.met(ratio)) if goal else ("", "")
+            cells += (goal.text, _MET[goal.met(value, ratio)]) if goal else ("", "")
         rows.append(cells)
 
     for figure in FIGURES:
