@@ -608,7 +608,7 @@ class SecurityTests(LambnetCase):
         self.assertFalse(os.path.exists(os.path.join(self.home, "etc", "passwd")))
         target = f"/{wire.VERSION}/accounts/{ACCOUNT}/orders/{self.order_id}/list?prefix=..%2F"
         _, page = self.send("GET", target, headers=self.signed("GET", target))
-        self.assertEqual([o[0] for o in page["objects"]], ["../../etc/passwd"])
+        self.assertEqual(page["paths"], ["../../etc/passwd"])
 
 
 def make_test_ca(directory: str) -> tuple[str, str, str]:

@@ -167,11 +167,11 @@ class ListingTests(SynchronousTestCase):
         )
 
     def test_contents_text_encoded_owner(self) -> None:
-        """An encoded key and an owner are written exactly so."""
+        """An encoded key and an owner are written exactly so; half a millisecond rounds up."""
         self.assertEqual(
             contents([("a b/é&", 0, "e", 1.0005)], True, owner("i", "n")),
             "<Contents><Key>a%20b/%C3%A9%26</Key>"
-            "<LastModified>1970-01-01T00:00:01.000Z</LastModified>"
+            "<LastModified>1970-01-01T00:00:01.001Z</LastModified>"
             "<ETag>&quot;e&quot;</ETag><Size>0</Size>"
             "<Owner><ID>i</ID><DisplayName>n</DisplayName></Owner>"
             "<StorageClass>STANDARD</StorageClass></Contents>",

@@ -97,6 +97,11 @@ def _json(request: Request, value: Any) -> bytes:
     return json.dumps(value).encode("utf-8")
 
 
+def _page_body(store: Store, account: str, order_id: str, *args: Any) -> bytes:
+    """The answer to a listing (pool thread only): its columns, as the store wrote them."""
+    return wire.page_body(store.list_columns(account, order_id, *args))
+
+
 def _open(
     store: Store, account: str, order_id: str, path: str, first: int, last: int | None
 ) -> tuple[ObjectInfo, list[FileRange] | bytes]:
@@ -431,16 +436,10 @@ class Node:
             raise wire.ProtocolError(400, "BadRequest", "max-keys is not a number") from None
         if not 0 <= max_keys <= 1000:
             raise wire.ProtocolError(400, "BadRequest", "max-keys must be from 0 to 1000")
-        page = await self._read(
-            self.store.list,
-            account,
-            order_id,
-            query.get("prefix", ""),
-            query.get("delimiter", ""),
-            query.get("marker", ""),
-            max_keys,
-        )
-        return _json(request, wire.page_to_json(page))
+        listing = (query.get(name, "") for name in ("prefix", "delimiter", "marker"))
+        body = await self._read(_page_body, self.store, account, order_id, *listing, max_keys)
+        request.setHeader("content-type", "application/json")
+        return body
 
     # -- multipart uploads -------------------------------------------------------------
 

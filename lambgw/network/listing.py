@@ -16,6 +16,7 @@ from typing import Any
 
 from lambgw.network.errors import InvalidPath
 from lambgw.network.interface import ListedObject, ListPage, ObjectInfo
+from lambgw.network.wire import PageColumns
 
 #: The columns of the ``objects`` table, in the order :func:`info_from_row` reads them.
 OBJECT_COLUMNS = (
@@ -25,6 +26,10 @@ OBJECT_COLUMNS = (
 
 #: The columns a listing reads, in the order of :class:`ListedObject`'s fields.
 LISTED_COLUMNS = "path, size, etag, last_modified"
+
+#: :func:`~lambgw.network.interface.millis` of the ``last_modified`` column, in SQL: the
+#: same IEEE operations, so SQLite and Python round every time to the same millisecond.
+MILLIS_SQL = "CAST(last_modified * 1000 + 0.5 AS INTEGER)"
 
 _Entries = list[tuple[bytes, ListedObject | None]]
 
@@ -110,6 +115,23 @@ def _encode(text: str) -> bytes:
         raise InvalidPath("the prefix, delimiter or marker is not valid UTF-8") from None
 
 
+def _start(prefix: str, delimiter: str, marker: str) -> tuple[bytes, bytes, bytes | None, bool]:
+    """The encoded prefix and delimiter, and where a listing after ``marker`` starts.
+
+    Returns ``(prefix, delimiter, low, inclusive)``: the first path listed is ``low`` or the
+    first above it; ``low`` is ``None`` when nothing can follow the marker.
+    """
+    start, delim, after = _encode(prefix), _encode(delimiter), _encode(marker)
+    low: bytes | None = start
+    inclusive = True
+    if after and after >= start:
+        low, inclusive = after, False
+        cut = after.find(delim, len(start)) if delim and after.startswith(start) else -1
+        if cut >= 0:
+            low, inclusive = byte_successor(after[: cut + len(delim)]), True
+    return start, delim, low, inclusive
+
+
 def list_page(
     db: sqlite3.Connection,
     order_id: str,
@@ -123,15 +145,8 @@ def list_page(
     An entry (a path, or the common prefix that rolls it up) is listed if it is above
     ``marker``; so a marker that is a common prefix skips every path under it.
     """
-    start, delim, after = _encode(prefix), _encode(delimiter), _encode(marker)
+    start, delim, low, inclusive = _start(prefix, delimiter, marker)
     upper = byte_successor(start)
-    low: bytes | None = start
-    inclusive = True
-    if after and after >= start:
-        low, inclusive = after, False
-        cut = after.find(delim, len(start)) if delim and after.startswith(start) else -1
-        if cut >= 0:
-            low, inclusive = byte_successor(after[: cut + len(delim)]), True
     entries: _Entries = []
     wanted = max(0, max_keys) + 1
     while low is not None and len(entries) < wanted:
@@ -147,6 +162,51 @@ def list_page(
         common_prefixes=[key.decode("utf-8") for key, info in entries if info is None],
         is_truncated=truncated,
         next_marker=entries[-1][0].decode("utf-8") if entries else None,
+    )
+
+
+def list_columns(
+    db: sqlite3.Connection,
+    order_id: str,
+    prefix: str,
+    delimiter: str,
+    marker: str,
+    max_keys: int,
+) -> PageColumns:
+    """The page :func:`list_page` lists, with its objects as JSON arrays, one per field.
+
+    Without a delimiter SQLite writes the arrays itself, in one query: no listed object
+    becomes a Python object on its way to the wire.  With one, the page is listed as usual
+    and its columns encoded.
+    """
+    start, _, low, inclusive = _start(prefix, delimiter, marker)
+    if delimiter or max_keys <= 0 or low is None:
+        return PageColumns.of(list_page(db, order_id, prefix, delimiter, marker, max_keys))
+    upper = byte_successor(start)
+    within = "" if upper is None else " AND path < ?"
+    bound = [] if upper is None else [upper]
+    paths, sizes, etags, millis, count, last = db.execute(
+        "SELECT json_group_array(CAST(path AS TEXT)), json_group_array(size),"
+        f" json_group_array(etag), json_group_array({MILLIS_SQL}), count(*), max(path)"
+        f" FROM (SELECT {LISTED_COLUMNS} FROM objects WHERE order_id = ?"
+        f" AND path {'>=' if inclusive else '>'} ?{within} ORDER BY path LIMIT ?)",
+        [order_id, low, *bound, max_keys],
+    ).fetchone()
+    more = (
+        count == max_keys
+        and db.execute(
+            f"SELECT 1 FROM objects WHERE order_id = ? AND path > ?{within} LIMIT 1",
+            [order_id, last, *bound],
+        ).fetchone()
+    )
+    return PageColumns(
+        paths=paths,
+        sizes=sizes,
+        etags=etags,
+        millis=millis,
+        common_prefixes=[],
+        is_truncated=bool(more),
+        next_marker=None if last is None else bytes(last).decode("utf-8"),
     )
 
 

@@ -57,10 +57,12 @@ from lambgw.network.listing import (
     OBJECT_COLUMNS,
     info_from_row,
     json_text,
+    list_columns,
     list_page,
     write_object_row,
 )
 from lambgw.network.objectfiles import ObjectFiles, is_inline
+from lambgw.network.wire import PageColumns
 
 _ORDER_COLUMNS = "order_id, account, capacity, used, created, expires, status"
 
@@ -536,3 +538,17 @@ class Store:
         with self._index.read() as db:
             self._order(db, account, order_id)
             return list_page(db, order_id, prefix, delimiter, marker, max_keys)
+
+    def list_columns(
+        self,
+        account: str,
+        order_id: str,
+        prefix: str = "",
+        delimiter: str = "",
+        marker: str = "",
+        max_keys: int = 1000,
+    ) -> PageColumns:
+        """The page :meth:`list` lists, its objects as the JSON arrays a node sends."""
+        with self._index.read() as db:
+            self._order(db, account, order_id)
+            return list_columns(db, order_id, prefix, delimiter, marker, max_keys)

@@ -40,8 +40,11 @@ def esc(text: str) -> str:
 
 
 def iso8601(timestamp: float) -> str:
-    """A timestamp as S3 writes it in XML: ``2020-09-29T09:12:40.904Z``."""
-    whole, millis = divmod(round(timestamp * 1000), 1000)
+    """A timestamp as S3 writes it in XML: ``2020-09-29T09:12:40.904Z``.
+
+    Rounded half a millisecond up, as the network rounds the times it lists.
+    """
+    whole, millis = divmod(int(timestamp * 1000 + 0.5), 1000)
     return _iso_seconds(whole) + _MILLIS[millis]
 
 
