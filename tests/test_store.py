@@ -313,9 +313,15 @@ class ReadTests(StoreMixin, SynchronousTestCase):
         ranges[0].file.close()
 
     def test_missing(self) -> None:
-        """Reading a missing path fails with NoSuchPath, a foreign order with NoSuchOrder."""
+        """A missing path is NoSuchPath; an order not the account's is NoSuchOrder."""
         self.assertRaises(NoSuchPath, self.store.open_range, "demo", self.order.order_id, "x")
         self.assertRaises(NoSuchOrder, self.store.head, "demo", "0" * 40, "x")
+        theirs = self.store.ensure_account("other", 100, 1)[0].order_id
+        self.store.put("other", theirs, "x", [Segment("", 1, b"t")], NewObject(1, "e"))
+        self.assertEqual(self.store.head("other", theirs, "x").size, 1)
+        for read in (self.store.head, self.store.open_range, self.store.get_tags):
+            self.assertRaises(NoSuchOrder, read, "demo", theirs, "x")
+            self.assertRaises(NoSuchOrder, read, "demo", theirs, "missing")
 
 
 class CopyTests(StoreMixin, SynchronousTestCase):

@@ -34,7 +34,7 @@ MILLIS_SQL = "CAST(last_modified * 1000 + 0.5 AS INTEGER)"
 _Entries = list[tuple[bytes, ListedObject | None]]
 
 
-def _loads(text: str) -> Any:
+def load_column(text: str) -> Any:
     """Decode a JSON column; most are empty, and those need no parsing."""
     if text == "{}":
         return {}
@@ -52,12 +52,12 @@ def info_from_row(row: Sequence[Any]) -> ObjectInfo:
         etag=row[3],
         last_modified=row[4],
         content_type=row[5],
-        metadata=_loads(row[6]),
-        headers=_loads(row[7]),
-        checksums=_loads(row[8]),
+        metadata=load_column(row[6]),
+        headers=load_column(row[7]),
+        checksums=load_column(row[8]),
         checksum_type=row[9],
-        part_sizes=_loads(row[10]),
-        tag_count=len(_loads(row[12])),
+        part_sizes=load_column(row[10]),
+        tag_count=len(load_column(row[12])),
     )
 
 

@@ -59,12 +59,21 @@ from lambgw.network.listing import (
     json_text,
     list_columns,
     list_page,
+    load_column,
     write_object_row,
 )
 from lambgw.network.objectfiles import ObjectFiles, is_inline
 from lambgw.network.wire import PageColumns
 
 _ORDER_COLUMNS = "order_id, account, capacity, used, created, expires, status"
+
+#: An object's row (all ``NULL`` if it is not there) in an order of the account: no row if
+#: the order is not the account's.
+_LOOKUP = (
+    f"SELECT {', '.join('o.' + c for c in OBJECT_COLUMNS.split(', '))} FROM orders r"
+    " LEFT JOIN objects o ON o.order_id = r.order_id AND o.path = ?"
+    " WHERE r.order_id = ? AND r.account = ?"
+)
 
 #: The largest object kept in the index rather than in a file of its own.  No larger than
 #: ``files.SMALL_READ``: such objects are always read whole, never streamed from a file.
@@ -383,16 +392,18 @@ class Store:
     def _lookup(
         self, account: str, order_id: str, raw: bytes
     ) -> tuple[ObjectInfo, list[tuple[str, int]], dict[str, str]]:
-        with self._index.read() as db:
-            self._order(db, account, order_id)
-            row = db.execute(
-                f"SELECT {OBJECT_COLUMNS} FROM objects WHERE order_id = ? AND path = ?",
-                (order_id, raw),
-            ).fetchone()
+        """The object at ``raw``, its files and its tags, read in one statement.
+
+        One SELECT is a snapshot of its own: the order's check and the object's row need no
+        transaction around them.
+        """
+        row = self._index.connection().execute(_LOOKUP, (raw, order_id, account)).fetchone()
         if row is None:
+            raise NoSuchOrder(f"no such order: {order_id}")
+        if row[0] is None:
             raise NoSuchPath(f"no object at {raw.decode('utf-8')}")
         files = [(file_id, size) for file_id, size in json.loads(row[11])]
-        return info_from_row(row), files, json.loads(row[12])
+        return info_from_row(row), files, load_column(row[12])
 
     def head(self, account: str, order_id: str, path: str) -> ObjectInfo:
         """Return what is stored at ``path``; raise ``NoSuchPath`` if nothing is."""
