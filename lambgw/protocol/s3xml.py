@@ -55,8 +55,14 @@ def _iso_seconds(whole: int) -> str:
 
 
 def http_date(timestamp: float) -> str:
-    """A timestamp as an HTTP date (``Last-Modified``)."""
-    return formatdate(timestamp, usegmt=True)
+    """A timestamp as an HTTP date (``Date``, ``Last-Modified``), to the second."""
+    return _http_second(int(timestamp))
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_second(whole: int) -> str:
+    """The HTTP date of a whole second (answers in one second share their ``Date``)."""
+    return formatdate(whole, usegmt=True)
 
 
 def parse_http_date(value: str) -> float | None:

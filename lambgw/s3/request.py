@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 
 from lambgw.protocol.errors import S3Error
+from lambgw.protocol.s3xml import http_date
 from lambgw.s3.connections import AT_CAP, ConnectionLimits, Connections, Refusal, S3Channel
 from lambgw.s3.spool import SpooledFile
 
@@ -247,11 +248,26 @@ class S3Request(server.Request):
                     log.failure("The body of {path!r} could not be stored", result, path=where)
                 self.s3.received = S3Error.of("InternalError", "The body could not be stored.")
             if self.channel is not None:
-                server.Request.requestReceived(self, command, path, version)
+                self._render(command, path, version)
             else:
                 self.run_cleanups()  # the client left while its body was being finished
 
         d.addBoth(received)
+
+    def _render(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Render the request with the site's one resource.
+
+        What ``twisted.web`` does first is not needed: the S3 layer parses the target itself
+        (no ``args``), and forms as they stream; the site has a single leaf resource.
+        """
+        self.method, self.uri, self.clientproto = command, path, version
+        self.path = path.partition(b"?")[0]
+        self.site = self.channel.site
+        self.setHeader(b"Date", http_date(time.time()).encode())
+        try:
+            self.render(self.site.resource)
+        except BaseException:
+            self.processingFailed(Failure())
 
     def respond_early(
         self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes
