@@ -9,6 +9,7 @@ verified, or nothing.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -141,8 +142,17 @@ def _check_skew(request_time: float, now: float) -> None:
 
 def _parse_amz_date(value: str, error_code: str, message: str) -> float:
     """The time of an ``x-amz-date`` (``YYYYMMDDTHHMMSSZ``), as a POSIX timestamp."""
-    if not _AMZ_DATE.fullmatch(value):
+    when = _amz_timestamp(value)
+    if when is None:
         raise S3Error.of(error_code, message)
+    return when
+
+
+@functools.lru_cache(maxsize=256)
+def _amz_timestamp(value: str) -> float | None:
+    """The timestamp of an ``x-amz-date``, None if it is not one (requests share seconds)."""
+    if not _AMZ_DATE.fullmatch(value):
+        return None
     try:
         when = datetime(
             int(value[0:4]),
@@ -153,8 +163,8 @@ def _parse_amz_date(value: str, error_code: str, message: str) -> float:
             int(value[13:15]),
             tzinfo=UTC,
         )
-    except ValueError as e:
-        raise S3Error.of(error_code, message) from e
+    except ValueError:
+        return None
     return when.timestamp()
 
 
