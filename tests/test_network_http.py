@@ -297,6 +297,9 @@ class _Recording(Resource):
         self.inner = inner
         self.seen: list[tuple[str | None, str | None]] = []
 
+    def object_handler(self, method: bytes, path: bytes) -> None:
+        """No request is answered past :meth:`render`: each goes the usual way."""
+
     def render(self, request: Any) -> Any:
         self.seen.append(
             (request.getHeader(signing.SHA256_HEADER), request.getHeader(wire.OBJECT_HEADER))
@@ -357,6 +360,25 @@ class VersionTests(SynchronousTestCase):
             self.assertEqual((response.code, body["code"]), (400, "VersionMismatch"))
             self.assertIn(f"client speaks protocol {version}", body["message"])
             self.assertIn(f"this node speaks {wire.VERSION}", body["message"])
+
+
+class UnsignedTests(SynchronousTestCase):
+    def test_refused_alike_on_both_paths(self) -> None:
+        """An unsigned request is refused, dated, whether answered directly or through Klein.
+
+        Object requests are answered by their handler straight from the node's site; the
+        others go through twisted.web's resource lookup and Klein.
+        """
+        h = Harness(self.mktemp())
+        order = h.order.order_id
+        requests = [(b"GET", f"orders/{order}"), (b"GET", "orders")]
+        requests += [(m, f"orders/{order}/object?path=a") for m in (b"GET", b"HEAD", b"DELETE")]
+        for method, target in requests:
+            url = f"http://node.example/{wire.VERSION}/accounts/demo/{target}"
+            response = h.run(h.agent.request(method, url.encode()))
+            self.assertEqual(response.code, 401, (method, target))
+            self.assertTrue(response.headers.hasHeader(b"date"), (method, target))
+            self.assertEqual(response.headers.getRawHeaders(wire.ERROR_HEADER), ["Unauthorized"])
 
 
 class _Answers(Resource):

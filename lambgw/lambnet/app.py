@@ -31,7 +31,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
 
-from lambgw.lambnet.incoming import NodeRequest, sweep_incoming
+from lambgw.lambnet.incoming import NodeChannel, NodeRequest, sweep_incoming
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.lambnet.resource import NodeResource
 from lambgw.network import signing, wire
@@ -59,6 +59,7 @@ class NodeSite(Site):
     """The node's site: requests spool their bodies into ``incoming``."""
 
     requestFactory = NodeRequest
+    protocol = NodeChannel  # type: ignore[assignment]
 
     def __init__(self, node: Node) -> None:
         """Serve ``node``'s resource; bodies go to its store's ``incoming/`` directory."""

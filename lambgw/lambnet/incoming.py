@@ -29,11 +29,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
 from lambgw.lanes import Lane
 from lambgw.network import signing, wire
 from lambgw.network.interface import Segment
+from lambgw.protocol.s3xml import http_date
 
 log = Logger()
 
@@ -58,6 +60,29 @@ def _declared_size(uri: bytes) -> int | None:
     query = uri.partition(b"?")[2].decode("ascii", "replace")
     value = dict(parse_qsl(query)).get("size", "")
     return int(value) if value.isascii() and value.isdigit() else None
+
+
+class NodeChannel(HTTPChannel):
+    """An HTTP/1.1 connection to the node: its two addresses are asked for once.
+
+    Each request asks its channel for both (``getsockname(2)`` for the node's own), though
+    they never change on a connection.
+    """
+
+    _peer: Any = None
+    _host: Any = None
+
+    def getPeer(self) -> Any:
+        """The client's address."""
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
+
+    def getHost(self) -> Any:
+        """The node's address on this connection."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
 
 class NodeRequest(Request):
@@ -122,7 +147,30 @@ class NodeRequest(Request):
         if self._hashing is not None and self._hashing.busy:
             self._waiting = (command, path, version)
             return
-        super().requestReceived(command, path, version)
+        self._handle(command, path, version)
+
+    def _handle(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Answer the request: an object request straight from the site's resource.
+
+        What ``twisted.web`` does first is not needed for those: their handlers read the
+        query themselves (``args`` is not set), and the path names their handler (no resource
+        tree).
+        Every other request goes the usual way (Klein wants the path split in segments).
+        """
+        site = self.channel.site
+        target = path.partition(b"?")[0]
+        found = site.resource.object_handler(command, target)
+        if found is None:
+            super().requestReceived(command, path, version)
+            return
+        self.body.seek(0, 0)
+        self.method, self.uri, self.clientproto, self.path = command, path, version, target
+        self.site = site
+        self.setHeader(b"date", http_date(time.time()).encode("ascii"))
+        try:
+            self.render(site.resource)
+        except BaseException:
+            self.processingFailed(Failure())
 
     def _hash(self, data: bytes) -> None:
         """Hash ``data``: in the lane for a spooled body, pausing the connection if it lags."""
@@ -154,7 +202,7 @@ class NodeRequest(Request):
             self._release()
         waiting, self._waiting = self._waiting, None
         if waiting is not None and self.channel is not None:
-            super().requestReceived(*waiting)
+            self._handle(*waiting)
 
     def connectionLost(self, reason: Failure) -> None:
         """Log a request whose connection went before it was answered; its body is dropped."""

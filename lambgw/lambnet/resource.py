@@ -64,15 +64,24 @@ class NodeResource(Resource):
             b"DELETE": node.delete,
         }
 
+    def object_handler(self, method: bytes, path: bytes) -> tuple[_Handler, str, str] | None:
+        """The handler, account and order of an object request; ``None`` for any other."""
+        handler = self._handlers.get(method)
+        route = None if handler is None else object_route(path, self._prefix)
+        return None if handler is None or route is None else (handler, *route)
+
     def render(self, request: Request) -> Any:
         """Answer an object request here; hand any other to Klein."""
-        handler = self._handlers.get(request.method)
-        route = None if handler is None else object_route(request.path, self._prefix)
-        if handler is None or route is None:
+        found = self.object_handler(request.method, request.path)
+        if found is None:
             return self._klein.render(request)
+        return self.serve(request, *found)
+
+    def serve(self, request: Request, handler: _Handler, account: str, order_id: str) -> Any:
+        """Answer an object request with ``handler``, as :meth:`object_handler` found it."""
         exchange = _Exchange(request, self._node)
         request.notifyFinish().addBoth(exchange.over)
-        exchange.run(handler(request, *route))
+        exchange.run(handler(request, account, order_id))
         return NOT_DONE_YET
 
 

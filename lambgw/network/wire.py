@@ -496,9 +496,14 @@ def completion_from_json(data: Any) -> Completion:
     return Completion(parts, checksums, if_none_match, if_match)
 
 
+#: Encodes values as compact ASCII JSON (one encoder: ``json.dumps`` with options makes one
+#: per call).
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
 def header_json(value: Mapping[str, Any]) -> str:
     """Return ``value`` as compact ASCII JSON for a header."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+    return _HEADER_ENCODER.encode(value)
 
 
 #: The largest trailer accepted after a streamed body, in bytes.
