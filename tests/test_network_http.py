@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -29,9 +30,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.test.requesthelper import DummyChannel
+from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
 from lambgw.lambnet.app import Node, NodeSite
+from lambgw.lambnet.app import _query as node_query
 from lambgw.lambnet.incoming import (
     DEFAULT_READ,
     HASH_HIGH_WATER,
@@ -360,6 +362,26 @@ class VersionTests(SynchronousTestCase):
             self.assertEqual((response.code, body["code"]), (400, "VersionMismatch"))
             self.assertIn(f"client speaks protocol {version}", body["message"])
             self.assertIn(f"this node speaks {wire.VERSION}", body["message"])
+
+
+class QueryTests(SynchronousTestCase):
+    @given(
+        st.lists(
+            st.sampled_from(["a", "path", "=", "&", "+", "%20", "%2F", "%", "%C3%A9", "%ff", ";"]),
+            max_size=12,
+        ).map("".join)
+    )
+    def test_read_as_parse_qsl(self, query: str) -> None:
+        """The node reads a query as ``parse_qsl`` does (blank values kept, UTF-8 strict)."""
+        request = DummyRequest([])
+        request.uri = f"/x?{query}".encode("ascii")
+        try:
+            expected = dict(parse_qsl(query, keep_blank_values=True, errors="strict"))
+        except UnicodeDecodeError:
+            with self.assertRaises(wire.ProtocolError):
+                node_query(request)
+        else:
+            self.assertEqual(node_query(request), expected)
 
 
 class UnsignedTests(SynchronousTestCase):

@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
@@ -75,11 +75,20 @@ class NodeSite(Site):
 
 
 def _query(request: Request) -> dict[str, str]:
+    """The query's parameters, decoded as ``parse_qsl`` with blank values kept would."""
     raw = request.uri.partition(b"?")[2].decode("ascii", "strict")
     try:
-        return dict(parse_qsl(raw, keep_blank_values=True, errors="strict"))
+        return dict(map(_parameter, filter(None, raw.split("&"))))
     except UnicodeDecodeError:
         raise wire.ProtocolError(400, "InvalidPath", "a query parameter is not UTF-8") from None
+
+
+def _parameter(text: str) -> tuple[str, str]:
+    name, _, value = text.partition("=")
+    return (
+        unquote(name.replace("+", " "), errors="strict"),
+        unquote(value.replace("+", " "), errors="strict"),
+    )
 
 
 def _header(request: Request, name: str) -> str | None:

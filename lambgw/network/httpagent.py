@@ -105,6 +105,8 @@ class NodeAgent(Agent):
         parsed = URI(base.scheme, base.netloc, base.host, base.port, path, b"", query, b"")
         endpoint = self._getEndpoint(parsed)
         key = (base.scheme, base.host, base.port)
+        # The origin form, as ``URI.originForm`` would give it (without its ``urlunparse``).
+        origin = b"%s?%s" % (path, query) if query else path or b"/"
         return self._requestWithEndpoint(
-            key, endpoint, method, parsed, headers, bodyProducer, parsed.originForm
+            key, endpoint, method, parsed, headers, bodyProducer, origin
         )
