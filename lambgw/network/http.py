@@ -19,7 +19,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from treq import content
 from twisted.internet import task
@@ -179,8 +179,10 @@ class HTTPNetwork(MultipartOverHTTP):
 
     def _url(self, account: str, rest: str, query: dict[str, str] | None = None) -> str:
         path = f"{self._base_path}/{wire.VERSION}/accounts/{account}/orders{rest}"
-        encoded = urlencode(query or {}, quote_via=lambda s, *_: wire.quote_path(str(s)))
-        return path + (f"?{encoded}" if encoded else "")
+        if not query:
+            return path
+        quote = wire.quote_path
+        return path + "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in query.items())
 
     def _check_account(self, account: str) -> None:
         if account != self._account:
