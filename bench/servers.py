@@ -319,15 +319,24 @@ def access_log_flags(home: Path) -> tuple[str, str]:
     return ("--access-log", str(home / "access.log"))
 
 
-@contextmanager
-def gateway_target(
-    home: Path, name: str = "gateway", flags: Sequence[str] = ()
-) -> Iterator[Target]:
-    """Run the lambgw twistd plugin in a fresh home on loopback, with extra ``flags``."""
-    port = free_port()
-    root = str(Path(__file__).resolve().parent.parent)
+def source_env(source: Path | None) -> dict[str, str]:
+    """The environment to run ``source`` (by default, this tree) with, first on the path."""
+    root = str(source.resolve() if source is not None else Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@contextmanager
+def gateway_target(
+    home: Path, name: str = "gateway", flags: Sequence[str] = (), source: Path | None = None
+) -> Iterator[Target]:
+    """Run the lambgw twistd plugin in a fresh home on loopback, with extra ``flags``.
+
+    ``source``: the source tree whose code runs (by default, this one).
+    """
+    port = free_port()
+    env = source_env(source)
     server = ServerProcess(
         _python(
             "-c",
@@ -365,16 +374,17 @@ def gateway_target(
 
 
 @contextmanager
-def lambnet_target(home: Path, name: str = "lambnet", delay_ms: float = 0.0) -> Iterator[Target]:
+def lambnet_target(
+    home: Path, name: str = "lambnet", delay_ms: float = 0.0, source: Path | None = None
+) -> Iterator[Target]:
     """Run the lambgw gateway over a ``twistd lambnet`` node, both on loopback.
 
     The node serves ``HOME/network``, where the admin command makes the account, its key and
     its first order; the memory measured is the gateway's.  With ``delay_ms``, the gateway
     reaches the node through ``bench.delayproxy``, which delays each way by that much.
+    ``source``: the source tree whose code runs (by default, this one).
     """
-    root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env = source_env(source)
     for args in (
         ("account", "create"),
         ("account", "key"),
@@ -449,9 +459,7 @@ def lambnet_target(home: Path, name: str = "lambnet", delay_ms: float = 0.0) -> 
 def sink_target(home: Path, name: str = "sink") -> Iterator[Target]:
     """Run the trivial sink server (``python -m bench.sink``)."""
     port = free_port()
-    root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env = source_env(None)
     server = ServerProcess(_python("-m", "bench.sink", str(port)), port, home / "sink.log", env)
     server.start()
     try:

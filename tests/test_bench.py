@@ -17,6 +17,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from bench import compare
 from bench.client import Endpoint, Payload, Signer, object_path
 from bench.figures import FIGURES, GROUPS, QUICK, SEAWEED_GOALS, Bench, Goal, Measurement
 from bench.report import lambnet_report, report
@@ -190,3 +191,21 @@ class DelayProxyTests(SynchronousTestCase):
                 took = time.monotonic() - started
         self.assertEqual((received, answer), (data, b"answer"))
         self.assertGreaterEqual(took, 0.2)
+
+
+class CompareTests(SynchronousTestCase):
+    def test_medians_and_ratio(self) -> None:
+        """Each figure's row has both trees' medians over the rounds and new / base."""
+        rounds: dict[str, dict[str, list[float]]] = {}
+        for base, new in ((100.0, 90.0), (300.0, 80.0), (200.0, 70.0)):
+            compare.record(rounds, "base", {"GET req/s": base, "GET CPU µs, gateway": 0.0})
+            compare.record(rounds, "new", {"GET req/s": new, "GET CPU µs, gateway": 5.0})
+        header, rate, cpu = compare.table(rounds, ("base", "new"))
+        self.assertEqual(header.split(), ["figure", "base", "new", "ratio"])
+        self.assertEqual(rate.split()[-3:], ["200.0", "80.0", "0.400"])
+        self.assertEqual(cpu.split()[-3:], ["0.0", "5.0", "-"])
+
+    def test_base_must_be_a_source_tree(self) -> None:
+        """A directory without lambgw/ is refused before anything starts."""
+        with self.assertRaises(SystemExit):
+            compare.main([self.mktemp()])

@@ -1,0 +1,127 @@
+"""Compare two source trees side by side: their gateways serve interleaved rounds.
+
+``python -m bench.compare BASE [--lambnet] [--count N] [--rounds R] [--clients C]`` starts a
+gateway from the source tree ``BASE`` (a checkout, or ``git archive REV | tar -x -C BASE``) and
+one from this tree, each in a fresh home (with ``--lambnet``, each over a node of its own
+tree).  Then, round after round, each gets ``N`` small PUTs and ``N`` GETs of them from ``C``
+clients, the order of the two alternating, and the script prints for each figure the
+median over the rounds for both trees and their ratio.
+
+This machine's speed drifts by tens of percent from one minute to the next, so two runs
+made one after the other cannot show a change of a few percent; rounds interleaved in one
+run can.  CPU is user + system time of each server process, per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from bench.client import Payload, PreparedRequest, object_path, run_clients
+from bench.cpu import DEADLINE, cpu_seconds
+from bench.servers import GatewayTarget, gateway_target, lambnet_target
+
+#: Figure name -> tree name -> the value of each round.
+Rounds = dict[str, dict[str, list[float]]]
+
+
+def run_round(target: GatewayTarget, label: str, count: int, clients: int) -> dict[str, float]:
+    """Send ``count`` PUTs of new 4 KiB objects, then GETs of them; the round's figures."""
+    signer = target.signer()
+    payload = Payload.of(os.urandom(4096))
+    per = max(1, count // clients)
+    paths = [
+        [object_path(target.bucket, f"{label}/{c}/{i}") for i in range(per)] for c in range(clients)
+    ]
+    pids = {"gateway": target.pid}
+    if target.node is not None:
+        pids["node"] = target.node.pid
+    figures: dict[str, float] = {}
+    for method in ("PUT", "GET"):
+        requests = [
+            [
+                signer.prepare(method, path, payload=payload if method == "PUT" else None)
+                for path in row
+            ]
+            for row in paths
+        ]
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        done, elapsed = send(target, requests)
+        figures[f"{method} req/s"] = done / elapsed
+        total = 0.0
+        for name, pid in pids.items():
+            used = (cpu_seconds(pid) - before[name]) * 1e6 / max(done, 1)
+            figures[f"{method} CPU µs, {name}"] = used
+            total += used
+        if len(pids) > 1:
+            figures[f"{method} CPU µs, all"] = total
+    return figures
+
+
+def send(target: GatewayTarget, requests: list[list[PreparedRequest]]) -> tuple[int, float]:
+    """Send the requests, one client a row; how many were answered, and the seconds taken."""
+    started = time.monotonic()
+    done, _ = run_clients(
+        target.endpoint,
+        len(requests),
+        len(requests[0]),
+        lambda c, i: requests[c][i],
+        started + DEADLINE,
+    )
+    return done, time.monotonic() - started
+
+
+def table(rounds: Rounds, names: Sequence[str]) -> list[str]:
+    """The figures' medians for both trees and the ratio of the second to the first."""
+    base, new = names
+    lines = [f"{'figure':26}  {base:>10}  {new:>10}  {'ratio':>6}"]
+    for figure, trees in rounds.items():
+        old, now = statistics.median(trees[base]), statistics.median(trees[new])
+        ratio = f"{now / old:6.3f}" if old else "     -"
+        lines.append(f"{figure:26}  {old:10.1f}  {now:10.1f}  {ratio}")
+    return lines
+
+
+def record(rounds: Rounds, tree: str, figures: Mapping[str, float]) -> None:
+    """Add one round's ``figures`` of ``tree``."""
+    for figure, value in figures.items():
+        rounds.setdefault(figure, {}).setdefault(tree, []).append(value)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the comparison and print its table."""
+    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
+    parser.add_argument("base", type=Path, help="the source tree to compare against")
+    parser.add_argument("--lambnet", action="store_true", help="each gateway over a node")
+    parser.add_argument("--count", type=int, default=3000, help="requests of each kind a round")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds for each tree")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent connections")
+    args = parser.parse_args(argv)
+    if not (args.base / "lambgw").is_dir():
+        parser.error(f"{args.base} is not a source tree (no lambgw/ in it)")
+    start = lambnet_target if args.lambnet else gateway_target
+    names = ("base", "this tree")
+    rounds: Rounds = {}
+    with contextlib.ExitStack() as stack:
+        targets = []
+        for name, source in zip(names, (args.base, None), strict=True):
+            home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            target = stack.enter_context(start(home, source=source))
+            assert isinstance(target, GatewayTarget)
+            targets.append((name, target))
+        for number in range(args.rounds):
+            order = targets if number % 2 == 0 else targets[::-1]
+            for name, target in order:
+                record(rounds, name, run_round(target, f"r{number}", args.count, args.clients))
+    print(f"{args.rounds} rounds of {args.count} requests, {args.clients} clients; median:")
+    print("\n".join(table(rounds, names)))
+
+
+if __name__ == "__main__":
+    main()
