@@ -169,7 +169,12 @@ class Target:
 
 
 def _python(*args: str) -> list[str]:
-    return [sys.executable, *args]
+    """A command running this Python with ``args``.
+
+    ``-P``: the working directory (or the script's) does not go first on the module path,
+    so that ``PYTHONPATH`` (see :func:`source_env`) chooses which source tree runs.
+    """
+    return [sys.executable, "-P", *args]
 
 
 @contextmanager

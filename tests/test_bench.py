@@ -17,7 +17,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from bench import compare
+from bench import compare, servers
 from bench.client import Endpoint, Payload, Signer, object_path
 from bench.figures import FIGURES, GROUPS, QUICK, SEAWEED_GOALS, Bench, Goal, Measurement
 from bench.report import lambnet_report, report
@@ -204,6 +204,23 @@ class CompareTests(SynchronousTestCase):
         self.assertEqual(header.split(), ["figure", "base", "new", "ratio"])
         self.assertEqual(rate.split()[-3:], ["200.0", "80.0", "0.400"])
         self.assertEqual(cpu.split()[-3:], ["0.0", "5.0", "-"])
+
+    def test_source_tree_runs(self) -> None:
+        """A process started for another source tree imports that tree's code, not this one's.
+
+        Run from this tree's root, where the working directory would otherwise come first.
+        """
+        other = Path(self.mktemp())
+        (other / "lambgw").mkdir(parents=True)
+        (other / "lambgw" / "__init__.py").write_text("")
+        command = servers._python("-c", "import lambgw; print(lambgw.__file__)")
+        root = Path(__file__).resolve().parent.parent
+        for source, expected in ((other, other), (None, root)):
+            done = subprocess.run(
+                command, env=servers.source_env(source), cwd=root, capture_output=True, check=True
+            )
+            printed = Path(done.stdout.decode().strip())
+            self.assertEqual(printed, expected.resolve() / "lambgw" / "__init__.py")
 
     def test_base_must_be_a_source_tree(self) -> None:
         """A directory without lambgw/ is refused before anything starts."""
