@@ -83,7 +83,7 @@ class QueueReactor:
 class Harness:
     """A node over a store in ``root`` and an HTTP network client wired to it in memory."""
 
-    def __init__(self, root: str, resource: Resource | None = None) -> None:
+    def __init__(self, root: str) -> None:
         self.clock = task.Clock()
         self.clock.advance(time.time())
         self.scheduled: list[Callable[[], None]] = []
@@ -98,9 +98,8 @@ class Harness:
         pool: Any = SyncPool()
         reactor: Any = QueueReactor(self.scheduled)
         self.node = Node(self.store, reactor, self.clock, pool)
-        self.agent = RequestTraversalAgent(resource or NodeResource(self.node))
-        if resource is None:
-            self.agent._serverFactory = NodeSite(self.node)
+        self.agent = RequestTraversalAgent(NodeResource(self.node))
+        self.agent._serverFactory = NodeSite(self.node)
         self.network = HTTPNetwork(
             "http://node.example:9100",
             "demo",
@@ -353,7 +352,7 @@ class VersionTests(SynchronousTestCase):
     def test_other_version_refused_naming_both(self) -> None:
         """A request for another protocol version is refused with both versions named."""
         h = Harness(self.mktemp())
-        for version in ("v0", "v3", "v5"):
+        for version in ("v0", "v4", "v6"):
             d = h.agent.request(
                 b"GET", f"http://node.example/{version}/accounts/demo/orders".encode()
             )
@@ -404,16 +403,25 @@ class UnsignedTests(SynchronousTestCase):
 
 
 class _Answers(Resource):
-    """Answers each request with the next status; ``None`` never answers."""
+    """Answers each request with the next status; ``None`` never answers.
+
+    Sessions are opened by the node (``inner``), and not counted.
+    """
 
     isLeaf = True
 
-    def __init__(self, statuses: list[int | None]) -> None:
+    def __init__(self, statuses: list[int | None], inner: Any) -> None:
         super().__init__()
         self.statuses = statuses
+        self.inner = inner
         self.requests = 0
 
+    def object_handler(self, method: bytes, path: bytes) -> None:
+        """No request is answered past :meth:`render`: each goes the usual way."""
+
     def render(self, request: Any) -> Any:
+        if request.path.endswith(b"/sessions"):
+            return self.inner.render(request)
         self.requests += 1
         status = self.statuses.pop(0) if self.statuses else 200
         if status is None:
@@ -424,8 +432,11 @@ class _Answers(Resource):
 
 class FailureTests(SynchronousTestCase):
     def harness(self, statuses: list[int | None]) -> tuple[Harness, _Answers]:
-        answers = _Answers(statuses)
-        return Harness(self.mktemp(), answers), answers
+        h = Harness(self.mktemp())
+        site = h.agent._serverFactory
+        answers = _Answers(statuses, site.resource)
+        site.resource = answers
+        return h, answers
 
     def test_idempotent_retried(self) -> None:
         """A listing of orders is retried after 503s and 500s, with backoff."""

@@ -8,9 +8,12 @@ TCP, so large bodies go through :class:`~lambgw.network.splice.SpliceRelay`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
+import json
 import os
+import re
 import socket
 import threading
 import time
@@ -22,7 +25,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
-from lambgw.network import errors, splice, wire
+from lambgw.network import errors, sessions, splice, wire
 from tests.test_lambnet_download import MiB, NodeCase, _open_files, _within, reactor
 
 #: What the front site answers when the network fails before the headers.
@@ -49,7 +52,9 @@ class _Front(Resource):
             first, last = int(low), int(high)
         self.requests.append(request)
         getting = self.case.get(path, first, last)
-        getting.addCallbacks(self._got, self._failed, callbackArgs=(request, first, last))
+        getting.addCallbacks(
+            self._got, self._failed, callbackArgs=(request, first, last), errbackArgs=(request,)
+        )
         return server.NOT_DONE_YET
 
     def _got(self, result: Any, request: server.Request, first: int, last: int | None) -> None:
@@ -239,8 +244,25 @@ class SpliceTests(_FrontCase):
         self.flushLoggedErrors(errors.NetworkError)
 
 
+def _session_answer(connection: socket.socket, request: bytes) -> bytes:
+    """The answer to a request opening a session: a session of the stand-in's own making."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+    while len(body) < length:
+        body += connection.recv(65536)
+    client_key = base64.b64decode(json.loads(body)["key"])
+    session_id, node_key = sessions.SessionTable().open("demo", None, client_key, time.time())
+    answer = json.dumps(
+        {"session": session_id, "key": base64.b64encode(node_key).decode(), "lifetime": 3600}
+    ).encode()
+    status = f"HTTP/1.1 201 Created\r\nconnection: close\r\ncontent-length: {len(answer)}\r\n"
+    return status.encode() + b"\r\n" + answer
+
+
 class _OnePieceNode:
     """A stand-in node answering every GET with its headers and a first piece in one send.
+
+    It opens the sessions the gateway asks for, and checks no request.
 
     The gateway then parses the headers, hands the body to the front and gets the first body
     bytes in the same read: the relay must count them before it starts.
@@ -269,6 +291,9 @@ class _OnePieceNode:
                 if not piece:
                     return
                 request += piece
+            if request.startswith(b"POST "):
+                connection.sendall(_session_answer(connection, request))
+                return
             with contextlib.suppress(OSError):  # the gateway may close early
                 connection.sendall(self.head + self.body[: self.first])
                 time.sleep(0.05)

@@ -13,6 +13,8 @@ sendfile(2) on a plain TCP connection).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -34,7 +37,7 @@ from twisted.web.server import Request, Site
 from lambgw.lambnet.incoming import NodeChannel, NodeRequest, sweep_incoming
 from lambgw.lambnet.keys import PublicKeys
 from lambgw.lambnet.resource import NodeResource
-from lambgw.network import signing, wire
+from lambgw.network import sessions, signing, wire
 from lambgw.network.errors import ANSWERS, NetworkError
 from lambgw.network.files import SMALL_READ, FileRangeBody, read_small
 from lambgw.network.interface import IObjectBody, NewObject, ObjectInfo
@@ -178,6 +181,7 @@ class Node:
         self._reads = SerialCalls(reactor, threadpool)
         self._writes = SerialCalls(reactor, threadpool)
         self._nonces = signing.NonceCache()
+        self._sessions = sessions.SessionTable()
 
     @property
     def reactor(self) -> IReactorFromThreads:
@@ -233,10 +237,14 @@ class Node:
 
     # -- authentication ----------------------------------------------------------------
 
-    def _authenticate(self, request: Request, account: str) -> str | None:
+    def _authenticate(
+        self, request: Request, account: str, account_key: bool = False
+    ) -> str | None:
         """Refuse the request unless ``account`` signed exactly it, recently, once.
 
-        Return the object description of the body's trailer, if the body had one.
+        It is signed with the account's key or MACed in one of the account's sessions (not
+        if ``account_key``).  Return the object description of the body's trailer, if the
+        body had one.
         """
         raw_path, _, raw_query = request.uri.partition(b"?")
         try:
@@ -253,19 +261,24 @@ class Node:
         }
         method = request.method.decode("ascii")
         signed = signing.parse(method, path, query, headers)
-        if signed.account != account:
-            raise wire.ProtocolError(
-                403, "AccessDenied", f"the request is signed by {signed.account}, not {account}"
-            )
-        key = self._keys.get(account)
-        if key is None:
-            raise signing.SignatureError(f"the account {account} has no key on this node")
         now = self._clock.seconds()
-        signing.verify(key, signed, now)
+        key = None
+        if not signed.session:
+            key = self._check_signature(signed, account, now)
+        elif account_key:
+            raise signing.SignatureError(
+                f"this request must be signed with the account's key ({signing.SCHEME})"
+            )
+        else:
+            self._check_session(signed, account, now)
         assert isinstance(request, NodeRequest)
         description = None
         digest = signed.request.content_sha256
         if digest == signing.TRAILER:
+            if key is None:
+                raise wire.ProtocolError(
+                    400, "BadRequest", "a streamed body is signed with the account's key"
+                )
             trailer = request.trailer()
             signing.verify_trailer(
                 key,
@@ -286,6 +299,39 @@ class Node:
             raise wire.ProtocolError(400, "BadDigest", "the body does not match its SHA-256")
         self._nonces.check(account, signed.request.nonce, signed.request.date, now)
         return description
+
+    def _check_signature(
+        self, signed: signing.Signed, account: str, now: float
+    ) -> Ed25519PublicKey:
+        """Check a request signed with ``account``'s key; return the key."""
+        if signed.account != account:
+            raise wire.ProtocolError(
+                403, "AccessDenied", f"the request is signed by {signed.account}, not {account}"
+            )
+        key = self._keys.get(account)
+        if key is None:
+            raise signing.SignatureError(f"the account {account} has no key on this node")
+        signing.verify(key, signed, now)
+        return key
+
+    def _check_session(self, signed: signing.Signed, account: str, now: float) -> None:
+        """Check a request MACed in a session: one the node knows, of ``account``, still keyed.
+
+        A session whose account's public key changed since it was opened is forgotten.
+        """
+        session = self._sessions.get(signed.session, now)
+        if session is not None and session.owner is not self._keys.get(session.account):
+            self._sessions.forget(signed.session)
+            session = None
+        if session is None:
+            raise wire.ProtocolError(
+                401, "NoSuchSession", f"this node has no session {signed.session}: open another"
+            )
+        if session.account != account:
+            raise wire.ProtocolError(
+                403, "AccessDenied", f"the session is {session.account}'s, not {account}'s"
+            )
+        sessions.verify_mac(session.key, signed, now)
 
     def _described_body(self, request: Request, account: str, what: str) -> NewObject:
         """Authenticate a body's request; the description it carries, checked against the body.
@@ -316,6 +362,29 @@ class Node:
         return path
 
     # -- orders ------------------------------------------------------------------------
+
+    @app.route(f"/{wire.VERSION}/accounts/<account>/sessions", methods=["POST"])
+    def open_session(self, request: Request, account: str) -> bytes:
+        """Open a session of the account: the body names the gateway's X25519 public key."""
+        self._authenticate(request, account, account_key=True)
+        value = self._json_body(request, sessions.MAX_OPEN_BODY)
+        try:
+            client_public = base64.b64decode(value["key"], validate=True)
+            opened = self._sessions.open(
+                account, self._keys.get(account), client_public, self._clock.seconds()
+            )
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            raise wire.ProtocolError(
+                400, "BadRequest", "the session's key is not a base64 X25519 public key"
+            ) from None
+        session_id, node_public = opened
+        request.setResponseCode(201)
+        answer = {
+            "session": session_id,
+            "key": base64.b64encode(node_public).decode("ascii"),
+            "lifetime": self._sessions.lifetime,
+        }
+        return _json(request, answer)
 
     @app.route(f"/{wire.VERSION}/accounts/<account>/orders", methods=["GET"])
     async def orders(self, request: Request, account: str) -> bytes:

@@ -124,7 +124,8 @@ class NodeRequest(Request):
         self._limits = list(accumulate(self.part_sizes or []))[:-1]
         if self.getHeader(signing.SHA256_HEADER) == signing.TRAILER:
             self.declared = _declared_size(self.channel._path)
-        if not (self.getHeader("authorization") or "").startswith(signing.SCHEME):
+        authorization = self.getHeader("authorization") or ""
+        if not authorization.startswith((signing.SCHEME, signing.SESSION_SCHEME)):
             # Refused before it is read: the body goes nowhere (it is still hashed).
             self.body = self.content = open(os.devnull, "w+b")  # type: ignore[assignment]  # noqa: SIM115
             return

@@ -1,6 +1,8 @@
 """The HTTP network: :class:`INetwork` spoken to a ``lambnet`` node with Twisted's HTTP agent.
 
-Every request is signed with the account's key (:mod:`lambgw.network.signing`).  Requests go
+Requests are MACed in a session with the node (:mod:`lambgw.network.sessions`), opened by a
+request signed with the account's key (:mod:`lambgw.network.signing`); a streamed upload is
+signed with the key, its trailer too.  Requests go
 straight to the ``Agent`` treq's ``HTTPClient`` is built on: ``HTTPClient.request`` parses
 every URL with hyperlink and IDNA and wraps the agent in cookie, redirect and content
 decoding agents for each call, some thirty times the agent's own cost, for nothing this
@@ -15,6 +17,8 @@ cannot be reached or answers 503.  Every failure to reach the node becomes
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -41,7 +45,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent
 from zope.interface import implementer
 
-from lambgw.network import signing, wire
+from lambgw.network import sessions, signing, wire
 from lambgw.network.errors import NetworkError, NetworkUnavailable
 from lambgw.network.files import SMALL_READ, BytesBody
 from lambgw.network.httpagent import NodeAgent, NodeEndpoints, QuietFactory, host_header
@@ -74,6 +78,8 @@ RETRY_DELAYS = (0.2, 1.0, 3.0)
 #: Idle connections to the node kept for reuse.  A far node answers many requests at once,
 #: each on a connection of its own: one made afresh costs a round trip before its request.
 MAX_IDLE_CONNECTIONS = 256
+#: The error code of a request in a session the node does not know (any more).
+NO_SUCH_SESSION = "NoSuchSession"
 #: The largest error or JSON answer read.
 MAX_ANSWER = 16 * 1024 * 1024
 
@@ -128,6 +134,7 @@ class HTTPNetwork(MultipartOverHTTP):
         self._silence = silence
         self._retry_delays = tuple(retry_delays)
         self._fds = fds
+        self._sessions = sessions.SessionKeeper(clock, self._open_session)
 
     @classmethod
     def connect(
@@ -198,41 +205,96 @@ class HTTPNetwork(MultipartOverHTTP):
         unbuffered: bool = False,
         signed: dict[str, str] | None = None,
     ) -> Any:
-        """Send one signed request; return the response (or raise its error).
+        """Send one request; return the response (or raise its error).
 
-        ``signed``: the signing headers, if the caller made them (see :meth:`_sign`).
+        ``signed``: the headers that sign the request with the account's key, if the caller
+        made them (see :meth:`_sign`); ``body`` may then be any producer.  Otherwise the
+        request is MACed in the node session and ``body`` is ``None`` or bytes, so that it
+        can be sent once more in a new session if the node has forgotten the old one.
         """
-        signed = signed or self._sign(method, target, content_sha256)
-        raw = Headers(
-            {name.encode("ascii"): [value.encode("latin-1")] for name, value in signed.items()}
+        for last in (False, True):
+            try:
+                session, authorization = await self._authorization(
+                    method, target, content_sha256, signed
+                )
+            except NetworkError:
+                raise
+            except Exception:
+                raise _unavailable(Failure()).value from None
+            raw = Headers(
+                {
+                    name.encode("ascii"): [value.encode("latin-1")]
+                    for name, value in authorization.items()
+                }
+            )
+            for name, value in (headers or {}).items():
+                raw.setRawHeaders(name.encode("ascii"), [value.encode("latin-1")])
+            # Named here, so that the agent does not copy the headers to add it.
+            raw.setRawHeaders(b"host", [self._host])
+            url = f"{self._base}{target[len(self._base_path) :]}".encode("ascii")
+            producer = BytesProducer(body) if isinstance(body, bytes) else body
+            request: Deferred[Any] = self._agent.request(method.encode("ascii"), url, raw, producer)
+            watch = Silence(self._clock, self._silence, request)
+            if isinstance(producer, SegmentsProducer | StreamedUpload):
+                producer.progress = watch.touch
+            try:
+                response = await request
+                if response.code >= 400 or not unbuffered:
+                    content = await _bounded(_read(response), self._clock, self._silence)
+                    if response.code >= 400:
+                        code = (response.headers.getRawHeaders(wire.ERROR_HEADER) or [""])[0]
+                        if code == NO_SUCH_SESSION and session is not None and not last:
+                            self._sessions.forget(session)
+                            continue
+                        raise wire.error_from(response.code, content, code)
+                    return content
+            except NetworkError:
+                raise
+            except Exception:
+                raise _unavailable(Failure()).value from None
+            finally:
+                watch.stop()
+            return response
+        raise AssertionError("unreachable")
+
+    async def _authorization(
+        self, method: str, target: str, content_sha256: str, signed: dict[str, str] | None
+    ) -> tuple[sessions.ClientSession | None, dict[str, str]]:
+        """The session a request is MACed in (``None`` if ``signed``) and its headers."""
+        if signed is not None:
+            return None, signed
+        session = await self._sessions.current()
+        path, _, query = target.partition("?")
+        date = int(self._clock.seconds())
+        return session, sessions.mac_headers(
+            session.session_id, session.key, method, path, query, content_sha256, date
         )
-        for name, value in (headers or {}).items():
-            raw.setRawHeaders(name.encode("ascii"), [value.encode("latin-1")])
-        # Named here, so that the agent does not copy the headers to add it.
-        raw.setRawHeaders(b"host", [self._host])
-        url = f"{self._base}{target[len(self._base_path) :]}".encode("ascii")
-        request: Deferred[Any] = self._agent.request(method.encode("ascii"), url, raw, body)
-        watch = Silence(self._clock, self._silence, request)
-        if isinstance(body, SegmentsProducer | StreamedUpload):
-            body.progress = watch.touch
+
+    async def _open_session(self) -> sessions.ClientSession:
+        """Open a session on the node, with a request signed by the account's key."""
+        private, public = sessions.new_exchange()
+        data = json.dumps({"key": base64.b64encode(public).decode("ascii")}).encode("ascii")
+        digest = hashlib.sha256(data).hexdigest()
+        target = f"{self._base_path}/{wire.VERSION}/accounts/{self._account}/sessions"
+        opened = self._clock.seconds()
+        signed = self._sign("POST", target, digest)
+        answer = await self._send("POST", target, data, digest, signed=signed)
         try:
-            response = await request
-            if response.code >= 400 or not unbuffered:
-                content = await _bounded(_read(response), self._clock, self._silence)
-                if response.code >= 400:
-                    code = response.headers.getRawHeaders(wire.ERROR_HEADER) or [""]
-                    raise wire.error_from(response.code, content, code[0])
-                return content
-        except NetworkError:
-            raise
-        except Exception:
-            raise _unavailable(Failure()).value from None
-        finally:
-            watch.stop()
-        return response
+            value = json.loads(answer)
+            session_id, lifetime = str(value["session"]), int(value["lifetime"])
+            node_public = base64.b64decode(value["key"], validate=True)
+            if not sessions.SESSION_ID.fullmatch(session_id) or lifetime < 1:
+                raise ValueError(session_id)
+            key = sessions.derive(
+                private, node_public, self._account, session_id, public, node_public
+            )
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise NetworkError("the network node opened a malformed session") from None
+        renew_at = opened + lifetime - min(sessions.RENEW_MARGIN, lifetime / 2)
+        return sessions.ClientSession(session_id, key, renew_at)
 
     def _sign(self, method: str, target: str, content_sha256: str) -> dict[str, str]:
-        """The headers that sign a request for ``target`` (path and query)."""
+        """The headers that sign a request for ``target`` (path and query) with the key."""
         path, _, query = target.partition("?")
         return signing.sign(
             self._key,
@@ -352,8 +414,7 @@ class HTTPNetwork(MultipartOverHTTP):
         target = self._url(account, f"/{order_id}/object", {"path": path})
         headers = wire.conditions(if_none_match, if_match)
         headers[wire.OBJECT_HEADER] = wire.header_json(wire.new_to_json(new))
-        body = BytesProducer(data)
-        answer = await self._send("PUT", target, body, hashlib.sha256(data).hexdigest(), headers)
+        answer = await self._send("PUT", target, data, hashlib.sha256(data).hexdigest(), headers)
         return wire.info_from_json(json.loads(answer))
 
     def open_upload(
@@ -462,7 +523,7 @@ class HTTPNetwork(MultipartOverHTTP):
         """Send ``value`` as the JSON body of a signed request; fire with the answer."""
         data = json.dumps(value).encode("utf-8")
         digest = hashlib.sha256(data).hexdigest()
-        return Deferred.fromCoroutine(self._send(method, target, BytesProducer(data), digest))
+        return Deferred.fromCoroutine(self._send(method, target, data, digest))
 
     def get_tags(self, account: str, order_id: str, path: str) -> Deferred[Mapping[str, str]]:
         """Return the tags of the object at ``path``."""

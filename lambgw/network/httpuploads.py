@@ -74,8 +74,7 @@ def _upload_path(order_id: str, upload_id: str, rest: str = "") -> str:
 
 async def _post_json(client: _Client, target: str, value: bytes) -> Any:
     """POST the JSON ``value``; return the node's JSON answer."""
-    body = SegmentsProducer([Segment("", len(value), value)], client._cooperator)
-    answer = await client._send("POST", target, body, hashlib.sha256(value).hexdigest())
+    answer = await client._send("POST", target, value, hashlib.sha256(value).hexdigest())
     return json.loads(answer)
 
 

@@ -17,6 +17,9 @@ A body streamed before its digest is known says ``x-lamb-content-sha256: STREAMI
 and ends with a trailer (see ``lambgw.network.wire``) holding the digest and the object's
 description, signed over :func:`trailer_to_sign`, which includes the request's signature.
 
+A request may instead be MACed with a session's key (``LAMB1-HMAC-SHA256 session=ID,...``,
+:mod:`lambgw.network.sessions`); :func:`parse` reads both kinds.
+
 Nothing here does I/O except the small key file helpers at the end.
 """
 
@@ -37,6 +40,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 #: The name of the signing scheme, first word of the ``authorization`` header.
 SCHEME = "LAMB1-ED25519"
+#: The scheme of requests authenticated by a session's key (:mod:`lambgw.network.sessions`).
+SESSION_SCHEME = "LAMB1-HMAC-SHA256"
 #: The largest difference allowed between a request's date and the node's clock, in seconds.
 MAX_SKEW = 300
 #: The body digest of a request without a body.
@@ -58,6 +63,10 @@ _NONCE = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _AUTHORIZATION = re.compile(
     rf"{SCHEME} account=(?P<account>[^,\s]+),\s*signature=(?P<signature>[A-Za-z0-9+/=]+)"
+)
+_SESSION_AUTHORIZATION = re.compile(
+    rf"{SESSION_SCHEME} session=(?P<session>[0-9a-f]{{32}}),"
+    r"\s*signature=(?P<signature>[A-Za-z0-9+/=]+)"
 )
 
 
@@ -89,10 +98,10 @@ def canonical_query(query: str) -> str:
     return "&".join(sorted(part for part in query.split("&") if part))
 
 
-def string_to_sign(request: RequestToSign) -> bytes:
-    """Return the bytes the signature of ``request`` covers."""
+def string_to_sign(request: RequestToSign, scheme: str = SCHEME) -> bytes:
+    """Return the bytes the signature (or, under ``scheme``, the MAC) of ``request`` covers."""
     lines = [
-        SCHEME,
+        scheme,
         request.method.upper(),
         request.path,
         canonical_query(request.query),
@@ -131,18 +140,32 @@ def sign(
 
 @frozen
 class Signed:
-    """What a request's headers claim: who signed it, and the signed parts."""
+    """What a request's headers claim: who signed it, and the signed parts.
+
+    A request of a session names the session, not the account (``account`` is empty).
+    """
 
     account: str
     signature: bytes
     request: RequestToSign
+    session: str = ""
 
 
 def parse(method: str, path: str, query: str, headers: Mapping[str, str]) -> Signed:
-    """Read the signing headers of a request (lower-case names); raise ``SignatureError``."""
-    match = _AUTHORIZATION.fullmatch(headers.get("authorization", "").strip())
+    """Read the signing headers of a request (lower-case names); raise ``SignatureError``.
+
+    The request is signed by an account (:data:`SCHEME`) or MACed in a session
+    (:data:`SESSION_SCHEME`).
+    """
+    authorization = headers.get("authorization", "").strip()
+    match = _AUTHORIZATION.fullmatch(authorization) or _SESSION_AUTHORIZATION.fullmatch(
+        authorization
+    )
     if match is None:
-        raise SignatureError(f"the request is not signed ({SCHEME} authorization expected)")
+        raise SignatureError(
+            f"the request is not signed ({SCHEME} or {SESSION_SCHEME} authorization expected)"
+        )
+    groups = match.groupdict()
     try:
         signature = base64.b64decode(match["signature"], validate=True)
     except binascii.Error:
@@ -157,14 +180,24 @@ def parse(method: str, path: str, query: str, headers: Mapping[str, str]) -> Sig
     if digest != TRAILER and _SHA256.fullmatch(digest) is None:
         raise SignatureError(f"the {SHA256_HEADER} header is missing or malformed")
     return Signed(
-        match["account"], signature, RequestToSign(method, path, query, int(date), nonce, digest)
+        groups.get("account") or "",
+        signature,
+        RequestToSign(method, path, query, int(date), nonce, digest),
+        groups.get("session") or "",
     )
+
+
+def check_date(signed: Signed, now: float, max_skew: int = MAX_SKEW) -> None:
+    """Refuse ``signed`` (``SignatureError``) if dated more than ``max_skew`` from ``now``."""
+    if abs(now - signed.request.date) > max_skew:
+        raise SignatureError(f"the request's date is more than {max_skew} s from the node's clock")
 
 
 def verify(key: Ed25519PublicKey, signed: Signed, now: float, max_skew: int = MAX_SKEW) -> None:
     """Check the signature and the date of ``signed``; raise ``SignatureError`` if wrong."""
-    if abs(now - signed.request.date) > max_skew:
-        raise SignatureError(f"the request's date is more than {max_skew} s from the node's clock")
+    check_date(signed, now, max_skew)
+    if signed.session:
+        raise SignatureError(f"the request is not signed with the account's key ({SCHEME})")
     try:
         key.verify(signed.signature, string_to_sign(signed.request))
     except InvalidSignature:
