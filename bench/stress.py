@@ -33,6 +33,7 @@ MODULES = (
     "tests.test_serial",
     "tests.test_splice",
     "tests.test_network_http",
+    "tests.test_sessions",
     "tests.test_network_http_upload",
     "tests.test_network_http_download",
     "tests.test_lambnet_download",
