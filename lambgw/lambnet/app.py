@@ -325,7 +325,9 @@ class Node:
             session = None
         if session is None:
             raise wire.ProtocolError(
-                401, "NoSuchSession", f"this node has no session {signed.session}: open another"
+                401,
+                sessions.NO_SUCH_SESSION,
+                f"this node has no session {signed.session}: open another",
             )
         if session.account != account:
             raise wire.ProtocolError(

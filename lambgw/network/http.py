@@ -78,8 +78,6 @@ RETRY_DELAYS = (0.2, 1.0, 3.0)
 #: Idle connections to the node kept for reuse.  A far node answers many requests at once,
 #: each on a connection of its own: one made afresh costs a round trip before its request.
 MAX_IDLE_CONNECTIONS = 256
-#: The error code of a request in a session the node does not know (any more).
-NO_SUCH_SESSION = "NoSuchSession"
 #: The largest error or JSON answer read.
 MAX_ANSWER = 16 * 1024 * 1024
 
@@ -243,7 +241,7 @@ class HTTPNetwork(MultipartOverHTTP):
                     content = await _bounded(_read(response), self._clock, self._silence)
                     if response.code >= 400:
                         code = (response.headers.getRawHeaders(wire.ERROR_HEADER) or [""])[0]
-                        if code == NO_SUCH_SESSION and session is not None and not last:
+                        if code == sessions.NO_SUCH_SESSION and session is not None and not last:
                             self._sessions.forget(session)
                             continue
                         raise wire.error_from(response.code, content, code)

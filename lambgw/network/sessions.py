@@ -49,6 +49,8 @@ MAX_OPEN_BODY = 1024
 PUBLIC_KEY_SIZE = 32
 #: Session ids: 32 lower-case hex digits.
 SESSION_ID = re.compile(r"[0-9a-f]{32}")
+#: The error code of a request in a session the node does not know (any more).
+NO_SUCH_SESSION = "NoSuchSession"
 #: What the derived key is for: the first part of HKDF's ``info``.
 _KDF_LABEL = b"LAMB1-SESSION"
 
@@ -94,12 +96,9 @@ def mac_headers(
     """Return the headers that authenticate a request in session ``session_id``."""
     request = signing.RequestToSign(method, path, query, date, signing.new_nonce(), content_sha256)
     tag = base64.b64encode(mac(key, request)).decode("ascii")
-    return {
-        signing.DATE_HEADER: str(date),
-        signing.NONCE_HEADER: request.nonce,
-        signing.SHA256_HEADER: content_sha256,
-        "authorization": f"{signing.SESSION_SCHEME} session={session_id},signature={tag}",
-    }
+    return signing.headers_of(
+        request, f"{signing.SESSION_SCHEME} session={session_id},signature={tag}"
+    )
 
 
 def verify_mac(key: bytes, signed: signing.Signed, now: float) -> None:

@@ -130,11 +130,16 @@ def sign(
     """Return the headers that sign a request of ``account``."""
     request = RequestToSign(method, path, query, date, nonce or new_nonce(), content_sha256)
     signature = base64.b64encode(key.sign(string_to_sign(request))).decode("ascii")
+    return headers_of(request, f"{SCHEME} account={account},signature={signature}")
+
+
+def headers_of(request: RequestToSign, authorization: str) -> dict[str, str]:
+    """Return the headers that carry ``request``'s signed parts and its ``authorization``."""
     return {
         DATE_HEADER: str(request.date),
         NONCE_HEADER: request.nonce,
         SHA256_HEADER: request.content_sha256,
-        "authorization": f"{SCHEME} account={account},signature={signature}",
+        "authorization": authorization,
     }
 
 
