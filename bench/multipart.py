@@ -6,6 +6,7 @@ part, a CRC32 checksum header), ``concurrency`` at a time over their own connect
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -93,14 +94,16 @@ def measure_multipart(
     """A measure of one ``size`` upload in ``part_size`` parts, ``concurrency`` at a time.
 
     Returns the figures ``mp_upload`` (MB/s, parts and completion), ``mp_complete`` (seconds
-    CompleteMultipartUpload took) and ``mp_rss`` (the server's peak RSS in MiB).
+    CompleteMultipartUpload took) and ``mp_rss`` (the server's peak RSS in MiB).  Each run
+    uploads a new key, deleted once measured: no run completes over an earlier one's object.
     """
     if size % part_size:
         raise ValueError("size must be a whole number of parts")
+    runs = itertools.count()
 
     def measure(target: Target) -> dict[str, tuple[float, str]]:
         payload = payload_of(part_size)
-        path = object_path(target.bucket, "bench/multipart")
+        path = object_path(target.bucket, f"bench/multipart-{next(runs)}")
         signer = target.signer()
         resettable = reset_peak_rss(target.pid)
         before = memory_status(target.pid)["VmRSS"]
@@ -117,10 +120,11 @@ def measure_multipart(
                 before_complete = time.perf_counter()
                 answer = perform(conn, _complete_request(target, path, upload_id, etags))
                 done = time.perf_counter()
+            if b"<Error>" in answer:
+                raise BenchError(f"CompleteMultipartUpload failed: {answer[:300]!r}")
+            perform(conn, signer.prepare("DELETE", path))
         finally:
             conn.close()
-        if b"<Error>" in answer:
-            raise BenchError(f"CompleteMultipartUpload failed: {answer[:300]!r}")
         peak = sampler.peak
         if resettable:
             peak = max(peak, memory_status(target.pid)["VmHWM"])

@@ -296,6 +296,31 @@ class ErrorTests(GatewayCase):
         self.assertError(answer, 403, "QuotaExceeded")
         self.assertEqual(self.signed("HEAD", path).status, 404)
 
+    def test_space_freed_by_a_delete_is_usable_at_once(self) -> None:
+        """After a DELETE, a PUT that fits only in the space it freed is stored at once."""
+        if self.gateway.is_moto:
+            raise SkipTest("moto has no orders")
+        order = self.gateway.buy_order(capacity="1MiB", days="30")
+        body = os.urandom(700 * 1024)
+        for attempt in range(3):
+            path = f"/{order}/round-{attempt}"
+            self.assertEqual(self.signed("PUT", path, body=body).status, 200)
+            self.assertEqual(self.signed("DELETE", path).status, 204)
+        self.assertEqual(self.signed("PUT", f"/{order}/last", body=body).status, 200)
+        self.assertEqual(self.signed("GET", f"/{order}/last").body, body)
+
+    def test_put_over_capacity_refused_at_commit(self) -> None:
+        """A PUT that the order cannot hold is refused with QuotaExceeded and leaves nothing."""
+        if self.gateway.is_moto:
+            raise SkipTest("moto has no orders")
+        order = self.gateway.buy_order(capacity="1MiB", days="30")
+        body = os.urandom(700 * 1024)
+        self.assertEqual(self.signed("PUT", f"/{order}/first", body=body).status, 200)
+        answer = self.signed("PUT", f"/{order}/second", body=body)
+        self.assertError(answer, 403, "QuotaExceeded")
+        self.assertEqual(self.signed("HEAD", f"/{order}/second").status, 404)
+        self.assertEqual(self.signed("GET", f"/{order}/first").body, body)
+
     def test_dot_dot_keys_are_ordinary(self) -> None:
         """Keys with ``../`` are stored and read back as keys; no file appears outside HOME."""
         outside_before = sorted(os.listdir(self.root))

@@ -143,7 +143,12 @@ class Gateway:
         return self._call(name, "", lambda: self.buckets.delete(name))
 
     def precheck_upload(self, bucket: str, size: int) -> None:
-        """Refuse at once an upload that cannot fit, judged from the cached order."""
+        """Refuse at once an upload that cannot fit, judged from the cached order.
+
+        Only a figure confirmed by the network refuses (see :mod:`lambgw.gateway.orders`).
+        Otherwise the order is fetched again in the background and the upload goes on: the
+        network refuses it at commit if it does not fit.
+        """
         if size > MAX_PUT_SIZE:
             raise S3Error.of(
                 "EntityTooLarge",
@@ -153,7 +158,9 @@ class Gateway:
         if order is None:
             return
         free = order.free
-        if size > free:
+        if size > free and not self.orders.confirmed(order.order_id):
+            self.orders.refetch(order.order_id)
+        elif size > free:
             raise S3Error(
                 "QuotaExceeded",
                 403,
@@ -296,13 +303,19 @@ class Gateway:
 
         def found(b: Bucket) -> Deferred[bool]:
             check_key(key, b.prefix)
-            return self._call(
+            d = self._call(
                 bucket,
                 key,
                 lambda: self.network.delete_object(
                     self.account, b.order_id, b.prefix + key, if_match
                 ),
             )
+            return d.addCallback(released, b.order_id)
+
+        def released(deleted: bool, order_id: str) -> bool:
+            if deleted:
+                self.orders.released(order_id)
+            return deleted
 
         return self.bucket(bucket).addCallback(found)
 

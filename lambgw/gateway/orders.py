@@ -3,6 +3,11 @@
 Buckets are resolved and uploads are checked against free capacity from this cache, so the
 hot path of a request does not wait on the network.  The network stays the authority: it
 refuses what does not fit when an object is committed.
+
+The gateway adds what it writes to an order's cached space used, but cannot take off what a
+delete or an overwrite frees (the network does not say how much).  So a cached figure is
+*confirmed* only while this gateway has changed nothing in the order since the figure was
+fetched: only a confirmed figure may refuse an upload before its body is read.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ class OrderCache:
     account: str
     _orders: dict[str, Order] = field(factory=dict)
     _loaded: bool = False
+    #: Per order, how many writes and deletes this gateway has made in it (never reset).
+    _changes: dict[str, int] = field(factory=dict)
+    #: Per order, the count of its changes when its cached figure was fetched.
+    _fetched_at: dict[str, int] = field(factory=dict)
+    #: The orders being fetched again by :meth:`refetch`.
+    _refetching: set[str] = field(factory=set)
 
     def known(self, order_id: str) -> Order | None:
         """The cached order ``order_id``, without asking the network."""
@@ -45,8 +56,10 @@ class OrderCache:
     @inlineCallbacks
     def refresh(self) -> Generator[Deferred[Any], Any, Sequence[Order]]:
         """Fetch every order of the account from the network."""
+        changes = dict(self._changes)
         orders: Sequence[Order] = yield self.network.orders(self.account)
         self._orders = {o.order_id: o for o in orders}
+        self._fetched_at = {o.order_id: changes.get(o.order_id, 0) for o in orders}
         self._loaded = True
         return self.all()
 
@@ -56,16 +69,44 @@ class OrderCache:
         cached = self._orders.get(order_id)
         if cached is not None:
             return cached
+        return (yield self._fetch(order_id))
+
+    @inlineCallbacks
+    def _fetch(self, order_id: str) -> Generator[Deferred[Any], Any, Order]:
+        changes = self._changes.get(order_id, 0)
         try:
             order: Order = yield self.network.order(self.account, order_id)
         except NoSuchOrder:
             self._orders.pop(order_id, None)
             raise
         self._orders[order_id] = order
+        self._fetched_at[order_id] = changes
         return order
 
+    def confirmed(self, order_id: str) -> bool:
+        """Whether the cached figure of ``order_id`` is the network's, unchanged since.
+
+        A write or delete made while the figure was being fetched leaves it unconfirmed.
+        """
+        fetched = self._fetched_at.get(order_id)
+        return fetched is not None and fetched == self._changes.get(order_id, 0)
+
+    def refetch(self, order_id: str) -> None:
+        """Fetch ``order_id`` again in the background (once at a time); failures are logged."""
+        if order_id in self._refetching:
+            return
+        self._refetching.add(order_id)
+        d = self._fetch(order_id)
+        d.addErrback(
+            lambda f: log.warn(
+                "Fetching order {order} failed: {why}", order=order_id, why=f.getErrorMessage()
+            )
+        )
+        d.addBoth(lambda _: self._refetching.discard(order_id))
+
     def charge(self, order_id: str, delta: int) -> None:
-        """Adjust the cached space used by ``order_id`` after a write or delete."""
+        """Add ``delta`` bytes this gateway wrote to the cached space used by ``order_id``."""
+        self._changes[order_id] = self._changes.get(order_id, 0) + 1
         cached = self._orders.get(order_id)
         if cached is not None:
             # Built field by field: ``evolve`` costs as much as the rest of a small PUT's
@@ -80,6 +121,6 @@ class OrderCache:
                 status=cached.status,
             )
 
-    def update(self, order: Order) -> None:
-        """Record a fresh copy of one order."""
-        self._orders[order.order_id] = order
+    def released(self, order_id: str) -> None:
+        """Note that this gateway freed space in ``order_id`` by an amount it does not know."""
+        self._changes[order_id] = self._changes.get(order_id, 0) + 1
