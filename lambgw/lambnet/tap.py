@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
+from lambgw.allocator import fix_mmap_threshold
 from lambgw.lambnet.app import Node, NodeSite
 from lambgw.network.completion import DEFAULT_UPLOAD_EXPIRY
 from lambgw.network.store import Store
@@ -89,6 +90,7 @@ def makeService(options: Options) -> service.IService:
     """Build the node: a thread pool for the store, and the listening site."""
     from twisted.internet import reactor
 
+    fix_mmap_threshold()
     top = service.MultiService()
     pool = ThreadPool(minthreads=1, maxthreads=16, name="lambnet-store")
     _ThreadPoolService(pool).setServiceParent(top)
