@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from lambgw import spooldir
 from lambgw.protocol.errors import S3Error
+from lambgw.s3 import spool
 from lambgw.s3.spool import SpoolBody
 from lambgw.spooldir import (
     CLAIMING_GRACE,
@@ -230,3 +231,41 @@ class FullDiskBodyTests(TestCase):
         self.assertEqual(os.listdir(directory), [])
         error = yield self.assertFailure(body.finish(), S3Error)
         self.assertIs(error, full)
+
+    @inlineCallbacks
+    def test_failed_flush_fails_the_body(self) -> Any:
+        """A body whose early flush to disk fails (EIO) is refused and its file removed."""
+        error = yield self._failed_flush(errno.EIO)
+        self.assertIsInstance(error, OSError)
+        self.assertEqual(error.errno, errno.EIO)
+
+    @inlineCallbacks
+    def test_full_disk_at_flush_is_slow_down(self) -> Any:
+        """A flush that finds the disk full fails the body with the spool's full error."""
+        error = yield self._failed_flush(errno.ENOSPC)
+        self.assertEqual((error.code, error.status), ("SlowDown", 503))
+
+    @inlineCallbacks
+    def _failed_flush(self, code: int) -> Any:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        pool = ThreadPool(minthreads=0, maxthreads=2, name="test-flush")
+        pool.start()
+        self.addCleanup(pool.stop)
+        flushed: list[int] = []
+
+        def failing(fd: int) -> None:
+            flushed.append(fd)
+            raise OSError(code, os.strerror(code))
+
+        self.patch(spool, "SYNC_EVERY", 1000)
+        self.patch(spool.os, "fdatasync", failing)
+        full = S3Error("SlowDown", 503, "The gateway's spool is full.")
+        body = SpoolBody(reactor, pool, directory, max_size=1 << 20, on_full=lambda n: full)  # type: ignore[arg-type]
+        for _ in range(5):
+            body.write(b"x" * 1000)
+        error = yield body.finish().addCallbacks(lambda _: None, lambda f: f.value)
+        self.assertIsNotNone(error, "the body was accepted")
+        self.assertTrue(flushed)
+        self.assertEqual(os.listdir(directory), [])
+        return error

@@ -376,6 +376,12 @@ class SpoolBody:
             self._md5.update(piece)
 
     def _sync_work(self, _: Buffer) -> None:
-        if self._error is None:
-            with suppress(OSError, ValueError):
-                os.fdatasync(self._file.fileno())
+        if self._error is not None:
+            return
+        try:
+            os.fdatasync(self._file.fileno())
+        except ValueError:
+            pass  # the file was closed: the body was given up
+        except OSError as e:
+            # Reported once: a later fsync on another descriptor may not see it again.
+            self._error = e
