@@ -5,6 +5,7 @@ The client and the node run in memory (see ``tests.test_network_http.Harness``).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from typing import Any
@@ -16,6 +17,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web._newclient import LengthEnforcingConsumer
 
+from lambgw.lambnet import incoming
 from lambgw.network import errors, signing, wire
 from lambgw.network.httpbody import DEFAULT_READ
 from lambgw.network.httpupload import STREAM_BUFFER, STREAM_SEND, StreamedUpload
@@ -78,6 +80,19 @@ class StreamedUploadTests(SynchronousTestCase):
         data = os.urandom(400_000)
         result = self.stream(data, digest=hashlib.sha256(b"other").hexdigest())
         self.assertRefused(result, errors.NetworkError, "SHA-256")
+        self.assertRaises(errors.NoSuchPath, self.h.store.head, "demo", self.order_id, "k")
+        self.assertEqual((self.used(), self.incoming()), (0, []))
+
+    def test_failed_flush_refused(self) -> None:
+        """A body whose flush to disk fails (EIO) is refused; nothing is stored or left."""
+
+        def failing(fd: int) -> None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        self.patch(incoming, "SYNC_EVERY", 100_000)
+        self.patch(incoming.os, "fdatasync", failing)
+        result = self.stream(os.urandom(400_000))
+        self.assertRefused(result, errors.NetworkError, "could not be written")
         self.assertRaises(errors.NoSuchPath, self.h.store.head, "demo", self.order_id, "k")
         self.assertEqual((self.used(), self.incoming()), (0, []))
 

@@ -413,6 +413,7 @@ class Node:
         wire.parse_part_sizes(_header(request, wire.PART_SIZES_HEADER))
         if_none_match = _header(request, wire.IF_NONE_MATCH_HEADER) == "1"
         if_match = _header(request, wire.IF_MATCH_HEADER)
+        await request.flushed()
         segments = request.segments()
         # A small body goes into the index, with no fsync of its own: queued with the others.
         inline = len(segments) == 1 and segments[0].data is not None and new.size <= INLINE_SIZE
@@ -588,6 +589,7 @@ class Node:
         path = self._path(request)
         number = _count(_query(request), "number", 0, 10_000)
         assert isinstance(request, NodeRequest)
+        await request.flushed()
         (segment,) = request.segments()
         part = await self._call(
             self.uploads.upload_part,

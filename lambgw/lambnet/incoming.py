@@ -25,7 +25,7 @@ from itertools import accumulate
 from typing import IO, Any
 from urllib.parse import parse_qsl
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -115,6 +115,8 @@ class NodeRequest(Request):
         self._sizes: list[int] = []
         self._unsynced = 0
         self._syncing = False
+        self._syncs: list[Deferred[None]] = []
+        self._sync_error: BaseException | None = None
         self._tail: list[bytes] = []
         self._tail_size = 0
         try:
@@ -300,7 +302,26 @@ class NodeRequest(Request):
                 os.close(fd)
 
         synced: Deferred[None] = deferToThreadPool(node.reactor, node.threadpool, sync)
+        synced.addErrback(self._sync_failed)
+        self._syncs.append(synced)
         return synced
+
+    def _sync_failed(self, failure: Failure) -> None:
+        # Reported once: the store's own fsync, on another descriptor, may not see it again.
+        if self._sync_error is None:
+            self._sync_error = failure.value
+
+    def flushed(self) -> Deferred[None]:
+        """Fire once every flush of the body to disk has ended; fail if one failed."""
+        syncs, self._syncs = self._syncs, []
+
+        def ended(_: object) -> None:
+            if self._sync_error is not None:
+                raise wire.ProtocolError(
+                    500, "InternalError", f"the body could not be written: {self._sync_error}"
+                )
+
+        return gatherResults(syncs).addCallback(ended)
 
     def body_sha256(self) -> str:
         """The SHA-256 of the body received (the trailer excluded), in hex."""
