@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from http.client import HTTPConnection
 
 from bench.client import (
     BenchError,
@@ -88,49 +89,65 @@ def _complete_request(
     )
 
 
+def _upload(
+    conn: HTTPConnection,
+    target: Target,
+    path: str,
+    payload: Payload,
+    parts: int,
+    concurrency: int,
+) -> tuple[float, float]:
+    """Upload ``parts`` copies of ``payload`` to ``path``: (seconds in all, of completion)."""
+    start = time.perf_counter()
+    upload_id = _upload_id(perform(conn, target.signer().prepare("POST", path, [("uploads", "")])))
+    etags = _send_parts(target, path, upload_id, payload, parts, concurrency)
+    before_complete = time.perf_counter()
+    answer = perform(conn, _complete_request(target, path, upload_id, etags))
+    done = time.perf_counter()
+    if b"<Error>" in answer:
+        raise BenchError(f"CompleteMultipartUpload failed: {answer[:300]!r}")
+    return done - start, done - before_complete
+
+
 def measure_multipart(
     size: int, part_size: int, concurrency: int, payload_of: Callable[[int], Payload]
 ) -> Callable[[Target], dict[str, tuple[float, str]]]:
     """A measure of one ``size`` upload in ``part_size`` parts, ``concurrency`` at a time.
 
-    Returns the figures ``mp_upload`` (MB/s, parts and completion), ``mp_complete`` (seconds
-    CompleteMultipartUpload took) and ``mp_rss`` (the server's peak RSS in MiB).  Each run
-    uploads a new key, deleted once measured: no run completes over an earlier one's object.
+    Each run uploads a new key, uploads it again over the first object, then deletes it.
+    Returns the figures ``mp_upload`` (MB/s of the first upload, parts and completion),
+    ``mp_complete`` (milliseconds its CompleteMultipartUpload took), ``mp_complete_over``
+    (the same over the existing object), ``mp_delete`` (milliseconds the DELETE took)
+    and ``mp_rss`` (the server's peak RSS in MiB).
     """
     if size % part_size:
         raise ValueError("size must be a whole number of parts")
     runs = itertools.count()
+    parts = size // part_size
 
     def measure(target: Target) -> dict[str, tuple[float, str]]:
         payload = payload_of(part_size)
         path = object_path(target.bucket, f"bench/multipart-{next(runs)}")
-        signer = target.signer()
         resettable = reset_peak_rss(target.pid)
         before = memory_status(target.pid)["VmRSS"]
         conn = connect(target.endpoint)
         try:
             with RssSampler(target.pid) as sampler:
+                took, complete = _upload(conn, target, path, payload, parts, concurrency)
+                _, complete_over = _upload(conn, target, path, payload, parts, concurrency)
                 start = time.perf_counter()
-                upload_id = _upload_id(
-                    perform(conn, signer.prepare("POST", path, [("uploads", "")]))
-                )
-                etags = _send_parts(
-                    target, path, upload_id, payload, size // part_size, concurrency
-                )
-                before_complete = time.perf_counter()
-                answer = perform(conn, _complete_request(target, path, upload_id, etags))
-                done = time.perf_counter()
-            if b"<Error>" in answer:
-                raise BenchError(f"CompleteMultipartUpload failed: {answer[:300]!r}")
-            perform(conn, signer.prepare("DELETE", path))
+                perform(conn, target.signer().prepare("DELETE", path))
+                delete = time.perf_counter() - start
         finally:
             conn.close()
         peak = sampler.peak
         if resettable:
             peak = max(peak, memory_status(target.pid)["VmHWM"])
         return {
-            "mp_upload": (size / (done - start) / MB, f"{size // part_size} parts"),
-            "mp_complete": (done - before_complete, ""),
+            "mp_upload": (size / took / MB, f"{parts} parts"),
+            "mp_complete": (complete * 1000, ""),
+            "mp_complete_over": (complete_over * 1000, ""),
+            "mp_delete": (delete * 1000, ""),
             "mp_rss": (peak / MiB, f"RSS before {before / MiB:.0f} MiB"),
         }
 

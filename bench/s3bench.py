@@ -360,7 +360,10 @@ def measure_multipart_group(bench: Bench, target: Target) -> Results:
     peak = max(runs, key=lambda figures: figures["mp_rss"][0])["mp_rss"]
     return {
         "mp_upload": Measurement(statistics.median(rates), f"{runs[0]['mp_upload'][1]}; {spread}"),
-        "mp_complete": Measurement(statistics.median(f["mp_complete"][0] for f in runs)),
+        **{
+            key: Measurement(statistics.median(f[key][0] for f in runs))
+            for key in ("mp_complete", "mp_complete_over", "mp_delete")
+        },
         "mp_rss": Measurement(*peak),
     }
 

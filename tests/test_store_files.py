@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+from types import SimpleNamespace
+from typing import Any
 
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from lambgw.network import objectfiles
 from lambgw.network.errors import QuotaExceeded
 from lambgw.network.files import read_small
 from lambgw.network.interface import NewObject, Segment
@@ -26,6 +31,97 @@ class SweepTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(self.store.sweep(min_age=-1), 1)
         self.assertFalse(os.path.exists(orphan))
         self.assertEqual(self.read("a"), b"abc")
+
+
+class DiscardTests(StoreMixin, SynchronousTestCase):
+    """Files a committed write replaced or dropped are unlinked after it returns."""
+
+    def hold_unlinks(self) -> threading.Event:
+        """Make the store's unlinks wait until the returned event is set."""
+        release = threading.Event()
+
+        def unlink(path: str) -> None:
+            release.wait(10)
+            os.unlink(path)
+
+        self.patch(objectfiles, "os", SimpleNamespace(**{**vars(os), "unlink": unlink}))
+        self.addCleanup(release.set)
+        return release
+
+    def pending(self) -> list[str]:
+        """The file ids recorded as pending in the index."""
+        with self.store.index.read() as db:
+            return sorted(file_id for (file_id,) in db.execute("SELECT file_id FROM pending"))
+
+    def test_overwrite_returns_before_unlinking(self) -> None:
+        """An overwrite answers while its old file is still being unlinked, then it goes."""
+        self.put("k", b"old bytes")
+        (old,) = self.object_files()
+        release = self.hold_unlinks()
+        self.put("k", b"new bytes")
+        self.assertEqual(self.read("k"), b"new bytes")
+        self.assertIn(old, self.pending())
+        self.assertEqual(
+            len([n for _, _, names in os.walk(self.store.root + "/objects") for n in names]), 2
+        )
+        release.set()
+        self.assertEqual(len(self.object_files()), 1)
+        self.assertNotIn(old, self.object_files())
+        self.put("other", b"a write settles the unlinked file's pending row")
+        self.assertNotIn(old, self.pending())
+
+    def test_delete_and_copy_overwrite_discard(self) -> None:
+        """A delete and a copy over an object leave only the files rows refer to."""
+        self.put("a", b"first")
+        self.put("b", b"second")
+        self.store.copy("demo", self.order.order_id, "a", self.order.order_id, "b")
+        self.assertTrue(self.store.delete("demo", self.order.order_id, "a"))
+        self.assertEqual(len(self.object_files()), 1)
+        self.assertEqual(self.read("b"), b"first")
+
+    def test_failed_unlink_logged_and_reclaimed(self) -> None:
+        """A file that cannot be unlinked is logged, stays pending, and the next open removes it."""
+
+        def unlink(path: str) -> None:
+            raise PermissionError(13, "Permission denied", path)
+
+        events: list[dict[str, Any]] = []
+        self.patch(objectfiles, "log", Logger(observer=events.append))
+        self.put("k", b"old bytes")
+        (old,) = self.object_files()
+        refusing = self.patch(objectfiles, "os", SimpleNamespace(**{**vars(os), "unlink": unlink}))
+        self.put("k", b"new bytes")
+        self.store.files.drain()
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [f"Could not unlink the object file {old}: [Errno 13] Permission denied: "
+             f"{os.path.join(self.store.root, 'objects', old[:2], old)!r}"],
+        )  # fmt: skip
+        self.assertIn(old, self.pending())
+        self.assertIn(old, self.object_files())
+        refusing.restore()
+        self.store.close()
+        again = Store(self.store.root, clock=self.clock, durable=False)
+        self.addCleanup(again.close)
+        files = [n for _, _, names in os.walk(again.root + "/objects") for n in names]
+        self.assertNotIn(old, files)
+        self.assertEqual(len(files), 1)
+        _, ranges = again.open_range("demo", self.order.order_id, "k")
+        with ranges[0].file as f:
+            self.assertEqual(f.read(), b"new bytes")
+
+    def test_close_waits_for_unlinks(self) -> None:
+        """Closing the store waits for the files being unlinked and settles their rows."""
+        self.put("k", b"old bytes")
+        release = self.hold_unlinks()
+        self.put("k", b"new bytes")
+        threading.Timer(0.05, release.set).start()
+        self.store.close()
+        self.assertTrue(release.is_set())
+        files = [n for _, _, names in os.walk(self.store.root + "/objects") for n in names]
+        self.assertEqual(len(files), 1)
+        with sqlite3.connect(os.path.join(self.store.root, "index.sqlite3")) as db:
+            self.assertEqual(db.execute("SELECT count(*) FROM pending").fetchone(), (0,))
 
 
 class DurabilityTests(StoreMixin, SynchronousTestCase):

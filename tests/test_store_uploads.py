@@ -74,7 +74,8 @@ class StoredUploadsTests(SynchronousTestCase):
         return self.store.order("demo", self.order).used
 
     def object_files(self) -> list[str]:
-        """Every file under the store's ``objects`` directory."""
+        """Every file under the store's ``objects`` directory, once discarded ones are gone."""
+        self.store.files.drain()
         root = os.path.join(self.store.root, "objects")
         return sorted(n for _, _, names in os.walk(root) for n in names)
 

@@ -4,7 +4,10 @@ Object files live under ``objects/`` and are named by random ids (``objects/ab/a
 never by an object's path, so no path can reach outside the directory or collide with
 another.  A spooled segment is moved in as it is (a rename, not a copy).  Object files are
 never modified in place: an overwrite writes new files, commits the index row, then unlinks
-the old files, so a reader that opened them keeps reading.
+the old files, so a reader that opened them keeps reading.  Files a committed write replaced
+or dropped are unlinked by a thread of their own once the write has returned
+(:meth:`ObjectFiles.discard`): unlinking a large file frees its blocks, which can take a
+good part of a second, and no answer waits for it.
 
 Small bytes kept in the index itself, in the ``small_files`` table, are written and dropped
 in the transaction that commits or drops their row; their file id is ``=`` and the table's
@@ -35,9 +38,12 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from contextlib import suppress
 from typing import IO
+
+from twisted.logger import Logger
 
 from lambgw.network.index import Index
 from lambgw.network.interface import Segment
@@ -50,6 +56,8 @@ _CLAIMING = ".new"
 CLAIMING_GRACE = 60.0
 #: How the file id of bytes kept in the index starts.
 _INLINE = "="
+
+log = Logger()
 
 
 def is_inline(file_id: str) -> bool:
@@ -74,6 +82,12 @@ class ObjectFiles:
         self._made: set[str] = set()
         #: Files this owner unlinked whose pending rows are deleted with its next write.
         self._settled: list[str] = []
+        #: Files no row refers to any more, waiting for the discarding thread to unlink them.
+        self._discarded: deque[str] = deque()
+        #: The thread unlinking ``_discarded``, while there are any.
+        self._discarding: threading.Thread | None = None
+        #: Notified when the discarding thread has unlinked every file given to it.
+        self._discarded_all = threading.Condition(self._lock)
         os.makedirs(self._objects, exist_ok=True)
         os.makedirs(self._owners, exist_ok=True)
         self._owner, self._owner_fd = self._claim_owner()
@@ -91,6 +105,7 @@ class ObjectFiles:
         """
         if self._owner_fd is None:
             return
+        self.drain()
         with suppress(sqlite3.Error):
             with self._index.write() as db:
                 self.settle(db)
@@ -301,6 +316,50 @@ class ObjectFiles:
             unlinked.append(file_id)
         with self._lock:
             self._settled += unlinked
+
+    def discard(self, file_ids: Sequence[str]) -> None:
+        """Have object files unlinked by a thread of their own, soon; return at once.
+
+        For files a committed transaction replaced or dropped, and recorded as this owner's
+        pending files in it: should the process end before they are unlinked, the next
+        store opened removes them (:meth:`reclaim`).  :meth:`drain` waits for them.
+        """
+        files = [file_id for file_id in file_ids if not is_inline(file_id)]
+        if not files:
+            return
+        with self._lock:
+            self._discarded.extend(files)
+            if self._discarding is None:
+                self._discarding = threading.Thread(
+                    target=self._unlink_discarded, name="lambgw-discard", daemon=True
+                )
+                self._discarding.start()
+
+    def drain(self) -> None:
+        """Wait until every file given to :meth:`discard` is unlinked."""
+        with self._lock:
+            self._discarded_all.wait_for(lambda: self._discarding is None)
+
+    def _unlink_discarded(self) -> None:
+        """Unlink the discarded files, one by one, until there are none left."""
+        while True:
+            with self._lock:
+                if not self._discarded:
+                    self._discarding = None
+                    self._discarded_all.notify_all()
+                    return
+                file_id = self._discarded.popleft()
+            try:
+                os.unlink(self._path(file_id))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                # Its pending row stays: the next store opened after this one retries.
+                log.error("Could not unlink the object file {file_id}: {why}", file_id=file_id,
+                          why=e)  # fmt: skip
+                continue
+            with self._lock:
+                self._settled.append(file_id)
 
     @staticmethod
     def keep_inline(db: sqlite3.Connection, data: bytes) -> str:

@@ -5,7 +5,8 @@ One directory holds the SQLite index (:mod:`lambgw.network.index`) and the objec
 the spooled files of an upload are moved in as they are (a rename, not a copy).  Multipart
 uploads (:mod:`lambgw.network.uploads`) keep each part in a file of its own, and a
 completed upload's object is made of those files.  An overwrite writes new files, commits
-the index row, then unlinks the old files, so a reader that opened them keeps reading.
+the index row, then has the old files unlinked in the background, so a reader that opened
+them keeps reading and the writer does not wait for their blocks to be freed.
 
 A small object that arrives whole in memory (at most :data:`INLINE_SIZE` bytes) is kept in
 the index itself, written in the transaction that commits its row: no file to create,
@@ -172,7 +173,8 @@ class Store:
     def close(self) -> None:
         """Close the index connections of every thread and let go of the owner's lock.
 
-        Files this store left pending are then removed by the next store opened.
+        Waits for the files it is unlinking; files this store left pending are then removed
+        by the next store opened.
         """
         self._files.close()
         self._index.close()
@@ -345,7 +347,7 @@ class Store:
                     with suppress(FileNotFoundError):
                         os.unlink(segment.path)
             raise
-        self._files.remove(old)
+        self._files.discard(old)
         return info
 
     def _commit(
@@ -457,7 +459,7 @@ class Store:
             self._files.drop_inline(db, removed)
             self._files.settle(db)
             self._files.pend(db, removed)
-        self._files.remove(removed)
+        self._files.discard(removed)
         return True
 
     def copy(
@@ -512,7 +514,7 @@ class Store:
             except BaseException:
                 self._files.remove(reserved)
                 raise
-            self._files.remove(old)
+            self._files.discard(old)
             return info
         raise NetworkError(f"the object at {src_path} keeps changing; try again")
 

@@ -227,7 +227,7 @@ class StoredUploads:
                     os.unlink(segment.path)
             raise
         if old is not None:
-            store.files.remove([old[1]])
+            store.files.discard([old[1]])
         return part
 
     def list_uploads(
@@ -291,7 +291,7 @@ class StoredUploads:
             files = self._drop(db, [upload_id])
             self._store.files.settle(db)
             self._store.files.pend(db, files)
-        self._store.files.remove(files)
+        self._store.files.discard(files)
 
     @staticmethod
     def _drop(db: sqlite3.Connection, upload_ids: Sequence[str]) -> list[str]:
@@ -405,7 +405,7 @@ class StoredUploads:
                 "UPDATE uploads SET completed = ?, last_active = ? WHERE upload_id = ?",
                 (json.dumps(record), now, upload_id),
             )
-        store.files.remove(replaced + [file_id for _, file_id in left_out])
+        store.files.discard(replaced + [file_id for _, file_id in left_out])
         return info
 
     def expire(self, max_age: float | None = None) -> int:
@@ -429,5 +429,5 @@ class StoredUploads:
             db.execute(
                 "DELETE FROM uploads WHERE last_active < ? AND completed IS NOT NULL", (cutoff,)
             )
-        self._store.files.remove(files)
+        self._store.files.discard(files)
         return len(idle)
