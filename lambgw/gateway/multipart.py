@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.threadpool import ThreadPool
 
 from lambgw.gateway.buckets import Bucket, OrderFolderBuckets
-from lambgw.gateway.core import Gateway, check_key, s3_error
+from lambgw.gateway.core import Gateway, check_key, keyed, s3_error
 from lambgw.network import errors as net
 from lambgw.network.completion import MAX_PART_NUMBER, UPLOAD_ID
 from lambgw.network.interface import (
@@ -269,7 +269,7 @@ class MultipartUploads:
                 if_match,
             ),
         )
-        return d.addCallback(lambda info: evolve(info, path=key))
+        return d.addCallback(keyed, key)
 
     def bucket_and_key(self, upload: MultipartUpload) -> tuple[str, str]:
         """The bucket and key of an upload the network listed (by order and path)."""
