@@ -1,15 +1,17 @@
 """Compare two source trees side by side: their gateways serve interleaved rounds.
 
-``python -m bench.compare BASE [--lambnet] [--count N] [--rounds R] [--clients C]`` starts a
-gateway from the source tree ``BASE`` (a checkout, or ``git archive REV | tar -x -C BASE``) and
-one from this tree, each in a fresh home (with ``--lambnet``, each over a node of its own
-tree).  Then, round after round, each gets ``N`` small PUTs and ``N`` GETs of them from ``C``
-clients, the order of the two alternating, and the script prints for each figure the
-median over the rounds for both trees and their ratio.
+``python -m bench.compare BASE [--lambnet] [--workers N] [--count N] [--rounds R]
+[--clients C]`` starts a gateway from the source tree ``BASE`` (a checkout, or ``git archive
+REV | tar -x -C BASE``) and one from this tree, each in a fresh home (with ``--lambnet``,
+each over a node of its own tree; with ``--workers``, each with that many workers).  Then,
+round after round, each gets ``N`` small PUTs and ``N`` GETs of them from ``C`` clients,
+the order of the two alternating, and the script prints for each figure the median over the
+rounds for both trees and their ratio.
 
 This machine's speed drifts by tens of percent from one minute to the next, so two runs
 made one after the other cannot show a change of a few percent; rounds interleaved in one
-run can.  CPU is user + system time of each server process, per request.
+run can.  CPU is user + system time of each server process (with ``--workers``, of the
+gateway's workers too), per request.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bench.client import Payload, PreparedRequest, object_path, run_clients
-from bench.cpu import DEADLINE, cpu_seconds
-from bench.servers import GatewayTarget, gateway_target, lambnet_target
+from bench.cpu import DEADLINE, tree_cpu_seconds
+from bench.servers import GatewayTarget, Target, gateway_target, lambnet_target
 
 #: Figure name -> tree name -> the value of each round.
 Rounds = dict[str, dict[str, list[float]]]
@@ -51,12 +53,12 @@ def run_round(target: GatewayTarget, label: str, count: int, clients: int) -> di
             ]
             for row in paths
         ]
-        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
         done, elapsed = send(target, requests)
         figures[f"{method} req/s"] = done / elapsed
         total = 0.0
         for name, pid in pids.items():
-            used = (cpu_seconds(pid) - before[name]) * 1e6 / max(done, 1)
+            used = (tree_cpu_seconds(pid) - before[name]) * 1e6 / max(done, 1)
             figures[f"{method} CPU µs, {name}"] = used
             total += used
         if len(pids) > 1:
@@ -102,10 +104,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=3000, help="requests of each kind a round")
     parser.add_argument("--rounds", type=int, default=6, help="rounds for each tree")
     parser.add_argument("--clients", type=int, default=16, help="concurrent connections")
+    parser.add_argument("--workers", help='run each gateway with --workers N (or "auto")')
     args = parser.parse_args(argv)
+    if args.lambnet and args.workers:
+        parser.error("--workers is for the embedded network's gateways")
     if not (args.base / "lambgw").is_dir():
         parser.error(f"{args.base} is not a source tree (no lambgw/ in it)")
-    start = lambnet_target if args.lambnet else gateway_target
+    flags = ("--workers", args.workers) if args.workers else ()
+
+    def start(home: Path, source: Path | None) -> contextlib.AbstractContextManager[Target]:
+        if args.lambnet:
+            return lambnet_target(home, source=source)
+        return gateway_target(home, flags=flags, source=source)
+
     names = ("base", "this tree")
     rounds: Rounds = {}
     with contextlib.ExitStack() as stack:
