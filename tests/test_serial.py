@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from lambgw.network.serial import SerialCalls
+from lambgw.network.serial import GROUP_SIZE, SerialCalls
 
 
 class ManualPool:
@@ -80,3 +81,81 @@ class SerialCallsTests(SynchronousTestCase):
         self.serial.call(lambda: None)
         self.start()
         self.assertEqual(len(self.pool.started), 2)
+
+
+class GroupedCallsTests(SynchronousTestCase):
+    """Grouped calls run together inside one group context; results after it ends."""
+
+    def setUp(self) -> None:
+        self.pool = ManualPool()
+        self.reactor = QueueReactor()
+        self.log: list[str] = []
+        self.fail_end = False
+        self.serial = SerialCalls(self.reactor, self.pool, self.group)  # type: ignore[arg-type]
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Record where each group begins and ends."""
+        self.log.append("begin")
+        yield
+        self.log.append(f"end after {len(self.reactor.calls)} results")
+        if self.fail_end:
+            raise OSError("the commit failed")
+
+    def run_all(self) -> None:
+        """Start the pool thread, run it, and hand every result back."""
+        calls, self.reactor.calls = self.reactor.calls, []
+        for call in calls:
+            call()
+        self.pool.started.pop()()
+        calls, self.reactor.calls = self.reactor.calls, []
+        for call in calls:
+            call()
+
+    def test_neighbours_share_a_group_and_wait_for_its_end(self) -> None:
+        """Consecutive grouped calls run in one group; a plain call between splits them."""
+        done = [self.serial.call_grouped(lambda n=n: self.log.append(f"g{n}") or n) for n in "ab"]
+        done.append(self.serial.call(lambda: self.log.append("plain") or "plain"))
+        done.append(self.serial.call_grouped(lambda: self.log.append("gc") or "c"))
+        self.run_all()
+        self.assertEqual(
+            self.log,
+            ["begin", "ga", "gb", "end after 0 results", "plain",
+             "begin", "gc", "end after 3 results"],
+        )  # fmt: skip
+        self.assertEqual([self.successResultOf(d) for d in done], ["a", "b", "plain", "c"])
+
+    def test_a_failed_call_fails_alone(self) -> None:
+        """A grouped call that raises fails its own Deferred; the group's others succeed."""
+        failing = self.serial.call_grouped(lambda: 1 // 0)
+        fine = self.serial.call_grouped(lambda: "ok")
+        self.run_all()
+        self.failureResultOf(failing, ZeroDivisionError)
+        self.assertEqual(self.successResultOf(fine), "ok")
+
+    def test_a_failed_end_fails_every_call(self) -> None:
+        """If ending the group raises, no call of it succeeds; failed ones keep their own."""
+        self.fail_end = True
+        failing = self.serial.call_grouped(lambda: 1 // 0)
+        fine = self.serial.call_grouped(lambda: "ok")
+        self.run_all()
+        self.failureResultOf(failing, ZeroDivisionError)
+        self.failureResultOf(fine, OSError)
+
+    def test_groups_are_bounded(self) -> None:
+        """At most GROUP_SIZE calls share a group."""
+        for _ in range(GROUP_SIZE + 1):
+            self.serial.call_grouped(lambda: None)
+        self.run_all()
+        self.assertEqual(self.log.count("begin"), 2)
+
+    def test_without_a_group_calls_run_alone(self) -> None:
+        """With no group context, grouped calls run and answer one by one."""
+        serial = SerialCalls(self.reactor, self.pool)  # type: ignore[arg-type]
+        serial.call_grouped(lambda: "x")
+        serial.call_grouped(lambda: "y")
+        calls, self.reactor.calls = self.reactor.calls, []
+        for call in calls:
+            call()
+        self.pool.started.pop()()
+        self.assertEqual((self.log, len(self.reactor.calls)), ([], 2))

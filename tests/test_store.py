@@ -261,7 +261,8 @@ class PutTests(StoreMixin, SynchronousTestCase):
             self.assertEqual(self.read(path), str(i).encode())
         listed = self.store.list("demo", self.order.order_id).objects
         self.assertEqual([o.path for o in listed], sorted(paths, key=str.encode))
-        allowed = {"objects", "owners", "index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm"}
+        index = ("index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm", "index.sqlite3-writers")
+        allowed = {"objects", "owners", *index}
         self.assertLessEqual(set(os.listdir(self.store.root)), allowed)
 
     def test_invalid_paths(self) -> None:

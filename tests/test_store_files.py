@@ -12,7 +12,7 @@ from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from lambgw.network import objectfiles
-from lambgw.network.errors import QuotaExceeded
+from lambgw.network.errors import NoSuchPath, PreconditionFailed, QuotaExceeded
 from lambgw.network.files import read_small
 from lambgw.network.interface import NewObject, Segment
 from lambgw.network.store import INLINE_SIZE, Store
@@ -240,3 +240,51 @@ class InlineTests(StoreMixin, SynchronousTestCase):
         self.put_small("k", b"abc")
         self.assertEqual(self.store.sweep(min_age=0), 0)
         self.assertEqual(self.read("k"), b"abc")
+
+
+class GroupedPutTests(StoreMixin, SynchronousTestCase):
+    """Small objects stored in one group of writes, as the write lanes store them."""
+
+    def put_small(self, path: str, data: bytes, if_none_match: bool = False) -> None:
+        """Store ``data`` at ``path`` as a body held in memory."""
+        segment = Segment("", len(data), data)
+        new = NewObject(len(data), "e")
+        self.store.put("demo", self.order.order_id, path, [segment], new, if_none_match)
+
+    def test_refused_put_leaves_the_others(self) -> None:
+        """A put of the group refused by its condition or the order's space is undone alone."""
+        self.put_small("taken", b"old")
+        with self.store.index.group():
+            self.put_small("a", b"aaa")
+            with self.assertRaises(PreconditionFailed):
+                self.put_small("taken", b"new", if_none_match=True)
+            with self.assertRaises(QuotaExceeded):
+                self.put_small("big", b"x" * 995)
+            self.put_small("b", b"bbbb")
+        self.assertEqual(
+            (self.read("a"), self.read("b"), self.read("taken")), (b"aaa", b"bbbb", b"old")
+        )
+        self.assertEqual(self.store.order("demo", self.order.order_id).used, 10)
+        with self.assertRaises(NoSuchPath):
+            self.read("big")
+
+    def test_replaced_file_kept_until_the_group_commits(self) -> None:
+        """A file a grouped put replaced is unlinked only once the group is committed."""
+        self.put("k", b"held in a file")
+        (old,) = self.object_files()
+        with self.store.index.group():
+            self.put_small("k", b"small")
+            self.store.files.drain()
+            self.assertEqual(self.object_files(), [old])
+        self.assertEqual(self.object_files(), [])
+        self.assertEqual(self.read("k"), b"small")
+
+    def test_failed_group_keeps_the_replaced_file(self) -> None:
+        """If the group is not committed, the object it replaced and its file stay."""
+        self.put("k", b"held in a file")
+        (old,) = self.object_files()
+        with self.assertRaises(OSError), self.store.index.group():
+            self.put_small("k", b"small")
+            raise OSError("the commit failed")
+        self.assertEqual(self.object_files(), [old])
+        self.assertEqual(self.read("k"), b"held in a file")

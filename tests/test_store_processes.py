@@ -1,7 +1,8 @@
 """The embedded network's store written by several processes at once, as ``--workers`` does.
 
 Each process opens its own :class:`Store` on one directory (a fresh one: they race to create
-it too) and overwrites, copies, deletes and stores multipart objects at the same few paths.
+it too) and overwrites, copies, deletes and stores multipart objects at the same few paths,
+small objects in groups of writes committed together.
 Afterwards every object reads whole (its bytes are what its ETag says) and the order's used
 bytes are the sum of the stored sizes; no object file is left that no row names.
 """
@@ -46,9 +47,18 @@ def writer(root: str, spool: str, seed: int, start: multiprocessing.synchronize.
         action = chance.random()
         if action < 0.4:
             data = bytes([chance.randrange(256)]) * chance.randrange(1, 50_000)
-            segment = Segment("", len(data), data) if len(data) < 4096 else _spooled(spool, data)
             etag = hashlib.md5(data).hexdigest()
-            store.put("demo", order.order_id, path, [segment], NewObject(len(data), etag))
+            if len(data) >= 4096:
+                segment = _spooled(spool, data)
+                store.put("demo", order.order_id, path, [segment], NewObject(len(data), etag))
+                continue
+            # Small objects in memory are committed in groups, as the write lanes do.
+            with store.index.group():
+                for grouped in [path, *chance.sample(PATHS, chance.randrange(3))]:
+                    segment = Segment("", len(data), data)
+                    store.put(
+                        "demo", order.order_id, grouped, [segment], NewObject(len(data), etag)
+                    )
         elif action < 0.6:
             parts = [bytes([chance.randrange(256)]) * chance.randrange(1, 30_000) for _ in "abc"]
             digest = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts))

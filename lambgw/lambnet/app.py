@@ -42,7 +42,7 @@ from lambgw.network.errors import ANSWERS, NetworkError
 from lambgw.network.files import SMALL_READ, FileRangeBody, read_small
 from lambgw.network.interface import IObjectBody, NewObject, ObjectInfo
 from lambgw.network.serial import SerialCalls
-from lambgw.network.store import INLINE_SIZE, FileRange, Store
+from lambgw.network.store import FileRange, Store, held_inline
 from lambgw.network.uploads import StoredUploads
 from lambgw.spooldir import SpoolDirectory
 
@@ -179,7 +179,7 @@ class Node:
         self._threadpool = threadpool
         self._keys = PublicKeys(store.root, clock.seconds)
         self._reads = SerialCalls(reactor, threadpool)
-        self._writes = SerialCalls(reactor, threadpool)
+        self._writes = SerialCalls(reactor, threadpool, store.index.group)
         self._nonces = signing.NonceCache()
         self._sessions = sessions.SessionTable()
 
@@ -415,9 +415,9 @@ class Node:
         if_match = _header(request, wire.IF_MATCH_HEADER)
         await request.flushed()
         segments = request.segments()
-        # A small body goes into the index, with no fsync of its own: queued with the others.
-        inline = len(segments) == 1 and segments[0].data is not None and new.size <= INLINE_SIZE
-        store = self._writes.call if inline else self._call
+        # A small body goes into the index, with no fsync of its own: committed together with
+        # the others queued beside it.
+        store = self._writes.call_grouped if held_inline(segments, new.size) else self._call
         info = await store(
             self.store.put, account, order_id, path, segments, new, if_none_match, if_match
         )

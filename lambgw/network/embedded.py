@@ -2,9 +2,10 @@
 
 Every store call runs in a thread pool, so the reactor never waits for SQLite or the disk;
 objects are stored one after the other by :class:`SerialCalls` (SQLite takes one writer at
-a time anyway), and looked up for GET and HEAD one after the other by another, so that a
-busy gateway hands a small read over with a list append rather than a thread wake-up;
-object bytes stream from the opened files through :class:`FileRangeBody`.
+a time anyway), small ones in memory committed together, and looked up for GET and HEAD
+one after the other by another, so that a busy gateway hands a small read over with a list
+append rather than a thread wake-up; object bytes stream from the opened files through
+:class:`FileRangeBody`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from lambgw.network.interface import (
     UploadsPage,
 )
 from lambgw.network.serial import SerialCalls
-from lambgw.network.store import Store
+from lambgw.network.store import Store, held_inline
 from lambgw.network.uploads import StoredUploads
 
 _P = ParamSpec("_P")
@@ -64,7 +65,7 @@ class EmbeddedNetwork:
         self._uploads = StoredUploads(store, upload_expiry)
         self._reactor = reactor
         self._threadpool = threadpool
-        self._writes = SerialCalls(reactor, threadpool)
+        self._writes = SerialCalls(reactor, threadpool, store.index.group)
         self._reads = SerialCalls(reactor, threadpool)
 
     @classmethod
@@ -110,8 +111,12 @@ class EmbeddedNetwork:
         if_none_match: bool = False,
         if_match: str | None = None,
     ) -> Deferred[ObjectInfo]:
-        """Store an object made of the spooled ``segments``, atomically."""
-        return self._writes.call(
+        """Store an object made of the spooled ``segments``, atomically.
+
+        A small object in memory is committed with the others queued beside it.
+        """
+        call = self._writes.call_grouped if held_inline(segments, new.size) else self._writes.call
+        return call(
             self._store.put, account, order_id, path, segments, new, if_none_match, if_match
         )
 

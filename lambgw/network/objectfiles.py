@@ -322,11 +322,15 @@ class ObjectFiles:
 
         For files a committed transaction replaced or dropped, and recorded as this owner's
         pending files in it: should the process end before they are unlinked, the next
-        store opened removes them (:meth:`reclaim`).  :meth:`drain` waits for them.
+        store opened removes them (:meth:`reclaim`).  :meth:`drain` waits for them.  Inside
+        a group of writes (:meth:`Index.group`), they are handed over once it is committed.
         """
         files = [file_id for file_id in file_ids if not is_inline(file_id)]
-        if not files:
-            return
+        if files:
+            self._index.after_commit(lambda: self._queue_discarded(files))
+
+    def _queue_discarded(self, files: list[str]) -> None:
+        """Hand ``files`` to the discarding thread, starting it if it is not running."""
         with self._lock:
             self._discarded.extend(files)
             if self._discarding is None:

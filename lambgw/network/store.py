@@ -93,6 +93,15 @@ class FileRange:
     length: int
 
 
+def held_inline(segments: Sequence[Segment], size: int) -> bool:
+    """Whether an object of ``segments`` is kept in the index: small and whole in memory.
+
+    Storing one touches no file, so it may share its transaction with others
+    (:meth:`Store.put` inside :meth:`Index.group`).
+    """
+    return len(segments) == 1 and segments[0].data is not None and size <= INLINE_SIZE
+
+
 def encode_path(path: str) -> bytes:
     """Return the UTF-8 bytes of an object path; raise ``InvalidPath`` if it is not one."""
     try:
@@ -312,8 +321,9 @@ class Store:
             if sum(sizes) != new.size:
                 raise NetworkError(f"the parts hold {sum(sizes)} bytes, not {new.size}")
             pieces: list[tuple[str | bytes, int]]
-            if len(segments) == 1 and segments[0].data is not None and new.size <= INLINE_SIZE:
-                pieces = [(segments[0].data, new.size)]
+            data = segments[0].data if held_inline(segments, new.size) else None
+            if data is not None:
+                pieces = [(data, new.size)]
             else:
                 names = self._files.reserve(len(segments))
                 for segment, file_id in zip(segments, names, strict=True):

@@ -1,0 +1,131 @@
+"""Tests of the store's index: groups of writes in one transaction, and the writers' queue."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from lambgw.network import index as index_module
+from lambgw.network.index import WRITERS_FILE, Index
+
+
+class IndexCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.root = self.mktemp()
+        os.makedirs(self.root)
+        self.index = self.open()
+        with self.index.write() as db:
+            db.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+
+    def open(self) -> Index:
+        """An index on the directory, as another process would open it."""
+        opened = Index(self.root)
+        self.addCleanup(opened.close)
+        return opened
+
+    def keys(self) -> list[str]:
+        """The committed keys, as another connection sees them."""
+        db = sqlite3.connect(os.path.join(self.root, index_module.INDEX_FILE))
+        try:
+            return sorted(k for (k,) in db.execute("SELECT k FROM t"))
+        finally:
+            db.close()
+
+    def insert(self, key: str) -> None:
+        with self.index.write() as db:
+            db.execute("INSERT INTO t (k) VALUES (?)", (key,))
+
+
+class GroupTests(IndexCase):
+    def test_writes_of_a_group_commit_together(self) -> None:
+        """No write of a group is seen by others before the group ends; then all are."""
+        with self.index.group():
+            self.insert("a")
+            self.insert("b")
+            self.assertEqual(self.keys(), [])
+            with self.index.read() as db:
+                self.assertEqual(db.execute("SELECT count(*) FROM t").fetchone(), (2,))
+        self.assertEqual(self.keys(), ["a", "b"])
+
+    def test_a_failed_write_is_undone_alone(self) -> None:
+        """A write that raises inside a group is rolled back; the others are committed."""
+        with self.index.group():
+            self.insert("a")
+            with self.assertRaises(sqlite3.IntegrityError), self.index.write() as db:
+                db.execute("INSERT INTO t (k) VALUES ('c')")
+                db.execute("INSERT INTO t (k) VALUES ('a')")
+            self.insert("b")
+        self.assertEqual(self.keys(), ["a", "b"])
+
+    def test_after_commit_waits_for_the_group(self) -> None:
+        """Work handed over after a write runs at once alone, after the commit in a group."""
+        ran: list[list[str]] = []
+        self.insert("a")
+        self.index.after_commit(lambda: ran.append(self.keys()))
+        self.assertEqual(ran, [["a"]])
+        with self.index.group():
+            self.insert("b")
+            self.index.after_commit(lambda: ran.append(self.keys()))
+            self.assertEqual(len(ran), 1)
+        self.assertEqual(ran, [["a"], ["a", "b"]])
+
+    def test_a_failed_group_commits_nothing(self) -> None:
+        """A group whose block raises commits none of its writes and drops its hooks."""
+        ran: list[str] = []
+        with self.assertRaises(RuntimeError), self.index.group():
+            self.insert("a")
+            self.index.after_commit(lambda: ran.append("hook"))
+            raise RuntimeError("ending the group failed")
+        self.assertEqual((self.keys(), ran), ([], []))
+        self.insert("b")
+        self.assertEqual(self.keys(), ["b"])
+
+
+class WritersQueueTests(IndexCase):
+    def test_a_writer_waits_for_the_other_then_goes(self) -> None:
+        """A write of another index waits while one is in progress, and goes once it ends."""
+        other = self.open()
+        entered, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with self.index.write() as db:
+                db.execute("INSERT INTO t (k) VALUES ('first')")
+                entered.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        self.addCleanup(holder.join)
+        self.addCleanup(release.set)
+        self.assertTrue(entered.wait(10))
+        wrote = threading.Event()
+
+        def write() -> None:
+            with other.write() as db:
+                db.execute("INSERT INTO t (k) VALUES ('second')")
+            wrote.set()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        self.addCleanup(writer.join)
+        self.assertFalse(wrote.wait(0.2))
+        release.set()
+        self.assertTrue(wrote.wait(10))
+        self.assertEqual(self.keys(), ["first", "second"])
+
+    def test_a_stopped_writer_fails_the_others_in_bounded_time(self) -> None:
+        """A lock never released (a writer suspended) fails a write after the busy timeout."""
+        self.patch(index_module, "BUSY_TIMEOUT", 0.2)
+        fd = os.open(os.path.join(self.root, WRITERS_FILE), os.O_RDWR)
+        self.addCleanup(os.close, fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with self.assertRaises(sqlite3.OperationalError) as raised:
+            self.insert("a")
+        self.assertEqual(str(raised.exception), "database is locked")
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        self.insert("a")
+        self.assertEqual(self.keys(), ["a"])
