@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from lambgw.network.serial import GROUP_SIZE, SerialCalls
@@ -52,15 +53,30 @@ class SerialCallsTests(SynchronousTestCase):
         self.assertEqual((len(self.pool.started), ran), (1, []))
         self.pool.started[0]()
         self.assertEqual(ran, [0, 1, 2])
-        self.assertEqual(len(self.reactor.calls), 3)  # one hand-back per result, in order
+        # The results ready before the reactor took any go back in one wake-up, in order.
+        self.assertEqual(len(self.reactor.calls), 1)
         fired: list[int] = []
         for d in results:
             d.addCallback(fired.append)
-        self.reactor.calls[0]()
-        self.assertEqual(fired, [0])
-        for call in self.reactor.calls[1:]:
-            call()
+        self.reactor.calls.pop()()
         self.assertEqual(fired, [0, 10, 20])
+
+    def test_a_result_after_the_reactor_took_the_others_wakes_it(self) -> None:
+        """Once the reactor has taken the waiting results, the next result wakes it again."""
+        first = self.serial.call(lambda: "first")
+
+        def second_call() -> str:
+            self.reactor.calls.pop()()  # the reactor takes the first result meanwhile
+            return "second"
+
+        second = self.serial.call(second_call)
+        self.start()
+        self.pool.started[0]()
+        self.assertEqual(self.successResultOf(first), "first")
+        self.assertNoResult(second)
+        self.assertEqual(len(self.reactor.calls), 1)
+        self.reactor.calls.pop()()
+        self.assertEqual(self.successResultOf(second), "second")
 
     def test_failure_fires_its_own_deferred(self) -> None:
         """A call that raises fails its own Deferred; the next call still runs."""
@@ -91,14 +107,18 @@ class GroupedCallsTests(SynchronousTestCase):
         self.reactor = QueueReactor()
         self.log: list[str] = []
         self.fail_end = False
+        self.done: list[Deferred[Any]] = []
         self.serial = SerialCalls(self.reactor, self.pool, self.group)  # type: ignore[arg-type]
 
     @contextmanager
     def group(self) -> Iterator[None]:
-        """Record where each group begins and ends."""
+        """Record where each group begins and ends, and what the reactor could fire by then."""
         self.log.append("begin")
         yield
-        self.log.append(f"end after {len(self.reactor.calls)} results")
+        calls, self.reactor.calls = self.reactor.calls, []
+        for call in calls:
+            call()
+        self.log.append(f"end, {sum(d.called for d in self.done)} fired")
         if self.fail_end:
             raise OSError("the commit failed")
 
@@ -114,15 +134,15 @@ class GroupedCallsTests(SynchronousTestCase):
 
     def test_neighbours_share_a_group_and_wait_for_its_end(self) -> None:
         """Consecutive grouped calls run in one group; a plain call between splits them."""
-        done = [self.serial.call_grouped(lambda n=n: self.log.append(f"g{n}") or n) for n in "ab"]
+        done = self.done
+        done += [self.serial.call_grouped(lambda n=n: self.log.append(f"g{n}") or n) for n in "ab"]
         done.append(self.serial.call(lambda: self.log.append("plain") or "plain"))
         done.append(self.serial.call_grouped(lambda: self.log.append("gc") or "c"))
         self.run_all()
         self.assertEqual(
             self.log,
-            ["begin", "ga", "gb", "end after 0 results", "plain",
-             "begin", "gc", "end after 3 results"],
-        )  # fmt: skip
+            ["begin", "ga", "gb", "end, 0 fired", "plain", "begin", "gc", "end, 3 fired"],
+        )
         self.assertEqual([self.successResultOf(d) for d in done], ["a", "b", "plain", "c"])
 
     def test_a_failed_call_fails_alone(self) -> None:
@@ -152,10 +172,7 @@ class GroupedCallsTests(SynchronousTestCase):
     def test_without_a_group_calls_run_alone(self) -> None:
         """With no group context, grouped calls run and answer one by one."""
         serial = SerialCalls(self.reactor, self.pool)  # type: ignore[arg-type]
-        serial.call_grouped(lambda: "x")
-        serial.call_grouped(lambda: "y")
-        calls, self.reactor.calls = self.reactor.calls, []
-        for call in calls:
-            call()
-        self.pool.started.pop()()
-        self.assertEqual((self.log, len(self.reactor.calls)), ([], 2))
+        done = [serial.call_grouped(lambda: "x"), serial.call_grouped(lambda: "y")]
+        self.run_all()
+        self.assertEqual(self.log, [])
+        self.assertEqual([self.successResultOf(d) for d in done], ["x", "y"])

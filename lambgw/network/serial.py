@@ -8,7 +8,9 @@ end of the reactor's turn, not at the first call: every call the turn's requests
 goes over in that one wake-up.  Each result goes back to
 the reactor as soon as its call returns: the reactor answers that request while the thread
 goes on with the next call (results held until the end of a batch made every client of the
-batch wait for the slowest, and left the reactor idle meanwhile).
+batch wait for the slowest, and left the reactor idle meanwhile).  Results that come while
+the reactor has not yet taken the earlier ones go with them: one wake-up of the reactor
+hands over every result ready by then.
 
 Calls queued with :meth:`SerialCalls.call_grouped` are different: consecutive ones, up to
 :data:`GROUP_SIZE`, run together inside the ``group`` context given (for a store, one
@@ -56,6 +58,8 @@ class SerialCalls:
         self._lock = threading.Lock()
         self._queue: deque[_Call] = deque()
         self._running = False
+        #: Results waiting for the reactor, in the order their calls ran.
+        self._results: list[tuple[Deferred[Any], Any]] = []
 
     def call(self, f: Callable[..., _T], *args: Any) -> Deferred[_T]:
         """Queue ``f(*args)``; the Deferred fires with its result or failure."""
@@ -98,7 +102,7 @@ class SerialCalls:
                     self._run_group(batch[start:end])
                 else:
                     f, args, d, _ = batch[start]
-                    self._reactor.callFromThread(_fire, d, _result(f, args))
+                    self._hand_back([(d, _result(f, args))])
                 start = end
 
     def _run_group(self, calls: list[_Call]) -> None:
@@ -113,8 +117,22 @@ class SerialCalls:
             ended = Failure()
             results = [r if isinstance(r, Failure) else ended for r in results]
             results += [ended] * (len(calls) - len(results))
-        for (_, _, d, _), result in zip(calls, results, strict=True):
-            self._reactor.callFromThread(_fire, d, result)
+        self._hand_back([(d, result) for (_, _, d, _), result in zip(calls, results, strict=True)])
+
+    def _hand_back(self, results: list[tuple[Deferred[Any], Any]]) -> None:
+        """Give ``results`` to the reactor, waking it unless it has results still to take."""
+        with self._lock:
+            wake = not self._results
+            self._results += results
+        if wake:
+            self._reactor.callFromThread(self._fire_results)
+
+    def _fire_results(self) -> None:
+        """Fire the Deferreds of every result handed back so far (on the reactor)."""
+        with self._lock:
+            results, self._results = self._results, []
+        for d, result in results:
+            _fire(d, result)
 
 
 def _result(f: Callable[..., Any], args: tuple[Any, ...]) -> Any:
