@@ -9,10 +9,10 @@ the group, so that a group of small objects costs one commit and one turn of the
 
 Writers, in every thread and process, first take an exclusive ``flock`` on
 ``index.sqlite3-writers``, each thread through a descriptor of its own.  SQLite's busy
-handler finds the write lock taken by sleeping and trying again, from 1 ms up to 100 ms a
-try: with two gateway workers writing small objects, each slept through the other's
-transactions, and the two did no more than one.  The ``flock`` queues writers instead, and
-the next one starts as soon as a transaction ends.  It is a queue, not the guard: SQLite's
+handler waits for the write lock by sleeping and trying again, from 1 ms up to 100 ms a
+try, so two gateway workers writing small objects would each sleep through much of the
+other's work.  The ``flock`` queues writers instead, and the next one starts as soon as a
+transaction ends.  It is a queue, not the guard: SQLite's
 own lock still makes writes exclusive, also for a process that does not take the ``flock``.
 The kernel drops the lock of a process that dies, however it dies.
 """
