@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from typing import Any
@@ -17,7 +18,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from lambgw.config import MAX_WORKERS, ConfigError, cores, load
 from lambgw.workers.admin import MetricTotals, merge, parse_exposition
 from lambgw.workers.logs import LogRelay
-from lambgw.workers.supervisor import STARTED_KEY, WorkerProcess, describe_end, restart_delays
+from lambgw.workers.supervisor import (
+    STARTED_KEY,
+    WorkerProcess,
+    describe_end,
+    restart_delays,
+    worker_command,
+)
 
 WORKER_1 = """\
 # HELP lambgw_requests S3 requests answered.
@@ -159,6 +166,25 @@ class SupervisionTests(SynchronousTestCase):
         self.assertEqual(describe_end(killed), "was killed by signal 9")
         self.assertEqual(describe_end(failed), "exited with status 1")
         self.assertEqual(describe_end(done), "exited with status 0")
+
+
+class WorkerCommandTests(SynchronousTestCase):
+    def test_working_directory_not_on_the_module_path(self) -> None:
+        """A worker started in a directory holding a ``twisted`` package runs the real one."""
+        cwd = self.mktemp()
+        os.makedirs(os.path.join(cwd, "twisted"))
+        with open(os.path.join(cwd, "twisted", "__init__.py"), "w") as f:
+            f.write("raise ImportError('the working directory was searched')\n")
+        executable, flag, program = worker_command("lambgw", [])(1, "")[:3]
+        ran = subprocess.run(
+            [executable, flag, program, "--version"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual((ran.returncode, ran.stderr), (0, ""))
+        self.assertIn("twistd (the Twisted daemon)", ran.stdout)
 
 
 class FakeSupervisor:

@@ -58,6 +58,18 @@ STOP_MARGIN = 10.0
 Command = Callable[[int, str], Sequence[str]]
 
 
+#: The program a worker runs: twistd, its modules found where the supervisor finds them
+#: (``python -c`` alone puts the working directory first on the module path, so a worker
+#: started in a directory holding a ``twisted`` or ``lambgw`` would run that code).
+WORKER_MAIN = (
+    "import sys\n"
+    "if sys.path[:1] == ['']:\n"
+    "    del sys.path[0]\n"
+    "from twisted.scripts.twistd import run\n"
+    "run()\n"
+)
+
+
 def worker_command(plugin: str, arguments: Sequence[str]) -> Command:
     """Workers run ``twistd -n PLUGIN ARGUMENTS``, logging to the supervisor.
 
@@ -68,7 +80,7 @@ def worker_command(plugin: str, arguments: Sequence[str]) -> Command:
         return [
             sys.executable,
             "-c",
-            "from twisted.scripts.twistd import run; run()",
+            WORKER_MAIN,
             "--nodaemon",
             "--pidfile=",
             "--logger=lambgw.workers.logs.worker_log_observer",
