@@ -89,6 +89,9 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
+                # In its own directory: the source tree the bench runs from is not searched
+                # for modules (``source`` chooses the tree).
+                cwd=self.log.parent,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         deadline = time.monotonic() + START_TIMEOUT
