@@ -12,8 +12,8 @@ Writers, in every thread and process, first take an exclusive ``flock`` on
 handler waits for the write lock by sleeping and trying again, from 1 ms up to 100 ms a
 try, so two gateway workers writing small objects would each sleep through much of the
 other's work.  The ``flock`` queues writers instead, and the next one starts as soon as a
-transaction ends.  It is a queue, not the guard: SQLite's
-own lock still makes writes exclusive, also for a process that does not take the ``flock``.
+transaction ends.  It is a queue, not the guard: SQLite's own lock still makes writes
+exclusive, also for a process that does not take the ``flock``.
 The kernel drops the lock of a process that dies, however it dies.
 """
 
@@ -188,12 +188,17 @@ class Index:
         for hook in hooks:
             hook()
 
+    def _group_hooks(self) -> list[Callable[[], None]] | None:
+        """The after-commit work of this thread's group, or None outside a group."""
+        hooks: list[Callable[[], None]] | None = getattr(self._local, "group_hooks", None)
+        return hooks
+
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` once what this thread wrote is committed: now, or after its group.
 
         If the group's commit fails, ``hook`` is dropped.
         """
-        hooks: list[Callable[[], None]] | None = getattr(self._local, "group_hooks", None)
+        hooks = self._group_hooks()
         if hooks is None:
             hook()
         else:
@@ -206,7 +211,7 @@ class Index:
         The writers queue for it on the ``flock`` of :data:`WRITERS_FILE`.  Inside
         :meth:`group`, a savepoint of the group's transaction instead.
         """
-        if getattr(self._local, "group_hooks", None) is None:
+        if self._group_hooks() is None:
             with self._transaction() as db:
                 yield db
             return
@@ -244,7 +249,7 @@ class Index:
         Inside :meth:`group`, the group's transaction.
         """
         db = self.connection()
-        if getattr(self._local, "group_hooks", None) is not None:
+        if self._group_hooks() is not None:
             yield db
             return
         db.execute("BEGIN")
