@@ -33,6 +33,11 @@ class SweepTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(self.read("a"), b"abc")
 
 
+def files_now(store: Store) -> list[str]:
+    """The store's object files as they are, without waiting for any unlink."""
+    return [n for _, _, names in os.walk(os.path.join(store.root, "objects")) for n in names]
+
+
 class DiscardTests(StoreMixin, SynchronousTestCase):
     """Files a committed write replaced or dropped are unlinked after it returns."""
 
@@ -61,9 +66,7 @@ class DiscardTests(StoreMixin, SynchronousTestCase):
         self.put("k", b"new bytes")
         self.assertEqual(self.read("k"), b"new bytes")
         self.assertIn(old, self.pending())
-        self.assertEqual(
-            len([n for _, _, names in os.walk(self.store.root + "/objects") for n in names]), 2
-        )
+        self.assertEqual(len(files_now(self.store)), 2)
         release.set()
         self.assertEqual(len(self.object_files()), 1)
         self.assertNotIn(old, self.object_files())
@@ -103,7 +106,7 @@ class DiscardTests(StoreMixin, SynchronousTestCase):
         self.store.close()
         again = Store(self.store.root, clock=self.clock, durable=False)
         self.addCleanup(again.close)
-        files = [n for _, _, names in os.walk(again.root + "/objects") for n in names]
+        files = files_now(again)
         self.assertNotIn(old, files)
         self.assertEqual(len(files), 1)
         _, ranges = again.open_range("demo", self.order.order_id, "k")
@@ -118,7 +121,7 @@ class DiscardTests(StoreMixin, SynchronousTestCase):
         threading.Timer(0.05, release.set).start()
         self.store.close()
         self.assertTrue(release.is_set())
-        files = [n for _, _, names in os.walk(self.store.root + "/objects") for n in names]
+        files = files_now(self.store)
         self.assertEqual(len(files), 1)
         with sqlite3.connect(os.path.join(self.store.root, "index.sqlite3")) as db:
             self.assertEqual(db.execute("SELECT count(*) FROM pending").fetchone(), (0,))
