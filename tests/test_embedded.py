@@ -225,7 +225,7 @@ class EmbeddedTests(TestCase):
 
 
 class ReadLaneTests(SynchronousTestCase):
-    """Lookups for GET and HEAD share one lane of their own, beside the writes' lane."""
+    """Lookups for GET and HEAD: on the reactor while quick, else in a lane of their own."""
 
     def setUp(self) -> None:
         base = self.mktemp()
@@ -244,20 +244,43 @@ class ReadLaneTests(SynchronousTestCase):
         for call in calls:
             call()
 
-    def test_reads_batched_beside_writes(self) -> None:
-        """Reads queued behind a waiting write run in one hand-over of their own."""
+    def test_held_reads_answered_at_once(self) -> None:
+        """Objects the index holds are read on the reactor, also while a write waits."""
         self.store.put("demo", self.order_id, "k", [Segment("", 1, b"x")], NewObject(1, "e"))
         self.network.put_object(
             "demo", self.order_id, "w", [Segment("", 1, b"y")], NewObject(1, "e")
         )
         heads = [self.network.head_object("demo", self.order_id, "k") for _ in range(3)]
-        got = self.network.get_object("demo", self.order_id, "k")
+        got = self.network.get_object("demo", self.order_id, "k", 0, 0)
+        self.assertEqual([self.successResultOf(d).size for d in heads], [1, 1, 1])
+        info, body = self.successResultOf(got)
+        self.assertEqual(info.etag, "e")
+        consumer = Consumer()
+        self.successResultOf(body.deliver(consumer))  # type: ignore[arg-type]
+        self.assertEqual(consumer.chunks, [b"x"])
+        self.failureResultOf(self.network.head_object("demo", self.order_id, "w"), NoSuchPath)
+        self.run_reactor_calls()  # the end of the reactor's turn starts the write's lane
+        self.assertEqual(len(self.pool.started), 1)
+
+    def test_reads_of_files_batched_beside_writes(self) -> None:
+        """Reads of objects in files, queued behind a waiting write, go over in one batch."""
+        size = 100 * 1024
+        data = os.urandom(size)
+        self.store.put("demo", self.order_id, "k", [Segment("", size, data)], NewObject(size, "e"))
+        self.network.put_object(
+            "demo", self.order_id, "w", [Segment("", 1, b"y")], NewObject(1, "e")
+        )
+        gets = [self.network.get_object("demo", self.order_id, "k", 1, 10) for _ in range(3)]
+        self.assertEqual(self.pool.started, [])
         self.run_reactor_calls()  # the end of the reactor's turn starts the lanes
         self.assertEqual(len(self.pool.started), 2)
         self.pool.started[1]()  # the reads' lane only; the write still waits
         self.run_reactor_calls()
-        self.assertEqual([self.successResultOf(d).size for d in heads], [1, 1, 1])
-        _, body = self.successResultOf(got)
-        self.assertIsInstance(body, BytesBody)
+        for got in gets:
+            info, body = self.successResultOf(got)
+            self.assertEqual(info.size, size)
+            consumer = Consumer()
+            self.successResultOf(body.deliver(consumer))  # type: ignore[arg-type]
+            self.assertEqual(b"".join(consumer.chunks), data[1:11])
         stored = [info.path for info in self.store.list("demo", self.order_id).objects]
         self.assertEqual(stored, ["k"])

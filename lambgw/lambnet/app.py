@@ -41,6 +41,7 @@ from lambgw.network import sessions, signing, wire
 from lambgw.network.errors import ANSWERS, NetworkError
 from lambgw.network.files import SMALL_READ, FileRangeBody, read_small
 from lambgw.network.interface import IObjectBody, NewObject, ObjectInfo
+from lambgw.network.quick import QuickReads
 from lambgw.network.serial import SerialCalls
 from lambgw.network.store import FileRange, Store, held_inline
 from lambgw.network.uploads import StoredUploads
@@ -129,6 +130,13 @@ def _open(
     return info, ranges
 
 
+def _open_held(
+    store: Store, account: str, order_id: str, path: str, first: int, last: int | None
+) -> tuple[ObjectInfo, bytes]:
+    """An object's byte range held in the index, read on the reactor (:class:`QuickReads`)."""
+    return store.read_held_now(account, order_id, path, first, last)
+
+
 async def _stream(request: Request, body: IObjectBody) -> None:
     """Deliver ``body`` as the answer to ``request``; if that fails, cut the connection.
 
@@ -179,6 +187,7 @@ class Node:
         self._threadpool = threadpool
         self._keys = PublicKeys(store.root, clock.seconds)
         self._reads = SerialCalls(reactor, threadpool)
+        self._quick = QuickReads(self._reads)
         self._writes = SerialCalls(reactor, threadpool, store.index.group)
         self._nonces = signing.NonceCache()
         self._sessions = sessions.SessionTable()
@@ -432,12 +441,16 @@ class Node:
         self._authenticate(request, account)
         path = self._path(request)
         if request.method == b"HEAD":
-            info = await self._read(self.store.head, account, order_id, path)
+            info = await self._quick.call(
+                self.store.head_now, self.store.head, account, order_id, path
+            )
             request.setHeader(wire.OBJECT_HEADER, wire.header_json(wire.info_to_json(info)))
             request.setHeader("content-length", str(info.size))
             return b""
         first, last = wire.parse_range(_header(request, "range"))
-        info, opened = await self._read(_open, self.store, account, order_id, path, first, last)
+        info, opened = await self._quick.call(
+            _open_held, _open, self.store, account, order_id, path, first, last
+        )
         end = info.size if last is None else min(last + 1, info.size)
         length = max(0, end - first)
         request.setHeader(wire.OBJECT_HEADER, wire.header_json(wire.info_to_json(info)))

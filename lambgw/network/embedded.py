@@ -1,11 +1,12 @@
 """The embedded network: :class:`INetwork` over an in-process :class:`Store`.
 
-Every store call runs in a thread pool, so the reactor never waits for SQLite or the disk;
+Store calls run in a thread pool, so the reactor never waits for SQLite or the disk;
 objects are stored one after the other by :class:`SerialCalls` (SQLite takes one writer at
-a time anyway), small ones in memory committed together, and looked up for GET and HEAD
-one after the other by another, so that a busy gateway hands a small read over with a list
-append rather than a thread wake-up; object bytes stream from the opened files through
-:class:`FileRangeBody`.
+a time anyway), small ones in memory committed together.  GET and HEAD look their object
+up on the reactor thread while such look-ups stay quick and need no file
+(:class:`QuickReads`), else one after the other in another :class:`SerialCalls`, so that a
+busy gateway hands a read over with a list append rather than a thread wake-up; object
+bytes stream from the opened files through :class:`FileRangeBody`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from lambgw.network.interface import (
     Segment,
     UploadsPage,
 )
+from lambgw.network.quick import QuickReads
 from lambgw.network.serial import SerialCalls
 from lambgw.network.store import Store, held_inline
 from lambgw.network.uploads import StoredUploads
@@ -66,7 +68,7 @@ class EmbeddedNetwork:
         self._reactor = reactor
         self._threadpool = threadpool
         self._writes = SerialCalls(reactor, threadpool, store.index.group)
-        self._reads = SerialCalls(reactor, threadpool)
+        self._reads = QuickReads(SerialCalls(reactor, threadpool))
 
     @classmethod
     def from_directory(
@@ -134,12 +136,16 @@ class EmbeddedNetwork:
 
     def head_object(self, account: str, order_id: str, path: str) -> Deferred[ObjectInfo]:
         """Return what is stored at ``path``."""
-        return self._reads.call(self._store.head, account, order_id, path)
+        return self._reads.call(self._store.head_now, self._store.head, account, order_id, path)
 
     def get_object(
         self, account: str, order_id: str, path: str, first: int = 0, last: int | None = None
     ) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
         """Return the object at ``path`` and a body streaming bytes ``first`` to ``last``."""
+
+        def held() -> tuple[ObjectInfo, IObjectBody]:
+            info, data = self._store.read_held_now(account, order_id, path, first, last)
+            return info, BytesBody(data)
 
         def opened() -> tuple[ObjectInfo, IObjectBody]:
             info, ranges = self._store.open_range(account, order_id, path, first, last)
@@ -147,7 +153,7 @@ class EmbeddedNetwork:
                 return info, BytesBody(read_small(ranges))
             return info, FileRangeBody(ranges, self._reactor, self._threadpool)
 
-        return self._reads.call(opened)
+        return self._reads.call(held, opened)
 
     def delete_object(
         self, account: str, order_id: str, path: str, if_match: str | None = None

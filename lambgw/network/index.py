@@ -127,15 +127,35 @@ class Index:
         """The connection of the calling thread, opened on its first use."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(
-                self._path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-            )
+            db = self._open(BUSY_TIMEOUT)
             db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             self._local.db = db
-            with self._lock:
-                self._connections.append(db)
+        return db
+
+    def reader(self) -> sqlite3.Connection:
+        """The calling thread's connection for reads that must not wait, opened on first use.
+
+        It has no busy handler: a read that finds the index locked (another process
+        recovering it after a crash) fails at once with ``sqlite3.OperationalError``
+        instead of sleeping.  It cannot write.
+        """
+        db: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        if db is None:
+            # The index is in WAL mode already (the file keeps it): nothing to set but this.
+            db = self._open(0.0)
+            db.execute("PRAGMA query_only = 1")
+            self._local.reader = db
+        return db
+
+    def _open(self, busy_timeout: float) -> sqlite3.Connection:
+        """A new connection to the index that waits ``busy_timeout`` seconds for locks."""
+        db = sqlite3.connect(
+            self._path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        with self._lock:
+            self._connections.append(db)
         return db
 
     def _writer_fd(self) -> int:

@@ -271,7 +271,7 @@ class ObjectFiles:
     def open(self, file_id: str) -> IO[bytes]:
         """Open an object file for reading (bytes held in the index come in memory)."""
         if is_inline(file_id):
-            data = self._inline_data(self._index.connection(), file_id)
+            data = self.inline_data(self._index.connection(), file_id)
             if data is None:
                 raise FileNotFoundError(file_id)
             return io.BytesIO(data)
@@ -379,8 +379,8 @@ class ObjectFiles:
                 db.execute("DELETE FROM small_files WHERE id = ?", (int(file_id[1:]),))
 
     @staticmethod
-    def _inline_data(db: sqlite3.Connection, file_id: str) -> bytes | None:
-        """The bytes of an index-held file, or None if it is gone."""
+    def inline_data(db: sqlite3.Connection, file_id: str) -> bytes | None:
+        """The bytes of an index-held file, read on ``db``, or None if it is gone."""
         row = db.execute("SELECT data FROM small_files WHERE id = ?", (int(file_id[1:]),))
         found = row.fetchone()
         return None if found is None else bytes(found[0])

@@ -28,8 +28,8 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from typing import IO, Any
 
 from attrs import frozen
@@ -64,6 +64,7 @@ from lambgw.network.listing import (
     write_object_row,
 )
 from lambgw.network.objectfiles import ObjectFiles, is_inline
+from lambgw.network.quick import WouldWait
 from lambgw.network.wire import PageColumns
 
 _ORDER_COLUMNS = "order_id, account, capacity, used, created, expires, status"
@@ -82,6 +83,30 @@ INLINE_SIZE = 64 * 1024
 
 #: How often a read retries when a concurrent overwrite removed the files it looked up.
 _READ_ATTEMPTS = 5
+
+
+@contextmanager
+def _no_waiting() -> Iterator[None]:
+    """Turn the index's refusal to wait for a lock into :class:`WouldWait`."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if error.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise WouldWait(str(error)) from error
+        raise
+
+
+def _pieces(
+    info: ObjectInfo, files: Sequence[tuple[str, int]], first: int, last: int | None
+) -> Iterator[tuple[str, int, int]]:
+    """The files holding bytes ``first`` to ``last`` of an object: (file, offset, length)."""
+    end = info.size if last is None else min(last + 1, info.size)
+    start = 0
+    for file_id, size in files:
+        low, high = max(first, start), min(end, start + size)
+        if low < high:
+            yield file_id, low - start, high - low
+        start += size
 
 
 @frozen
@@ -402,14 +427,15 @@ class Store:
         return replaced
 
     def _lookup(
-        self, account: str, order_id: str, raw: bytes
+        self, account: str, order_id: str, raw: bytes, db: sqlite3.Connection | None = None
     ) -> tuple[ObjectInfo, list[tuple[str, int]], dict[str, str]]:
         """The object at ``raw``, its files and its tags, read in one statement.
 
         One SELECT is a snapshot of its own: the order's check and the object's row need no
-        transaction around them.
+        transaction around them.  ``db``: the connection to read on (the thread's own).
         """
-        row = self._index.connection().execute(_LOOKUP, (raw, order_id, account)).fetchone()
+        db = db or self._index.connection()
+        row = db.execute(_LOOKUP, (raw, order_id, account)).fetchone()
         if row is None:
             raise NoSuchOrder(f"no such order: {order_id}")
         if row[0] is None:
@@ -420,6 +446,14 @@ class Store:
     def head(self, account: str, order_id: str, path: str) -> ObjectInfo:
         """Return what is stored at ``path``; raise ``NoSuchPath`` if nothing is."""
         return self._lookup(account, order_id, encode_path(path))[0]
+
+    def head_now(self, account: str, order_id: str, path: str) -> ObjectInfo:
+        """:meth:`head` on the thread's connection that never waits for a lock.
+
+        Raises :class:`WouldWait` where :meth:`head` would wait.
+        """
+        with _no_waiting():
+            return self._lookup(account, order_id, encode_path(path), self._index.reader())[0]
 
     def open_range(
         self, account: str, order_id: str, path: str, first: int = 0, last: int | None = None
@@ -432,20 +466,42 @@ class Store:
         raw = encode_path(path)
         for _ in range(_READ_ATTEMPTS):
             info, files, _ = self._lookup(account, order_id, raw)
-            end = info.size if last is None else min(last + 1, info.size)
             ranges: list[FileRange] = []
-            start = 0
             try:
-                for file_id, size in files:
-                    low, high = max(first, start), min(end, start + size)
-                    if low < high:
-                        ranges.append(FileRange(self._files.open(file_id), low - start, high - low))
-                    start += size
+                for file_id, offset, length in _pieces(info, files, first, last):
+                    ranges.append(FileRange(self._files.open(file_id), offset, length))
             except FileNotFoundError:
                 for opened in ranges:
                     opened.file.close()
                 continue
             return info, ranges
+        raise NetworkError(f"the object at {path} keeps changing; try again")
+
+    def read_held_now(
+        self, account: str, order_id: str, path: str, first: int = 0, last: int | None = None
+    ) -> tuple[ObjectInfo, bytes]:
+        """The object at ``path`` and its bytes ``first`` to ``last``, if the index holds them.
+
+        Reads on the thread's connection that never waits for a lock, and opens no file:
+        raises :class:`WouldWait` where it would wait, or when bytes are in a file.
+        """
+        raw = encode_path(path)
+        with _no_waiting():
+            db = self._index.reader()
+            for _ in range(_READ_ATTEMPTS):
+                info, files, _ = self._lookup(account, order_id, raw, db)
+                if not all(is_inline(file_id) for file_id, _ in files):
+                    raise WouldWait(f"the object at {path} is in files")
+                data: list[bytes] = []
+                for file_id, offset, length in _pieces(info, files, first, last):
+                    held = ObjectFiles.inline_data(db, file_id)
+                    if held is None:
+                        break
+                    if len(held) < offset + length:
+                        raise OSError(f"held bytes are shorter than recorded ({len(held)} bytes)")
+                    data.append(held[offset : offset + length])
+                else:
+                    return info, b"".join(data)
         raise NetworkError(f"the object at {path} keeps changing; try again")
 
     def delete(self, account: str, order_id: str, path: str, if_match: str | None = None) -> bool:

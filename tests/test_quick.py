@@ -1,0 +1,183 @@
+"""Tests of point reads run on the reactor thread while they stay quick."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import LogEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from lambgw.network.errors import NoSuchOrder, NoSuchPath
+from lambgw.network.index import INDEX_FILE
+from lambgw.network.interface import NewObject, Segment
+from lambgw.network.quick import QuickReads, WouldWait
+from lambgw.network.serial import SerialCalls
+from lambgw.network.store import Store
+from tests.test_serial import ManualPool, QueueReactor
+
+#: Clock steps and read times in exact binary fractions, so that sums compare equal.
+STEP = 2.0**-3
+#: A read over the 2 ms budget ...
+SLOW = 2.0**-8
+#: ... and one well under it.
+FAST = 2.0**-14
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class QuickReadsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.pool = ManualPool()
+        self.reactor = QueueReactor()
+        self.clock = Clock()
+        lane = SerialCalls(self.reactor, self.pool)  # type: ignore[arg-type]
+        self.quick = QuickReads(lane, budget=0.002, pause=1.0, longest=4.0, clock=self.clock)
+        self.warnings: list[LogEvent] = []
+        observer: Callable[[LogEvent], None] = self.warnings.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.slow_calls: list[tuple[Any, ...]] = []
+
+    def slow(self, *args: Any) -> str:
+        """The pool's form of the read."""
+        self.slow_calls.append(args)
+        return "pooled"
+
+    def quick_taking(self, seconds: float) -> Callable[..., str]:
+        """A quick form of the read that takes ``seconds`` of the clock."""
+
+        def read(*args: Any) -> str:
+            self.clock.now += seconds
+            return "quick"
+
+        return read
+
+    def run_lane(self) -> None:
+        """End the reactor's turn, run the lane's thread and hand its results back."""
+        for calls in (self.reactor.calls, self.pool.started, self.reactor.calls):
+            pending, calls[:] = list(calls), []
+            for call in pending:
+                call()
+
+    def read(self, seconds: float = FAST) -> str:
+        """One read whose quick form takes ``seconds``; what it answered."""
+        answer = self.quick.call(self.quick_taking(seconds), self.slow, "k")
+        self.run_lane()
+        result: str = self.successResultOf(answer)
+        return result
+
+    def test_quick_read_answers_at_once(self) -> None:
+        """A quick read fires before the call returns and hands nothing to the pool."""
+        answer = self.quick.call(self.quick_taking(FAST), self.slow, "k")
+        self.assertEqual(self.successResultOf(answer), "quick")
+        self.assertEqual((self.reactor.calls, self.pool.started), ([], []))
+
+    def test_would_wait_goes_to_the_lane(self) -> None:
+        """A quick form that would wait is replaced by the slow one, in the pool."""
+
+        def waits(*args: Any) -> str:
+            raise WouldWait("locked")
+
+        answer = self.quick.call(waits, self.slow, "k", 1)
+        self.assertNoResult(answer)
+        self.run_lane()
+        self.assertEqual(self.successResultOf(answer), "pooled")
+        self.assertEqual(self.slow_calls, [("k", 1)])
+
+    def test_errors_are_the_answer(self) -> None:
+        """Anything else the quick form raises is the read's failure; the pool is not tried."""
+
+        def missing(*args: Any) -> str:
+            raise NoSuchPath("no object at k")
+
+        self.failureResultOf(self.quick.call(missing, self.slow, "k"), NoSuchPath)
+        self.assertEqual((self.slow_calls, self.pool.started, self.reactor.calls), ([], [], []))
+
+    def pooled_for(self, next_try: float) -> float:
+        """Seconds reads keep going to the pool; the first quick try takes ``next_try``."""
+        start = self.clock.now
+        while self.read(next_try) == "pooled":
+            self.clock.now += STEP
+        return self.clock.now - start - next_try
+
+    def test_slow_read_sends_the_next_to_the_pool(self) -> None:
+        """After a read over budget, reads go to the pool for the pause, then are tried again."""
+        self.assertEqual(self.read(SLOW), "quick")  # done, but over budget
+        self.assertEqual(len(self.warnings), 1)
+        event = self.warnings[0]
+        self.assertIn("3.9 ms", event["log_format"].format(**event))
+        self.assertEqual(self.pooled_for(FAST), 1.0)
+        self.assertEqual(len(self.slow_calls), 1.0 / STEP)
+        self.assertEqual(len(self.warnings), 1)
+
+    def test_pause_doubles_while_slow_and_resets_when_quick(self) -> None:
+        """Each slow try doubles the pause, up to the longest; a quick read resets it."""
+        self.read(SLOW)
+        self.assertEqual([self.pooled_for(SLOW) for _ in range(4)], [1.0, 2.0, 4.0, 4.0])
+        self.assertEqual(self.pooled_for(FAST), 4.0)
+        self.read(SLOW)
+        self.assertEqual(self.pooled_for(FAST), 1.0)
+
+
+class StoreQuickReadTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        base = self.mktemp()
+        os.makedirs(base)
+        self.base = base
+        self.store = Store(base, durable=False)
+        self.addCleanup(self.store.close)
+        self.order_id = self.store.ensure_account("demo", 1 << 22, 30)[0].order_id
+
+    def put(self, path: str, data: bytes) -> None:
+        self.store.put(
+            "demo", self.order_id, path, [Segment("", len(data), data)], NewObject(len(data), "e")
+        )
+
+    def test_held_object_read_whole_and_in_ranges(self) -> None:
+        """Bytes the index holds are read, whole or in part, with the object's description."""
+        self.put("k", b"0123456789")
+        info, data = self.store.read_held_now("demo", self.order_id, "k")
+        self.assertEqual((info, data), (self.store.head("demo", self.order_id, "k"), b"0123456789"))
+        self.assertEqual(self.store.read_held_now("demo", self.order_id, "k", 2, 4)[1], b"234")
+        self.assertEqual(self.store.read_held_now("demo", self.order_id, "k", 8, 99)[1], b"89")
+        self.assertEqual(self.store.head_now("demo", self.order_id, "k"), info)
+
+    def test_object_in_files_would_wait(self) -> None:
+        """An object in files is not read on the caller's thread."""
+        self.put("big", os.urandom(100 * 1024))
+        self.assertRaises(WouldWait, self.store.read_held_now, "demo", self.order_id, "big")
+        self.assertEqual(self.store.head_now("demo", self.order_id, "big").size, 100 * 1024)
+
+    def test_missing_objects_and_orders(self) -> None:
+        """A missing path or another account's order is the same error as from the pool."""
+        self.put("k", b"x")
+        for read in (self.store.read_held_now, self.store.head_now):
+            self.assertRaises(NoSuchPath, read, "demo", self.order_id, "nope")
+            self.assertRaises(NoSuchOrder, read, "other", self.order_id, "k")
+
+    def test_locked_index_would_wait(self) -> None:
+        """A read that finds the index locked fails at once with WouldWait, not a wait."""
+        self.put("k", b"x")
+        self.store.index.close()  # an exclusive lock needs every other connection closed
+        holder = sqlite3.connect(
+            os.path.join(self.base, INDEX_FILE), isolation_level=None, timeout=0
+        )
+        self.addCleanup(holder.close)
+        holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        self.assertRaises(WouldWait, self.store.read_held_now, "demo", self.order_id, "k")
+        self.assertRaises(WouldWait, self.store.head_now, "demo", self.order_id, "k")
+        holder.execute("COMMIT")
+        holder.close()
+        self.assertEqual(self.store.read_held_now("demo", self.order_id, "k")[1], b"x")
