@@ -187,12 +187,18 @@ class S3Channel(HTTPChannel):
         super().connectionLost(reason)
 
     def dataReceived(self, data: bytes) -> None:
-        """The first byte of a new request starts the wait for its head."""
+        """The first byte of a new request starts the wait for its head.
+
+        A body still coming in when ``data`` is taken is watched from then on: one that
+        came whole with its head (most small uploads) costs no timer.
+        """
         if self._in_body:
             self._body_bytes += len(data)
         elif self._head_since is None and not self._handlingRequest:
             self._head_begins()
         super().dataReceived(data)
+        if self._in_body and self._body_call is None:
+            self._body_call = self.clock.callLater(self._limits.header_timeout, self._check_body)
 
     def allHeadersReceived(self) -> None:
         """The head is in: watch the body's pace, if there is a body."""
@@ -201,7 +207,21 @@ class S3Channel(HTTPChannel):
         if self.length != 0 and self._limits.min_body_rate and not self._handlingRequest:
             self._in_body = True
             self._body_bytes = 0
-            self._body_call = self.clock.callLater(self._limits.header_timeout, self._check_body)
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        """Write the status line and ``headers`` (a ``Headers``) as one piece of bytes.
+
+        twisted.web hands the transport a sequence of four pieces per header, each checked
+        and queued on its own.
+        """
+        lines = [b"%s %s %s\r\n" % (version, code, reason)]
+        lines += [
+            b"%s: %s\r\n" % (name, value)
+            for name, values in headers.getAllRawHeaders()
+            for value in values
+        ]
+        lines.append(b"\r\n")
+        self.transport.write(b"".join(lines))  # type: ignore[union-attr]
 
     def allContentReceived(self) -> None:
         """The body is in: stop watching it."""
