@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from lambgw.network import index as index_module
 from lambgw.network.embedded import EmbeddedNetwork
 from lambgw.network.errors import NoSuchPath, QuotaExceeded
 from lambgw.network.files import SMALL_READ, BytesBody, FileRangeBody
@@ -244,12 +245,17 @@ class ReadLaneTests(SynchronousTestCase):
         for call in calls:
             call()
 
+    def waiting_write(self) -> None:
+        """Queue a write of an object too large for the index: it waits in its lane."""
+        size = 100 * 1024
+        self.network.put_object(
+            "demo", self.order_id, "w", [Segment("", size, bytes(size))], NewObject(size, "e")
+        )
+
     def test_held_reads_answered_at_once(self) -> None:
         """Objects the index holds are read on the reactor, also while a write waits."""
         self.store.put("demo", self.order_id, "k", [Segment("", 1, b"x")], NewObject(1, "e"))
-        self.network.put_object(
-            "demo", self.order_id, "w", [Segment("", 1, b"y")], NewObject(1, "e")
-        )
+        self.waiting_write()
         heads = [self.network.head_object("demo", self.order_id, "k") for _ in range(3)]
         got = self.network.get_object("demo", self.order_id, "k", 0, 0)
         self.assertEqual([self.successResultOf(d).size for d in heads], [1, 1, 1])
@@ -267,9 +273,7 @@ class ReadLaneTests(SynchronousTestCase):
         size = 100 * 1024
         data = os.urandom(size)
         self.store.put("demo", self.order_id, "k", [Segment("", size, data)], NewObject(size, "e"))
-        self.network.put_object(
-            "demo", self.order_id, "w", [Segment("", 1, b"y")], NewObject(1, "e")
-        )
+        self.waiting_write()
         gets = [self.network.get_object("demo", self.order_id, "k", 1, 10) for _ in range(3)]
         self.assertEqual(self.pool.started, [])
         self.run_reactor_calls()  # the end of the reactor's turn starts the lanes
@@ -284,3 +288,66 @@ class ReadLaneTests(SynchronousTestCase):
             self.assertEqual(b"".join(consumer.chunks), data[1:11])
         stored = [info.path for info in self.store.list("demo", self.order_id).objects]
         self.assertEqual(stored, ["k"])
+
+
+class QuickWriteTests(SynchronousTestCase):
+    """Small objects are stored on the reactor while no writer waits, else in their lane."""
+
+    def setUp(self) -> None:
+        base = self.mktemp()
+        os.makedirs(base)
+        self.base = base
+        self.store = Store(base, durable=False)
+        self.addCleanup(self.store.close)
+        self.order_id = self.store.ensure_account("demo", 1 << 20, 30)[0].order_id
+        self.pool = ManualPool()
+        self.reactor = QueueReactor()
+        self.network = EmbeddedNetwork(self.store, self.reactor, self.pool)  # type: ignore[arg-type]
+
+    def put(self, path: str, data: bytes) -> Deferred[Any]:
+        return self.network.put_object(
+            "demo", self.order_id, path, [Segment("", len(data), data)], NewObject(len(data), "e")
+        )
+
+    def end_turn(self) -> None:
+        """Run what the reactor was handed, then what that handed the pool, then again."""
+        for calls in (self.reactor.calls, self.pool.started, self.reactor.calls):
+            pending, calls[:] = list(calls), []
+            for call in pending:
+                call()
+
+    def test_stored_at_once(self) -> None:
+        """No writer waits: the put is committed before the call returns; no thread runs."""
+        info = self.successResultOf(self.put("k", b"abc"))
+        self.assertEqual(info.size, 3)
+        self.assertEqual(self.store.head("demo", self.order_id, "k").size, 3)
+        self.end_turn()
+        self.assertEqual(self.pool.started, [])
+
+    def test_waits_in_the_lane_behind_another_writer(self) -> None:
+        """Another process writing: the put goes to the writes' lane, grouped, and is stored."""
+        other = Store(self.base, durable=False)
+        self.addCleanup(other.close)
+        with other.index.write():
+            puts = [self.put(f"k{n}", b"abc") for n in range(3)]
+        for put in puts:
+            self.assertNoResult(put)
+        self.end_turn()
+        self.assertEqual([self.successResultOf(put).size for put in puts], [3, 3, 3])
+        self.assertEqual(self.store.order("demo", self.order_id).used, 9)
+
+    def test_checkpoints_run_in_the_lane(self) -> None:
+        """Every so many quick puts, a checkpoint of the index is queued in the writes' lane."""
+        self.patch(index_module, "CHECKPOINT_EVERY", 2)
+        self.successResultOf(self.put("a", b"1"))
+        self.end_turn()
+        self.assertEqual(self.pool.started, [])
+        checkpoints: list[tuple[int, int]] = []
+        checkpoint = self.store.index.checkpoint
+        self.patch(self.store.index, "checkpoint", lambda: checkpoints.append(checkpoint()))
+        self.successResultOf(self.put("b", b"2"))
+        self.assertEqual(checkpoints, [])
+        self.end_turn()
+        self.assertEqual(len(checkpoints), 1)
+        log_frames, copied = checkpoints[0]
+        self.assertEqual(log_frames, copied)

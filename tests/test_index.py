@@ -129,3 +129,62 @@ class WritersQueueTests(IndexCase):
         fcntl.flock(fd, fcntl.LOCK_UN)
         self.insert("a")
         self.assertEqual(self.keys(), ["a"])
+
+
+class WriteNowTests(IndexCase):
+    def insert_now(self, key: str) -> None:
+        with self.index.write_now() as db:
+            db.execute("INSERT INTO t (k) VALUES (?)", (key,))
+
+    def test_commits_when_no_writer_waits(self) -> None:
+        """A write that finds the index free commits at once; one that raises is undone."""
+        self.insert_now("a")
+        with self.assertRaises(ValueError), self.index.write_now() as db:
+            db.execute("INSERT INTO t (k) VALUES ('b')")
+            raise ValueError("undo")
+        self.assertEqual(self.keys(), ["a"])
+
+    def test_another_writer_in_the_queue(self) -> None:
+        """A writer of another index holding the writers' lock: WouldWait, nothing written."""
+        other = self.open()
+        with other.write():
+            self.assertRaises(index_module.WouldWait, self.insert_now, "a")
+        self.insert_now("b")
+        self.assertEqual(self.keys(), ["b"])
+
+    def test_a_writer_outside_the_queue(self) -> None:
+        """SQLite's own lock, taken without the queue: WouldWait at once, not a wait."""
+        holder = sqlite3.connect(os.path.join(self.root, index_module.INDEX_FILE), timeout=0)
+        self.addCleanup(holder.close)
+        holder.execute("BEGIN IMMEDIATE")
+        self.assertRaises(index_module.WouldWait, self.insert_now, "a")
+        holder.execute("ROLLBACK")
+        self.insert_now("b")  # the queue's lock was given back
+        self.assertEqual(self.keys(), ["b"])
+
+    def test_not_in_a_group(self) -> None:
+        """A group's transaction cannot hold a write that does not wait."""
+        with self.index.group():
+            self.assertRaises(RuntimeError, self.insert_now, "a")
+
+    def test_checkpoint_due_every_so_many_commits(self) -> None:
+        """Every CHECKPOINT_EVERY quick commits ask for one checkpoint, once."""
+        self.patch(index_module, "CHECKPOINT_EVERY", 3)
+        due = []
+        for n in range(7):
+            self.insert_now(str(n))
+            due.append(self.index.checkpoint_due())
+        self.assertEqual(due, [False, False, True, False, False, True, False])
+
+    def test_quick_commits_leave_checkpoints_to_the_pool(self) -> None:
+        """Past SQLite's 1,000 pages the log still grows; :meth:`checkpoint` copies it all."""
+        for n in range(1100):
+            self.insert_now(str(n))
+        wal = os.path.join(self.root, index_module.INDEX_FILE + "-wal")
+        page_size = self.index.connection().execute("PRAGMA page_size").fetchone()[0]
+        frames = (os.path.getsize(wal) - 32) // (page_size + 24)
+        self.assertGreaterEqual(frames, 1100)
+        log_frames, copied = self.index.checkpoint()
+        self.assertEqual(log_frames, copied)
+        self.assertGreaterEqual(copied, 1100)
+        self.assertEqual(len(self.keys()), 1100)

@@ -10,10 +10,10 @@ from typing import Any
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from lambgw.network.errors import NoSuchOrder, NoSuchPath
+from lambgw.network.errors import NoSuchOrder, NoSuchPath, PreconditionFailed, QuotaExceeded
 from lambgw.network.index import INDEX_FILE
 from lambgw.network.interface import NewObject, Segment
-from lambgw.network.quick import QuickReads, WouldWait
+from lambgw.network.quick import QuickCalls, WouldWait
 from lambgw.network.serial import SerialCalls
 from lambgw.network.store import Store
 from tests.test_serial import ManualPool, QueueReactor
@@ -36,13 +36,13 @@ class Clock:
         return self.now
 
 
-class QuickReadsTests(SynchronousTestCase):
+class QuickCallsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.pool = ManualPool()
         self.reactor = QueueReactor()
         self.clock = Clock()
         lane = SerialCalls(self.reactor, self.pool)  # type: ignore[arg-type]
-        self.quick = QuickReads(lane, budget=0.002, pause=1.0, longest=4.0, clock=self.clock)
+        self.quick = QuickCalls(lane.call, budget=0.002, pause=1.0, longest=4.0, clock=self.clock)
         self.warnings: list[LogEvent] = []
         observer: Callable[[LogEvent], None] = self.warnings.append
         globalLogPublisher.addObserver(observer)
@@ -181,3 +181,60 @@ class StoreQuickReadTests(SynchronousTestCase):
         holder.execute("COMMIT")
         holder.close()
         self.assertEqual(self.store.read_held_now("demo", self.order_id, "k")[1], b"x")
+
+
+class StoreQuickWriteTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        base = self.mktemp()
+        os.makedirs(base)
+        self.base = base
+        self.store = Store(base, durable=False)
+        self.addCleanup(self.store.close)
+        self.order_id = self.store.ensure_account("demo", 64 * 1024, 30)[0].order_id
+
+    def put_now(self, path: str, data: bytes, **conditions: Any) -> None:
+        segments = [Segment("", len(data), data)]
+        self.store.put_now(
+            "demo", self.order_id, path, segments, NewObject(len(data), "e"), **conditions
+        )
+
+    def used(self) -> int:
+        return self.store.order("demo", self.order_id).used
+
+    def test_small_object_stored(self) -> None:
+        """A small object is stored whole and charged, as by ``put``."""
+        self.put_now("k", b"abc")
+        self.put_now("k", b"abcdef")
+        self.assertEqual(self.store.read_held_now("demo", self.order_id, "k")[1], b"abcdef")
+        self.assertEqual(self.used(), 6)
+
+    def test_refusals_leave_nothing(self) -> None:
+        """A failed condition and a full order are their errors; nothing changes."""
+        self.put_now("k", b"abc")
+        self.assertRaises(PreconditionFailed, self.put_now, "k", b"x", if_none_match=True)
+        self.assertRaises(PreconditionFailed, self.put_now, "k", b"x", if_match='"other"')
+        self.assertRaises(QuotaExceeded, self.put_now, "big", bytes(64 * 1024 - 2))
+        self.assertEqual(self.store.read_held_now("demo", self.order_id, "k")[1], b"abc")
+        self.assertEqual(self.used(), 3)
+        self.assertRaises(NoSuchPath, self.store.head, "demo", self.order_id, "big")
+
+    def test_object_for_a_file_would_wait(self) -> None:
+        """An object too large for the index is refused before anything is written."""
+
+        def files() -> list[str]:
+            return sorted(name for _, _, names in os.walk(self.base) for name in names)
+
+        before = files()
+        self.assertRaises(WouldWait, self.put_now, "f", bytes(65 * 1024))
+        self.assertEqual(self.used(), 0)
+        self.assertEqual(files(), before)
+
+    def test_another_writer_would_wait(self) -> None:
+        """While another store writes, the put does not wait: WouldWait, nothing stored."""
+        other = Store(self.base, durable=False)
+        self.addCleanup(other.close)
+        with other.index.write():
+            self.assertRaises(WouldWait, self.put_now, "k", b"abc")
+        self.assertRaises(NoSuchPath, self.store.head, "demo", self.order_id, "k")
+        self.put_now("k", b"abc")
+        self.assertEqual(self.used(), 3)

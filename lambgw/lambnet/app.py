@@ -41,7 +41,7 @@ from lambgw.network import sessions, signing, wire
 from lambgw.network.errors import ANSWERS, NetworkError
 from lambgw.network.files import SMALL_READ, FileRangeBody, read_small
 from lambgw.network.interface import IObjectBody, NewObject, ObjectInfo
-from lambgw.network.quick import QuickReads
+from lambgw.network.quick import QuickCalls, checkpoint_if_due
 from lambgw.network.serial import SerialCalls
 from lambgw.network.store import FileRange, Store, held_inline
 from lambgw.network.uploads import StoredUploads
@@ -133,7 +133,7 @@ def _open(
 def _open_held(
     store: Store, account: str, order_id: str, path: str, first: int, last: int | None
 ) -> tuple[ObjectInfo, bytes]:
-    """An object's byte range held in the index, read on the reactor (:class:`QuickReads`)."""
+    """An object's byte range held in the index, read on the reactor (:class:`QuickCalls`)."""
     return store.read_held_now(account, order_id, path, first, last)
 
 
@@ -187,8 +187,9 @@ class Node:
         self._threadpool = threadpool
         self._keys = PublicKeys(store.root, clock.seconds)
         self._reads = SerialCalls(reactor, threadpool)
-        self._quick = QuickReads(self._reads)
+        self._quick = QuickCalls(self._reads.call)
         self._writes = SerialCalls(reactor, threadpool, store.index.group)
+        self._quick_writes = QuickCalls(self._writes.call_grouped)
         self._nonces = signing.NonceCache()
         self._sessions = sessions.SessionTable()
 
@@ -205,6 +206,12 @@ class Node:
     def _call(self, f: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
         """Run a store call that writes in the pool: writes wait for the disk side by side."""
         return deferToThreadPool(self._reactor, self._threadpool, f, *args, **kwargs)
+
+    def _put_now(self, *args: Any) -> ObjectInfo:
+        """:meth:`Store.put_now`, then a checkpoint in the pool if that one made it due."""
+        info = self.store.put_now(*args)
+        checkpoint_if_due(self.store.index, self._writes)
+        return info
 
     def _read(self, f: Callable[..., _T], *args: Any) -> Deferred[_T]:
         """Run a store call that only reads, queued with the others in one pool thread.
@@ -424,12 +431,13 @@ class Node:
         if_match = _header(request, wire.IF_MATCH_HEADER)
         await request.flushed()
         segments = request.segments()
-        # A small body goes into the index, with no fsync of its own: committed together with
-        # the others queued beside it.
-        store = self._writes.call_grouped if held_inline(segments, new.size) else self._call
-        info = await store(
-            self.store.put, account, order_id, path, segments, new, if_none_match, if_match
-        )
+        # A small body goes into the index, with no fsync of its own: at once if that needs no
+        # wait, else committed together with the others queued beside it.
+        args = (account, order_id, path, segments, new, if_none_match, if_match)
+        if held_inline(segments, new.size):
+            info = await self._quick_writes.call(self._put_now, self.store.put, *args)
+        else:
+            info = await self._call(self.store.put, *args)
         request.setResponseCode(201)
         return _json(request, wire.info_to_json(info))
 

@@ -2,17 +2,18 @@
 
 Store calls run in a thread pool, so the reactor never waits for SQLite or the disk;
 objects are stored one after the other by :class:`SerialCalls` (SQLite takes one writer at
-a time anyway), small ones in memory committed together.  GET and HEAD look their object
-up on the reactor thread while such look-ups stay quick and need no file
-(:class:`QuickReads`), else one after the other in another :class:`SerialCalls`, so that a
-busy gateway hands a read over with a list append rather than a thread wake-up; object
+a time anyway).  A small object in memory is stored on the reactor thread, and GET and
+HEAD look their object up there, while such calls stay quick and need no file and no
+wait (:class:`QuickCalls`); else small objects are committed together in the writes'
+lane, and look-ups run one after the other in another :class:`SerialCalls`, so that a
+busy gateway hands a read over with a list append rather than a thread wake-up.  Object
 bytes stream from the opened files through :class:`FileRangeBody`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
@@ -38,7 +39,7 @@ from lambgw.network.interface import (
     Segment,
     UploadsPage,
 )
-from lambgw.network.quick import QuickReads
+from lambgw.network.quick import QuickCalls, checkpoint_if_due
 from lambgw.network.serial import SerialCalls
 from lambgw.network.store import Store, held_inline
 from lambgw.network.uploads import StoredUploads
@@ -68,7 +69,8 @@ class EmbeddedNetwork:
         self._reactor = reactor
         self._threadpool = threadpool
         self._writes = SerialCalls(reactor, threadpool, store.index.group)
-        self._reads = QuickReads(SerialCalls(reactor, threadpool))
+        self._reads = QuickCalls(SerialCalls(reactor, threadpool).call)
+        self._quick_writes = QuickCalls(self._writes.call_grouped)
 
     @classmethod
     def from_directory(
@@ -117,10 +119,16 @@ class EmbeddedNetwork:
 
         A small object in memory is committed with the others queued beside it.
         """
-        call = self._writes.call_grouped if held_inline(segments, new.size) else self._writes.call
-        return call(
-            self._store.put, account, order_id, path, segments, new, if_none_match, if_match
-        )
+        args = (account, order_id, path, segments, new, if_none_match, if_match)
+        if held_inline(segments, new.size):
+            return self._quick_writes.call(self._put_now, self._store.put, *args)
+        return self._writes.call(self._store.put, *args)
+
+    def _put_now(self, *args: Any) -> ObjectInfo:
+        """:meth:`Store.put_now`, then a checkpoint in the pool if that one made it due."""
+        info = self._store.put_now(*args)
+        checkpoint_if_due(self._store.index, self._writes)
+        return info
 
     def open_upload(
         self,

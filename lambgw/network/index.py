@@ -33,6 +33,9 @@ INDEX_FILE = "index.sqlite3"
 WRITERS_FILE = INDEX_FILE + "-writers"
 #: Seconds a write waits for the others' before it fails (SQLite's busy timeout too).
 BUSY_TIMEOUT = 30.0
+#: :meth:`Index.write_now` asks for a checkpoint after this many commits (of a few pages
+#: each: SQLite's own automatic checkpoint comes at 1,000 pages).
+CHECKPOINT_EVERY = 128
 #: A writer that finds the queue's lock taken tries again after this many seconds ...
 _FIRST_WAIT = 50e-6
 #: ... doubled after each try, up to this.
@@ -101,6 +104,21 @@ CREATE TABLE IF NOT EXISTS pending (
 """
 
 
+class WouldWait(Exception):
+    """Work that was asked not to wait, and would have to (for a lock, or for a file)."""
+
+
+@contextmanager
+def no_waiting() -> Iterator[None]:
+    """Turn SQLite's refusal to wait for a lock into :class:`WouldWait`."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if error.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise WouldWait(str(error)) from error
+        raise
+
+
 class Index:
     """The index of the store in ``root``, created and brought up to date if needed."""
 
@@ -113,6 +131,8 @@ class Index:
         self._connections: list[sqlite3.Connection] = []
         #: The descriptors of the writers' lock file, one per thread that wrote.
         self._writer_fds: list[int] = []
+        #: Commits made by :meth:`write_now` since the last checkpoint it asked for.
+        self._unchecked = 0
         self.connection().executescript(_SCHEMA)
         self._migrate()
 
@@ -134,20 +154,69 @@ class Index:
             self._local.db = db
         return db
 
-    def reader(self) -> sqlite3.Connection:
-        """The calling thread's connection for reads that must not wait, opened on first use.
+    def nowait(self) -> sqlite3.Connection:
+        """The calling thread's connection that never waits, opened on its first use.
 
-        It has no busy handler: a read that finds the index locked (another process
-        recovering it after a crash) fails at once with ``sqlite3.OperationalError``
-        instead of sleeping.  It cannot write.
+        It has no busy handler: a statement that finds the index locked (by another writer,
+        or by another process recovering it after a crash) fails at once with
+        ``sqlite3.OperationalError`` instead of sleeping.  It never checkpoints, since a
+        checkpoint copies the log into the index and flushes it to disk: that is left to
+        :meth:`checkpoint`, in a pool thread.
         """
-        db: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        db: sqlite3.Connection | None = getattr(self._local, "nowait", None)
         if db is None:
-            # The index is in WAL mode already (the file keeps it): nothing to set but this.
+            # The index is in WAL mode already (the file keeps it).
             db = self._open(0.0)
-            db.execute("PRAGMA query_only = 1")
-            self._local.reader = db
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA wal_autocheckpoint = 0")
+            self._local.nowait = db
         return db
+
+    @contextmanager
+    def write_now(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`write` on the :meth:`nowait` connection, without waiting for other writers.
+
+        Raises :class:`WouldWait` at once if another writer holds the writers' queue or the
+        index.  Not inside a :meth:`group`.  Every :data:`CHECKPOINT_EVERY` such commits,
+        :meth:`checkpoint_due` says so once.
+        """
+        if self._group_hooks() is not None:
+            raise RuntimeError("write_now is not for a group of writes")
+        fd = self._writer_fd()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WouldWait("another writer holds the index") from None
+        try:
+            db = self.nowait()
+            with no_waiting():
+                db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        self._unchecked += 1
+
+    def checkpoint_due(self) -> bool:
+        """Whether :meth:`write_now` committed enough since the last time to checkpoint now."""
+        due = self._unchecked >= CHECKPOINT_EVERY
+        if due:
+            self._unchecked = 0
+        return due
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy what the log holds into the index, as far as readers allow (pool thread).
+
+        Returns the frames in the log and how many of them are now in the index.
+        """
+        _, log_frames, copied = (
+            self.connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        )
+        return int(log_frames), int(copied)
 
     def _open(self, busy_timeout: float) -> sqlite3.Connection:
         """A new connection to the index that waits ``busy_timeout`` seconds for locks."""

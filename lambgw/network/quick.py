@@ -1,21 +1,25 @@
-"""Point reads of a store, run on the reactor thread for as long as they stay quick.
+"""Small store calls run on the reactor thread for as long as they stay quick.
 
-A small GET or HEAD looks one row up in the index: tens of microseconds.  Handing it to a
-pool thread costs the reactor several times that: the two threads trade the GIL at every
-SQLite call, each trade a futex wake-up and a context switch.  On the embedded network a
-4 KiB GET cost the gateway 440 µs of CPU through the pool and 270 µs when read in place.
+A small GET or HEAD looks one row up in the index, and a small PUT writes two rows: tens
+of microseconds.  Handing such a call to a pool thread costs the reactor more than that:
+the two threads trade the GIL at every SQLite call, each trade a futex wake-up and a
+context switch.  On the embedded network a 4 KiB GET cost the gateway 440 µs of CPU
+through the pool and 270 µs when read in place; a 4 KiB PUT 506 µs and 442 µs.
 
-So such a read is tried on the reactor thread, under three bounds that keep the reactor
-from blocking (:class:`QuickReads`):
+So such a call is tried on the reactor thread, under bounds that keep the reactor from
+blocking (:class:`QuickCalls`):
 
-- the quick form of a read touches the index only, on a connection with no busy handler:
-  where it would open an object file or wait for a lock it raises :class:`WouldWait`, and
-  the read goes to the pool instead;
-- a quick read that took longer than ``budget`` (the index's pages were not in memory, or
-  the disk is slow) sends the following reads to the pool for ``pause`` seconds, doubled
-  each time the next try is slow again, up to ``longest``, and back to ``pause`` after a
-  quick one;
-- anything else a read raises is its answer, as from the pool.
+- the quick form of a call touches the index only, on a connection that never waits
+  (:meth:`~lambgw.network.index.Index.nowait`): where it would wait for a lock, or would
+  open, write or flush an object file, it raises :class:`WouldWait` and the call goes to
+  the pool instead.  A quick write commits without a flush, as every small write does
+  (the log is flushed by checkpoints); the checkpoints of quick writes run in the pool
+  (:func:`checkpoint_if_due`);
+- a quick call that took longer than ``budget`` (the index's pages were not in memory,
+  or the disk is slow) sends the following calls to the pool for ``pause`` seconds,
+  doubled each time the next try is slow again, up to ``longest``, and back to ``pause``
+  after a quick one;
+- anything else a call raises is its answer, as from the pool.
 """
 
 from __future__ import annotations
@@ -27,57 +31,59 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
+from lambgw.network.index import Index, WouldWait
 from lambgw.network.serial import SerialCalls
+
+__all__ = ["QuickCalls", "WouldWait", "checkpoint_if_due"]
 
 log = Logger()
 
 _T = TypeVar("_T")
 
-#: A quick read slower than this many seconds sends the reads after it to the pool.
+#: A quick call slower than this many seconds sends the calls after it to the pool.
 BUDGET = 0.002
-#: Seconds the reads go to the pool after a slow one ...
+#: Seconds the calls go to the pool after a slow one ...
 PAUSE = 1.0
 #: ... doubled while each next try is slow too, up to this.
 LONGEST_PAUSE = 64.0
 
 
-class WouldWait(Exception):
-    """A quick read that would have to wait (for a lock or an object file) to answer."""
-
-
-class QuickReads:
-    """Runs reads on the calling (reactor) thread while they are quick, else in ``lane``."""
+class QuickCalls:
+    """Runs calls on the calling (reactor) thread while they are quick, else by ``pooled``."""
 
     def __init__(
         self,
-        lane: SerialCalls,
+        pooled: Callable[..., Deferred[Any]],
         budget: float = BUDGET,
         pause: float = PAUSE,
         longest: float = LONGEST_PAUSE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Send the reads that are not quick to ``lane``; ``clock`` times the quick ones."""
-        self._lane = lane
+        """Hand the calls that are not quick to ``pooled(f, *args)``, which runs them in a pool.
+
+        ``clock`` times the quick ones.
+        """
+        self._pooled = pooled
         self._budget = budget
         self._first_pause = pause
         self._pause = pause
         self._longest = longest
         self._clock = clock
-        #: Until this time (of ``clock``) reads go to the lane.
+        #: Until this time (of ``clock``) calls go to the pool.
         self._pooled_until = float("-inf")
 
     def call(self, quick: Callable[..., _T], slow: Callable[..., _T], *args: Any) -> Deferred[_T]:
-        """Fire with ``quick(*args)``, or with ``slow(*args)`` run in the lane.
+        """Fire with ``quick(*args)``, or with ``slow(*args)`` run in the pool.
 
         ``quick`` raises :class:`WouldWait` where it cannot answer without waiting.
         """
         start = self._clock()
         if start < self._pooled_until:
-            return self._lane.call(slow, *args)
+            return self._pooled(slow, *args)
         try:
             result = quick(*args)
         except WouldWait:
-            return self._lane.call(slow, *args)
+            return self._pooled(slow, *args)
         except Exception:
             return fail()
         finally:
@@ -85,7 +91,7 @@ class QuickReads:
         return succeed(result)
 
     def _timed(self, start: float) -> None:
-        """Take note of a quick read that began at ``start`` and has just ended."""
+        """Take note of a quick call that began at ``start`` and has just ended."""
         now = self._clock()
         took = now - start
         if took <= self._budget:
@@ -93,9 +99,17 @@ class QuickReads:
             return
         self._pooled_until = now + self._pause
         log.warn(
-            "A store read took {took:.1f} ms on the reactor thread;"
-            " reads go to a pool thread for {pause:g} s",
+            "A store call took {took:.1f} ms on the reactor thread;"
+            " such calls go to a pool thread for {pause:g} s",
             took=1000 * took,
             pause=self._pause,
         )
         self._pause = min(2 * self._pause, self._longest)
+
+
+def checkpoint_if_due(index: Index, lane: SerialCalls) -> None:
+    """Checkpoint ``index`` in ``lane`` if its quick writes made a checkpoint due."""
+    if index.checkpoint_due():
+        lane.call(index.checkpoint).addErrback(
+            lambda failure: log.failure("The store's index could not be checkpointed", failure)
+        )

@@ -29,7 +29,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import IO, Any
 
 from attrs import frozen
@@ -45,7 +45,7 @@ from lambgw.network.errors import (
     PreconditionFailed,
     QuotaExceeded,
 )
-from lambgw.network.index import Index
+from lambgw.network.index import Index, WouldWait, no_waiting
 from lambgw.network.interface import (
     MAX_PATH_BYTES,
     ListPage,
@@ -64,7 +64,6 @@ from lambgw.network.listing import (
     write_object_row,
 )
 from lambgw.network.objectfiles import ObjectFiles, is_inline
-from lambgw.network.quick import WouldWait
 from lambgw.network.wire import PageColumns
 
 _ORDER_COLUMNS = "order_id, account, capacity, used, created, expires, status"
@@ -83,17 +82,6 @@ INLINE_SIZE = 64 * 1024
 
 #: How often a read retries when a concurrent overwrite removed the files it looked up.
 _READ_ATTEMPTS = 5
-
-
-@contextmanager
-def _no_waiting() -> Iterator[None]:
-    """Turn the index's refusal to wait for a lock into :class:`WouldWait`."""
-    try:
-        yield
-    except sqlite3.OperationalError as error:
-        if error.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            raise WouldWait(str(error)) from error
-        raise
 
 
 def _pieces(
@@ -332,6 +320,39 @@ class Store:
         The segment files are moved in on success and deleted on failure.  A multipart
         object (an etag ending in ``-N``) records the segment sizes as its part sizes.
         """
+        return self._put(account, order_id, path, segments, new, if_none_match, if_match)
+
+    def put_now(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        segments: Sequence[Segment],
+        new: NewObject,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
+        """:meth:`put` of an object held in memory, without waiting for other writers.
+
+        Raises :class:`WouldWait` for an object that is not :func:`held_inline`, or where
+        :meth:`put` would wait (:meth:`Index.write_now`).
+        """
+        if not held_inline(segments, new.size):
+            raise WouldWait("only a small object in memory is stored without waiting")
+        return self._put(account, order_id, path, segments, new, if_none_match, if_match, True)
+
+    def _put(
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        segments: Sequence[Segment],
+        new: NewObject,
+        if_none_match: bool,
+        if_match: str | None,
+        now: bool = False,
+    ) -> ObjectInfo:
+        """:meth:`put`; with ``now``, its commit by :meth:`Index.write_now`."""
         adopted: list[str] = []
         reserved: list[str] = []
         try:
@@ -374,7 +395,7 @@ class Store:
                 part_sizes=part_sizes,
                 tag_count=len(new.tags),
             )
-            old = self._commit(account, raw, info, pieces, if_none_match, new.tags, if_match)
+            old = self._commit(account, raw, info, pieces, if_none_match, new.tags, if_match, now)
         except BaseException:
             self._files.remove(reserved)
             for segment in segments[len(adopted) :]:
@@ -394,12 +415,14 @@ class Store:
         if_none_match: bool,
         tags: Mapping[str, str],
         if_match: str | None = None,
+        now: bool = False,
     ) -> list[str]:
         """Write the row of ``info`` and ``tags``, charge its order; return the replaced files.
 
-        A piece given as bytes is kept in the index, in the same transaction.
+        A piece given as bytes is kept in the index, in the same transaction.  With ``now``,
+        without waiting for other writers (:meth:`Index.write_now`).
         """
-        with self._index.write() as db:
+        with self._index.write_now() if now else self._index.write() as db:
             order = self._order(db, account, info.order_id)
             if order.expired(self._clock()):
                 raise OrderExpired(f"the order {order.order_id} has expired")
@@ -452,8 +475,8 @@ class Store:
 
         Raises :class:`WouldWait` where :meth:`head` would wait.
         """
-        with _no_waiting():
-            return self._lookup(account, order_id, encode_path(path), self._index.reader())[0]
+        with no_waiting():
+            return self._lookup(account, order_id, encode_path(path), self._index.nowait())[0]
 
     def open_range(
         self, account: str, order_id: str, path: str, first: int = 0, last: int | None = None
@@ -486,8 +509,8 @@ class Store:
         raises :class:`WouldWait` where it would wait, or when bytes are in a file.
         """
         raw = encode_path(path)
-        with _no_waiting():
-            db = self._index.reader()
+        with no_waiting():
+            db = self._index.nowait()
             for _ in range(_READ_ATTEMPTS):
                 info, files, _ = self._lookup(account, order_id, raw, db)
                 if not all(is_inline(file_id) for file_id, _ in files):
