@@ -15,6 +15,12 @@ other's work.  The ``flock`` queues writers instead, and the next one starts as 
 transaction ends.  It is a queue, not the guard: SQLite's own lock still makes writes
 exclusive, also for a process that does not take the ``flock``.
 The kernel drops the lock of a process that dies, however it dies.
+
+A thread may also use a second connection that never waits (:meth:`Index.nowait`): no
+busy handler and no automatic checkpoint, for the small reads and writes the reactor
+thread makes in place (:mod:`lambgw.network.quick`).  A write on it
+(:meth:`Index.write_now`) tries the writers' queue once and raises :class:`WouldWait`
+rather than wait.
 """
 
 from __future__ import annotations
