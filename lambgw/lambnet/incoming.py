@@ -29,9 +29,9 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
+from lambgw.httpchannel import LeanChannel
 from lambgw.lanes import Lane
 from lambgw.network import signing, wire
 from lambgw.network.interface import Segment
@@ -62,27 +62,8 @@ def _declared_size(uri: bytes) -> int | None:
     return int(value) if value.isascii() and value.isdigit() else None
 
 
-class NodeChannel(HTTPChannel):
-    """An HTTP/1.1 connection to the node: its two addresses are asked for once.
-
-    Each request asks its channel for both (``getsockname(2)`` for the node's own), though
-    they never change on a connection.
-    """
-
-    _peer: Any = None
-    _host: Any = None
-
-    def getPeer(self) -> Any:
-        """The client's address."""
-        if self._peer is None:
-            self._peer = super().getPeer()
-        return self._peer
-
-    def getHost(self) -> Any:
-        """The node's address on this connection."""
-        if self._host is None:
-            self._host = super().getHost()
-        return self._host
+class NodeChannel(LeanChannel):
+    """An HTTP/1.1 connection to the node (see :class:`LeanChannel`)."""
 
 
 class NodeRequest(Request):

@@ -22,8 +22,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
 
+from lambgw.httpchannel import LeanChannel
 from lambgw.protocol.s3xml import error_document
 
 log = Logger()
@@ -146,7 +146,7 @@ class Refusal(Protocol):
         self._linger = None
 
 
-class S3Channel(HTTPChannel):
+class S3Channel(LeanChannel):
     """An HTTP channel that bounds the time of request heads and the pace of request bodies.
 
     The site sets ``connections`` and ``clock`` (its reactor) when it builds the channel.  A
@@ -207,21 +207,6 @@ class S3Channel(HTTPChannel):
         if self.length != 0 and self._limits.min_body_rate and not self._handlingRequest:
             self._in_body = True
             self._body_bytes = 0
-
-    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
-        """Write the status line and ``headers`` (a ``Headers``) as one piece of bytes.
-
-        twisted.web hands the transport a sequence of four pieces per header, each checked
-        and queued on its own.
-        """
-        lines = [b"%s %s %s\r\n" % (version, code, reason)]
-        lines += [
-            b"%s: %s\r\n" % (name, value)
-            for name, values in headers.getAllRawHeaders()
-            for value in values
-        ]
-        lines.append(b"\r\n")
-        self.transport.write(b"".join(lines))  # type: ignore[union-attr]
 
     def allContentReceived(self) -> None:
         """The body is in: stop watching it."""
