@@ -452,7 +452,22 @@ class GatewayService(service.MultiService):
         d: Deferred[Any] = DeferredList([maybeDeferred(c.stopService) for c in rest])
         d.addBoth(self._close_access_file)
         d.addBoth(self._release_spools)
+        d.addBoth(self._close_store)
         return d
+
+    def _close_store(self, result: object) -> object:
+        """Close the embedded network's store once its pool has stopped (off the reactor).
+
+        Closing waits for the files the store is still unlinking and settles them, so a
+        stop leaves nothing for the next start to reclaim.
+        """
+        if not isinstance(self.network, EmbeddedNetwork):
+            return result
+        closing: Deferred[None] = deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), self.network.store.close
+        )
+        closing.addErrback(lambda f: log.failure("Could not close the store", f))
+        return closing.addCallback(lambda _: result)
 
     def _close_access_file(self, result: object) -> object:
         if self.access_file is not None:

@@ -12,13 +12,16 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import tempfile
 import time
 from urllib.parse import urlsplit
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.gateway import GatewayProcess, start_lambgw, target_is_moto
+from lambgw.network.index import INDEX_FILE
+from lambgw.network.objectfiles import OWNERS_DIR
+from tests.gateway import GatewayProcess, free_port, start_lambgw, target_is_moto
 
 MiB = 2**20
 #: Seconds the gateway has to stop listening after SIGTERM, and to exit once idle.
@@ -90,3 +93,57 @@ class GracefulStopTests(SynchronousTestCase):
         self.assertEqual(hashlib.sha256(stored).digest(), hashlib.sha256(body).digest())
         parts = client.list_parts(Bucket=bucket, Key="kept", UploadId=upload_id)["Parts"]
         self.assertEqual([p["ETag"] for p in parts], [part["ETag"]])
+
+
+def store_left_over(network_dir: str) -> tuple[list[str], int]:
+    """What a stopped store left for the next start: owner files and pending file rows."""
+    owners = sorted(os.listdir(os.path.join(network_dir, OWNERS_DIR)))
+    db = sqlite3.connect(os.path.join(network_dir, INDEX_FILE))
+    try:
+        (pending,) = db.execute("SELECT COUNT(*) FROM pending").fetchone()
+    finally:
+        db.close()
+    return owners, int(pending)
+
+
+class StoreClosedAtStopTests(SynchronousTestCase):
+    """A graceful stop closes the store: nothing is left for the next start to reclaim."""
+
+    def setUp(self) -> None:
+        if target_is_moto():
+            raise SkipTest("the embedded store is the gateway's")
+        self.root = tempfile.mkdtemp(prefix="lambgw-e2e-")
+        self.addCleanup(shutil.rmtree, self.root, True)
+        self.home = os.path.join(self.root, "home")
+
+    def overwrite_and_stop(self, gateway: GatewayProcess, bucket: str) -> None:
+        """Store an object in files, replace it and delete another, then SIGTERM."""
+        client = gateway.s3_client(signature_version="s3v4")
+        for body in (os.urandom(MiB), os.urandom(MiB)):
+            client.put_object(Bucket=bucket, Key="big", Body=body)
+        client.put_object(Bucket=bucket, Key="gone", Body=os.urandom(MiB))
+        client.delete_object(Bucket=bucket, Key="gone")
+        gateway._process.send_signal(signal.SIGTERM)
+        self.assertIn(gateway._process.wait(STOP_TIMEOUT), (0, -signal.SIGTERM))
+
+    def test_gateway_closes_the_embedded_store(self) -> None:
+        """The embedded network's owner file is gone and no file is pending after SIGTERM."""
+        gateway = start_lambgw(self.home)
+        self.addCleanup(gateway.stop)
+        self.overwrite_and_stop(gateway, gateway.order_id)
+        self.assertEqual(store_left_over(os.path.join(self.home, "network")), ([], 0))
+
+    def test_node_closes_its_store(self) -> None:
+        """A lambnet node's store is closed the same way when the node stops."""
+        from tests.test_e2e_lambnet import prepare_account, start_gateway, start_node
+
+        os.makedirs(self.home)
+        order_id = prepare_account(self.home)
+        node = start_node(self.home, free_port())
+        self.addCleanup(node.stop)
+        gateway = start_gateway(self.home, "lambgw", node.port, order_id)
+        self.addCleanup(gateway.stop)
+        self.overwrite_and_stop(gateway, order_id)
+        node._process.send_signal(signal.SIGTERM)
+        self.assertIn(node._process.wait(STOP_TIMEOUT), (0, -signal.SIGTERM))
+        self.assertEqual(store_left_over(os.path.join(self.home, "network")), ([], 0))

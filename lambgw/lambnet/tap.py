@@ -20,6 +20,8 @@ from typing import Any
 from twisted.application import service, strports
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
@@ -28,6 +30,8 @@ from lambgw.lambnet.app import Node, NodeSite
 from lambgw.network.completion import DEFAULT_UPLOAD_EXPIRY
 from lambgw.network.store import Store
 from lambgw.network.uploads import StoredUploads
+
+log = Logger()
 
 DEFAULT_LISTEN = "tcp:9100:interface=127.0.0.1"
 #: How often the node looks for idle multipart uploads to abort, in seconds.
@@ -86,15 +90,34 @@ class _ThreadPoolService(service.Service):
         return None
 
 
+class _StoreService(service.Service):
+    """Closes the store when the node stops, off the reactor.
+
+    It is the node's first service, so it stops last: after the store's pool, whose stop
+    waits for the calls in it.  Closing waits for the files the store is still unlinking.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def stopService(self) -> Deferred[None]:
+        """Close the store in a thread of the reactor's pool."""
+        super().stopService()
+        closing: Deferred[None] = deferToThread(self.store.close)
+        closing.addErrback(lambda f: log.failure("Could not close the store", f))
+        return closing
+
+
 def makeService(options: Options) -> service.IService:
     """Build the node: a thread pool for the store, and the listening site."""
     from twisted.internet import reactor
 
     fix_mmap_threshold()
     top = service.MultiService()
+    store = Store(options["data"])
+    _StoreService(store).setServiceParent(top)
     pool = ThreadPool(minthreads=1, maxthreads=16, name="lambnet-store")
     _ThreadPoolService(pool).setServiceParent(top)
-    store = Store(options["data"])
     uploads = StoredUploads(store, options["multipart-expiry"])
     node = Node(store, reactor, reactor, pool, uploads)  # type: ignore[arg-type]
     TimerService(UPLOAD_SWEEP, node.expire_uploads).setServiceParent(top)
