@@ -23,6 +23,7 @@ from lambgw.network.errors import NoSuchPath, QuotaExceeded
 from lambgw.network.files import SMALL_READ, BytesBody, FileRangeBody
 from lambgw.network.interface import INetwork, NewObject, Segment
 from lambgw.network.store import Store
+from tests.test_quick import open_store
 from tests.test_serial import ManualPool, QueueReactor
 
 
@@ -294,12 +295,7 @@ class QuickWriteTests(SynchronousTestCase):
     """Small objects are stored on the reactor while no writer waits, else in their lane."""
 
     def setUp(self) -> None:
-        base = self.mktemp()
-        os.makedirs(base)
-        self.base = base
-        self.store = Store(base, durable=False)
-        self.addCleanup(self.store.close)
-        self.order_id = self.store.ensure_account("demo", 1 << 20, 30)[0].order_id
+        self.base, self.store, self.order_id = open_store(self, 1 << 20)
         self.pool = ManualPool()
         self.reactor = QueueReactor()
         self.network = EmbeddedNetwork(self.store, self.reactor, self.pool)  # type: ignore[arg-type]

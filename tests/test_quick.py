@@ -130,14 +130,21 @@ class QuickCallsTests(SynchronousTestCase):
         self.assertEqual(self.pooled_for(FAST), 1.0)
 
 
+def open_store(case: SynchronousTestCase, capacity: int) -> tuple[str, Store, str]:
+    """A new store of the test, with account ``demo`` and one order of ``capacity`` bytes.
+
+    Its directory, the store, and the order's id.
+    """
+    base = case.mktemp()
+    os.makedirs(base)
+    store = Store(base, durable=False)
+    case.addCleanup(store.close)
+    return base, store, store.ensure_account("demo", capacity, 30)[0].order_id
+
+
 class StoreQuickReadTests(SynchronousTestCase):
     def setUp(self) -> None:
-        base = self.mktemp()
-        os.makedirs(base)
-        self.base = base
-        self.store = Store(base, durable=False)
-        self.addCleanup(self.store.close)
-        self.order_id = self.store.ensure_account("demo", 1 << 22, 30)[0].order_id
+        self.base, self.store, self.order_id = open_store(self, 1 << 22)
 
     def put(self, path: str, data: bytes) -> None:
         self.store.put(
@@ -185,12 +192,7 @@ class StoreQuickReadTests(SynchronousTestCase):
 
 class StoreQuickWriteTests(SynchronousTestCase):
     def setUp(self) -> None:
-        base = self.mktemp()
-        os.makedirs(base)
-        self.base = base
-        self.store = Store(base, durable=False)
-        self.addCleanup(self.store.close)
-        self.order_id = self.store.ensure_account("demo", 64 * 1024, 30)[0].order_id
+        self.base, self.store, self.order_id = open_store(self, 64 * 1024)
 
     def put_now(self, path: str, data: bytes, **conditions: Any) -> None:
         segments = [Segment("", len(data), data)]

@@ -125,6 +125,19 @@ def no_waiting() -> Iterator[None]:
         raise
 
 
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One ``BEGIN IMMEDIATE`` transaction on ``db``, committed unless the block raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 class Index:
     """The index of the store in ``root``, created and brought up to date if needed."""
 
@@ -194,15 +207,8 @@ class Index:
         except BlockingIOError:
             raise WouldWait("another writer holds the index") from None
         try:
-            db = self.nowait()
-            with no_waiting():
-                db.execute("BEGIN IMMEDIATE")
-            try:
+            with no_waiting(), _immediate(self.nowait()) as db:
                 yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
         self._unchecked += 1
@@ -323,17 +329,11 @@ class Index:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction, its writer queued for it first."""
-        db = self.connection()
         fd = self._writer_fd()
         self._queue_for_writing(fd)
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(self.connection()) as db:
                 yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
