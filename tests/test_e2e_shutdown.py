@@ -37,8 +37,8 @@ def refuses_connections(port: int) -> bool:
     return False
 
 
-class GracefulStopTests(SynchronousTestCase):
-    """SIGTERM with an upload in flight."""
+class StopCase(SynchronousTestCase):
+    """A test of the gateway's own stop, with a home in a fresh directory."""
 
     def setUp(self) -> None:
         if target_is_moto():
@@ -46,6 +46,10 @@ class GracefulStopTests(SynchronousTestCase):
         self.root = tempfile.mkdtemp(prefix="lambgw-e2e-")
         self.addCleanup(shutil.rmtree, self.root, True)
         self.home = os.path.join(self.root, "home")
+
+
+class GracefulStopTests(StopCase):
+    """SIGTERM with an upload in flight."""
 
     def start(self) -> GatewayProcess:
         gateway = start_lambgw(self.home, "--shutdown-grace", "30")
@@ -106,15 +110,8 @@ def store_left_over(network_dir: str) -> tuple[list[str], int]:
     return owners, int(pending)
 
 
-class StoreClosedAtStopTests(SynchronousTestCase):
+class StoreClosedAtStopTests(StopCase):
     """A graceful stop closes the store: nothing is left for the next start to reclaim."""
-
-    def setUp(self) -> None:
-        if target_is_moto():
-            raise SkipTest("the embedded store is the gateway's")
-        self.root = tempfile.mkdtemp(prefix="lambgw-e2e-")
-        self.addCleanup(shutil.rmtree, self.root, True)
-        self.home = os.path.join(self.root, "home")
 
     def overwrite_and_stop(self, gateway: GatewayProcess, bucket: str) -> None:
         """Store an object in files, replace it and delete another, then SIGTERM."""
