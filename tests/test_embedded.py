@@ -226,6 +226,11 @@ class EmbeddedTests(TestCase):
         self.assertRaises(RuntimeError, body.deliver, Consumer())
 
 
+def stopped_clock() -> float:
+    """A clock that does not move: no call tried on the reactor counts as slow."""
+    return 0.0
+
+
 class ReadLaneTests(SynchronousTestCase):
     """Lookups for GET and HEAD: on the reactor while quick, else in a lane of their own."""
 
@@ -237,7 +242,12 @@ class ReadLaneTests(SynchronousTestCase):
         self.order_id = self.store.ensure_account("demo", 1 << 20, 30)[0].order_id
         self.pool = ManualPool()
         self.reactor = QueueReactor()
-        network = EmbeddedNetwork(self.store, self.reactor, self.pool)  # type: ignore[arg-type]
+        network = EmbeddedNetwork(
+            self.store,
+            self.reactor,  # type: ignore[arg-type]
+            self.pool,  # type: ignore[arg-type]
+            quick_clock=stopped_clock,
+        )
         self.network = network
 
     def run_reactor_calls(self) -> None:
@@ -298,7 +308,12 @@ class QuickWriteTests(SynchronousTestCase):
         self.base, self.store, self.order_id = open_store(self, 1 << 20)
         self.pool = ManualPool()
         self.reactor = QueueReactor()
-        self.network = EmbeddedNetwork(self.store, self.reactor, self.pool)  # type: ignore[arg-type]
+        self.network = EmbeddedNetwork(
+            self.store,
+            self.reactor,  # type: ignore[arg-type]
+            self.pool,  # type: ignore[arg-type]
+            quick_clock=stopped_clock,
+        )
 
     def put(self, path: str, data: bytes) -> Deferred[Any]:
         return self.network.put_object(

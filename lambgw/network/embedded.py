@@ -12,6 +12,7 @@ bytes stream from the opened files through :class:`FileRangeBody`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -58,19 +59,21 @@ class EmbeddedNetwork:
         reactor: IReactorFromThreads,
         threadpool: ThreadPool,
         upload_expiry: float = DEFAULT_UPLOAD_EXPIRY,
+        quick_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Serve ``store``; its calls run in ``threadpool`` (started by the caller).
 
         Multipart uploads idle for ``upload_expiry`` seconds are aborted by
-        :meth:`expire_uploads`.
+        :meth:`expire_uploads`.  ``quick_clock`` times the calls tried on the reactor
+        thread (:class:`QuickCalls`).
         """
         self._store = store
         self._uploads = StoredUploads(store, upload_expiry)
         self._reactor = reactor
         self._threadpool = threadpool
         self._writes = SerialCalls(reactor, threadpool, store.index.group)
-        self._reads = QuickCalls(SerialCalls(reactor, threadpool).call)
-        self._quick_writes = QuickCalls(self._writes.call_grouped)
+        self._reads = QuickCalls(SerialCalls(reactor, threadpool).call, clock=quick_clock)
+        self._quick_writes = QuickCalls(self._writes.call_grouped, clock=quick_clock)
 
     @classmethod
     def from_directory(
