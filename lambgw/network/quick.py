@@ -18,7 +18,8 @@ blocking (:class:`QuickCalls`):
 - a quick call that took longer than ``budget`` (the index's pages were not in memory,
   or the disk is slow) sends the following calls to the pool for ``pause`` seconds,
   doubled each time the next try is slow again, up to ``longest``, and back to ``pause``
-  after a quick one;
+  after a quick one.  Reaching ``longest`` (calls slow at every try for a minute) is
+  logged once: on a busy machine single calls are slow now and then, and say nothing;
 - anything else a call raises is its answer, as from the pool.
 """
 
@@ -71,6 +72,8 @@ class QuickCalls:
         self._clock = clock
         #: Until this time (of ``clock``) calls go to the pool.
         self._pooled_until = float("-inf")
+        #: Whether the calls' staying slow was logged (once, until a call is quick again).
+        self._warned = False
 
     def call(self, quick: Callable[..., _T], slow: Callable[..., _T], *args: Any) -> Deferred[_T]:
         """Fire with ``quick(*args)``, or with ``slow(*args)`` run in the pool.
@@ -96,14 +99,19 @@ class QuickCalls:
         took = now - start
         if took <= self._budget:
             self._pause = self._first_pause
+            self._warned = False
             return
         self._pooled_until = now + self._pause
-        log.warn(
-            "A store call took {took:.1f} ms on the reactor thread;"
-            " such calls go to a pool thread for {pause:g} s",
-            took=1000 * took,
-            pause=self._pause,
-        )
+        if self._pause >= self._longest and not self._warned:
+            # A busy machine makes a call slow now and then: only calls slow at every try
+            # for a minute or more (a slow disk) are worth a warning.
+            log.warn(
+                "Store calls on the reactor thread stay slow (the last took {took:.1f} ms):"
+                " they run in a pool thread, tried again every {pause:g} s",
+                took=1000 * took,
+                pause=self._pause,
+            )
+            self._warned = True
         self._pause = min(2 * self._pause, self._longest)
 
 
