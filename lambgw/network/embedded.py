@@ -120,7 +120,8 @@ class EmbeddedNetwork:
     ) -> Deferred[ObjectInfo]:
         """Store an object made of the spooled ``segments``, atomically.
 
-        A small object in memory is committed with the others queued beside it.
+        A small object in memory is stored on the reactor thread if no other writer holds
+        the index, else committed with the others queued beside it.
         """
         args = (account, order_id, path, segments, new, if_none_match, if_match)
         if held_inline(segments, new.size):
