@@ -210,8 +210,14 @@ class StoreQuickWriteTests(SynchronousTestCase):
 
     def put_now(self, path: str, data: bytes, **conditions: Any) -> None:
         segments = [Segment("", len(data), data)]
-        self.store.put_now(
-            "demo", self.order_id, path, segments, NewObject(len(data), "e"), **conditions
+        self.store.put(
+            "demo",
+            self.order_id,
+            path,
+            segments,
+            NewObject(len(data), "e"),
+            now=True,
+            **conditions,
         )
 
     def used(self) -> int:

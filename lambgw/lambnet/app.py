@@ -208,8 +208,8 @@ class Node:
         return deferToThreadPool(self._reactor, self._threadpool, f, *args, **kwargs)
 
     def _put_now(self, *args: Any) -> ObjectInfo:
-        """:meth:`Store.put_now`, then a checkpoint in the pool if that one made it due."""
-        info = self.store.put_now(*args)
+        """:meth:`Store.put` without waiting, then a checkpoint in the pool if now due."""
+        info = self.store.put(*args, now=True)
         checkpoint_if_due(self.store.index, self._writes)
         return info
 

@@ -129,8 +129,8 @@ class EmbeddedNetwork:
         return self._writes.call(self._store.put, *args)
 
     def _put_now(self, *args: Any) -> ObjectInfo:
-        """:meth:`Store.put_now`, then a checkpoint in the pool if that one made it due."""
-        info = self._store.put_now(*args)
+        """:meth:`Store.put` without waiting, then a checkpoint in the pool if now due."""
+        info = self._store.put(*args, now=True)
         checkpoint_if_due(self._store.index, self._writes)
         return info
 

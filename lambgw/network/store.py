@@ -311,6 +311,8 @@ class Store:
         new: NewObject,
         if_none_match: bool = False,
         if_match: str | None = None,
+        *,
+        now: bool = False,
     ) -> ObjectInfo:
         """Store the object made of the spooled ``segments`` at ``path``, atomically.
 
@@ -319,40 +321,13 @@ class Store:
 
         The segment files are moved in on success and deleted on failure.  A multipart
         object (an etag ending in ``-N``) records the segment sizes as its part sizes.
-        """
-        return self._put(account, order_id, path, segments, new, if_none_match, if_match)
 
-    def put_now(
-        self,
-        account: str,
-        order_id: str,
-        path: str,
-        segments: Sequence[Segment],
-        new: NewObject,
-        if_none_match: bool = False,
-        if_match: str | None = None,
-    ) -> ObjectInfo:
-        """:meth:`put` of an object held in memory, without waiting for other writers.
-
-        Raises :class:`WouldWait` for an object that is not :func:`held_inline`, or where
-        :meth:`put` would wait (:meth:`Index.write_now`).
+        With ``now``, an object held in memory is stored without waiting for other writers
+        (:meth:`Index.write_now`): :class:`WouldWait` is raised where it would wait, and for
+        an object that is not :func:`held_inline`.
         """
-        if not held_inline(segments, new.size):
+        if now and not held_inline(segments, new.size):
             raise WouldWait("only a small object in memory is stored without waiting")
-        return self._put(account, order_id, path, segments, new, if_none_match, if_match, True)
-
-    def _put(
-        self,
-        account: str,
-        order_id: str,
-        path: str,
-        segments: Sequence[Segment],
-        new: NewObject,
-        if_none_match: bool,
-        if_match: str | None,
-        now: bool = False,
-    ) -> ObjectInfo:
-        """:meth:`put`; with ``now``, its commit by :meth:`Index.write_now`."""
         adopted: list[str] = []
         reserved: list[str] = []
         try:
