@@ -1,4 +1,4 @@
-"""Tests of node sessions: the key exchange, MACed requests, the node's table, the gateway's keeper.
+"""Tests of node sessions: key exchange, MACed requests, replay window, table, gateway's keeper.
 
 The protocol tests drive the node in memory (``tests.test_network_http.Harness``) with raw
 requests, so that they check what the node accepts whatever the client does; the client
@@ -11,8 +11,11 @@ import base64
 import hashlib
 import json
 import os
+import sys
+from types import FrameType
 from typing import Any
 
+import attrs
 from treq import content
 from twisted.internet import task
 from twisted.internet.defer import Deferred
@@ -118,6 +121,95 @@ class ExchangeTests(SynchronousTestCase):
         self.assertRaises(
             signing.SignatureError, signing.verify, signing.generate_key().public_key(), signed, NOW
         )
+
+
+W = sessions.REPLAY_WINDOW
+
+
+class WindowTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.window = sessions.ReplayWindow()
+
+    def assertReplayed(self, sequence: int) -> None:
+        error = self.assertRaises(signing.SignatureError, self.window.check, sequence)
+        self.assertIn("replayed", str(error))
+
+    def test_in_order(self) -> None:
+        """Sequence numbers in order are each accepted once."""
+        for sequence in range(1, 2 * W):
+            self.window.check(sequence)
+        for sequence in range(W, 2 * W):
+            self.assertReplayed(sequence)
+
+    def test_out_of_order_accepted_once(self) -> None:
+        """Numbers within the window arriving late are accepted, each once."""
+        highest = W + 100
+        self.window.check(highest)
+        for sequence in (highest - 1, 200, highest - W + 1, 150):
+            self.window.check(sequence)
+            self.assertReplayed(sequence)
+        self.assertReplayed(highest)
+        self.window.check(highest - 2)
+
+    def test_stale(self) -> None:
+        """A number a whole window below the highest is refused as stale, even if never sent."""
+        self.window.check(W + 10)
+        self.assertRaises(sessions.StaleSequence, self.window.check, 10)
+        self.assertRaises(sessions.StaleSequence, self.window.check, 1)
+        self.window.check(11)
+        self.assertReplayed(11)
+
+    def test_jump_ahead(self) -> None:
+        """A jump ahead, however far, is accepted and leaves the numbers below in the window."""
+        self.window.check(1)
+        far = 2**128 - 1
+        self.window.check(far)
+        self.assertRaises(sessions.StaleSequence, self.window.check, 2)
+        self.window.check(far - 1)
+        self.window.check(far - W + 1)
+        self.assertReplayed(far)
+        self.assertReplayed(far - 1)
+        self.window.check(far - 7)
+
+    def test_zero_refused(self) -> None:
+        """Sequence numbers start at 1."""
+        self.assertRaises(signing.SignatureError, self.window.check, 0)
+        self.window.check(1)
+
+    def test_memory_bounded(self) -> None:
+        """After a million requests, some out of order, the window holds no more than W bits."""
+        check = self.window.check
+        for sequence in range(1, 1_000_000, 2):
+            check(sequence + 1)
+            check(sequence)
+        self.assertReplayed(999_000)
+        size = sum(sys.getsizeof(value) for value in attrs.astuple(self.window, recurse=False))
+        self.assertLessEqual(size, W // 8 + 200)
+
+    def test_work_per_check_independent_of_count(self) -> None:
+        """A check runs the same Python lines after 10 or 100,000 requests: no scans."""
+
+        def lines_run(count: int) -> int:
+            window = sessions.ReplayWindow()
+            for sequence in range(2, 2 * count + 1, 2):
+                window.check(sequence)
+            lines = 0
+
+            def trace(frame: FrameType, event: str, arg: object) -> Any:
+                nonlocal lines
+                if event == "line":
+                    lines += 1
+                return trace
+
+            sys.settrace(trace)
+            try:
+                window.check(2 * count + 2)
+                window.check(2 * count - 7)
+            finally:
+                sys.settrace(None)
+            return lines
+
+        self.assertEqual(lines_run(10), lines_run(100_000))
 
 
 class TableTests(SynchronousTestCase):

@@ -27,7 +27,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from attrs import frozen
+from attrs import define, frozen
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -51,6 +51,18 @@ PUBLIC_KEY_SIZE = 32
 SESSION_ID = re.compile(r"[0-9a-f]{32}")
 #: The error code of a request in a session the node does not know (any more).
 NO_SUCH_SESSION = "NoSuchSession"
+#: The error code of a request whose sequence number is below its session's window.
+STALE_SEQUENCE = "StaleSequence"
+#: How many sequence numbers up to the highest it has accepted a session still accepts, once
+#: each.  A session's requests reach the node out of order only as far as later ones overtake
+#: them; a gateway process serves at most ``gateway.max_connections`` S3 requests at once
+#: (1024 by default), each waiting for its node requests one at a time, so no more than that
+#: many are in flight.  Four times that leaves room for a raised cap and for retries.  A
+#: request overtaken by more (a cap far above the default, or none) is refused with
+#: :data:`STALE_SEQUENCE` and sent once more with a fresh number: a round trip lost, not a
+#: request.  The window is 4096 bits, 512 bytes, per session.
+REPLAY_WINDOW = 4096
+_WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
 #: What the derived key is for: the first part of HKDF's ``info``.
 _KDF_LABEL = b"LAMB1-SESSION"
 
@@ -106,6 +118,49 @@ def verify_mac(key: bytes, signed: signing.Signed, now: float) -> None:
     signing.check_date(signed, now)
     if not hmac.compare_digest(mac(key, signed.request), signed.signature):
         raise signing.SignatureError("the request's MAC does not match its session's key")
+
+
+class StaleSequence(Exception):
+    """A request's sequence number is too far below its session's highest to be checked."""
+
+
+@define
+class ReplayWindow:
+    """The sequence numbers a session has accepted, as a sliding anti-replay window.
+
+    As in IPsec (RFC 4303, section 3.4.3): ``_highest`` is the highest number accepted, and
+    bit ``i`` of ``_seen`` is set once ``_highest - i`` was.  A number above ``_highest``
+    slides the window up, however far (the MAC proves the gateway sent it); one of the
+    :data:`REPLAY_WINDOW` numbers up to ``_highest`` is accepted once; one below those is
+    refused as stale, since whether it was seen is forgotten.  The bits are one int of at
+    most :data:`REPLAY_WINDOW` bits, so a check is a few operations on it whatever the
+    number of requests.
+    """
+
+    _highest: int = 0
+    _seen: int = 0
+
+    def check(self, sequence: int) -> None:
+        """Accept ``sequence`` once; raise ``SignatureError`` (replay) or ``StaleSequence``."""
+        if sequence < 1:
+            raise signing.SignatureError("sequence numbers start at 1")
+        ahead = sequence - self._highest
+        if ahead > 0:
+            # A jump past the whole window keeps none of the old bits (nor shifts by it).
+            self._seen = (self._seen << ahead | 1) & _WINDOW_MASK if ahead < REPLAY_WINDOW else 1
+            self._highest = sequence
+            return
+        if -ahead >= REPLAY_WINDOW:
+            raise StaleSequence(
+                f"sequence number {sequence} is {REPLAY_WINDOW} or more below the session's "
+                f"highest, {self._highest}: send the request again with a new one"
+            )
+        bit = 1 << -ahead
+        if self._seen & bit:
+            raise signing.SignatureError(
+                "the request was replayed (its sequence number was already used)"
+            )
+        self._seen |= bit
 
 
 @frozen
