@@ -352,7 +352,7 @@ class VersionTests(SynchronousTestCase):
     def test_other_version_refused_naming_both(self) -> None:
         """A request for another protocol version is refused with both versions named."""
         h = Harness(self.mktemp())
-        for version in ("v0", "v4", "v6"):
+        for version in ("v0", "v5", "v7"):
             d = h.agent.request(
                 b"GET", f"http://node.example/{version}/accounts/demo/orders".encode()
             )

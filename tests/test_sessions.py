@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -71,9 +72,10 @@ def _mac(
     path: str,
     query: str = "",
     digest: str = signing.EMPTY_SHA256,
+    sequence: int = 1,
 ) -> dict[str, str]:
     return sessions.mac_headers(
-        session_id, key, method, path, query, digest, int(h.clock.seconds())
+        session_id, key, sequence, method, path, query, digest, int(h.clock.seconds())
     )
 
 
@@ -102,9 +104,10 @@ class ExchangeTests(SynchronousTestCase):
         """A MACed request verifies with its key; any change to what it covers breaks it."""
         key = os.urandom(32)
         headers = sessions.mac_headers(
-            "a" * 32, key, "GET", "/p", "b=2&a=1", signing.EMPTY_SHA256, NOW
+            "a" * 32, key, 7, "GET", "/p", "b=2&a=1", signing.EMPTY_SHA256, NOW
         )
         self.assertTrue(headers["authorization"].startswith("LAMB1-HMAC-SHA256 session=aaaa"))
+        self.assertEqual(headers[signing.NONCE_HEADER], "0" * 31 + "7")
         signed = signing.parse("GET", "/p", "a=1&b=2", headers)
         self.assertEqual((signed.session, signed.account), ("a" * 32, ""))
         sessions.verify_mac(key, signed, NOW)
@@ -242,6 +245,15 @@ class TableTests(SynchronousTestCase):
         self.assertEqual(len(table), 0)
 
 
+class ClientSessionTests(SynchronousTestCase):
+    def test_numbered_from_one(self) -> None:
+        """A gateway numbers the requests of each session 1, 2, 3..."""
+        first = sessions.ClientSession("a" * 32, b"k", 100.0)
+        second = sessions.ClientSession("b" * 32, b"k", 100.0)
+        self.assertEqual([first.next_sequence() for _ in range(3)], [1, 2, 3])
+        self.assertEqual(second.next_sequence(), 1)
+
+
 class KeeperTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
@@ -302,16 +314,35 @@ class _Counting(Resource):
         super().__init__()
         self.inner = inner
         self.seen: list[tuple[str, str]] = []
+        #: Called before each request is passed on.
+        self.before: Callable[[], None] | None = None
 
     def object_handler(self, method: bytes, path: bytes) -> None:
         """No request is answered past :meth:`render`: each goes the usual way."""
 
     def render(self, request: Any) -> Any:
+        if self.before is not None:
+            self.before()
         answer = self.inner.render(request)
         scheme = (request.getHeader("authorization") or "").split(" ")[0]
         code = request.responseHeaders.getRawHeaders(wire.ERROR_HEADER) or [""]
         self.seen.append((scheme, code[0]))
         return answer
+
+
+class _Recording:
+    """An agent that passes every request on to ``agent``, keeping its method, URL and headers."""
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self.sent: list[tuple[bytes, bytes, Headers]] = []
+
+    def request(
+        self, method: bytes, uri: bytes, headers: Headers, bodyProducer: Any = None
+    ) -> Deferred[Any]:
+        self.sent.append((method, uri, headers.copy()))
+        result: Deferred[Any] = self.agent.request(method, uri, headers, bodyProducer)
+        return result
 
 
 class NodeTests(SynchronousTestCase):
@@ -338,6 +369,30 @@ class NodeTests(SynchronousTestCase):
         response, error = _request(self.h, "GET", self.path, "", headers)
         self.assertEqual((response.code, error["code"]), (401, "Unauthorized"))
         self.assertIn("replayed", error["message"])
+
+    def test_stale_sequence_refused(self) -> None:
+        """A number a whole window below the session's highest is refused as StaleSequence."""
+        _, answer, key = _open(self.h, "demo", self.h.key)
+
+        def get(sequence: int) -> tuple[Any, Any]:
+            headers = _mac(self.h, answer["session"], key, "GET", self.path, sequence=sequence)
+            return _request(self.h, "GET", self.path, "", headers)
+
+        self.assertEqual(get(W + 5)[0].code, 200)
+        response, error = get(5)
+        self.assertEqual((response.code, error["code"]), (401, sessions.STALE_SEQUENCE))
+        self.assertEqual(get(6)[0].code, 200)
+
+    def test_refused_request_keeps_its_number(self) -> None:
+        """A request refused for its body does not use up its sequence number."""
+        _, answer, key = _open(self.h, "demo", self.h.key)
+        path, query = f"{self.path}/object", "path=a"
+        digest = hashlib.sha256(b"data").hexdigest()
+        headers = _mac(self.h, answer["session"], key, "PUT", path, query, digest)
+        headers[wire.OBJECT_HEADER] = wire.header_json(wire.new_to_json(_new(b"data")))
+        response, error = _request(self.h, "PUT", path, query, headers, b"atad")
+        self.assertEqual((response.code, error["code"]), (400, "BadDigest"))
+        self.assertEqual(_request(self.h, "PUT", path, query, headers, b"data")[0].code, 201)
 
     def test_wrong_key_refused(self) -> None:
         """A request MACed with another key than its session's is refused."""
@@ -443,6 +498,67 @@ class ClientTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(self.h.store.order("demo", self.order).used, 8)
+
+    def test_replayed_request_refused(self) -> None:
+        """A PUT of the gateway captured and sent again verbatim is refused, and changes nothing."""
+        recording = _Recording(self.h.agent)
+        self.h.network._agent = recording
+        self.put("a", b"data")
+        self.h.run(self.h.network.delete_object("demo", self.order, "a"))
+        method, url, headers = recording.sent[1]  # after the opening
+        self.assertEqual(method, b"PUT")
+        response = self.h.run(self.h.agent.request(method, url, headers, BytesProducer(b"data")))
+        error = json.loads(self.h.run(content(response)))
+        self.assertEqual((response.code, error["code"]), (401, "Unauthorized"))
+        self.assertIn("replayed", error["message"])
+        self.assertEqual(self.h.store.order("demo", self.order).used, 0)
+        self.h.run(self.h.network.head_object("demo", self.order, "a")).trap(errors.NoSuchPath)
+
+    def overtake(self) -> None:
+        """Have the node accept a request of the gateway's session a whole window later."""
+        client = self.h.network._sessions._session
+        assert client is not None
+        node = self.h.node._sessions.get(client.session_id, self.h.clock.seconds())
+        assert node is not None
+        for _ in range(W):
+            client.next_sequence()
+        node.window.check(client.next_sequence())
+
+    def test_overtaken_request_sent_again(self) -> None:
+        """A request overtaken by a whole window is sent once more in its session, numbered anew."""
+        self.put("a", b"data")
+
+        def overtake_once() -> None:
+            self.counting.before = None
+            self.overtake()
+
+        self.counting.before = overtake_once
+        self.assertEqual(self.put("b", b"more").size, 4)
+        self.assertEqual(
+            self.counting.seen[2:],
+            [("LAMB1-HMAC-SHA256", sessions.STALE_SEQUENCE), ("LAMB1-HMAC-SHA256", "")],
+        )
+        self.assertEqual(self.h.store.order("demo", self.order).used, 8)
+
+    def test_stale_sent_again_once(self) -> None:
+        """A request refused as stale twice is not sent a third time."""
+        self.put("a", b"data")
+        self.counting.before = self.overtake
+        failure = self.put("b", b"more")
+        failure.trap(errors.NetworkError)
+        self.assertIn(sessions.STALE_SEQUENCE, str(failure.value))
+        self.assertEqual(
+            self.counting.seen[2:], [("LAMB1-HMAC-SHA256", sessions.STALE_SEQUENCE)] * 2
+        )
+        self.assertEqual(self.h.store.order("demo", self.order).used, 4)
+
+    def test_session_nonces_not_kept(self) -> None:
+        """The node keeps the nonce of the opening only: a session's requests are numbered."""
+        self.put("a", b"data")
+        for _ in range(50):
+            self.h.run(self.h.network.head_object("demo", self.order, "a"))
+        self.assertEqual(len(self.counting.seen), 52)
+        self.assertEqual(len(self.h.node._nonces), 1)
 
     def test_renewed_before_it_ends(self) -> None:
         """A session is replaced before the node's lifetime for it runs out."""

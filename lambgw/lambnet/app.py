@@ -163,6 +163,15 @@ def _count(query: dict[str, str], name: str, default: int = 1000, limit: int = 1
     return int(value)
 
 
+def _check_sequence(session: sessions.NodeSession, signed: signing.Signed) -> None:
+    """Accept a session request's sequence number once, or refuse the request."""
+    try:
+        # parse() let through only 32 hex digits.
+        session.window.check(int(signed.request.nonce, 16))
+    except sessions.StaleSequence as e:
+        raise wire.ProtocolError(401, sessions.STALE_SEQUENCE, str(e)) from None
+
+
 class Node:
     """The Klein app of the network protocol over ``store``."""
 
@@ -190,6 +199,7 @@ class Node:
         self._quick = QuickCalls(self._reads.call)
         self._writes = SerialCalls(reactor, threadpool, store.index.group)
         self._quick_writes = QuickCalls(self._writes.call_grouped)
+        #: The nonces of requests signed with an account's key; those of a session are numbered.
         self._nonces = signing.NonceCache()
         self._sessions = sessions.SessionTable()
 
@@ -278,7 +288,7 @@ class Node:
         method = request.method.decode("ascii")
         signed = signing.parse(method, path, query, headers)
         now = self._clock.seconds()
-        key = None
+        key = session = None
         if not signed.session:
             key = self._check_signature(signed, account, now)
         elif account_key:
@@ -286,7 +296,7 @@ class Node:
                 f"this request must be signed with the account's key ({signing.SCHEME})"
             )
         else:
-            self._check_session(signed, account, now)
+            session = self._check_session(signed, account, now)
         assert isinstance(request, NodeRequest)
         description = None
         digest = signed.request.content_sha256
@@ -313,7 +323,10 @@ class Node:
                 )
         if request.body_sha256() != digest:
             raise wire.ProtocolError(400, "BadDigest", "the body does not match its SHA-256")
-        self._nonces.check(account, signed.request.nonce, signed.request.date, now)
+        if session is None:
+            self._nonces.check(account, signed.request.nonce, signed.request.date, now)
+        else:
+            _check_sequence(session, signed)
         return description
 
     def _check_signature(
@@ -330,7 +343,9 @@ class Node:
         signing.verify(key, signed, now)
         return key
 
-    def _check_session(self, signed: signing.Signed, account: str, now: float) -> None:
+    def _check_session(
+        self, signed: signing.Signed, account: str, now: float
+    ) -> sessions.NodeSession:
         """Check a request MACed in a session: one the node knows, of ``account``, still keyed.
 
         A session whose account's public key changed since it was opened is forgotten.
@@ -350,6 +365,7 @@ class Node:
                 403, "AccessDenied", f"the session is {session.account}'s, not {account}'s"
             )
         sessions.verify_mac(session.key, signed, now)
+        return session
 
     def _described_body(self, request: Request, account: str, what: str) -> NewObject:
         """Authenticate a body's request; the description it carries, checked against the body.

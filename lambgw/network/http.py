@@ -208,7 +208,8 @@ class HTTPNetwork(MultipartOverHTTP):
         ``signed``: the headers that sign the request with the account's key, if the caller
         made them (see :meth:`_sign`); ``body`` may then be any producer.  Otherwise the
         request is MACed in the node session and ``body`` is ``None`` or bytes, so that it
-        can be sent once more in a new session if the node has forgotten the old one.
+        can be sent once more: in a new session if the node has forgotten the old one, with
+        a fresh sequence number if later requests overtook this one by the whole window.
         """
         for last in (False, True):
             try:
@@ -241,9 +242,13 @@ class HTTPNetwork(MultipartOverHTTP):
                     content = await _bounded(_read(response), self._clock, self._silence)
                     if response.code >= 400:
                         code = (response.headers.getRawHeaders(wire.ERROR_HEADER) or [""])[0]
-                        if code == sessions.NO_SUCH_SESSION and session is not None and not last:
-                            self._sessions.forget(session)
-                            continue
+                        # The node did nothing with a request refused for these.
+                        if session is not None and not last:
+                            if code == sessions.NO_SUCH_SESSION:
+                                self._sessions.forget(session)
+                                continue
+                            if code == sessions.STALE_SEQUENCE:
+                                continue
                         raise wire.error_from(response.code, content, code)
                     return content
             except NetworkError:
@@ -265,7 +270,14 @@ class HTTPNetwork(MultipartOverHTTP):
         path, _, query = target.partition("?")
         date = int(self._clock.seconds())
         return session, sessions.mac_headers(
-            session.session_id, session.key, method, path, query, content_sha256, date
+            session.session_id,
+            session.key,
+            session.next_sequence(),
+            method,
+            path,
+            query,
+            content_sha256,
+            date,
         )
 
     async def _open_session(self) -> sessions.ClientSession:

@@ -6,8 +6,10 @@ request signed by the account's key (:mod:`lambgw.network.signing`) that carries
 X25519 public key; the node answers with a fresh key of its own and a session id.  Both
 derive a 32-byte key with HKDF-SHA256 from the X25519 shared secret, bound to the account,
 the session id and both public keys.  Each later request carries an HMAC-SHA256 of the same
-string to sign under the scheme :data:`SESSION_SCHEME`, with the same date, nonce and body
-digest rules.
+string to sign under the scheme :data:`SESSION_SCHEME`, with the same date and body digest
+rules; its nonce is its sequence number in the session (1, 2, 3...), which the node checks
+against a sliding window (:class:`ReplayWindow`) as IPsec and DTLS do, so that refusing
+replays costs memory per session, not per request.
 
 Only the gateway and the node know the key: an eavesdropper sees two public keys, and an
 active attacker who answers the opening in the node's place shares a key with the gateway,
@@ -27,7 +29,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from attrs import define, frozen
+from attrs import define, field, frozen
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -96,17 +98,24 @@ def mac(key: bytes, request: signing.RequestToSign) -> bytes:
     return hmac.new(key, data, hashlib.sha256).digest()
 
 
+def sequence_nonce(sequence: int) -> str:
+    """Return the nonce of the request numbered ``sequence`` in its session: 32 hex digits."""
+    return f"{sequence:032x}"
+
+
 def mac_headers(
     session_id: str,
     key: bytes,
+    sequence: int,
     method: str,
     path: str,
     query: str,
     content_sha256: str,
     date: int,
 ) -> dict[str, str]:
-    """Return the headers that authenticate a request in session ``session_id``."""
-    request = signing.RequestToSign(method, path, query, date, signing.new_nonce(), content_sha256)
+    """Return the headers that authenticate request number ``sequence`` of ``session_id``."""
+    nonce = sequence_nonce(sequence)
+    request = signing.RequestToSign(method, path, query, date, nonce, content_sha256)
     tag = base64.b64encode(mac(key, request)).decode("ascii")
     return signing.headers_of(
         request, f"{signing.SESSION_SCHEME} session={session_id},signature={tag}"
@@ -172,6 +181,9 @@ class NodeSession:
     #: The account's public key that signed the opening: the session ends when it changes.
     owner: object
     expires: float
+    #: The sequence numbers of the session's requests accepted so far: state, not part of
+    #: the session's value, so left out of its equality and hash.
+    window: ReplayWindow = field(factory=ReplayWindow, eq=False)
 
 
 class SessionTable:
@@ -224,14 +236,21 @@ class SessionTable:
         self._sessions.pop(session_id, None)
 
 
-@frozen
+@define
 class ClientSession:
-    """A session as the gateway keeps it: its id, its key and when to open the next one."""
+    """A session as the gateway keeps it: its id, its key, when to renew it, its count."""
 
     session_id: str
     key: bytes
     #: The gateway's clock time after which it opens another session.
     renew_at: float
+    #: How many of the gateway's requests were numbered in the session.
+    _numbered: int = 0
+
+    def next_sequence(self) -> int:
+        """Return the sequence number of the next request sent in the session."""
+        self._numbered += 1
+        return self._numbered
 
 
 class SessionKeeper:

@@ -18,7 +18,8 @@ and ends with a trailer (see ``lambgw.network.wire``) holding the digest and the
 description, signed over :func:`trailer_to_sign`, which includes the request's signature.
 
 A request may instead be MACed with a session's key (``LAMB1-HMAC-SHA256 session=ID,...``,
-:mod:`lambgw.network.sessions`); :func:`parse` reads both kinds.
+:mod:`lambgw.network.sessions`); :func:`parse` reads both kinds.  Its nonce is its sequence
+number in the session, checked by the session's window instead of :class:`NonceCache`.
 
 Nothing here does I/O except the small key file helpers at the end.
 """

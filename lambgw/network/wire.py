@@ -37,7 +37,7 @@ from lambgw.network.interface import (
 )
 
 #: The protocol version, first segment of every path.
-VERSION = "v5"
+VERSION = "v6"
 OBJECT_HEADER = "x-lamb-object"
 IF_NONE_MATCH_HEADER = "x-lamb-if-none-match"
 #: Write or delete only if the object has this etag (``*``: if there is one).
