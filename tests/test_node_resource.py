@@ -107,6 +107,27 @@ class NodeResourceTests(SynchronousTestCase):
         self.assertEqual(request.responseCode, 418)
         self.assertEqual((request.written, request.finished), ([b"error: bad"], 1))
 
+    def test_answer_has_its_length(self) -> None:
+        """An answer is sent with its length, so that it is not cut in chunks."""
+        request = request_for(b"PUT", PREFIX + b"demo/orders/o1/object")
+        self.resource.render(request)
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-length"), [b"9"])
+
+    def test_error_has_its_own_length(self) -> None:
+        """A length the handler set before it failed is replaced by the error answer's."""
+        node = self.node
+
+        async def fail_after_length(request: Any, account: str, order_id: str) -> bytes:
+            request.setHeader(b"content-length", b"1000")
+            raise ValueError("bad")
+
+        node.put = fail_after_length  # type: ignore[method-assign]
+        resource = NodeResource(node)  # type: ignore[arg-type]
+        request = request_for(b"PUT", PREFIX + b"demo/orders/o1/object")
+        resource.render(request)
+        self.assertEqual(request.written, [b"error: bad"])
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-length"), [b"10"])
+
     def test_client_gone_cancels_handler(self) -> None:
         """When the connection is lost, the handler is cancelled and nothing is written."""
         self.node.answer = None

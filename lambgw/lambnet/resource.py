@@ -108,13 +108,19 @@ class _Exchange:
     def _answer(self, body: bytes | None) -> None:
         if self._finished:
             return
+        request = self._request
+        if body is not None and not request.responseHeaders.hasHeader(b"content-length"):
+            # An answer of known length goes as one piece, not as chunks with an end chunk.
+            request.setHeader(b"content-length", b"%d" % len(body))
         if body:
-            self._request.write(body)
-        self._request.finish()
+            request.write(body)
+        request.finish()
 
     def _failed(self, failure: Failure) -> None:
         if self._finished:
             if not failure.check(CancelledError):
                 log.failure("A request failed after it was over", failure)
             return
+        # A length set for the answer the handler meant to give does not describe the error.
+        self._request.responseHeaders.removeHeader(b"content-length")
         self._answer(self._node.render_error(self._request, failure))
