@@ -37,10 +37,7 @@ from twisted.internet.ssl import Certificate, platformTrust
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.web.client import (
-    BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
-)
+from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent
 from zope.interface import implementer
@@ -48,7 +45,7 @@ from zope.interface import implementer
 from lambgw.network import sessions, signing, wire
 from lambgw.network.errors import NetworkError, NetworkUnavailable
 from lambgw.network.files import SMALL_READ, BytesBody
-from lambgw.network.httpagent import NodeAgent, NodeEndpoints, QuietFactory, host_header
+from lambgw.network.httpagent import NodeAgent, NodeEndpoints, NodePool, host_header
 from lambgw.network.httpbody import (
     BytesProducer,
     HTTPObjectBody,
@@ -78,6 +75,8 @@ RETRY_DELAYS = (0.2, 1.0, 3.0)
 #: Idle connections to the node kept for reuse.  A far node answers many requests at once,
 #: each on a connection of its own: one made afresh costs a round trip before its request.
 MAX_IDLE_CONNECTIONS = 256
+#: Seconds an idle connection to the node is kept.
+IDLE_TIMEOUT = 60
 #: The largest error or JSON answer read.
 MAX_ANSWER = 16 * 1024 * 1024
 
@@ -154,10 +153,7 @@ class HTTPNetwork(MultipartOverHTTP):
         """
         if not base_url.startswith(("http://", "https://")):
             base_url = f"http://{base_url}"
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        pool._factory = QuietFactory
-        pool.maxPersistentPerHost = MAX_IDLE_CONNECTIONS
-        pool.cachedConnectionTimeout = 60
+        pool = NodePool(reactor, IDLE_TIMEOUT, MAX_IDLE_CONNECTIONS)
         if ca_file:
             with open(ca_file, "rb") as f:
                 trust: Any = Certificate.loadPEM(f.read())
@@ -203,8 +199,10 @@ class HTTPNetwork(MultipartOverHTTP):
         unbuffered: bool = False,
         signed: dict[str, str] | None = None,
     ) -> Any:
-        """Send one request; return the response (or raise its error).
+        """Send one request; return the answer's body (or raise its error).
 
+        With ``unbuffered``, return the response and its body, read whole only if it is at
+        most :data:`SMALL_READ` bytes (``None`` otherwise: the caller streams it).
         ``signed``: the headers that sign the request with the account's key, if the caller
         made them (see :meth:`_sign`); ``body`` may then be any producer.  Otherwise the
         request is MACed in the node session and ``body`` is ``None`` or bytes, so that it
@@ -238,8 +236,12 @@ class HTTPNetwork(MultipartOverHTTP):
                 producer.progress = watch.touch
             try:
                 response = await request
-                if response.code >= 400 or not unbuffered:
-                    content = await _bounded(_read(response), self._clock, self._silence)
+                length = response.length
+                small = unbuffered and length != UNKNOWN_LENGTH and length <= SMALL_READ
+                if response.code >= 400 or not unbuffered or small:
+                    reading = _read(response)
+                    watch.follow(reading)
+                    content = await reading
                     if response.code >= 400:
                         code = (response.headers.getRawHeaders(wire.ERROR_HEADER) or [""])[0]
                         # The node did nothing with a request refused for these.
@@ -250,14 +252,14 @@ class HTTPNetwork(MultipartOverHTTP):
                             if code == sessions.STALE_SEQUENCE:
                                 continue
                         raise wire.error_from(response.code, content, code)
-                    return content
+                    return (response, content) if unbuffered else content
             except NetworkError:
                 raise
             except Exception:
                 raise _unavailable(Failure()).value from None
             finally:
                 watch.stop()
-            return response
+            return response, None
         raise AssertionError("unreachable")
 
     async def _authorization(
@@ -462,7 +464,8 @@ class HTTPNetwork(MultipartOverHTTP):
         async def run() -> ObjectInfo:
             self._check_account(account)
             target = self._url(account, f"/{order_id}/object", {"path": path})
-            return _info_header(await self._idempotent("HEAD", target, unbuffered=True))
+            response, _ = await self._idempotent("HEAD", target, unbuffered=True)
+            return _info_header(response)
 
         return Deferred.fromCoroutine(run())
 
@@ -477,14 +480,10 @@ class HTTPNetwork(MultipartOverHTTP):
             headers = {}
             if first or last is not None:
                 headers["range"] = f"bytes={first}-{'' if last is None else last}"
-            response = await self._idempotent("GET", target, headers, unbuffered=True)
+            response, data = await self._idempotent("GET", target, headers, unbuffered=True)
             info = _info_header(response)
-            if response.length != UNKNOWN_LENGTH and response.length <= SMALL_READ:
+            if data is not None:
                 # Read whole, as the embedded network reads a small object: no streaming.
-                try:
-                    data = await _bounded(_read(response), self._clock, self._silence)
-                except Exception:
-                    raise _unavailable(Failure()).value from None
                 return info, BytesBody(data)
             return info, HTTPObjectBody(response, self._clock, self._silence, self._fds)
 
@@ -593,11 +592,6 @@ def _read(response: Any) -> Deferred[bytes]:
         raise NetworkError("the network node's answer is too large")
     result: Deferred[bytes] = content(response)
     return result
-
-
-def _bounded(d: Deferred[bytes], clock: IReactorTime, timeout: float) -> Deferred[bytes]:
-    """Cancel ``d`` if it has not fired within ``timeout`` seconds."""
-    return d.addTimeout(timeout, clock)
 
 
 def network_address(validator_addr: str, dht_gateway_addr: str) -> str:

@@ -59,12 +59,24 @@ class Silence:
         self._clock = clock
         self._timeout = timeout
         self._target = target
-        self._call: IDelayedCall | None = clock.callLater(timeout, target.cancel)
+        self._call: IDelayedCall | None = clock.callLater(timeout, self._expire)
+
+    def _expire(self) -> None:
+        self._call = None
+        self._target.cancel()
 
     def touch(self) -> None:
         """Progress was made: start the wait again."""
         if self._call is not None and self._call.active():
             self._call.reset(self._timeout)
+
+    def follow(self, target: Deferred[Any]) -> None:
+        """Progress was made, and what is awaited next is ``target``: watch it instead.
+
+        One watch then covers a request and the reading of its answer, with one timer.
+        """
+        self._target = target
+        self.touch()
 
     def stop(self) -> None:
         """Stop watching."""
