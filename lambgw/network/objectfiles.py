@@ -215,10 +215,9 @@ class ObjectFiles:
 
     def pend(self, db: sqlite3.Connection, file_ids: Sequence[str]) -> None:
         """Record ``file_ids`` as pending files of this owner (inside a write transaction)."""
-        db.executemany(
-            "INSERT OR REPLACE INTO pending (file_id, owner) VALUES (?, ?)",
-            [(file_id, self._owner) for file_id in file_ids if not is_inline(file_id)],
-        )
+        rows = [(file_id, self._owner) for file_id in file_ids if not is_inline(file_id)]
+        if rows:
+            db.executemany("INSERT OR REPLACE INTO pending (file_id, owner) VALUES (?, ?)", rows)
 
     def settle(self, db: sqlite3.Connection, committed: Sequence[str] = ()) -> None:
         """Drop the pending rows of ``committed`` files and of those unlinked since.

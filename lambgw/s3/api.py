@@ -173,14 +173,15 @@ class S3API:
         return handler
 
     @app.route("/", branch=True)
-    def dispatch(self, request: S3Request) -> Deferred[Any]:
+    def dispatch(self, request: S3Request) -> Any:
         """Run the operation the request asks for."""
         state = request.s3
         if state.error is not None:
             raise state.error
         assert state.target is not None
         handler = state.handler = self.choose(request, state.target)
-        return maybeDeferred(handler, self, request, state.target)
+        # A Deferred or the answer itself: :func:`serve` takes either, and what it raises.
+        return handler(self, request, state.target)
 
     @app.handle_errors(Exception)
     def render_error(self, request: IRequest, failure: Failure) -> bytes:

@@ -121,8 +121,16 @@ def requested_checksums(headers: Mapping[str, Sequence[str]]) -> list[str]:
     return sorted(names)
 
 
-def new_object_from(headers: Mapping[str, Sequence[str]], size: int, etag: str) -> NewObject:
-    """The content type, metadata, stored headers and tags a request gives a new object."""
+def new_object_from(
+    headers: Mapping[str, Sequence[str]],
+    size: int,
+    etag: str,
+    checksums: Mapping[str, str] | None = None,
+) -> NewObject:
+    """The content type, metadata, stored headers and tags a request gives a new object.
+
+    ``checksums``: those of the whole object, if the request asked for any.
+    """
     metadata = {
         name[len("x-amz-meta-") :]: ",".join(values)
         for name, values in headers.items()
@@ -148,6 +156,8 @@ def new_object_from(headers: Mapping[str, Sequence[str]], size: int, etag: str) 
         content_type=first(headers, "content-type") or "binary/octet-stream",
         metadata=metadata,
         headers=stored,
+        checksums=checksums or {},
+        checksum_type="FULL_OBJECT" if checksums else "",
         tags=parse_tagging_header(first(headers, "x-amz-tagging") or ""),
     )
 

@@ -15,7 +15,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from lambgw.network.interface import IObjectBody, NewObject, ObjectInfo, Segment
+from lambgw.network.interface import IObjectBody, ObjectInfo, Segment
 from lambgw.protocol.auth import PayloadMode
 from lambgw.protocol.checksums import decode_b64, normalize_name
 from lambgw.protocol.conditions import (
@@ -93,7 +93,8 @@ def verify_body(
                 "BadDigest", "The Content-MD5 you specified did not match what we received."
             )
     checksums: dict[str, str] = {}
-    for name in requested_checksums(headers):
+    # The body's checksums are those the request asked for (``requested_checksums``).
+    for name in spooled.checksums:
         given = first(headers, CHECKSUM_HEADER + name) or spooled.trailers.get(
             CHECKSUM_HEADER + name
         )
@@ -231,18 +232,7 @@ def put_object(api: S3API, request: S3Request, target: Target) -> Any:
     if_none_match, if_match = write_conditions(headers)
     spooled = request.s3.spooled()
     checksums = verify_body(request, headers, spooled)
-    new = new_object_from(headers, spooled.size, spooled.md5.hex())
-    if checksums:
-        new = NewObject(
-            size=new.size,
-            etag=new.etag,
-            content_type=new.content_type,
-            metadata=new.metadata,
-            headers=new.headers,
-            checksums=checksums,
-            checksum_type="FULL_OBJECT",
-            tags=new.tags,
-        )
+    new = new_object_from(headers, spooled.size, spooled.md5.hex(), checksums)
     if spooled.upload is not None:
         info = yield api.gateway.finish_upload(
             target.bucket, target.key, spooled.upload, new, spooled.sha256 or ""
