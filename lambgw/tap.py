@@ -459,10 +459,12 @@ class GatewayService(service.MultiService):
         """Close the embedded network's store once its pool has stopped (off the reactor).
 
         Closing waits for the files the store is still unlinking and settles them, so a
-        stop leaves nothing for the next start to reclaim.
+        stop leaves nothing for the next start to reclaim.  Over a node, the idle
+        connections to it are closed instead.
         """
-        if not isinstance(self.network, EmbeddedNetwork):
-            return result
+        if isinstance(self.network, HTTPNetwork):
+            # The node sees its idle connections end, rather than the process go.
+            return self.network.close().addBoth(lambda _: result)
         closing: Deferred[None] = deferToThreadPool(
             self.reactor, self.reactor.getThreadPool(), self.network.store.close
         )

@@ -110,7 +110,7 @@ class NodeCase(TestCase):
             self.url, "demo", self.key, reactor, self.pool, silence=silence
         )
         # The connection pool is private to the network; its connections must not outlive the test.
-        self.addCleanup(network._agent._pool.closeCachedConnections)
+        self.addCleanup(network.close)
         return network
 
     def put(self, path: str, parts: list[bytes]) -> None:

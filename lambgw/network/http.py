@@ -1,15 +1,17 @@
-"""The HTTP network: :class:`INetwork` spoken to a ``lambnet`` node with Twisted's HTTP agent.
+"""The HTTP network: :class:`INetwork` spoken to a ``lambnet`` node with HTTP agents.
 
 Requests are MACed in a session with the node (:mod:`lambgw.network.sessions`), opened by a
 request signed with the account's key (:mod:`lambgw.network.signing`); a streamed upload is
-signed with the key, its trailer too.  Requests go
-straight to the ``Agent`` treq's ``HTTPClient`` is built on: ``HTTPClient.request`` parses
-every URL with hyperlink and IDNA and wraps the agent in cookie, redirect and content
-decoding agents for each call, some thirty times the agent's own cost, for nothing this
-protocol uses; treq still reads the answers.  Uploads stream the spooled segments in order
-through :class:`SegmentsProducer`; small downloads are read whole, larger ones are pushed to
-the consumer by :class:`HTTPObjectBody`, which pauses the connection when the consumer is
-full.  Connections are kept in a persistent pool.  A request that makes no progress for
+signed with the key, its trailer too.  Requests go straight to an agent, not through treq's
+``HTTPClient``: ``HTTPClient.request`` parses every URL with hyperlink and IDNA and wraps the
+agent in cookie, redirect and content decoding agents for each call, some thirty times the
+agent's own cost, for nothing this protocol uses; treq still reads the answers.  Requests
+with a body in memory, or none, go to :class:`~lambgw.network.leanagent.LeanAgent`, which
+writes each in one piece and parses its answer's head in one pass; streamed uploads go to
+Twisted's ``Agent`` (:class:`~lambgw.network.httpagent.NodeAgent`).  Uploads stream the
+spooled segments in order through :class:`SegmentsProducer`; small downloads are read whole,
+larger ones are pushed to the consumer by :class:`HTTPObjectBody`, which pauses the
+connection when the consumer is full.  Connections are kept alive in pools.  A request that makes no progress for
 ``silence`` seconds is cancelled; idempotent requests are retried with backoff when the node
 cannot be reached or answers 503.  Every failure to reach the node becomes
 :class:`NetworkUnavailable`.
@@ -27,7 +29,7 @@ from urllib.parse import urlsplit
 
 from treq import content
 from twisted.internet import task
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IReactorFDSet,
     IReactorFromThreads,
@@ -37,7 +39,7 @@ from twisted.internet.ssl import Certificate, platformTrust
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.web.client import BrowserLikePolicyForHTTPS
+from twisted.web.client import URI, BrowserLikePolicyForHTTPS
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent
 from zope.interface import implementer
@@ -65,6 +67,7 @@ from lambgw.network.interface import (
     Order,
     Segment,
 )
+from lambgw.network.leanagent import LeanAgent, LeanResponse
 
 #: Seconds to wait for a connection to the node.
 CONNECT_TIMEOUT = 10.0
@@ -161,7 +164,9 @@ class HTTPNetwork(MultipartOverHTTP):
             trust = platformTrust()
         policy = BrowserLikePolicyForHTTPS(trustRoot=trust)
         endpoints = NodeEndpoints(reactor, policy, connect_timeout)
-        agent = NodeAgent(reactor, base_url, endpoints, pool)
+        streams = NodeAgent(reactor, base_url, endpoints, pool)
+        endpoint = endpoints.endpointForURI(URI.fromBytes(base_url.rstrip("/").encode("ascii")))
+        agent = LeanAgent(reactor, base_url, endpoint, streams, IDLE_TIMEOUT, MAX_IDLE_CONNECTIONS)
         cooperator = task.Cooperator(scheduler=lambda work: reactor.callLater(0, work))
         return cls(
             base_url,
@@ -175,6 +180,12 @@ class HTTPNetwork(MultipartOverHTTP):
             silence=silence,
             fds=reactor,
         )
+
+    def close(self) -> Deferred[None]:
+        """Close the idle connections to the node (at stop)."""
+        close = getattr(self._agent, "close", None)
+        closed: Deferred[None] = succeed(None) if close is None else close()
+        return closed
 
     # -- requests ----------------------------------------------------------------------
 
@@ -243,7 +254,7 @@ class HTTPNetwork(MultipartOverHTTP):
                     watch.follow(reading)
                     content = await reading
                     if response.code >= 400:
-                        code = (response.headers.getRawHeaders(wire.ERROR_HEADER) or [""])[0]
+                        code = _header(response, wire.ERROR_HEADER)
                         # The node did nothing with a request refused for these.
                         if session is not None and not last:
                             if code == sessions.NO_SUCH_SESSION:
@@ -579,11 +590,22 @@ class HTTPNetwork(MultipartOverHTTP):
 
 
 def _info_header(response: Any) -> ObjectInfo:
-    values = response.headers.getRawHeaders(wire.OBJECT_HEADER) or [""]
     try:
-        return wire.info_from_json(json.loads(values[0]))
+        return wire.info_from_json(json.loads(_header(response, wire.OBJECT_HEADER)))
     except (ValueError, KeyError, TypeError):
         raise NetworkError("the network node sent a malformed object description") from None
+
+
+def _header(response: Any, name: str) -> str:
+    """The first value of the answer's header ``name`` (lower case), or ``""``.
+
+    A lean agent's answer is asked directly, without making its ``Headers``.
+    """
+    if isinstance(response, LeanResponse):
+        value = response.header(name.encode("ascii"))
+        return "" if value is None else value.decode("latin-1")
+    values = response.headers.getRawHeaders(name) or [""]
+    return str(values[0])
 
 
 def _read(response: Any) -> Deferred[bytes]:

@@ -190,3 +190,8 @@ class NodeAgent(Agent):
         return self._requestWithEndpoint(
             key, endpoint, method, parsed, headers, bodyProducer, origin
         )
+
+    def close(self) -> Deferred[None]:
+        """Close the idle connections of the agent's pool."""
+        closed: Deferred[None] = self._pool.closeCachedConnections()
+        return closed

@@ -92,6 +92,8 @@ class BytesProducer:
     def __init__(self, data: bytes) -> None:
         """Produce ``data``."""
         self.length = len(data)
+        #: The whole body (an agent may send it without producing it).
+        self.data = data
         self._data = data
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
