@@ -28,6 +28,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
@@ -286,6 +287,28 @@ class ClientTests(SynchronousTestCase):
         self.h.run(network.delete_object("demo", order, "k", etag)).trap(errors.PreconditionFailed)
         self.assertTrue(self.h.run(network.delete_object("demo", order, "k", "*")))
         self.h.run(network.delete_object("demo", order, "k", "*")).trap(errors.NoSuchPath)
+
+
+class LengthTests(SynchronousTestCase):
+    def test_answers_carry_their_length(self) -> None:
+        """The node sends its answers with their length, not in chunks."""
+        h = Harness(self.mktemp())
+        agent, seen = h.agent, []
+
+        class Watching:
+            def request(self, *args: Any) -> Deferred[Any]:
+                return agent.request(*args).addCallback(lambda r: seen.append(r) or r)
+
+        h.network._agent = Watching()  # type: ignore[assignment]
+        order = h.order.order_id
+        h.run(h.network.orders("demo"))
+        h.run(h.network.put_object("demo", order, "a", [Segment("", 1, b"x")], _new(b"x")))
+        h.run(h.network.list_objects("demo", order))
+        h.run(h.network.delete_object("demo", order, "a"))
+        h.run(h.network.head_object("demo", order, "a"))  # an error answer
+        self.assertEqual(len(seen), 6)  # the session's opening first
+        # A chunked answer's length is unknown until its end.
+        self.assertNotIn(UNKNOWN_LENGTH, [response.length for response in seen])
 
 
 class _Recording(Resource):

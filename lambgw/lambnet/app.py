@@ -107,8 +107,14 @@ def _client(request: Request) -> str:
 
 
 def _json(request: Request, value: Any) -> bytes:
+    return _json_body(request, json.dumps(value).encode("utf-8"))
+
+
+def _json_body(request: Request, body: bytes) -> bytes:
+    """``body``, a JSON answer, sent with its length (twisted.web would send it in chunks)."""
     request.setHeader("content-type", "application/json")
-    return json.dumps(value).encode("utf-8")
+    request.setHeader("content-length", str(len(body)))
+    return body
 
 
 def _page_body(store: Store, account: str, order_id: str, *args: Any) -> bytes:
@@ -257,9 +263,8 @@ class Node:
                 message=str(error),
             )
         request.setResponseCode(status)
-        request.setHeader("content-type", "application/json")
         request.setHeader(wire.ERROR_HEADER, code)
-        return wire.error_body(code, str(error))
+        return _json_body(request, wire.error_body(code, str(error)))
 
     # -- authentication ----------------------------------------------------------------
 
@@ -557,8 +562,7 @@ class Node:
             raise wire.ProtocolError(400, "BadRequest", "max-keys must be from 0 to 1000")
         listing = (query.get(name, "") for name in ("prefix", "delimiter", "marker"))
         body = await self._read(_page_body, self.store, account, order_id, *listing, max_keys)
-        request.setHeader("content-type", "application/json")
-        return body
+        return _json_body(request, body)
 
     # -- multipart uploads -------------------------------------------------------------
 

@@ -11,10 +11,10 @@ writes each in one piece and parses its answer's head in one pass; streamed uplo
 Twisted's ``Agent`` (:class:`~lambgw.network.httpagent.NodeAgent`).  Uploads stream the
 spooled segments in order through :class:`SegmentsProducer`; small downloads are read whole,
 larger ones are pushed to the consumer by :class:`HTTPObjectBody`, which pauses the
-connection when the consumer is full.  Connections are kept alive in pools.  A request that makes no progress for
-``silence`` seconds is cancelled; idempotent requests are retried with backoff when the node
-cannot be reached or answers 503.  Every failure to reach the node becomes
-:class:`NetworkUnavailable`.
+connection when the consumer is full.  Connections are kept alive in pools.  A request that
+makes no progress for ``silence`` seconds is cancelled; idempotent requests are retried with
+backoff when the node cannot be reached or answers 503.  Every failure to reach the node
+becomes :class:`NetworkUnavailable`.
 """
 
 from __future__ import annotations
