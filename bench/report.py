@@ -217,7 +217,10 @@ def lambnet_report(bench: Bench, groups: tuple[str, ...], embedded: Results, ove
     """Render the figures of the gateway over lambnet next to the embedded network's."""
     lines = _side_by_side(bench, groups, ("embedded", "lambnet"), embedded, over, LAMBNET_GOALS)
     lines.append("(ratio: lambnet / embedded; for times and CPU, lower is better)")
-    return "\n".join(["", "the gateway over a lambnet node, against the embedded network:", *lines])
+    for key, m in over.items():
+        lines.append(f"  {key}: rounds embedded {embedded[key].note}; lambnet {m.note}")
+    title = "the gateway over a lambnet node, against the embedded network, both running, in"
+    return "\n".join(["", title + " alternate rounds:", *lines])
 
 
 def workers_report(bench: Bench, groups: tuple[str, ...], one: Results, many: Results) -> str:

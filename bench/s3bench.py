@@ -8,8 +8,8 @@ the gateway's speed relative to it and that target.  The client's own ceiling
 (the same client against a server that does nothing) is printed under the table.  With
 ``--lambnet``, the gateway also runs over a ``twistd lambnet`` node, and a second table puts
 its figures next to the embedded network's; with ``--workers N`` (or ``auto``), a table puts
-the figures of ``twistd lambgw --workers N`` next to one process's (both run at once and are
-measured in alternate rounds).  The gateway runs as in production, its access
+the figures of ``twistd lambgw --workers N`` next to one process's.  In both, the two run at
+once and are measured in alternate rounds.  The gateway runs as in production, its access
 log in a file of its own (``--access-log``); moto_server logs each request to its output.
 """
 
@@ -412,9 +412,12 @@ def run_target(bench: Bench, factory: TargetFactory, name: str, groups: tuple[st
 
 
 def run_side_by_side(
-    bench: Bench, groups: tuple[str, ...], flags: tuple[str, ...]
+    bench: Bench,
+    groups: tuple[str, ...],
+    first: TargetFactory,
+    second: TargetFactory,
 ) -> tuple[Results, Results]:
-    """The gateway alone and with ``flags``, both running, measured in alternate rounds.
+    """Two servers (made by ``first`` and ``second``), both running, measured in alternate rounds.
 
     Taking turns round by round gives both the same share of whatever else the machine
     is doing, which a run of one after the other does not.  Each figure is the median of
@@ -423,24 +426,28 @@ def run_side_by_side(
     one_round = Bench(Sizes(**{**asdict(bench.sizes), "repeats": 1}))
     rounds: tuple[list[Results], list[Results]] = ([], [])
     with (
-        tempfile.TemporaryDirectory(prefix="s3bench-one-", ignore_cleanup_errors=True) as a,
-        tempfile.TemporaryDirectory(prefix="s3bench-many-", ignore_cleanup_errors=True) as b,
-        gateway_target(Path(a), "gateway") as one,
-        gateway_target(Path(b), "workers", flags) as many,
+        tempfile.TemporaryDirectory(prefix="s3bench-first-", ignore_cleanup_errors=True) as a,
+        tempfile.TemporaryDirectory(prefix="s3bench-second-", ignore_cleanup_errors=True) as b,
+        first(Path(a)) as one,
+        second(Path(b)) as other,
     ):
         for _ in range(bench.sizes.repeats):
-            for target, done in zip((one, many), rounds, strict=True):
+            for target, done in zip((one, other), rounds, strict=True):
                 results: Results = {}
                 for group in groups:
                     results.update(MEASURES[group](one_round, target))
                 done.append(results)
 
+    def median(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
     def medians(runs: list[Results]) -> Results:
         found: Results = {}
         for key in runs[0]:
             values = [v for r in runs if (v := r[key].value) is not None]
+            cpus = [c for r in runs if (c := r[key].cpu) is not None]
             runs_text = "/".join(f"{v:.0f}" for v in values)
-            found[key] = Measurement(statistics.median(values) if values else None, runs_text)
+            found[key] = Measurement(median(values), runs_text, median(cpus))
         return found
 
     return medians(rounds[0]), medians(rounds[1])
@@ -545,11 +552,22 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     over: Results = {}
     if args.lambnet:
-        over = run_target(bench, lambda home: lambnet_target(home, "lambnet"), "lambnet", groups)
-        print(lambnet_report(bench, groups, gateway, over))
+        embedded, over = run_side_by_side(
+            bench,
+            groups,
+            lambda home: gateway_target(home, "gateway"),
+            lambda home: lambnet_target(home, "lambnet"),
+        )
+        print(lambnet_report(bench, groups, embedded, over))
     many: Results = {}
     if args.workers:
-        one, many = run_side_by_side(bench, groups, ("--workers", args.workers))
+        flags = ("--workers", args.workers)
+        one, many = run_side_by_side(
+            bench,
+            groups,
+            lambda home: gateway_target(home, "gateway"),
+            lambda home: gateway_target(home, "workers", flags),
+        )
         print(workers_report(bench, groups, one, many))
     print(f"\n({time.monotonic() - started:.0f} s; server-side figures; MB = 10^6 bytes)")
     if args.json:
