@@ -35,6 +35,8 @@ class Node(Resource):
             return server.NOT_DONE_YET
         if request.path == b"/large":
             return b"x" * (4 * MAX_AHEAD)
+        if request.path == b"/host":
+            return request.getHeader(b"host")
         if request.path == b"/echo":
             return request.method + b" " + request.content.read()
         return port
@@ -110,6 +112,12 @@ class LeanAgentTests(TestCase):
         """A PUT's body in memory goes with its length."""
         response = yield self.get("/echo", b"PUT", b"the bytes")
         self.assertEqual((yield content(response)), b"PUT the bytes")
+
+    @inlineCallbacks
+    def test_host_named_when_not_given(self) -> None:
+        """A request without a Host header is sent with the node's."""
+        response = yield self.agent.request(b"GET", f"{self.base}/host".encode())
+        self.assertEqual((yield content(response)), self.base.removeprefix("http://").encode())
 
     @inlineCallbacks
     def test_chunked_answer(self) -> None:

@@ -5,9 +5,9 @@ the answer line by line with a ``LineReceiver``, routes the body through a trans
 and a state machine, and wraps each reused connection in a retrying proxy: some hundred
 Python calls a request, as much as the rest of the gateway's work on a small GET.  The
 requests the network client sends with a body held in memory (or none) are all alike: a
-few headers, an answer of known length.  :class:`LeanAgent` writes such a request in one
-piece and parses its answer head in one pass; it hands every other request (a streamed
-upload) to the agent it wraps.
+few headers, and an answer that gives its length (or comes in chunks).  :class:`LeanAgent`
+writes such a request in one piece and parses its answer head in one pass; it hands every
+other request (a streamed upload) to the agent it wraps.
 
 Its answers are ``IResponse`` providers, so treq reads them as it reads any other.  An
 answer whose body has arrived with its head (a small object, a JSON answer, an error) is
@@ -98,8 +98,8 @@ class LeanResponse:
         return self._headers
 
     def header(self, name: bytes) -> bytes | None:
-        """The last value of the header ``name`` (lower case), without making ``headers``."""
-        for key, value in reversed(self._raw):
+        """The first value of the header ``name`` (lower case), without making ``headers``."""
+        for key, value in self._raw:
             if key == name:
                 return value
         return None
@@ -480,6 +480,7 @@ class LeanAgent:
         #: URLs starting with this are sent here; what follows the authority is the target.
         self._under = base_url.rstrip("/").encode("ascii") + b"/"
         self._netloc_end = len(base.scheme) + 3 + len(base.netloc)
+        self._netloc = base.netloc
         self._endpoint = endpoint
         self._fallback = fallback
         self._idle_timeout = idle_timeout
@@ -502,9 +503,12 @@ class LeanAgent:
         ):
             return self._fallback.request(method, uri, headers, bodyProducer)
         body = b"" if bodyProducer is None else bodyProducer.data
+        headers = headers or Headers()
         lines = [b"%s %s HTTP/1.1" % (method, uri[self._netloc_end :])]
+        if not headers.hasHeader(b"host"):
+            lines.append(b"host: %s" % self._netloc)
         # ``Headers`` replaces line breaks in values: no value can end the head early.
-        for name, values in (headers or Headers()).getAllRawHeaders():
+        for name, values in headers.getAllRawHeaders():
             for value in values:
                 lines.append(b"%s: %s" % (name, value))
         if body or method in (b"PUT", b"POST"):
