@@ -46,7 +46,7 @@ from lambgw.lambnet.keys import PublicKeys
 from lambgw.lambnet.resource import NodeResource
 from lambgw.network import errors, signing, wire
 from lambgw.network.files import read_small
-from lambgw.network.http import HTTPNetwork
+from lambgw.network.http import IDLE_TIMEOUT, HTTPNetwork
 from lambgw.network.httpbody import HTTPObjectBody, SegmentsProducer
 from lambgw.network.interface import NewObject, Segment
 from lambgw.network.store import Store
@@ -287,6 +287,13 @@ class ClientTests(SynchronousTestCase):
         self.h.run(network.delete_object("demo", order, "k", etag)).trap(errors.PreconditionFailed)
         self.assertTrue(self.h.run(network.delete_object("demo", order, "k", "*")))
         self.h.run(network.delete_object("demo", order, "k", "*")).trap(errors.NoSuchPath)
+
+
+class IdleTimeoutTests(SynchronousTestCase):
+    def test_gateway_closes_idle_connections_first(self) -> None:
+        """The gateway keeps an idle connection for less time than the node does."""
+        h = Harness(self.mktemp())
+        self.assertLess(IDLE_TIMEOUT, NodeSite(h.node).timeOut)
 
 
 class LengthTests(SynchronousTestCase):

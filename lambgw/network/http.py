@@ -78,8 +78,11 @@ RETRY_DELAYS = (0.2, 1.0, 3.0)
 #: Idle connections to the node kept for reuse.  A far node answers many requests at once,
 #: each on a connection of its own: one made afresh costs a round trip before its request.
 MAX_IDLE_CONNECTIONS = 256
-#: Seconds an idle connection to the node is kept.
-IDLE_TIMEOUT = 60
+#: Seconds an idle connection to the node is kept: well under the node's own limit (60 s,
+#: twisted.web's), so that the gateway closes an idle connection before the node does.  A
+#: connection the node closes just as a request is written to it fails that request, and
+#: only a GET, HEAD or DELETE is sent again.
+IDLE_TIMEOUT = 20
 #: The largest error or JSON answer read.
 MAX_ANSWER = 16 * 1024 * 1024
 
