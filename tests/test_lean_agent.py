@@ -184,18 +184,23 @@ class Canned(Protocol):
             self.transport.loseConnection()  # type: ignore[union-attr]
 
 
+def agent_on(test: TestCase, factory: Factory) -> tuple[LeanAgent, bytes]:
+    """A lean agent for a server of ``factory`` on loopback, and a URL on it."""
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    test.addCleanup(port.stopListening)
+    number = port.getHost().port
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", number)
+    agent = LeanAgent(Clock(), f"http://127.0.0.1:{number}", endpoint, Fallback(), 60, 4)  # type: ignore[arg-type]
+    test.addCleanup(agent.close)
+    return agent, f"http://127.0.0.1:{number}/x".encode()
+
+
 class MalformedAnswerTests(TestCase):
     """Answers the agent refuses, and connections that end early."""
 
     def serve(self, answers: list[bytes], close_after: bool = False) -> LeanAgent:
         factory = Factory.forProtocol(lambda: Canned(list(answers), close_after))
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        number = port.getHost().port
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", number)
-        agent = LeanAgent(Clock(), f"http://127.0.0.1:{number}", endpoint, Fallback(), 60, 4)  # type: ignore[arg-type]
-        self.addCleanup(agent.close)
-        self.url = f"http://127.0.0.1:{number}/x".encode()
+        agent, self.url = agent_on(self, factory)
         return agent
 
     @inlineCallbacks
@@ -284,13 +289,7 @@ class StaleConnectionTests(TestCase):
     """A request on a kept connection that the node closes before answering."""
 
     def setUp(self) -> None:
-        port = reactor.listenTCP(0, Factory.forProtocol(OneAnswer), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        number = port.getHost().port
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", number)
-        self.agent = LeanAgent(Clock(), f"http://127.0.0.1:{number}", endpoint, Fallback(), 60, 4)  # type: ignore[arg-type]
-        self.addCleanup(self.agent.close)
-        self.url = f"http://127.0.0.1:{number}/x".encode()
+        self.agent, self.url = agent_on(self, Factory.forProtocol(OneAnswer))
 
     @inlineCallbacks
     def test_get_sent_again(self) -> None:

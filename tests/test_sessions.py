@@ -13,7 +13,6 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 import attrs
@@ -27,6 +26,7 @@ from twisted.web.resource import Resource
 from lambgw.network import errors, sessions, signing, wire
 from lambgw.network.httpbody import BytesProducer
 from lambgw.network.interface import Segment
+from tests.linecount import lines_run
 from tests.test_network_http import Harness, _new
 
 NOW = 1_764_000_000
@@ -192,27 +192,18 @@ class WindowTests(SynchronousTestCase):
     def test_work_per_check_independent_of_count(self) -> None:
         """A check runs the same Python lines after 10 or 100,000 requests: no scans."""
 
-        def lines_run(count: int) -> int:
+        def lines_run_after(count: int) -> int:
             window = sessions.ReplayWindow()
             for sequence in range(2, 2 * count + 1, 2):
                 window.check(sequence)
-            lines = 0
 
-            def trace(frame: FrameType, event: str, arg: object) -> Any:
-                nonlocal lines
-                if event == "line":
-                    lines += 1
-                return trace
-
-            sys.settrace(trace)
-            try:
+            def checks() -> None:
                 window.check(2 * count + 2)
                 window.check(2 * count - 7)
-            finally:
-                sys.settrace(None)
-            return lines
 
-        self.assertEqual(lines_run(10), lines_run(100_000))
+            return lines_run(checks)
+
+        self.assertEqual(lines_run_after(10), lines_run_after(100_000))
 
 
 class TableTests(SynchronousTestCase):

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
-from types import FrameType
-from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lambgw.lambnet.keys import PublicKeys, ensure_key_pair
 from lambgw.network import signing
 from lambgw.network.http import account_key
+from tests.linecount import lines_run
 
 KEY = signing.generate_key()
 NOW = 1_764_000_000
@@ -148,26 +146,13 @@ class NonceTests(SynchronousTestCase):
     def test_work_per_check_independent_of_size(self) -> None:
         """A check runs the same Python lines with 10 or 100,000 nonces kept: no scans."""
 
-        def lines_run(kept: int) -> int:
+        def lines_run_with(kept: int) -> int:
             cache = signing.NonceCache(window=300, width=10)
             for n in range(kept):
                 cache.check("demo", f"{n:032x}", NOW - n % 250, NOW)
-            count = 0
+            return lines_run(lambda: cache.check("demo", "f" * 32, NOW + 5, NOW + 5))
 
-            def trace(frame: FrameType, event: str, arg: object) -> Any:
-                nonlocal count
-                if event == "line":
-                    count += 1
-                return trace
-
-            sys.settrace(trace)
-            try:
-                cache.check("demo", "f" * 32, NOW + 5, NOW + 5)
-            finally:
-                sys.settrace(None)
-            return count
-
-        self.assertEqual(lines_run(10), lines_run(100_000))
+        self.assertEqual(lines_run_with(10), lines_run_with(100_000))
 
 
 class KeyFileTests(SynchronousTestCase):
