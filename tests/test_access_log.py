@@ -6,8 +6,6 @@ import json
 from typing import Any, cast
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
 from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
@@ -60,6 +58,7 @@ class FakeRequest:
         self.sentLength = 0
         self.startedWriting = 0
         self.responseHeaders = Headers()
+        self.answered_early: list[Any] = []
 
     def getClientAddress(self) -> IPv4Address:
         return IPv4Address("TCP", "192.0.2.7", 50000)
@@ -185,30 +184,26 @@ class AccessLogTests(SynchronousTestCase):
             self.assertNotIn("X-Amz-Credential", text)
 
     def test_answered_early(self) -> None:
-        """A request refused at its headers, and never rendered, is logged with its status."""
+        """A request refused at its headers, and never rendered, is logged with its status.
+
+        It is logged when the early answer is about to be written (as ``respond_early``
+        calls its observers), not when the connection is later lost.
+        """
         log = self.access_log()
-
-        def make(*args: object) -> FakeRequest:
-            request = FakeRequest("PUT", "/b/k")
-            request.finish = Deferred()  # type: ignore[attr-defined]
-            request.notifyFinish = lambda: request.finish  # type: ignore[attr-defined]
-            return request
-
-        request: Any = log.request_factory(make)(None)  # type: ignore[arg-type]
+        request: Any = log.request_factory(lambda *args: FakeRequest("PUT", "/b/k"))(None)
         request.s3.error = S3Error("SignatureDoesNotMatch", 403, "No.")
         request.s3.responded = True
-        request.finish.errback(ConnectionDone())
+        for observer in request.answered_early:
+            observer()
         (event,) = self.events
         self.assertIn(' PutObject PUT "/b/k" 403 in=0 out=0', formatEvent(event))
 
-    def test_lost_after_rendering(self) -> None:
-        """A rendered request lost by its client is left to the render hook: logged once."""
+    def test_early_hook_only_for_refusals(self) -> None:
+        """The early-answer hook logs only a refused request: a rendered one is the render's."""
         log = self.access_log()
-        request: Any = FakeRequest("GET", "/b/k")
-        request.finish = Deferred()
-        request.notifyFinish = lambda: request.finish
-        log.request_factory(lambda *args: request)(None)
-        request.finish.errback(ConnectionDone())
+        request: Any = log.request_factory(lambda *args: FakeRequest("GET", "/b/k"))(None)
+        for observer in request.answered_early:
+            observer()
         self.assertEqual(self.events, [])
 
     def test_given_up(self) -> None:

@@ -7,12 +7,12 @@ from urllib.parse import quote
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.test.requesthelper import DummyRequest
+from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
 from lambgw.gateway.buckets import check_bucket_name
 from lambgw.protocol.errors import S3Error
 from lambgw.s3.front import declared_size, header_map, is_upload, requested_checksums
-from lambgw.s3.request import DiscardBody, MemoryBody, RequestState, parse_target
+from lambgw.s3.request import DiscardBody, MemoryBody, RequestState, S3Request, parse_target
 
 KEYS = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=64)
 
@@ -353,3 +353,19 @@ class HeaderMapTests(SynchronousTestCase):
         headers = header_map(request)  # type: ignore[arg-type]
         self.assertEqual(headers["x-amz-meta-color"], ["red", "blue"])
         self.assertIs(header_map(request), headers)  # type: ignore[arg-type]
+
+
+class EarlyAnswerTests(SynchronousTestCase):
+    def test_observers_hear_before_the_answer_is_written(self) -> None:
+        """A request answered at its headers tells its observers before writing the answer."""
+        channel = DummyChannel()
+        request = S3Request(channel)
+        request.s3 = RequestState(request_id="0123456789ABCDEF", started=0.0)
+        written_when_told: list[bytes] = []
+        request.answered_early.append(
+            lambda: written_when_told.append(channel.transport.written.getvalue())
+        )
+        request.respond_early(403, [(b"Content-Type", b"application/xml")], b"<Error/>")
+        self.assertEqual(written_when_told, [b""])
+        self.assertTrue(channel.transport.written.getvalue().startswith(b"HTTP/1.1 403 "))
+        self.assertEqual(request.answered_early, [])

@@ -192,19 +192,20 @@ class AccessLog:
     def request_factory(self, factory: Callable[..., S3Request]) -> Callable[..., S3Request]:
         """A request factory whose requests refused at their headers are logged too.
 
-        Such a request is answered at once (``Expect: 100-continue``) and never rendered.
+        Such a request is answered at once (``Expect: 100-continue``) and never rendered;
+        it is logged before its answer is written.
         """
 
         def make(channel: Any, *args: Any) -> S3Request:
             request = factory(channel, *args)
-            request.notifyFinish().addErrback(lambda _: self._answered_early(request, channel))
+            request.answered_early.append(lambda: self._answered_early(request, channel))
             return request
 
         return make
 
     def _answered_early(self, request: S3Request, channel: Any) -> None:
-        state = getattr(request, "s3", None)
-        if state is not None and state.responded and state.error is not None:
+        state = request.s3
+        if state.error is not None:
             # The request line is known to the channel only: the request stopped at its headers.
             request.method = getattr(channel, "_command", request.method)
             self.finished(request, 0, True, state.error.status)

@@ -218,6 +218,8 @@ class S3Request(server.Request):
         #: Calls handing body bytes to the kernel still in flight, and who waits for none.
         self._kernel_sends = 0
         self._settled: list[Deferred[None]] = []
+        #: Called when the request is answered at its headers, before the answer is written.
+        self.answered_early: list[Callable[[], None]] = []
 
     def gotLength(self, length: int | None) -> None:
         """Decide where the body goes, now that the headers are known."""
@@ -272,9 +274,16 @@ class S3Request(server.Request):
     def respond_early(
         self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes
     ) -> None:
-        """Answer before the body is read and close the connection (used with 100-continue)."""
+        """Answer before the body is read and close the connection (used with 100-continue).
+
+        Those waiting for such an answer (the access log) hear of it first, so that a client
+        that has the answer finds the request logged.
+        """
         self.s3.responded = True
         self.requestHeaders.removeHeader(b"expect")
+        observers, self.answered_early = self.answered_early, []
+        for observer in observers:
+            observer()
         lines = [b"HTTP/1.1 %d %s" % (status, _reason(status))]
         lines += [name + b": " + value for name, value in headers]
         lines += [b"Content-Length: %d" % len(body), b"Connection: close", b"", b""]
