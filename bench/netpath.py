@@ -24,7 +24,7 @@ from pathlib import Path
 from attrs import define, field, frozen
 
 from bench.client import Payload, PreparedRequest, Signer, object_path, run_clients
-from bench.cpu import cpu_seconds
+from bench.cpu import tree_cpu_seconds
 from bench.servers import Target, memory_status
 
 MiB = 1 << 20
@@ -108,9 +108,12 @@ class SmallBatches:
 
 
 def server_cpu(target: Target) -> float:
-    """The CPU seconds the processes serving ``target`` have used (0 if they are gone)."""
+    """The CPU seconds the processes serving ``target`` have used (0 if they are gone).
+
+    A gateway's workers are counted with it: they are its child processes.
+    """
     try:
-        return sum(cpu_seconds(pid) for pid in target.pids)
+        return sum(tree_cpu_seconds(pid) for pid in target.pids)
     except OSError:
         return 0.0
 
