@@ -8,7 +8,8 @@ agent in cookie, redirect and content decoding agents for each call, some thirty
 agent's own cost, for nothing this protocol uses; treq still reads the answers.  Requests
 with a body in memory, or none, go to :class:`~lambgw.network.leanagent.LeanAgent`, which
 writes each in one piece and parses its answer's head in one pass; streamed uploads go to
-Twisted's ``Agent`` (:class:`~lambgw.network.httpagent.NodeAgent`).  Uploads stream the
+Twisted's ``Agent`` (:class:`~lambgw.network.httpagent.NodeAgent`) over Twisted's own
+connection pool (:func:`~lambgw.network.httpagent.node_pool`).  Uploads stream the
 spooled segments in order through :class:`SegmentsProducer`; small downloads are read whole,
 larger ones are pushed to the consumer by :class:`HTTPObjectBody`, which pauses the
 connection when the consumer is full.  Connections are kept alive in pools.  A request that
@@ -47,7 +48,7 @@ from zope.interface import implementer
 from lambgw.network import sessions, signing, wire
 from lambgw.network.errors import NetworkError, NetworkUnavailable
 from lambgw.network.files import SMALL_READ, BytesBody
-from lambgw.network.httpagent import NodeAgent, NodeEndpoints, NodePool, host_header
+from lambgw.network.httpagent import NodeAgent, NodeEndpoints, host_header, node_pool
 from lambgw.network.httpbody import (
     BytesProducer,
     HTTPObjectBody,
@@ -159,7 +160,7 @@ class HTTPNetwork(MultipartOverHTTP):
         """
         if not base_url.startswith(("http://", "https://")):
             base_url = f"http://{base_url}"
-        pool = NodePool(reactor, IDLE_TIMEOUT, MAX_IDLE_CONNECTIONS)
+        pool = node_pool(reactor, IDLE_TIMEOUT, MAX_IDLE_CONNECTIONS)
         if ca_file:
             with open(ca_file, "rb") as f:
                 trust: Any = Certificate.loadPEM(f.read())

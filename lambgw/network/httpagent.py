@@ -8,19 +8,17 @@ node, under one base URL, those costs are paid once here instead.
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.web.client import (
     URI,
     Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     _HTTP11ClientFactory,
-    _RetryingHTTP11ClientProtocol,
 )
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
@@ -46,76 +44,24 @@ class QuietFactory(_HTTP11ClientFactory):
     noisy = False
 
 
-class NodePool(HTTPConnectionPool):
-    """A persistent pool whose idle connections are closed by one timer, not one each.
-
-    Twisted's pool starts a timer for every connection it takes back and cancels it when the
-    connection is next used: two calls on the reactor's timer heap for every request.  Here
-    the idle connections are kept in the order they came back, with when, and one timer
-    closes those idle for ``cachedConnectionTimeout`` seconds.  The most recent is used
-    first, so that the others are the ones left to expire when fewer are needed.
-    """
+class QuietPool(HTTPConnectionPool):
+    """Twisted's connection pool, whose connections are made without a log line each."""
 
     _factory = QuietFactory
 
-    def __init__(self, reactor: Any, idle_timeout: int, max_idle: int) -> None:
-        """Keep up to ``max_idle`` connections per node, each for ``idle_timeout`` seconds."""
-        super().__init__(reactor, persistent=True)
-        self.cachedConnectionTimeout = idle_timeout
-        self.maxPersistentPerHost = max_idle
-        #: Per key, the idle connections and since when, oldest first.
-        self._idle: dict[Hashable, list[tuple[Any, float]]] = {}
-        self._sweep: IDelayedCall | None = None
 
-    def getConnection(self, key: Hashable, endpoint: IStreamClientEndpoint) -> Deferred[Any]:
-        """The most recently idle open connection to ``key``, or a new one."""
-        idle = self._idle.get(key)
-        while idle:
-            connection, _ = idle.pop()
-            if connection.state == "QUIESCENT":
-                return succeed(
-                    _RetryingHTTP11ClientProtocol(
-                        connection, lambda: self._newConnection(key, endpoint)
-                    )
-                )
-        return self._newConnection(key, endpoint)
+def node_pool(reactor: Any, idle_timeout: int, max_idle: int) -> HTTPConnectionPool:
+    """A persistent pool keeping up to ``max_idle`` idle connections per node.
 
-    def _putConnection(self, key: Hashable, connection: Any) -> None:
-        """Keep a connection that has answered, closing the oldest if too many are kept."""
-        if connection.state != "QUIESCENT":
-            connection.transport.loseConnection()
-            return
-        idle = self._idle.setdefault(key, [])
-        if len(idle) >= self.maxPersistentPerHost:
-            dropped, _ = idle.pop(0)
-            dropped.transport.loseConnection()
-        idle.append((connection, self._reactor.seconds()))
-        if self._sweep is None:
-            self._sweep = self._reactor.callLater(self.cachedConnectionTimeout, self._expire)
-
-    def _expire(self) -> None:
-        """Close the connections idle for the timeout; look again when the next one will be."""
-        self._sweep = None
-        now = self._reactor.seconds()
-        oldest = None
-        for idle in self._idle.values():
-            while idle and now - idle[0][1] >= self.cachedConnectionTimeout:
-                connection, _ = idle.pop(0)
-                connection.transport.loseConnection()
-            if idle and (oldest is None or idle[0][1] < oldest):
-                oldest = idle[0][1]
-        if oldest is not None:
-            wait = oldest + self.cachedConnectionTimeout - now
-            self._sweep = self._reactor.callLater(wait, self._expire)
-
-    def closeCachedConnections(self) -> Deferred[None]:
-        """Close every idle connection and stop the timer."""
-        if self._sweep is not None:
-            self._sweep.cancel()
-            self._sweep = None
-        idle, self._idle = self._idle, {}
-        closing = [connection.abort() for kept in idle.values() for connection, _ in kept]
-        return gatherResults(closing).addCallback(lambda _: None)
+    Each is closed once idle for ``idle_timeout`` seconds, by a timer of its own on
+    ``reactor`` (Twisted's pool starts one per connection it takes back).  The pool only
+    carries streamed uploads, the requests :class:`~lambgw.network.leanagent.LeanAgent`
+    hands on: a timer per upload costs nothing measurable.
+    """
+    pool = QuietPool(reactor, persistent=True)
+    pool.cachedConnectionTimeout = idle_timeout
+    pool.maxPersistentPerHost = max_idle
+    return pool
 
 
 @implementer(IAgentEndpointFactory)
