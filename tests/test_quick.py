@@ -118,6 +118,30 @@ class QuickCallsTests(SynchronousTestCase):
         self.assertEqual(len(self.slow_calls), 1.0 / STEP)
         self.assertEqual(self.warnings, [])  # one slow read says nothing
 
+    def test_default_first_pause_is_short(self) -> None:
+        """By default one slow call sends the calls of the next 50 ms to the pool, no more.
+
+        A call is slow when the scheduler takes the core from it: that must not send a
+        second of calls to the pool.  A store slow at every try still gets the longest pause.
+        """
+        lane = SerialCalls(self.reactor, self.pool)  # type: ignore[arg-type]
+        self.quick = QuickCalls(lane.call, clock=self.clock)
+        self.assertEqual(self.read(SLOW), "quick")
+        self.clock.now += 0.04
+        self.assertEqual(self.read(), "pooled")
+        self.clock.now += 0.02
+        self.assertEqual(self.read(), "quick")
+        self.read(SLOW)
+        pauses = []
+        while not self.warnings:
+            start = self.clock.now
+            while self.read(SLOW) == "pooled":
+                self.clock.now += 2.0**-5
+            pauses.append(self.clock.now - start - SLOW)
+        self.assertEqual(len(pauses), 11)
+        # 0.05, 0.1, ... 51.2 s (each measured to the clock step): about 100 s in all.
+        self.assertLess(abs(sum(pauses) - 0.05 * (2**11 - 1)), 2.0**-5 * 11)
+
     def test_pause_doubles_while_slow_and_resets_when_quick(self) -> None:
         """Each slow try doubles the pause, up to the longest; a quick read resets it."""
         self.read(SLOW)
