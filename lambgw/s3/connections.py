@@ -82,11 +82,14 @@ SLOW_DOWN = _answer(
 class Connections:
     """The open connections of a site, held to ``limits``.
 
-    ``closed_by`` is told each connection these bounds close, with the reason (a metric).
+    ``closed_by`` is told each connection these bounds close, with the reason (a metric);
+    ``changed`` the number open, whenever it changes.
     """
 
     limits: ConnectionLimits
     closed_by: Callable[[str], None] = lambda reason: None
+    #: Told the number open each time it changes (a worker publishes its load with it).
+    changed: Callable[[int], None] = lambda count: None
     _open: int = 0
     _at_cap: bool = False
 
@@ -111,10 +114,12 @@ class Connections:
     def opened(self) -> None:
         """Count a new connection."""
         self._open += 1
+        self.changed(self._open)
 
     def closed(self) -> None:
         """Count a connection gone."""
         self._open -= 1
+        self.changed(self._open)
 
 
 class Refusal(Protocol):

@@ -10,6 +10,7 @@ from twisted.application import service
 from twisted.internet.interfaces import IStreamServerEndpoint
 
 from lambgw.listening import listen_descriptions
+from lambgw.workers.balance import Loads
 from lambgw.workers.sockets import inherited_endpoints, inherited_fds
 from lambgw.workers.supervisor import WORKER_ENV, Supervisor, worker_command
 from lambgw.workers.worker import worker_service
@@ -29,8 +30,14 @@ def workers_service(
     config = options.config
     worker = environ.get(WORKER_ENV)
     if worker:
-        endpoints = inherited_endpoints(listen_descriptions(config), inherited_fds(environ))
-        return worker_service(gateway(options, reactor, endpoints), reactor, int(worker))
+        number = int(worker)
+        loads = Loads.inherited(environ, number)
+        descriptions = listen_descriptions(config)
+        endpoints = inherited_endpoints(descriptions, inherited_fds(environ), loads)
+        served = gateway(options, reactor, endpoints)
+        if loads is not None:
+            served.connections.changed = loads.publish  # type: ignore[attr-defined]
+        return worker_service(served, reactor, number)
     if config.workers > 1:
         return Supervisor(
             reactor,

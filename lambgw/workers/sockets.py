@@ -20,12 +20,18 @@ from typing import Any
 from attrs import frozen
 from twisted.internet import abstract, fdesc, protocol, tcp, unix
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lambgw.listening import server_endpoint
+from lambgw.workers.balance import HOLD, Loads
 
 #: The environment variable holding the inherited descriptors of a worker, comma-separated,
 #: in the order of the listen descriptions.
@@ -84,13 +90,21 @@ def open_shared(reactor: Any, descriptions: Sequence[str]) -> list[SharedListene
     return opened
 
 
-class _OneAcceptPerTurn:
-    """Accept one connection each time the socket is readable, not as many as are queued.
+class _SharedPort:
+    """What a listener shared by the workers does differently from one of its own.
 
+    It accepts one connection each time the socket is readable, not as many as are queued.
     Every worker is woken for a queued connection; the first to accept takes it.  A worker
     that took a burst of connections at once would serve them all while the others idle:
     taking one per reactor turn leaves the rest to whichever worker is free first.
+
+    With ``loads`` (see :mod:`lambgw.workers.balance`), a worker that has more connections
+    open than another leaves a new one to the others for :data:`~lambgw.workers.balance.HOLD`
+    seconds, then takes it if it is still waiting.
     """
+
+    loads: Loads | None = None
+    _hold: IDelayedCall | None = None
 
     @property
     def numberAccepts(self) -> int:
@@ -101,35 +115,68 @@ class _OneAcceptPerTurn:
     def numberAccepts(self, value: int) -> None:
         pass
 
+    def doRead(self) -> Any:
+        """Accept a connection, unless a less loaded worker should have it."""
+        if self.loads is not None and self.loads.others_fewer():
+            self.stopReading()  # type: ignore[attr-defined]
+            self._hold = self.reactor.callLater(HOLD, self._take_one)  # type: ignore[attr-defined]
+            return None
+        return super().doRead()  # type: ignore[misc]
 
-class _SharedTCPPort(_OneAcceptPerTurn, tcp.Port):
+    def _take_one(self) -> None:
+        """The hold is over: accept a connection still waiting, whatever the loads say."""
+        self._hold = None
+        self.startReading()  # type: ignore[attr-defined]
+        super().doRead()  # type: ignore[misc]
+
+    def _end_hold(self) -> None:
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
+
+
+class _SharedTCPPort(_SharedPort, tcp.Port):
     """A TCP listener adopted from the supervisor."""
 
+    def connectionLost(self, reason: Failure) -> None:
+        """Stop listening, and holding a connection back."""
+        self._end_hold()
+        super().connectionLost(reason)
 
-class _SharedUNIXPort(_OneAcceptPerTurn, unix.Port):
+
+class _SharedUNIXPort(_SharedPort, unix.Port):
     """A UNIX listener adopted from the supervisor: its path stays when the worker stops."""
 
     def connectionLost(self, reason: Failure) -> None:
         """Close this worker's copy only: the supervisor and the other workers still listen."""
+        self._end_hold()
         tcp.Port.connectionLost(self, reason)
 
 
-def adopt(reactor: Any, fd: int, factory: IProtocolFactory) -> IListeningPort:
-    """Accept connections for ``factory`` on the inherited listening socket ``fd`` (a copy)."""
+def adopt(
+    reactor: Any, fd: int, factory: IProtocolFactory, loads: Loads | None = None
+) -> IListeningPort:
+    """Accept connections for ``factory`` on the inherited listening socket ``fd`` (a copy).
+
+    ``loads``: the workers' loads, to leave new connections to a less loaded worker.
+    """
     probe = socket.socket(fileno=fd)
     try:
         family = probe.family
+        port: Any
         if family == socket.AF_UNIX:
             path = probe.getsockname()
-            port: Any = _SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+            port = _SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
             if isinstance(path, str) and path:
                 # Adopting chmods the path: keep the mode the supervisor gave it.
                 port.mode = stat.S_IMODE(os.stat(path).st_mode)
-            port.startListening()
-            return port
-        tcp_port = _SharedTCPPort._fromListeningDescriptor(reactor, fd, family, factory)
-        tcp_port.startListening()
-        return tcp_port
+        else:
+            port = _SharedTCPPort._fromListeningDescriptor(reactor, fd, family, factory)
+        port.loads = loads
+        port.startListening()
+        if loads is not None:
+            loads.arrive()
+        return port
     finally:
         probe.detach()
 
@@ -142,21 +189,23 @@ class InheritedEndpoint:
     reactor: Any
     fd: int
     tls: Any = None
+    loads: Loads | None = None
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         """Adopt the socket for ``factory``."""
         if self.tls is not None:
             factory = TLSMemoryBIOFactory(self.tls, False, factory)
-        return succeed(adopt(self.reactor, self.fd, factory))
+        return succeed(adopt(self.reactor, self.fd, factory, self.loads))
 
 
 def inherited_endpoints(
-    descriptions: Sequence[str], fds: Sequence[int]
+    descriptions: Sequence[str], fds: Sequence[int], loads: Loads | None = None
 ) -> Callable[[Any, str], IStreamServerEndpoint]:
     """What a worker listens on instead of each description: the socket it inherited.
 
     ``ssl:`` descriptions are parsed for their TLS context (certificate, key, TLS 1.2 at
     least); the others are not parsed at all (a ``systemd:`` socket was the supervisor's).
+    ``loads``: the workers' loads, which the listeners balance their connections by.
     """
     by_description = dict(zip(descriptions, fds, strict=True))
 
@@ -164,7 +213,7 @@ def inherited_endpoints(
         tls = None
         if endpoint_kind(description) == "ssl":
             tls = server_endpoint(reactor, description)._sslContextFactory  # type: ignore[attr-defined]
-        return InheritedEndpoint(reactor, by_description[description], tls)
+        return InheritedEndpoint(reactor, by_description[description], tls, loads)
 
     return endpoint
 

@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 
 from lambgw.listening import quote
 from lambgw.workers.admin import WorkerPages, Workers, workers_admin_site
+from lambgw.workers.balance import ABSENT, LOADS_ENV, Loads
 from lambgw.workers.logs import LogRelay
 from lambgw.workers.sockets import FDS_ENV, FIRST_FD, SharedListener, open_shared
 
@@ -199,6 +200,8 @@ class Supervisor(service.Service):
         self._pending: dict[int, Any] = {}
         self._all_ended: Deferred[None] | None = None
         self._runtime = ""
+        #: The workers' open connections, shared with them (see :mod:`lambgw.workers.balance`).
+        self.loads: Loads | None = None
         self.admin = Workers(self.running_pages, reactor, lambda: self.restarts, self._stopping)
         self.admin_service: service.Service | None = None
         if admin_listen:
@@ -231,6 +234,8 @@ class Supervisor(service.Service):
         if self.admin_service is not None:
             self.admin_service.startService()
         self._runtime = tempfile.mkdtemp(prefix="lambgw-workers-")
+        if hasattr(os, "memfd_create"):  # Linux: elsewhere the kernel alone spreads connections
+            self.loads = Loads.create(self.count)
         signal.signal(signal.SIGHUP, self._on_sighup)
         log.info(
             "Starting {count} workers on {listen}",
@@ -251,6 +256,10 @@ class Supervisor(service.Service):
         env = dict(self.environ)
         env[WORKER_ENV] = str(number)
         env[FDS_ENV] = ",".join(str(fd) for fd in fds)
+        if self.loads is not None:
+            loads_fd = FIRST_FD + len(self.listeners)
+            fds[loads_fd] = self.loads.fileno()
+            env[LOADS_ENV] = str(loads_fd)
         argv = list(self.command(number, admin_socket))
         self.workers[number] = worker
         self.reactor.spawnProcess(
@@ -261,6 +270,8 @@ class Supervisor(service.Service):
         """A worker ended: restart it, unless the supervisor is stopping."""
         if self.workers.get(worker.number) is worker:
             del self.workers[worker.number]
+            if self.loads is not None:
+                self.loads.set(worker.number, ABSENT)  # nobody leaves a connection to it
         self.admin.totals.ended(worker.pid)
         if self.stopping or not self.running:
             log.info(
@@ -332,4 +343,7 @@ class Supervisor(service.Service):
     def _remove_runtime(self, result: object) -> object:
         if self._runtime:
             shutil.rmtree(self._runtime, ignore_errors=True)
+        if self.loads is not None:
+            self.loads.close()
+            self.loads = None
         return result
