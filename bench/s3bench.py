@@ -32,6 +32,7 @@ from types import FrameType
 
 from attrs import asdict
 
+from bench import relay
 from bench.client import (
     SMALL_TIMEOUT,
     BenchError,
@@ -559,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
             lambda home: lambnet_target(home, "lambnet"),
         )
         print(lambnet_report(bench, groups, embedded, over))
+        if "throughput" in groups:
+            # What two hops cost with no Python at all: the most the GET ratios can reach.
+            for size in (bench.sizes.mid, bench.sizes.large):
+                print("  " + relay.describe(size, *relay.relay_ceiling(size)))
     many: Results = {}
     if args.workers:
         flags = ("--workers", args.workers)
