@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import socket
 from typing import Any
 
+from twisted.internet import error
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from lambgw.s3.connections import ConnectionLimits, Connections
 from lambgw.workers.balance import ABSENT, HOLD, LOADS_ENV, Loads
 from lambgw.workers.sockets import adopt
+from lambgw.workers.supervisor import Supervisor
 
 reactor: Any = _reactor
 
@@ -183,3 +189,63 @@ class SharedListenerTests(TestCase):
         self.worker(1, balanced=False)
         waiting: Deferred[Any] = self.connect()
         self.assertEqual((yield waiting), 1)
+
+
+class _SpawningReactor(Clock):
+    """A clock that records the processes a supervisor starts instead of starting them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[dict[str, Any]] = []
+
+    def spawnProcess(self, protocol: Any, executable: str, args: Any, **kwargs: Any) -> None:
+        self.spawned.append(kwargs)
+
+
+class SupervisorTableTests(SynchronousTestCase):
+    """What the supervisor gives its workers to balance by."""
+
+    def supervisor(self) -> Supervisor:
+        reactor = _SpawningReactor()
+        supervisor = Supervisor(reactor, [], 2, lambda number, admin: ["worker"], "", 1.0, {})
+        previous = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
+        supervisor.startService()
+        self.addCleanup(supervisor._remove_runtime, None)
+        return supervisor
+
+    def test_each_worker_inherits_the_table(self) -> None:
+        """Every worker gets the table's descriptor and the variable naming it; slots absent."""
+        supervisor = self.supervisor()
+        assert supervisor.loads is not None
+        spawned = supervisor.reactor.spawned
+        self.assertEqual(len(spawned), 2)
+        for kwargs in spawned:
+            fd = int(kwargs["env"][LOADS_ENV])
+            self.assertEqual(kwargs["childFDs"][fd], supervisor.loads.fileno())
+        self.assertEqual([supervisor.loads.get(n) for n in (1, 2)], [ABSENT, ABSENT])
+
+    def test_ended_worker_absent(self) -> None:
+        """A worker that ended reads ABSENT until its successor listens."""
+        supervisor = self.supervisor()
+        assert supervisor.loads is not None
+        supervisor.loads.set(1, 3)
+        supervisor.ended(supervisor.workers[1], Failure(error.ProcessDone(0)))
+        self.assertEqual(supervisor.loads.get(1), ABSENT)
+
+    def test_without_memfd_workers_still_start(self) -> None:
+        """Where no shared table can be made, the workers start without one, with a warning."""
+        warnings: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(warnings.append)
+        self.addCleanup(globalLogPublisher.removeObserver, warnings.append)
+
+        def refused(*args: Any) -> int:
+            raise OSError(errno.EPERM, "memfd_create refused")
+
+        self.patch(os, "memfd_create", refused)
+        supervisor = self.supervisor()
+        self.assertIsNone(supervisor.loads)
+        self.assertEqual(len(supervisor.reactor.spawned), 2)
+        self.assertNotIn(LOADS_ENV, supervisor.reactor.spawned[0]["env"])
+        texts = [formatEvent(event) for event in warnings]
+        self.assertTrue(any("cannot share their loads" in text for text in texts), texts)

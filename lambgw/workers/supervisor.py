@@ -234,8 +234,14 @@ class Supervisor(service.Service):
         if self.admin_service is not None:
             self.admin_service.startService()
         self._runtime = tempfile.mkdtemp(prefix="lambgw-workers-")
-        if hasattr(os, "memfd_create"):  # Linux: elsewhere the kernel alone spreads connections
+        try:
             self.loads = Loads.create(self.count)
+        except (AttributeError, OSError) as e:  # no memfd_create (not Linux, or forbidden)
+            log.warn(
+                "The workers cannot share their loads ({error}): new connections go to "
+                "whichever worker the kernel wakes first",
+                error=e,
+            )
         signal.signal(signal.SIGHUP, self._on_sighup)
         log.info(
             "Starting {count} workers on {listen}",
