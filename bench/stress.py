@@ -39,6 +39,8 @@ MODULES = (
     "tests.test_lambnet_download",
     "tests.test_multipart",
     "tests.test_embedded",
+    "tests.test_quick",
+    "tests.test_worker_balance",
 )
 
 #: A line that names a test (a dotted name alone on its line), under ``[FAIL]`` or ``[ERROR]``.
