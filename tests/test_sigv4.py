@@ -194,10 +194,14 @@ class CanonicalFormTests(SynchronousTestCase):
 
     def test_headers_trimmed_and_joined(self) -> None:
         """Header values are trimmed, inner spaces collapsed, repeats joined with commas."""
-        headers = {"host": ["h"], "x-amz-meta-a": ["  one   two ", "three"]}
+        headers = {
+            "host": ["h"],
+            "x-amz-meta-a": ["  one   two ", "three"],
+            "x-amz-meta-b": [" b  c "],
+        }
         self.assertEqual(
-            sigv4.canonical_headers(headers, ("host", "x-amz-meta-a")),
-            "host:h\nx-amz-meta-a:one two,three\n",
+            sigv4.canonical_headers(headers, ("host", "x-amz-meta-a", "x-amz-meta-b")),
+            "host:h\nx-amz-meta-a:one two,three\nx-amz-meta-b:b c\n",
         )
 
     def test_header_bytes_signed_as_sent(self) -> None:

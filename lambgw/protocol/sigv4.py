@@ -90,7 +90,10 @@ def canonical_headers(headers: Mapping[str, Sequence[str]], signed: Sequence[str
     lines = []
     for name in signed:
         values = headers.get(name, ())
-        lines.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}\n")
+        if len(values) == 1:  # nearly always: no generator to make
+            lines.append(f"{name}:{' '.join(values[0].split())}\n")
+        else:
+            lines.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}\n")
     return "".join(lines)
 
 
