@@ -143,6 +143,25 @@ def _open_held(
     return store.read_held_now(account, order_id, path, first, last)
 
 
+def _read_whole(
+    store: Store, account: str, order_id: str, path: str
+) -> tuple[ObjectInfo, bytes | None]:
+    """An object and its bytes, or ``None`` for bytes over ``SMALL_READ`` (pool thread only)."""
+    info, ranges = store.open_range(account, order_id, path, 0, None)
+    if info.size <= SMALL_READ:
+        return info, read_small(ranges)
+    for piece in ranges:
+        piece.file.close()
+    return info, None
+
+
+def _read_held_whole(
+    store: Store, account: str, order_id: str, path: str
+) -> tuple[ObjectInfo, bytes | None]:
+    """An object whose bytes the index holds, read on the reactor (:class:`QuickCalls`)."""
+    return store.read_held_now(account, order_id, path)
+
+
 async def _stream(request: Request, body: IObjectBody) -> None:
     """Deliver ``body`` as the answer to ``request``; if that fails, cut the connection.
 
@@ -497,6 +516,30 @@ class Node:
         finally:
             body.close()
         return None if length else b""
+
+    @app.route(f"/{wire.VERSION}/accounts/<account>/{wire.READ_PATH}", methods=["POST"])
+    async def read(self, request: Request, account: str) -> bytes:
+        """Several whole objects of the account, each with its description or its error.
+
+        An object over ``SMALL_READ`` bytes comes without its bytes: the client reads it
+        alone, streamed.
+        """
+        self._authenticate(request, account)
+        entries = wire.parse_read_request(self._json_body(request, MAX_JSON_BODY))
+        parts = []
+        for order_id, path in entries:
+            try:
+                info, data = await self._quick.call(
+                    _read_held_whole, _read_whole, self.store, account, order_id, path
+                )
+            except NetworkError as e:
+                parts.append(wire.read_error(e))
+                continue
+            parts.append(wire.read_entry(info, data))
+        body = b"".join(parts)
+        request.setHeader("content-type", wire.READ_TYPE)
+        request.setHeader("content-length", str(len(body)))
+        return body
 
     @app.route(f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/object", methods=["DELETE"])
     async def delete(self, request: Request, account: str, order_id: str) -> bytes:

@@ -139,6 +139,7 @@ class HTTPNetwork(MultipartOverHTTP):
         self._retry_delays = tuple(retry_delays)
         self._fds = fds
         self._sessions = sessions.SessionKeeper(clock, self._open_session)
+        self._reads = _Reads(self, clock)
 
     @classmethod
     def connect(
@@ -339,11 +340,15 @@ class HTTPNetwork(MultipartOverHTTP):
         target: str,
         headers: dict[str, str] | None = None,
         unbuffered: bool = False,
+        body: bytes | None = None,
+        content_sha256: str = signing.EMPTY_SHA256,
     ) -> Any:
         """Send a request that may be repeated, retrying with backoff while unreachable."""
         for delay in (*self._retry_delays, None):
             try:
-                return await self._send(method, target, headers=headers, unbuffered=unbuffered)
+                return await self._send(
+                    method, target, body, content_sha256, headers, unbuffered=unbuffered
+                )
             except NetworkUnavailable:
                 if delay is None:
                     raise
@@ -487,7 +492,18 @@ class HTTPNetwork(MultipartOverHTTP):
     def get_object(
         self, account: str, order_id: str, path: str, first: int = 0, last: int | None = None
     ) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
-        """Return the object at ``path`` and a body streaming bytes ``first`` to ``last``."""
+        """Return the object at ``path`` and a body streaming bytes ``first`` to ``last``.
+
+        Whole objects asked for in one turn of the reactor are read in one request.
+        """
+        if first == 0 and last is None and account == self._account:
+            return self._reads.read(order_id, path)
+        return self._get_object(account, order_id, path, first, last)
+
+    def _get_object(
+        self, account: str, order_id: str, path: str, first: int = 0, last: int | None = None
+    ) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
+        """Read the object at ``path`` alone, bytes ``first`` to ``last``."""
 
         async def run() -> tuple[ObjectInfo, IObjectBody]:
             self._check_account(account)
@@ -503,6 +519,14 @@ class HTTPNetwork(MultipartOverHTTP):
             return info, HTTPObjectBody(response, self._clock, self._silence, self._fds)
 
         return Deferred.fromCoroutine(run())
+
+    async def _read_many(self, entries: Sequence[tuple[str, str]]) -> list[Any]:
+        """Read whole objects in one request: each ``(info, bytes or None)``, or its error."""
+        body = wire.read_request(entries)
+        target = f"{self._base_path}/{wire.VERSION}/accounts/{self._account}/{wire.READ_PATH}"
+        digest = hashlib.sha256(body).hexdigest()
+        answer = await self._idempotent("POST", target, body=body, content_sha256=digest)
+        return wire.parse_read_answer(answer, len(entries))
 
     def delete_object(
         self, account: str, order_id: str, path: str, if_match: str | None = None
@@ -635,3 +659,85 @@ def account_key(home: str, account: str, key_file: str = "") -> Any:
     from lambgw.lambnet.keys import private_key_path, read_private_key
 
     return read_private_key(key_file or private_key_path(home, account), signing.env_password())
+
+
+class _Read:
+    """One whole-object read waiting for its turn's end: the object, and who waits for it."""
+
+    def __init__(self, order_id: str, path: str) -> None:
+        self.order_id = order_id
+        self.path = path
+        self.done: Deferred[tuple[ObjectInfo, IObjectBody]] = Deferred(self._cancel)
+        #: The request that reads it alone, once there is one.
+        self.alone: Deferred[tuple[ObjectInfo, IObjectBody]] | None = None
+
+    def _cancel(self, done: Deferred[tuple[ObjectInfo, IObjectBody]]) -> None:
+        if self.alone is not None:
+            self.alone.cancel()
+
+    def give(self, result: Any) -> None:
+        """Fire with ``result`` (a failure too), unless the read was given up."""
+        if self.done.called:
+            return
+        if isinstance(result, Failure | BaseException):
+            self.done.errback(result)
+        else:
+            self.done.callback(result)
+
+
+class _Reads:
+    """Whole-object reads asked for in one turn of the reactor, sent to the node together.
+
+    A small GET costs the node and the client more in its request (the head parsed, the
+    MAC checked, the answer framed) than in the object's bytes, and a busy gateway asks for
+    several objects in each turn of its reactor (3.4 on average at 16 clients): the first
+    read of a turn schedules a call for the turn's end, which sends each group of up to
+    :data:`~lambgw.network.wire.MAX_READ` as one request, or a read alone as a plain GET.
+    An object the answer does not carry (over ``SMALL_READ``) is then read alone, streamed;
+    an object's error fails that read only.
+    """
+
+    def __init__(self, network: HTTPNetwork, clock: IReactorTime) -> None:
+        self._network = network
+        self._clock = clock
+        self._waiting: list[_Read] = []
+
+    def read(self, order_id: str, path: str) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
+        """Read the whole object at ``path`` in ``order_id``, with the others of this turn."""
+        if not self._waiting:
+            self._clock.callLater(0, self._send)
+        read = _Read(order_id, path)
+        self._waiting.append(read)
+        return read.done
+
+    def _send(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for start in range(0, len(waiting), wire.MAX_READ):
+            group = waiting[start : start + wire.MAX_READ]
+            if len(group) == 1:
+                self._alone(group[0])
+            else:
+                Deferred.fromCoroutine(self._together(group))
+
+    def _alone(self, read: _Read) -> None:
+        if read.done.called:  # given up before it was sent
+            return
+        network = self._network
+        read.alone = network._get_object(network._account, read.order_id, read.path)
+        read.alone.addBoth(read.give)
+
+    async def _together(self, group: list[_Read]) -> None:
+        try:
+            results = await self._network._read_many([(r.order_id, r.path) for r in group])
+        except Exception:
+            failure = Failure()
+            for read in group:
+                read.give(failure)
+            return
+        for read, result in zip(group, results, strict=True):
+            if isinstance(result, NetworkError):
+                read.give(result)
+            elif result[1] is None:
+                self._alone(read)
+            else:
+                read.give((result[0], BytesBody(result[1])))

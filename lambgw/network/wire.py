@@ -37,7 +37,7 @@ from lambgw.network.interface import (
 )
 
 #: The protocol version, first segment of every path.
-VERSION = "v6"
+VERSION = "v7"
 OBJECT_HEADER = "x-lamb-object"
 IF_NONE_MATCH_HEADER = "x-lamb-if-none-match"
 #: Write or delete only if the object has this etag (``*``: if there is one).
@@ -103,6 +103,11 @@ def error_from(status: int, body: bytes, header_code: str = "") -> errors.Networ
         code, message = str(decoded["code"]), str(decoded["message"])
     except (ValueError, KeyError, TypeError):
         code, message = header_code, body[:200].decode("utf-8", "replace") or header_code
+    return error_named(status, code, message)
+
+
+def error_named(status: int, code: str, message: str) -> errors.NetworkError:
+    """Return the exception for an error of the node with ``status``, ``code`` and ``message``."""
     if code in ERRORS and code != "NetworkError":
         return ERRORS[code][0](message)
     if status >= 500:
@@ -565,3 +570,84 @@ def decode_trailer(data: bytes) -> Trailer:
         return Trailer(digest, description, base64.b64decode(signature, validate=True))
     except (UnicodeDecodeError, ValueError, binascii.Error):
         raise ProtocolError(400, "BadRequest", "the body's trailer is malformed") from None
+
+
+#: The path, under an account, that reads several whole objects in one request.
+READ_PATH = "read"
+#: The most objects one read request names.
+MAX_READ = 32
+#: The media type of a read answer.
+READ_TYPE = "application/x-lamb-objects"
+
+
+def read_request(entries: Sequence[tuple[str, str]]) -> bytes:
+    """The body of a read request: the order and path of each object, in order."""
+    value = {"objects": [[order_id, path] for order_id, path in entries]}
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def parse_read_request(value: Any) -> list[tuple[str, str]]:
+    """The objects a read request names; raise ``ProtocolError`` for a malformed one."""
+    try:
+        entries = value["objects"]
+        if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_READ:
+            raise ValueError(f"from 1 to {MAX_READ} objects are read at once")
+        pairs = []
+        for entry in entries:
+            if not isinstance(entry, list) or len(entry) != 2:
+                raise ValueError("each object is [order, path]")
+            order_id, path = entry
+            if not isinstance(order_id, str) or not isinstance(path, str):
+                raise ValueError("order and path are strings")
+            pairs.append((order_id, path))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ProtocolError(400, "BadRequest", f"malformed read request: {e}") from None
+    return pairs
+
+
+def read_entry(info: ObjectInfo, data: bytes | None) -> bytes:
+    """One object of a read answer: its description, then its bytes (``None``: not sent)."""
+    head = {"object": info_to_json(info), "data": data is not None}
+    line = json.dumps(head, separators=(",", ":")).encode("utf-8") + b"\n"
+    return line if data is None else line + data
+
+
+def read_error(error: errors.NetworkError) -> bytes:
+    """One object of a read answer that could not be read: its error."""
+    code, status = code_of(error)
+    head = {"error": code, "status": status, "message": str(error)}
+    return json.dumps(head, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def parse_read_answer(
+    body: bytes, count: int
+) -> list[tuple[ObjectInfo, bytes | None] | errors.NetworkError]:
+    """The ``count`` objects of a read answer, in order: each read, or its error.
+
+    An object read with ``None`` for its bytes was not sent (too large): read it alone.
+    """
+    results: list[tuple[ObjectInfo, bytes | None] | errors.NetworkError] = []
+    at = 0
+    try:
+        for _ in range(count):
+            end = body.index(b"\n", at)
+            head = json.loads(body[at:end])
+            at = end + 1
+            if "error" in head:
+                results.append(
+                    error_named(int(head["status"]), str(head["error"]), str(head["message"]))
+                )
+                continue
+            info = info_from_json(head["object"])
+            data = None
+            if head["data"] is True:
+                data = body[at : at + info.size]
+                if len(data) != info.size:
+                    raise ValueError("an object's bytes are cut short")
+                at += info.size
+            results.append((info, data))
+    except (KeyError, TypeError, ValueError, ProtocolError) as e:
+        raise errors.NetworkError(f"the network node sent a malformed read answer: {e}") from None
+    if at != len(body):
+        raise errors.NetworkError("the network node sent more than the objects read")
+    return results
