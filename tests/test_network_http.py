@@ -245,6 +245,7 @@ class ClientTests(SynchronousTestCase):
         sent = self.sent()
         network = self.h.network
         reads = [network.get_object("demo", order, p) for p in ("held", "nope", "large", "small")]
+        reads.append(network.get_object("demo", "0" * 40, "held"))  # no such order
         held_info, _ = got_held = self.h.run(reads[0])
         self.assertEqual((held_info.size, self.body_of(got_held)), (10, held))
         self.assertIsInstance(self.h.run(reads[1]).value, errors.NoSuchPath)
@@ -253,6 +254,7 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(self.body_of(got_large), large)
         self.assertIsInstance(got_large[1], HTTPObjectBody)
         self.assertEqual(self.body_of(self.h.run(reads[3])), small)
+        self.assertIsInstance(self.h.run(reads[4]).value, errors.NoSuchOrder)
         self.assertEqual(sent, [(b"POST", b"read"), (b"GET", b"object")])
 
     def test_read_alone_and_ranges_are_plain_gets(self) -> None:

@@ -526,12 +526,15 @@ class Node:
         """
         self._authenticate(request, account)
         entries = wire.parse_read_request(self._json_body(request, MAX_JSON_BODY))
+        # All asked at once: those the pool reads go over to its thread together.
+        reading = [
+            self._quick.call(_read_held_whole, _read_whole, self.store, account, order, path)
+            for order, path in entries
+        ]
         parts = []
-        for order_id, path in entries:
+        for read in reading:
             try:
-                info, data = await self._quick.call(
-                    _read_held_whole, _read_whole, self.store, account, order_id, path
-                )
+                info, data = await read
             except NetworkError as e:
                 parts.append(wire.read_error(e))
                 continue
