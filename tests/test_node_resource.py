@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
-from lambgw.lambnet.resource import NodeResource, object_route
+from lambgw.lambnet.resource import NodeResource, object_route, read_route
 from lambgw.network import wire
 
 PREFIX = f"/{wire.VERSION}/accounts/".encode()
@@ -83,6 +83,27 @@ class ObjectRouteTests(SynchronousTestCase):
         ):
             self.assertIsNone(object_route(PREFIX + rest, PREFIX), rest)
         self.assertIsNone(object_route(b"/v1/accounts/demo/orders/0a1b/object", PREFIX))
+
+
+class ReadRouteTests(SynchronousTestCase):
+    """Which paths are reads of several objects."""
+
+    def test_read_path(self) -> None:
+        """The account of a read path is found."""
+        self.assertEqual(read_route(PREFIX + b"demo/read", PREFIX), "demo")
+
+    def test_other_paths(self) -> None:
+        """Other shapes, empty or escaped accounts are not reads."""
+        for rest in (
+            b"read",
+            b"/read",
+            b"demo/orders/read",
+            b"demo/reads",
+            b"de%6Do/read",
+            b"d\xc3\xa9mo/read",
+        ):
+            self.assertIsNone(read_route(PREFIX + rest, PREFIX), rest)
+        self.assertIsNone(read_route(b"/v1/accounts/demo/read", PREFIX))
 
 
 class NodeResourceTests(SynchronousTestCase):

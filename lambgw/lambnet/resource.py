@@ -1,4 +1,4 @@
-"""The node's root resource: object requests go straight to their handlers, the rest to Klein.
+"""The node's root resource: object requests (and reads of several) go straight to their handlers.
 
 Klein binds a werkzeug URL map and matches every request against all the protocol's routes,
 wraps the handler in several Deferreds and watches the connection twice; for the object
@@ -46,6 +46,20 @@ def object_route(path: bytes, prefix: bytes) -> tuple[str, str] | None:
         return None
 
 
+def read_route(path: bytes, prefix: bytes) -> str | None:
+    """The account of ``PREFIX{account}/read`` (several objects read at once), else ``None``."""
+    suffix = b"/" + wire.READ_PATH.encode("ascii")
+    if not path.startswith(prefix) or not path.endswith(suffix) or b"%" in path:
+        return None
+    account = path[len(prefix) : -len(suffix)]
+    if not account or b"/" in account:
+        return None
+    try:
+        return account.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
 class NodeResource(Resource):
     """Serves ``node``: its object requests directly, everything else through its Klein app."""
 
@@ -71,11 +85,19 @@ class NodeResource(Resource):
         return None if handler is None or route is None else (handler, *route)
 
     def render(self, request: Request) -> Any:
-        """Answer an object request here; hand any other to Klein."""
+        """Answer an object request (or a read of several) here; hand any other to Klein."""
         found = self.object_handler(request.method, request.path)
+        if found is None and request.method == b"POST":
+            account = read_route(request.path, self._prefix)
+            if account is not None:
+                found = (self._read, account, "")
         if found is None:
             return self._klein.render(request)
         return self.serve(request, *found)
+
+    def _read(self, request: Request, account: str, order_id: str) -> Any:
+        """The read of several objects (``order_id`` is not used: each names its own)."""
+        return self._node.read(request, account)
 
     def serve(self, request: Request, handler: _Handler, account: str, order_id: str) -> Any:
         """Answer an object request with ``handler``, as :meth:`object_handler` found it."""
