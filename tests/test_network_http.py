@@ -269,6 +269,19 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual([self.body_of(self.h.run(d)) for d in ranged], [b"234", b"234"])
         self.assertEqual(sent, [(b"GET", b"object")] * 3)
 
+    def test_reads_of_long_paths_sent_alone(self) -> None:
+        """Reads whose paths would make the request too long for the node go alone."""
+        order = self.h.order.order_id
+        paths = [f"{n:02d}" + "\x01" * 1000 for n in range(12)]  # escaped: 6 bytes each
+        for path in paths:
+            self.put(path, path[:2].encode())
+        sent = self.sent()
+        reads = [self.h.network.get_object("demo", order, path) for path in paths]
+        self.assertEqual(
+            [self.body_of(self.h.run(d)) for d in reads], [p[:2].encode() for p in paths]
+        )
+        self.assertEqual(sent, [(b"GET", b"object")] * 12)
+
     def test_reads_given_up_are_dropped(self) -> None:
         """A read cancelled while it waits fails as cancelled; the others are answered."""
         order = self.h.order.order_id

@@ -525,7 +525,7 @@ class Node:
         alone, streamed.
         """
         self._authenticate(request, account)
-        entries = wire.parse_read_request(self._json_body(request, MAX_JSON_BODY))
+        entries = wire.parse_read_request(self._json_body(request, wire.MAX_READ_BODY))
         # All asked at once: those the pool reads go over to its thread together.
         reading = [
             self._quick.call(_read_held_whole, _read_whole, self.store, account, order, path)

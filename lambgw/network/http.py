@@ -520,13 +520,15 @@ class HTTPNetwork(MultipartOverHTTP):
 
         return Deferred.fromCoroutine(run())
 
-    async def _read_many(self, entries: Sequence[tuple[str, str]]) -> list[Any]:
-        """Read whole objects in one request: each ``(info, bytes or None)``, or its error."""
-        body = wire.read_request(entries)
+    async def _read_many(self, body: bytes, count: int) -> list[Any]:
+        """Read the ``count`` objects a read request's ``body`` names, in one request.
+
+        Each is ``(info, bytes or None)``, or its error.
+        """
         target = f"{self._base_path}/{wire.VERSION}/accounts/{self._account}/{wire.READ_PATH}"
         digest = hashlib.sha256(body).hexdigest()
         answer = await self._idempotent("POST", target, body=body, content_sha256=digest)
-        return wire.parse_read_answer(answer, len(entries))
+        return wire.parse_read_answer(answer, count)
 
     def delete_object(
         self, account: str, order_id: str, path: str, if_match: str | None = None
@@ -727,8 +729,13 @@ class _Reads:
         read.alone.addBoth(read.give)
 
     async def _together(self, group: list[_Read]) -> None:
+        body = wire.read_request([(read.order_id, read.path) for read in group])
+        if len(body) > wire.MAX_READ_BODY:  # long paths: the node would refuse them together
+            for read in group:
+                self._alone(read)
+            return
         try:
-            results = await self._network._read_many([(r.order_id, r.path) for r in group])
+            results = await self._network._read_many(body, len(group))
         except Exception:
             failure = Failure()
             for read in group:

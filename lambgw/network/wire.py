@@ -574,8 +574,10 @@ def decode_trailer(data: bytes) -> Trailer:
 
 #: The path, under an account, that reads several whole objects in one request.
 READ_PATH = "read"
-#: The most objects one read request names.
+#: The most objects one read request names ...
 MAX_READ = 32
+#: ... and the longest its body may be (long paths, escaped: the client then reads them alone).
+MAX_READ_BODY = 64 * 1024
 #: The media type of a read answer.
 READ_TYPE = "application/x-lamb-objects"
 
