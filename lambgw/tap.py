@@ -264,6 +264,7 @@ class GatewayService(service.MultiService):
             self.spool_pool,
             self.accounts.secret,
             domains=config.domains,
+            spliced=lambda count: self.metrics.spliced_bytes.inc(amount=count),
         )
         resource = S3Resource(
             self.api, lambda key: self.accounts.for_key(key).api, lambda: self.config.cors

@@ -208,10 +208,13 @@ class Gateway:
         described: NewObject,
         if_none_match: bool = False,
         if_match: str | None = None,
+        digests: Sequence[str] = (),
+        expect: Mapping[str, str] | None = None,
     ) -> IUpload | None:
         """Start streaming an object to the network, if it streams and the order is known.
 
-        The bucket itself is checked when the upload is finished.
+        The bucket itself is checked when the upload is finished.  ``digests`` and
+        ``expect``: those the network is to compute and check (:meth:`INetwork.open_upload`).
         """
         order = self.buckets.order_for(bucket)
         if order is None:
@@ -219,15 +222,30 @@ class Gateway:
         prefix = f"{bucket}/" if isinstance(self.buckets, OrderFolderBuckets) else ""
         check_key(key, prefix)
         return self.network.open_upload(
-            self.account, order.order_id, prefix + key, described, if_none_match, if_match
+            self.account,
+            order.order_id,
+            prefix + key,
+            described,
+            if_none_match,
+            if_match,
+            digests=digests,
+            expect=expect,
         )
 
     def open_part(
-        self, bucket: str, key: str, upload_id: str, number: int, size: int
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        size: int,
+        digests: Sequence[str] = (),
+        expect: Mapping[str, str] | None = None,
     ) -> IUpload | None:
         """Start streaming a part to the network, if it streams and the order is known.
 
-        The upload and the bucket are checked when the part is finished.
+        The upload and the bucket are checked when the part is finished.  ``digests`` and
+        ``expect`` as for :meth:`open_upload`.
         """
         order = self.buckets.order_for(bucket)
         if order is None:
@@ -236,7 +254,14 @@ class Gateway:
         check_key(key, prefix)
         try:
             return self.network.open_part(
-                self.account, order.order_id, prefix + key, upload_id, number, size
+                self.account,
+                order.order_id,
+                prefix + key,
+                upload_id,
+                number,
+                size,
+                digests=digests,
+                expect=expect,
             )
         except net.NetworkError:
             return None  # (an id that cannot be: refused when the part is stored)
@@ -249,7 +274,9 @@ class Gateway:
 
         ``content_sha256`` is the SHA-256 the bytes must have, which the network checks: the
         one the client signed, or one computed of the bytes as they were sent.  Bytes that
-        do not match it fail with ``XAmzContentSHA256Mismatch``, and nothing is stored.
+        do not match it fail with ``XAmzContentSHA256Mismatch``; bytes that do not match a
+        digest the client declared, which the network computes (``expect``), with
+        ``BadDigest``.  Either way nothing is stored.
         """
         try:
             b = yield self.bucket(bucket)
@@ -265,6 +292,8 @@ class Gateway:
                 "XAmzContentSHA256Mismatch",
                 "The provided 'x-amz-content-sha256' header does not match what was computed.",
             ) from None
+        except net.DigestMismatch as e:
+            raise S3Error.of("BadDigest", str(e)) from None
         self.orders.charge(b.order_id, info.size)
         return keyed(info, key)
 

@@ -269,7 +269,7 @@ class HTTPObjectBody:
             return
         node.pauseProducing()
         try:
-            relay = SpliceRelay(self._fds, node, client, consumer, left, self._spliced)
+            relay = SpliceRelay(self._fds, node, client, left, self._spliced, _sent_to(consumer))
         except OSError:  # out of descriptors: read and write the bytes instead
             if not self._paused:
                 node.resumeProducing()
@@ -310,7 +310,7 @@ class HTTPObjectBody:
         if self._finished:
             return
         now = self._clock.seconds()
-        if self._paused or (self._relay is not None and self._relay.waiting_for_client):
+        if self._paused or (self._relay is not None and self._relay.waiting_for_target):
             self._progress = now  # a slow client is not a silent node
         left = self._progress + self._silence - now
         if left > 0:
@@ -394,6 +394,15 @@ class HTTPObjectBody:
         consumer, self._consumer = self._consumer, None
         done, self._done = self._done, None
         end_delivery(consumer, done, reason)
+
+
+def _sent_to(request: Any) -> Callable[[int], None]:
+    """Count bytes the kernel took for ``request`` in its ``sentLength``, as its transport would."""
+
+    def sent(count: int) -> None:
+        request.sentLength += count
+
+    return sent
 
 
 class _Receiver(Protocol):

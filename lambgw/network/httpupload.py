@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer
 from twisted.python.failure import Failure
@@ -83,6 +84,9 @@ class StreamedUpload:
         self._waiters: list[Deferred[ObjectInfo]] = []
         #: Called whenever bytes are written (the request's silence watch).
         self.progress: Callable[[], None] = _nothing
+        #: While bytes are written into the socket directly: called when it can take more.
+        self._direct_resume: Callable[[], None] | None = None
+        self._direct: Deferred[tcp.Connection | None] | None = None
 
     def answered(self, request: Deferred[ObjectInfo]) -> None:
         """The Deferred of the request's outcome: the stored object, or why not."""
@@ -129,6 +133,43 @@ class StreamedUpload:
             _fire(waiter, self._outcome)
         return waiter
 
+    def direct(self, resumed: Callable[[], None]) -> Deferred[tcp.Connection | None]:
+        """Fire, once the request is being sent, with its socket if bytes may go into it directly.
+
+        That is when the node is reached over plain TCP.  From then on the caller writes
+        the object's next bytes into the socket itself (after what this upload's transport
+        still holds), reports them with :meth:`sent_directly`, and ``resumed`` is called
+        each time the transport is writable again, until :meth:`indirect`.  Fires with
+        ``None`` (and nothing changes) over TLS, or once the upload has ended.
+        """
+        direct: Deferred[tcp.Connection | None] = Deferred()
+        self._direct_resume = resumed
+        self._direct = direct
+        if self._consumer is not None:
+            self._go_direct()
+        return direct
+
+    def sent_directly(self, count: int) -> None:
+        """``count`` bytes of the object went into the socket without this upload."""
+        # Twisted's consumer of the body counts the bytes it is to see: these it will not.
+        self._consumer._length -= count  # type: ignore[union-attr]
+        self.progress()
+
+    def indirect(self) -> None:
+        """Bytes come through :meth:`write` again (see :meth:`direct`)."""
+        self._direct_resume = None
+
+    def _go_direct(self) -> None:
+        direct, self._direct = self._direct, None
+        if direct is None:
+            return
+        under = getattr(self._consumer, "_consumer", None)
+        if self._finished or self._failed or type(under) is not tcp.Client or under.TLS:
+            self._direct_resume = None
+            direct.callback(None)
+        else:
+            direct.callback(under)
+
     def abort(self) -> None:
         """Drop the request: the node stores nothing."""
         self._fail()
@@ -157,7 +198,9 @@ class StreamedUpload:
             return succeed(None)
         self._producing = Deferred()
         self._set_paused(False)
-        return self._producing
+        producing = self._producing
+        self._go_direct()
+        return producing
 
     def pauseProducing(self) -> None:
         """The connection is full."""
@@ -166,6 +209,8 @@ class StreamedUpload:
     def resumeProducing(self) -> None:
         """The connection can take more."""
         self._set_paused(False)
+        if self._direct_resume is not None:
+            self._direct_resume()
 
     def stopProducing(self) -> None:
         """The connection is gone: the upload has failed."""
@@ -190,6 +235,9 @@ class StreamedUpload:
         if self._failed:
             return
         self._failed = True
+        self._direct_resume = None
+        if self._direct is not None:
+            self._go_direct()
         self._early = []
         self._small_writes()
         if self._paused:

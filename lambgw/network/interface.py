@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from attrs import field, frozen
 from twisted.internet.defer import Deferred
@@ -258,6 +258,21 @@ class IUpload(Interface):
 
     def abort() -> None:
         """Give up the upload: nothing is stored."""
+
+    def direct(resumed: Callable[[], None]) -> Deferred[Any]:
+        """Fire with a socket the object's next bytes may be written into directly, or ``None``.
+
+        It fires once the upload is being sent; with a socket (a Twisted TCP transport),
+        the caller may write the bytes into it itself (with splice(2)) after what the
+        transport holds, reporting them with :meth:`sent_directly`; ``resumed`` is called
+        whenever the transport can write again, until :meth:`indirect`.
+        """
+
+    def sent_directly(count: int) -> None:
+        """``count`` more bytes of the object were written into the socket of :meth:`direct`."""
+
+    def indirect() -> None:
+        """The object's bytes come through :meth:`write` again."""
 
 
 class INetwork(Interface):

@@ -1,13 +1,14 @@
-"""Moving a download from one socket to another inside the kernel, with splice(2).
+"""Moving bytes from one socket to another inside the kernel, with splice(2).
 
-A gateway that reads its objects from a lambnet node over plain TCP and answers an S3
-client over plain TCP has nothing to do with the bytes in between: :class:`SpliceRelay`
-has the kernel move them from the node's socket into a pipe and from the pipe into the
-client's socket, so they never enter the process (no ``recv`` into a Python buffer, no
-``send`` out of it).  The relay runs on the reactor with non-blocking calls: it waits for
-the node's socket to be readable through a reader of its own, and for the client's socket
-to be writable through the client's transport, as :class:`~lambgw.network.files.SendfileBody`
-does.  At most one pipe's worth of bytes (:data:`PIPE_SIZE`) is in flight.
+A gateway that talks to a lambnet node over plain TCP and to an S3 client over plain TCP
+has nothing to do with the bytes of a large download or upload in between (the node
+computes an upload's digests): :class:`SpliceRelay` has the kernel move them from one
+socket into a pipe and from the pipe into the other socket, so they never enter the
+process (no ``recv`` into a Python buffer, no ``send`` out of it).  The relay runs on the
+reactor with non-blocking calls: it waits for the source socket to be readable through a
+reader of its own, and for the target socket to be writable through the target's
+transport, as :class:`~lambgw.network.files.SendfileBody` does.  At most one pipe's worth
+of bytes (:data:`PIPE_SIZE`) is in flight.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import fcntl
 import os
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
@@ -52,22 +52,33 @@ class _SourceReadable:
         self._relay.readable()
 
     def connectionLost(self, reason: Failure) -> None:
-        self._relay.fail(Failure(NetworkUnavailable("the network node's connection was lost")))
+        self._relay.source_lost()
 
     def logPrefix(self) -> str:
         return "SpliceRelay"
 
 
+def _from_node(why: str) -> Exception:
+    """What a relay from the node fails with when the node's socket fails or ends early."""
+    return NetworkUnavailable(f"the network node's connection failed: {why}")
+
+
+def _to_client(why: str) -> Exception:
+    """What a relay to a client fails with when the client's socket fails."""
+    return ConnectionLost(f"the client's connection failed: {why}")
+
+
 class SpliceRelay:
-    """Move ``count`` bytes from a source socket to a web request's socket inside the kernel.
+    """Move ``count`` bytes from a source socket to a target socket inside the kernel.
 
     The source connection must be paused (not reading) for the whole relay, and the
-    request must be waiting on a producer that forwards ``pauseProducing`` and
-    ``resumeProducing`` to :meth:`pause` and :meth:`resume`.  :attr:`done` fires once every
-    byte is in the client's socket, or fails with :class:`NetworkUnavailable` if the source
-    ends early or :class:`ConnectionLost` if the client goes away.  The relay works on
-    duplicates of both descriptors, so a connection closed meanwhile cannot hand its
-    number to another one.
+    target's transport must have a producer that forwards ``resumeProducing`` to
+    :meth:`resume` (and ``pauseProducing`` to :meth:`pause`).  :attr:`done` fires once
+    every byte is in the target's socket, or fails with what ``source_error`` makes of a
+    source that fails or ends early (by default :class:`NetworkUnavailable`: a download
+    from the node) or what ``target_error`` makes of a target that fails (by default
+    :class:`ConnectionLost`: the client went away).  The relay works on duplicates of both
+    descriptors, so a connection closed meanwhile cannot hand its number to another one.
     """
 
     def __init__(
@@ -75,18 +86,23 @@ class SpliceRelay:
         reactor: IReactorFDSet,
         source: tcp.Connection,
         target: tcp.Connection,
-        request: Any,
         count: int,
         received: Callable[[int], None],
+        sent: Callable[[int], None],
+        source_error: Callable[[str], Exception] = _from_node,
+        target_error: Callable[[str], Exception] = _to_client,
     ) -> None:
-        """Prepare to relay ``count`` bytes from ``source`` to ``target`` (``request``'s socket).
+        """Prepare to relay ``count`` bytes from ``source`` to ``target``.
 
-        ``received`` is called with the number of bytes each time some come from the source.
+        ``received`` is called with the number of bytes each time some come from the
+        source, and ``sent`` each time some go into the target's socket.
         """
         self._reactor = reactor
         self._received = received
+        self._sent = sent
+        self._source_error = source_error
+        self._target_error = target_error
         self._target = target
-        self._request = request
         self._left = count
         self._held = 0
         self._paused = False
@@ -106,16 +122,16 @@ class SpliceRelay:
             fcntl.fcntl(self._pipe_in, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         self._readable = _SourceReadable(self._source_fd, self)
         self._reading = False
-        #: Whether the relay waits for the client's socket (a slow client, not a silent source).
-        self.waiting_for_client = False
+        #: Whether the relay waits for the target's socket (a slow reader, not a silent source).
+        self.waiting_for_target = False
 
     def _keep(self, fd: int) -> int:
         self._fds.append(fd)
         return fd
 
     def start(self) -> None:
-        """Begin once the client's transport has sent what it already holds."""
-        self._wait_for_client()
+        """Begin once the target's transport has sent what it already holds."""
+        self._wait_for_target()
 
     def pause(self) -> None:
         """Move nothing until resumed."""
@@ -123,14 +139,18 @@ class SpliceRelay:
         self._stop_reading()
 
     def resume(self) -> None:
-        """The client's socket can take bytes again: go on."""
+        """The target's socket can take bytes again: go on."""
         self._paused = False
-        self.waiting_for_client = False
+        self.waiting_for_target = False
         self._pump()
 
     def readable(self) -> None:
         """The source socket has bytes (called by the reactor)."""
         self._pump()
+
+    def source_lost(self) -> None:
+        """The source's connection is gone (its descriptor was closed under the relay)."""
+        self.fail(Failure(self._source_error("the connection was lost")))
 
     def fail(self, reason: Failure) -> None:
         """End the relay with ``reason`` (nothing happens once it has ended)."""
@@ -148,7 +168,7 @@ class SpliceRelay:
         self._release()
 
     def _pump(self) -> None:
-        """Empty the pipe into the client, then fill it from the source, until either blocks."""
+        """Empty the pipe into the target, then fill it from the source, until either blocks."""
         while not self._closed and not self._paused:
             if self._held:
                 try:
@@ -157,13 +177,13 @@ class SpliceRelay:
                     )
                 except BlockingIOError:
                     self._stop_reading()
-                    self._wait_for_client()
+                    self._wait_for_target()
                     return
                 except OSError as e:
-                    self.fail(Failure(ConnectionLost(f"the client's connection failed: {e}")))
+                    self.fail(Failure(self._target_error(str(e))))
                     return
                 self._held -= sent
-                self._request.sentLength += sent
+                self._sent(sent)
                 continue
             if not self._left:
                 self.close()
@@ -180,17 +200,17 @@ class SpliceRelay:
                 self._start_reading()
                 return
             except OSError as e:
-                self.fail(Failure(NetworkUnavailable(f"reading the network node failed: {e}")))
+                self.fail(Failure(self._source_error(str(e))))
                 return
             if not got:
-                self.fail(Failure(NetworkUnavailable("the network node cut the transfer")))
+                self.fail(Failure(self._source_error("it ended before the last byte")))
                 return
             self._left -= got
             self._held += got
             self._received(got)
 
-    def _wait_for_client(self) -> None:
-        self.waiting_for_client = True
+    def _wait_for_target(self) -> None:
+        self.waiting_for_target = True
         wait_writable(self._target)
 
     def _start_reading(self) -> None:

@@ -224,6 +224,12 @@ class GatewayMetrics:
             ("reason",),
         )
         self.registry.register(self.connections_closed)
+        self.spliced_bytes = Counter(
+            "lambgw_upload_spliced_bytes",
+            "Upload body bytes the kernel moved from a client's socket to the network's "
+            "(splice), never read into the gateway.",
+        )
+        self.registry.register(self.spliced_bytes)
 
     def _gauge(self, name: str, help: str, labelnames: Labels = ()) -> Gauge:
         return Gauge(name, help, labelnames, registry=self.registry)

@@ -340,3 +340,15 @@ class _TimedUpload:
     def abort(self) -> None:
         """Give up."""
         self.upload.abort()
+
+    def direct(self, resumed: Callable[[], None]) -> Deferred[Any]:
+        """The socket the bytes may go into directly, if any."""
+        return self.upload.direct(resumed)
+
+    def sent_directly(self, count: int) -> None:
+        """Bytes went into that socket."""
+        self.upload.sent_directly(count)
+
+    def indirect(self) -> None:
+        """Bytes come through ``write`` again."""
+        self.upload.indirect()

@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import _IdentityTransferDecoder
 
 from lambgw.httpchannel import LeanChannel
 from lambgw.protocol.s3xml import error_document
@@ -231,6 +232,28 @@ class S3Channel(LeanChannel):
         if self._body_call is not None and self._body_call.active():
             self._body_call.reset(self._limits.header_timeout)
         self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def body_moved(self, count: int) -> None:
+        """``count`` bytes of the body went by without being read here (spliced on)."""
+        self.resetTimeout()
+        if self._in_body:
+            self._body_bytes += count
+            if self._body_call is None:
+                self._body_call = self.clock.callLater(
+                    self._limits.header_timeout, self._check_body
+                )
+
+    def body_ended(self) -> None:
+        """The body, the rest of which went by (:meth:`body_moved`), is in: handle the request.
+
+        Only for a body of known length, whose remaining bytes were all moved.
+        """
+        decoder = self._transferDecoder
+        assert isinstance(decoder, _IdentityTransferDecoder)
+        finish = decoder.finishCallback
+        decoder.dataCallback = decoder.finishCallback = None
+        decoder.contentLength = 0
+        finish(b"")
 
     def _head_begins(self) -> None:
         self._head_since = self.clock.seconds()

@@ -6,6 +6,8 @@ cannot fit in the order, or a malformed target never reaches the disk.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -18,7 +20,7 @@ from lambgw.gateway.core import MAX_PUT_SIZE, Gateway
 from lambgw.network.completion import MAX_PART_NUMBER
 from lambgw.network.interface import IUpload, NewObject
 from lambgw.protocol.auth import AuthResult, PayloadMode, RequestView, authenticate
-from lambgw.protocol.checksums import normalize_name
+from lambgw.protocol.checksums import decode_b64, normalize_name
 from lambgw.protocol.chunked import AwsChunkedDecoder
 from lambgw.protocol.conditions import write_conditions
 from lambgw.protocol.errors import S3Error
@@ -26,6 +28,7 @@ from lambgw.protocol.s3xml import error_document
 from lambgw.protocol.tagging import parse_tagging_header
 from lambgw.s3.formbody import FormBody, is_form_post
 from lambgw.s3.hosts import bucket_from_host, virtual_target
+from lambgw.s3.relaybody import SPLICE_MIN, UNSIGNED, RelayBody, can_splice
 from lambgw.s3.request import (
     MAX_XML_BODY,
     DiscardBody,
@@ -184,6 +187,10 @@ def is_upload(
     )
 
 
+def _nothing(count: int) -> None:
+    """Count nothing (the splice counter before one is given)."""
+
+
 @define
 class Front:
     """Checks requests at their headers and chooses where their bodies go.
@@ -200,6 +207,8 @@ class Front:
     lookup_secret: Callable[[str], str | None]
     clock: Callable[[], float] = time.time
     domains: Sequence[str] = ()
+    #: Called with the count of body bytes each time some are spliced to the network.
+    spliced: Callable[[int], None] = _nothing
 
     def begin(self, request: S3Request, method: bytes, uri: bytes, length: int | None) -> None:
         """Set ``request.s3`` and ``request.content`` from the request's headers."""
@@ -279,7 +288,7 @@ class Front:
         headers: Mapping[str, Sequence[str]],
         length: int | None,
         auth: AuthResult,
-    ) -> SpoolBody | SmallBody:
+    ) -> SpoolBody | SmallBody | RelayBody:
         size = declared_size(headers, length)
         if size is None and not auth.payload.is_chunked and length is None:
             # Transfer-Encoding: chunked without a declared size: bounded by MAX_PUT_SIZE.
@@ -295,13 +304,37 @@ class Front:
             return SmallBody(
                 length, requested_checksums(headers), auth.payload is PayloadMode.SIGNED
             )
+        # A large body that is not aws-chunked may go from socket to socket: the network
+        # then computes its digests and checks those the client declared.
+        relayed = (
+            length is not None
+            and length >= SPLICE_MIN
+            and not auth.payload.is_chunked
+            and can_splice(request.channel.transport)
+        )
+        digests: list[str] = []
+        expect: dict[str, str] = {}
+        if relayed:
+            digests, expect = network_digests(headers)
         upload = None
         if size is not None and size > SMALL_UPLOAD and "uploadId" not in target.query:
             conditions = write_conditions(headers)
             described = new_object_from(headers, size, "")
-            upload = gateway.open_upload(target.bucket, target.key, described, *conditions)
+            upload = gateway.open_upload(
+                target.bucket, target.key, described, *conditions, digests=digests, expect=expect
+            )
         elif size is not None and size > SMALL_UPLOAD and "x-amz-copy-source" not in headers:
-            upload = _open_part(gateway, target, size)
+            upload = _open_part(gateway, target, size, digests, expect)
+        if relayed and upload is not None and size is not None:
+            signed = auth.payload is PayloadMode.SIGNED
+            return RelayBody(
+                self.reactor,
+                request,
+                upload,
+                size,
+                (auth.content_sha256 or "") if signed else UNSIGNED,
+                spliced=self.spliced,
+            )
         decoder = None
         if auth.payload.is_chunked:
             decoder = AwsChunkedDecoder(
@@ -338,9 +371,55 @@ class Front:
             raise
 
 
-def _open_part(gateway: Gateway, target: Target, size: int) -> IUpload | None:
+def _open_part(
+    gateway: Gateway,
+    target: Target,
+    size: int,
+    digests: Sequence[str],
+    expect: Mapping[str, str],
+) -> IUpload | None:
     """Start streaming an UploadPart's body to the network, if the request names a part."""
     number = target.query.get("partNumber", "")
     if not number.isdigit() or not 1 <= int(number) <= MAX_PART_NUMBER:
         return None
-    return gateway.open_part(target.bucket, target.key, target.query["uploadId"], int(number), size)
+    return gateway.open_part(
+        target.bucket,
+        target.key,
+        target.query["uploadId"],
+        int(number),
+        size,
+        digests=digests,
+        expect=expect,
+    )
+
+
+def network_digests(headers: Mapping[str, Sequence[str]]) -> tuple[list[str], dict[str, str]]:
+    """The digests the network is to compute of a body, and those the client declared.
+
+    The MD5 (the ETag) and the checksums the request asks for; declared are
+    ``Content-MD5`` and the ``x-amz-checksum-*`` values of the headers, which are checked
+    for form here, so that a malformed one is refused before the body is read.
+    """
+    names = requested_checksums(headers)
+    expect: dict[str, str] = {}
+    content_md5 = first(headers, "content-md5")
+    if content_md5 is not None:
+        decode_md5(content_md5)
+        expect["md5"] = content_md5
+    for name in names:
+        given = first(headers, CHECKSUM_HEADER + name)
+        if given is not None:
+            decode_b64(name, given)
+            expect[name] = given
+    return ["md5", *names], expect
+
+
+def decode_md5(value: str) -> bytes:
+    """The 16 bytes of a ``Content-MD5`` value; raise ``InvalidDigest`` if it is not one."""
+    try:
+        declared = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        declared = b""
+    if len(declared) != 16:
+        raise S3Error.of("InvalidDigest", "The Content-MD5 you specified was invalid.")
+    return declared

@@ -275,6 +275,8 @@ class MultipartAPI:
                 new,
                 spooled.sha256 or "",
             )
+            if spooled.network_digests:
+                checksums = dict(part.checksums)
         else:
             segment = Segment(
                 "" if spooled.data is not None else spooled.path, spooled.size, spooled.data

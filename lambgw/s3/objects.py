@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import re
 from collections.abc import Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
+from attrs import evolve
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
@@ -39,6 +39,7 @@ from lambgw.protocol.s3xml import (
 )
 from lambgw.s3.front import (
     CHECKSUM_HEADER,
+    decode_md5,
     first,
     header_bytes,
     header_map,
@@ -71,7 +72,13 @@ OVERRIDES = {
 def verify_body(
     request: S3Request, headers: Mapping[str, Sequence[str]], spooled: SpooledFile
 ) -> dict[str, str]:
-    """Check the body against every digest the request declared; return its checksums."""
+    """Check the body against every digest the request declared; return its checksums.
+
+    A body whose network computes its digests is checked there, when it is stored (and
+    its checksums are those the network answers with).
+    """
+    if spooled.network_digests:
+        return {}
     auth = request.s3.auth
     if auth.payload is PayloadMode.SIGNED and not hmac.compare_digest(
         spooled.sha256 or "", auth.content_sha256 or ""
@@ -82,12 +89,7 @@ def verify_body(
         )
     content_md5 = first(headers, "content-md5")
     if content_md5 is not None:
-        try:
-            declared = base64.b64decode(content_md5.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError):
-            declared = b""
-        if len(declared) != 16:
-            raise S3Error.of("InvalidDigest", "The Content-MD5 you specified was invalid.")
+        declared = decode_md5(content_md5)
         if not hmac.compare_digest(declared, spooled.md5):
             raise S3Error.of(
                 "BadDigest", "The Content-MD5 you specified did not match what we received."
@@ -233,10 +235,14 @@ def put_object(api: S3API, request: S3Request, target: Target) -> Any:
     spooled = request.s3.spooled()
     checksums = verify_body(request, headers, spooled)
     new = new_object_from(headers, spooled.size, spooled.md5.hex(), checksums)
+    if spooled.network_digests:
+        # The network fills in the ETag and the checksums: the kind is known already.
+        new = evolve(new, checksum_type="FULL_OBJECT" if requested_checksums(headers) else "")
     if spooled.upload is not None:
         info = yield api.gateway.finish_upload(
             target.bucket, target.key, spooled.upload, new, spooled.sha256 or ""
         )
+        checksums = dict(info.checksums) if spooled.network_digests else checksums
     else:
         info = yield api.gateway.put_object(
             target.bucket,

@@ -72,6 +72,9 @@ class SpooledFile:
     #: Whether ``sha256`` is the digest the client declared, not computed here: the
     #: upload's network checks the bytes against it when it stores them.
     sha256_declared: bool = False
+    #: Whether the upload's network computes the MD5 and checksums and checks those the
+    #: client declared (then ``md5`` and ``checksums`` are empty).
+    network_digests: bool = False
 
     def discard(self) -> None:
         """Delete the file, if it is still there, or give up the upload."""
