@@ -610,6 +610,47 @@ class SecurityTests(LambnetCase):
         _, page = self.send("GET", target, headers=self.signed("GET", target))
         self.assertEqual(page["paths"], ["../../etc/passwd"])
 
+    def streamed(
+        self, path: str, body: bytes, expect: dict[str, str], content_sha256: str
+    ) -> tuple[int, dict[str, Any]]:
+        """Stream ``body`` to ``path`` asking the node for its MD5 and CRC32; the answer."""
+        target = self.object_target(path) + f"&size={len(body)}&digests=md5%2Ccrc32"
+        headers = self.signed("PUT", target, digest=signing.TRAILER)
+        new = {**json.loads(self.put_headers(body)["x-lamb-object"]), "etag": "", "expect": expect}
+        description = wire.header_json(new)
+        signature = signing.sign_trailer(
+            self.account_key, signing.signature_of(headers), content_sha256, description
+        )
+        trailer = wire.encode_trailer(wire.Trailer(content_sha256, description, signature))
+        return self.send("PUT", target, body + trailer, headers)
+
+    def test_digests_computed_by_the_node(self) -> None:
+        """A streamed body's MD5 and CRC32 are computed by the node, unsigned, and stored."""
+        body = os.urandom(3 * MiB)
+        md5 = hashlib.md5(body)
+        expect = {"md5": base64.b64encode(md5.digest()).decode("ascii")}
+        status, answer = self.streamed("digested", body, expect, signing.UNSIGNED_PAYLOAD)
+        self.assertEqual((status, answer["etag"]), (201, md5.hexdigest()))
+        self.assertEqual(answer["checksums"], {"crc32": crc32_base64(body)})
+        target = self.object_target("digested")
+        status, _ = self.send("HEAD", target, headers=self.signed("HEAD", target))
+        self.assertEqual(status, 200)
+
+    def test_digest_mismatch_refused(self) -> None:
+        """A body whose MD5 is not the one expected is refused with S3's message, not stored."""
+        body = os.urandom(3 * MiB)
+        expect = {"md5": base64.b64encode(hashlib.md5(b"other").digest()).decode("ascii")}
+        status, answer = self.streamed("mismatch", body, expect, hashlib.sha256(body).hexdigest())
+        message = "The Content-MD5 you specified did not match what we received."
+        self.assertEqual(
+            (status, answer["code"], answer["message"]), (400, "DigestMismatch", message)
+        )
+        target = self.object_target("mismatch")
+        status, _ = self.send("HEAD", target, headers=self.signed("HEAD", target))
+        self.assertEqual(status, 404)
+        self.assertEqual(self.stored()[0]["used"], self.used_before)
+        self.assertEqual(_incoming(self.home), [])
+
 
 def make_test_ca(directory: str) -> tuple[str, str, str]:
     """Write a test CA and a certificate for ``localhost`` signed by it; their PEM files.

@@ -474,7 +474,7 @@ class VersionTests(SynchronousTestCase):
     def test_other_version_refused_naming_both(self) -> None:
         """A request for another protocol version is refused with both versions named."""
         h = Harness(self.mktemp())
-        for version in ("v0", "v6", "v8"):
+        for version in ("v0", "v7", "v9"):
             d = h.agent.request(
                 b"GET", f"http://node.example/{version}/accounts/demo/orders".encode()
             )

@@ -345,7 +345,8 @@ class Node:
                     f"the body holds {request.received} bytes before its "
                     f"trailer, not {request.declared}",
                 )
-        if request.body_sha256() != digest:
+        # Only a trailer's digest may be UNSIGNED-PAYLOAD (signing.parse refuses it in a header).
+        if digest != signing.UNSIGNED_PAYLOAD and request.body_sha256() != digest:
             raise wire.ProtocolError(400, "BadDigest", "the body does not match its SHA-256")
         if session is None:
             self._nonces.check(account, signed.request.nonce, signed.request.date, now)
@@ -391,16 +392,21 @@ class Node:
         sessions.verify_mac(session.key, signed, now)
         return session
 
-    def _described_body(self, request: Request, account: str, what: str) -> NewObject:
+    def _described_body(
+        self, request: Request, account: str, what: str
+    ) -> tuple[NewObject, dict[str, str]]:
         """Authenticate a body's request; the description it carries, checked against the body.
 
-        The description comes in the signed trailer, or else in the signed headers.
+        The description comes in the signed trailer, or else in the signed headers.  With
+        the ``digests`` parameter, its etag and checksums are completed with the digests the
+        node computed, which must be those it expects.  Return it with the request's query.
         """
         description = self._authenticate(request, account)
         if description is None:
             description = _header(request, wire.OBJECT_HEADER) or ""
         try:
-            new = wire.new_from_json(json.loads(description))
+            data = json.loads(description)
+            new = wire.new_from_json(data)
         except (ValueError, KeyError, TypeError):
             raise wire.ProtocolError(
                 400, "BadRequest", f"the {what} description is not valid"
@@ -410,11 +416,18 @@ class Node:
             raise wire.ProtocolError(
                 400, "BadRequest", f"the body holds {request.received} bytes, not {new.size}"
             )
-        return new
+        query = _query(request)
+        expect = wire.expect_from_json(data)
+        if wire.DIGESTS_PARAMETER in query:
+            new = request.asked_digests().describe(new, expect)
+        elif expect:
+            raise wire.ProtocolError(400, "BadRequest", "digests are expected, none asked")
+        return new, query
 
     @staticmethod
-    def _path(request: Request) -> str:
-        path = _query(request).get("path")
+    def _path(request: Request, query: dict[str, str] | None = None) -> str:
+        """The ``path`` parameter of the request's query (``query``, if already read)."""
+        path = (_query(request) if query is None else query).get("path")
         if path is None:
             raise wire.ProtocolError(400, "BadRequest", "the path parameter is missing")
         return path
@@ -463,8 +476,8 @@ class Node:
     @app.route(f"/{wire.VERSION}/accounts/<account>/orders/<order_id>/object", methods=["PUT"])
     async def put(self, request: Request, account: str, order_id: str) -> bytes:
         """Store the body at the path, atomically."""
-        new = self._described_body(request, account, "object")
-        path = self._path(request)
+        new, query = self._described_body(request, account, "object")
+        path = self._path(request, query)
         assert isinstance(request, NodeRequest)
         wire.parse_part_sizes(_header(request, wire.PART_SIZES_HEADER))
         if_none_match = _header(request, wire.IF_NONE_MATCH_HEADER) == "1"
@@ -672,9 +685,9 @@ class Node:
         self, request: Request, account: str, order_id: str, upload_id: str
     ) -> bytes:
         """Store the body as a part; its size, ETag and checksums come in its description."""
-        new = self._described_body(request, account, "part")
-        path = self._path(request)
-        number = _count(_query(request), "number", 0, 10_000)
+        new, query = self._described_body(request, account, "part")
+        path = self._path(request, query)
+        number = _count(query, "number", 0, 10_000)
         assert isinstance(request, NodeRequest)
         await request.flushed()
         (segment,) = request.segments()

@@ -9,8 +9,11 @@ the ``size`` query parameter; the bytes after that size are the trailer, kept ap
 
 A spooled body is hashed in a pool thread (a :class:`~lambgw.lanes.Lane`), not on the
 reactor: SHA-256 releases the GIL, so the bodies of several uploads are hashed at once
-while the reactor goes on reading them.  The connection stops reading while too much waits
-to be hashed, and the request is handled only once its whole body is.
+while the reactor goes on reading them.  The digests a streamed body's ``digests`` parameter
+asks for (:mod:`lambgw.lambnet.digests`) are computed the same way: the checksums in the
+SHA-256's lane, the MD5, the slowest, in a lane of its own.  The connection stops reading
+while too much waits in a lane, and the request is handled only once its whole body is
+hashed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import io
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from itertools import accumulate
 from typing import IO, Any
@@ -32,7 +36,8 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from lambgw.httpchannel import LeanChannel
-from lambgw.lanes import Lane
+from lambgw.lambnet.digests import BodyDigests
+from lambgw.lanes import Buffer, Lane
 from lambgw.network import signing, wire
 from lambgw.network.interface import Segment
 from lambgw.protocol.s3xml import http_date
@@ -55,11 +60,13 @@ HASH_HIGH_WATER = 8 * 1024 * 1024
 HASH_LOW_WATER = 4 * 1024 * 1024
 
 
-def _declared_size(uri: bytes) -> int | None:
-    """The ``size`` query parameter of a request URI, if it is a number."""
+def _streamed_query(uri: bytes) -> tuple[int | None, str | None]:
+    """The ``size`` query parameter of a streamed body's URI if it is a number, its ``digests``."""
     query = uri.partition(b"?")[2].decode("ascii", "replace")
-    value = dict(parse_qsl(query)).get("size", "")
-    return int(value) if value.isascii() and value.isdigit() else None
+    parameters = dict(parse_qsl(query, keep_blank_values=True))
+    value = parameters.get("size", "")
+    size = int(value) if value.isascii() and value.isdigit() else None
+    return size, parameters.get(wire.DIGESTS_PARAMETER)
 
 
 class NodeChannel(LeanChannel):
@@ -71,6 +78,8 @@ class NodeRequest(Request):
 
     With an ``x-lamb-part-sizes`` header, the body is cut into one file per part as it
     arrives, so that a multipart object is stored with its parts as they were uploaded.
+    A streamed body is also digested as its ``digests`` parameter asks (see
+    :meth:`asked_digests`).
     """
 
     #: Bytes of the object received (the trailer, if any, not counted).
@@ -81,8 +90,14 @@ class NodeRequest(Request):
     #: With a trailer: the object's declared size, and the bytes after it.
     declared: int | None = None
     tail: bytes = b""
-    #: The lane hashing a spooled body (None: hashed as it arrives, on the reactor).
+    #: The lane hashing a spooled body (None: hashed as it arrives, on the reactor), with the
+    #: checksums asked of it, if any ...
     _hashing: Lane | None = None
+    #: ... and the lane of its MD5, if asked.
+    _md5: Lane | None = None
+    #: The digests asked of a streamed body, or why they cannot be.
+    _digests: BodyDigests | None = None
+    _digests_refused: wire.ProtocolError | None = None
     #: Whether reading is paused until the lane catches up.
     _held = False
     #: The arguments of ``requestReceived``, while the body's hashing is being finished.
@@ -91,6 +106,7 @@ class NodeRequest(Request):
     def gotLength(self, length: int | None) -> None:
         """Choose where the body goes: memory if small and announced, else spool files."""
         self._sha256 = hashlib.sha256()
+        self._update: Callable[[Buffer], None] = self._sha256.update
         self.received = 0
         self.spool_paths = []
         self._sizes: list[int] = []
@@ -105,14 +121,18 @@ class NodeRequest(Request):
         except wire.ProtocolError:
             self.part_sizes = None
         self._limits = list(accumulate(self.part_sizes or []))[:-1]
+        asked = None
         if self.getHeader(signing.SHA256_HEADER) == signing.TRAILER:
-            self.declared = _declared_size(self.channel._path)
+            self.declared, asked = _streamed_query(self.channel._path)
         authorization = self.getHeader("authorization") or ""
         if not authorization.startswith((signing.SCHEME, signing.SESSION_SCHEME)):
             # Refused before it is read: the body goes nowhere (it is still hashed).
             self.body = self.content = open(os.devnull, "w+b")  # type: ignore[assignment]  # noqa: SIM115
             return
-        if length is not None and length <= MEMORY_BODY:
+        in_memory = length is not None and length <= MEMORY_BODY
+        if asked is not None:
+            self._ask_digests(asked, in_memory)
+        if in_memory:
             self.body = self.content = io.BytesIO()  # type: ignore[assignment]
             return
         transport = self.channel.transport
@@ -122,13 +142,54 @@ class NodeRequest(Request):
         self.notifyFinish().addBoth(self._discard_spool)
         node = self.channel.site.node
         self._hashing = Lane(
-            node.reactor, node.threadpool, self._sha256.update, self._hashed, self._all_hashed
+            node.reactor, node.threadpool, self._update, self._hashed, self._all_hashed
         )
+        if self._digests is not None and self._digests.md5 is not None:
+            self._md5 = Lane(
+                node.reactor,
+                node.threadpool,
+                self._digests.update_md5,
+                self._hashed,
+                self._all_hashed,
+            )
         self._next_file()
+
+    def _ask_digests(self, asked: str, in_memory: bool) -> None:
+        """Digest the body as the ``digests`` parameter ``asked``; keep why not if malformed.
+
+        A body kept in memory is digested as it arrives, on the reactor; a spooled one in
+        the lanes: the checksums with the SHA-256 (``_update``), the MD5 in a lane of its own.
+        """
+        try:
+            digests = self._digests = BodyDigests(wire.parse_digests(asked))
+        except wire.ProtocolError as e:
+            self._digests_refused = e
+            return
+        sha256 = self._sha256.update
+        add = digests.update if in_memory else digests.update_checksums
+
+        def update(data: Buffer) -> None:
+            sha256(data)
+            add(data)
+
+        self._update = update
+
+    def asked_digests(self) -> BodyDigests:
+        """The digests of the body its ``digests`` parameter asked for, once it is hashed.
+
+        Raise ``ProtocolError`` if the parameter is malformed or the body was not streamed.
+        """
+        if self._digests_refused is not None:
+            raise self._digests_refused
+        if self._digests is None:
+            raise wire.ProtocolError(
+                400, "BadRequest", "digests are computed only of a streamed body"
+            )
+        return self._digests
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         """Handle the request once its whole body is hashed."""
-        if self._hashing is not None and self._hashing.busy:
+        if self._busy():
             self._waiting = (command, path, version)
             return
         self._handle(command, path, version)
@@ -159,16 +220,31 @@ class NodeRequest(Request):
     def _hash(self, data: bytes) -> None:
         """Hash ``data``: in the lane for a spooled body, pausing the connection if it lags."""
         if self._hashing is None:
-            self._sha256.update(data)
+            self._update(data)
             return
         self._hashing.put(data)
-        if self._hashing.pending > HASH_HIGH_WATER and not self._held:
+        if self._md5 is not None:
+            self._md5.put(data)
+        if not self._held and self._pending() > HASH_HIGH_WATER:
             self._held = True
             self.channel.transport.pauseProducing()
 
+    def _pending(self) -> int:
+        """The most bytes waiting in one of the lanes (they wait for the same bytes)."""
+        assert self._hashing is not None
+        if self._md5 is None:
+            return self._hashing.pending
+        return max(self._hashing.pending, self._md5.pending)
+
+    def _busy(self) -> bool:
+        """Whether a lane still has some of the body to hash."""
+        return (self._hashing is not None and self._hashing.busy) or (
+            self._md5 is not None and self._md5.busy
+        )
+
     def _hashed(self, size: int) -> None:
-        """A batch is hashed (on the reactor): read again once the lane has caught up."""
-        if self._held and self._hashing is not None and self._hashing.pending < HASH_LOW_WATER:
+        """A batch is hashed (on the reactor): read again once the lanes have caught up."""
+        if self._held and self._hashing is not None and self._pending() < HASH_LOW_WATER:
             self._release()
 
     def _release(self) -> None:
@@ -177,11 +253,13 @@ class NodeRequest(Request):
             self.channel.transport.resumeProducing()
 
     def _all_hashed(self) -> None:
-        """The lane ran dry (on the reactor, after its every batch): handle a waiting request.
+        """A lane ran dry (on the reactor, after its every batch): handle a waiting request.
 
-        The lane calls this after its last update of the hash, so the request reads the
-        digest of the whole body.
+        Each lane calls this after its last update of its digests; the request is handled
+        once no lane is busy, so that it reads the digests of the whole body.
         """
+        if self._busy():
+            return
         if self._held:
             self._release()
         waiting, self._waiting = self._waiting, None
@@ -202,8 +280,9 @@ class NodeRequest(Request):
                 received=self.received,
                 reason=reason.getErrorMessage(),
             )
-        if self._hashing is not None:
-            self._hashing.clear()  # nothing will read the digest
+        for lane in (self._hashing, self._md5):
+            if lane is not None:
+                lane.clear()  # nothing will read the digests
         super().connectionLost(reason)
 
     def _next_file(self) -> None:

@@ -142,6 +142,8 @@ class EmbeddedNetwork:
         described: NewObject,
         if_none_match: bool = False,
         if_match: str | None = None,
+        digests: Sequence[str] = (),
+        expect: Mapping[str, str] | None = None,
     ) -> IUpload | None:
         """None: a spooled file is stored here by a rename, cheaper than any stream."""
         return None
@@ -249,7 +251,15 @@ class EmbeddedNetwork:
         )
 
     def open_part(
-        self, account: str, order_id: str, path: str, upload_id: str, number: int, size: int
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        number: int,
+        size: int,
+        digests: Sequence[str] = (),
+        expect: Mapping[str, str] | None = None,
     ) -> IUpload | None:
         """None: a spooled part is stored here by a rename, cheaper than any stream."""
         return None

@@ -63,6 +63,13 @@ class BadDigest(NetworkError):
     """A checksum given with a completion does not match the parts'."""
 
 
+class DigestMismatch(NetworkError):
+    """A streamed body's MD5 or checksum, computed by the network, is not the one expected.
+
+    ``str()`` is S3's message for the digest that differs.
+    """
+
+
 #: The network's ordinary answers to a request: they say what is (or is not) stored, not that
 #: the network failed, so they are neither logged nor counted as failed calls.
 ANSWERS: tuple[type[NetworkError], ...] = (
@@ -79,4 +86,5 @@ ANSWERS: tuple[type[NetworkError], ...] = (
     InvalidPartOrder,
     EntityTooSmall,
     BadDigest,
+    DigestMismatch,
 )

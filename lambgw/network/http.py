@@ -457,18 +457,25 @@ class HTTPNetwork(MultipartOverHTTP):
         described: NewObject,
         if_none_match: bool = False,
         if_match: str | None = None,
+        digests: Sequence[str] = (),
+        expect: Mapping[str, str] | None = None,
     ) -> IUpload | None:
         """Start a PUT to the node whose body is the object's bytes as they come.
 
         The request is signed now; its digest follows the body in a signed trailer, in
-        room kept for it from what ``described`` says.
+        room kept for it from what ``described`` and ``expect`` say.  The node computes
+        ``digests`` and checks those ``expect`` names (see :meth:`INetwork.open_upload`).
         """
         self._check_account(account)
         query = {"path": path, "size": str(described.size)}
+        if digests:
+            query[wire.DIGESTS_PARAMETER] = wire.format_digests(digests)
         target = self._url(account, f"/{order_id}/object", query)
         signed = self._sign("PUT", target, signing.TRAILER)
-        room = wire.trailer_room(described)
-        upload = StreamedUpload(self._key, signing.signature_of(signed), described.size, room)
+        room = wire.trailer_room(described, expect)
+        upload = StreamedUpload(
+            self._key, signing.signature_of(signed), described.size, room, expect
+        )
         headers = wire.conditions(if_none_match, if_match)
 
         async def run() -> ObjectInfo:

@@ -10,7 +10,7 @@ stores nothing; giving up drops the connection, and the node discards what it re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet import tcp
@@ -38,13 +38,19 @@ def _nothing() -> None:
 
 
 def trailer_maker(
-    key: Any, request_signature: bytes, new: NewObject, room: int
+    key: Any,
+    request_signature: bytes,
+    new: NewObject,
+    room: int,
+    expect: Mapping[str, str] | None = None,
 ) -> Callable[[str], bytes]:
     """The trailer of a request signed ``request_signature``, for the object ``new``.
 
-    Returns a function of the body's SHA-256 (hex) giving the trailer's ``room`` bytes.
+    Its description expects the digests ``expect`` (see :func:`wire.description_json`).
+    Returns a function of the body's SHA-256 (hex, or ``UNSIGNED-PAYLOAD``) giving the
+    trailer's ``room`` bytes.
     """
-    description = wire.header_json(wire.new_to_json(new))
+    description = wire.description_json(new, expect)
 
     def make(content_sha256: str) -> bytes:
         signature = signing.sign_trailer(key, request_signature, content_sha256, description)
@@ -61,13 +67,22 @@ class StreamedUpload:
     :meth:`answered`; the node's answer is turned into the stored object by ``parse``.
     """
 
-    def __init__(self, key: Any, request_signature: bytes, size: int, room: int) -> None:
+    def __init__(
+        self,
+        key: Any,
+        request_signature: bytes,
+        size: int,
+        room: int,
+        expect: Mapping[str, str] | None = None,
+    ) -> None:
         """Send ``size`` bytes, then a trailer of ``room`` bytes signed with ``key``.
 
-        The trailer is bound to the request by its ``request_signature``.
+        The trailer is bound to the request by its ``request_signature``; its description
+        expects the digests ``expect``.
         """
         self.length = size + room
         self._room = room
+        self._expect = expect
         self._key = key
         self._request_signature = request_signature
         self._consumer: IConsumer | None = None
@@ -114,7 +129,7 @@ class StreamedUpload:
     def finish(self, new: NewObject, content_sha256: str) -> Deferred[ObjectInfo]:
         """Send the signed trailer and wait for the node to store the object."""
         if not self._failed and not self._finished:
-            make = trailer_maker(self._key, self._request_signature, new, self._room)
+            make = trailer_maker(self._key, self._request_signature, new, self._room, self._expect)
             try:
                 trailer = make(content_sha256)
             except ValueError as e:

@@ -143,18 +143,23 @@ class MultipartOverHTTP:
         upload_id: str,
         number: int,
         size: int,
+        digests: Sequence[str] = (),
+        expect: Mapping[str, str] | None = None,
     ) -> IUpload | None:
         """Start a PUT of a part to the node whose body is the part's bytes as they come.
 
         Signed now; the part's digest, ETag and checksums follow the bytes in a signed
-        trailer, as for a streamed object.
+        trailer, as for a streamed object, as do ``digests`` and ``expect`` (see
+        :meth:`INetwork.open_part`).
         """
         self._check_account(account)
         query = {"path": path, "number": str(number), "size": str(size)}
+        if digests:
+            query[wire.DIGESTS_PARAMETER] = wire.format_digests(digests)
         target = self._url(account, _upload_path(order_id, upload_id, "/part"), query)
         signed = self._sign("PUT", target, signing.TRAILER)
-        room = wire.trailer_room(NewObject(size, ""))
-        upload = StreamedUpload(self._key, signing.signature_of(signed), size, room)
+        room = wire.trailer_room(NewObject(size, ""), expect)
+        upload = StreamedUpload(self._key, signing.signature_of(signed), size, room, expect)
 
         async def run() -> ObjectInfo:
             answer = await self._send("PUT", target, upload, signed=signed)

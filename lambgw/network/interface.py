@@ -253,7 +253,9 @@ class IUpload(Interface):
         """Store the object that ``new`` describes, made of the bytes written.
 
         ``content_sha256`` is the SHA-256 those bytes must have (hex): the network checks
-        them against it and fails with ``BadDigest``, storing nothing, if they differ.
+        them against it and fails with ``BadDigest``, storing nothing, if they differ.  It
+        may be ``UNSIGNED-PAYLOAD`` instead: then no SHA-256 is checked.  With the MD5
+        among the upload's ``digests``, ``new.etag`` is empty: the network makes the ETag.
         """
 
     def abort() -> None:
@@ -311,11 +313,21 @@ class INetwork(Interface):
         described: NewObject,
         if_none_match: bool = False,
         if_match: str | None = None,
+        digests: Sequence[str] = (),
+        expect: Mapping[str, str] | None = None,
     ) -> IUpload | None:
         """Start streaming an object to ``path``, if this network streams.
 
         ``described`` is the object as known before its bytes: its size, content type,
         metadata and headers (its etag and checksums come with :meth:`IUpload.finish`).
+
+        ``digests`` are digests of the bytes the network computes for the object: ``md5``
+        (its ETag is then the MD5's lower-case hex, and the etag given to ``finish`` must be
+        empty) and checksum algorithms (``crc32``, ``crc32c``, ``crc64nvme``, ``sha1``,
+        ``sha256``: their base64 values join the object's checksums, which must not give
+        them).  ``expect`` maps some of ``digests`` to the values the S3 client declared,
+        in base64 (for ``md5``, as in ``Content-MD5``): if one differs, the upload fails
+        with ``DigestMismatch``, whose message is S3's, and nothing is stored.
 
         ``None`` means the network stores spooled files instead (:meth:`put_object`).  The
         upload's outcome is that of :meth:`put_object` with the same arguments.
@@ -409,7 +421,14 @@ class INetwork(Interface):
         """
 
     def open_part(
-        account: str, order_id: str, path: str, upload_id: str, number: int, size: int
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        number: int,
+        size: int,
+        digests: Sequence[str] = (),
+        expect: Mapping[str, str] | None = None,
     ) -> IUpload | None:
         """Start streaming part ``number`` of ``size`` bytes, if this network streams.
 
@@ -417,7 +436,8 @@ class INetwork(Interface):
         The upload's :meth:`IUpload.finish` takes the part's size, ETag and checksums as a
         :class:`NewObject` and fires with the stored part described as an object (its
         size, ETag, checksums and the time it was stored); its outcome is that of
-        :meth:`upload_part`.
+        :meth:`upload_part`.  ``digests`` and ``expect`` are as for :meth:`open_upload`:
+        the network computes the part's ETag and checksums, and checks them.
         """
 
     def list_uploads(

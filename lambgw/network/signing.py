@@ -16,6 +16,7 @@ The node checks the signature with the account's public key, the date against it
 A body streamed before its digest is known says ``x-lamb-content-sha256: STREAMING-TRAILER``
 and ends with a trailer (see ``lambgw.network.wire``) holding the digest and the object's
 description, signed over :func:`trailer_to_sign`, which includes the request's signature.
+A trailer's digest may be :data:`UNSIGNED_PAYLOAD`: the body's SHA-256 is then not checked.
 
 A request may instead be MACed with a session's key (``LAMB1-HMAC-SHA256 session=ID,...``,
 :mod:`lambgw.network.sessions`); :func:`parse` reads both kinds.  Its nonce is its sequence
@@ -49,6 +50,8 @@ MAX_SKEW = 300
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 #: The ``x-lamb-content-sha256`` of a body whose digest follows it, in a signed trailer.
 TRAILER = "STREAMING-TRAILER"
+#: A trailer's digest when the body's SHA-256 is not known (the node then checks none).
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 #: The first line of what a trailer's signature covers.
 TRAILER_SCHEME = "LAMB1-ED25519-TRAILER"
 #: The environment variable holding the password of encrypted private key files.
@@ -239,8 +242,11 @@ def verify_trailer(
     description: str,
     signature: bytes,
 ) -> None:
-    """Check a trailer's signature; raise ``SignatureError`` if wrong."""
-    if _SHA256.fullmatch(content_sha256) is None:
+    """Check a trailer's signature; raise ``SignatureError`` if wrong.
+
+    ``content_sha256`` is hex, or :data:`UNSIGNED_PAYLOAD`.
+    """
+    if content_sha256 != UNSIGNED_PAYLOAD and _SHA256.fullmatch(content_sha256) is None:
         raise SignatureError("the trailer's SHA-256 is malformed")
     try:
         key.verify(signature, trailer_to_sign(request_signature, content_sha256, description))

@@ -35,9 +35,10 @@ from lambgw.network.interface import (
     listed_objects,
     millis,
 )
+from lambgw.protocol.checksums import ALGORITHMS
 
 #: The protocol version, first segment of every path.
-VERSION = "v7"
+VERSION = "v8"
 OBJECT_HEADER = "x-lamb-object"
 IF_NONE_MATCH_HEADER = "x-lamb-if-none-match"
 #: Write or delete only if the object has this etag (``*``: if there is one).
@@ -50,6 +51,10 @@ MAX_PARTS = 10_000
 MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE = 10, 128, 256
 #: The error code, also in a header for the answers to HEAD, which have no body.
 ERROR_HEADER = "x-lamb-error"
+#: The query parameter of a streamed PUT that names the digests the node computes of its body.
+DIGESTS_PARAMETER = "digests"
+#: The digests a node computes when asked: the MD5 (an object's ETag) and S3's checksums.
+DIGESTS = ("md5", *ALGORITHMS)
 
 #: Error codes of the network's exceptions, with their HTTP status.
 ERRORS: Mapping[str, tuple[type[errors.NetworkError], int]] = {
@@ -66,6 +71,7 @@ ERRORS: Mapping[str, tuple[type[errors.NetworkError], int]] = {
     "InvalidPartOrder": (errors.InvalidPartOrder, 400),
     "EntityTooSmall": (errors.EntityTooSmall, 400),
     "BadDigest": (errors.BadDigest, 400),
+    "DigestMismatch": (errors.DigestMismatch, 400),
     "ServiceUnavailable": (errors.NetworkUnavailable, 503),
     "NetworkError": (errors.NetworkError, 400),
 }
@@ -158,6 +164,26 @@ def parse_part_sizes(value: str | None) -> list[int] | None:
     return sizes
 
 
+def format_digests(names: Sequence[str]) -> str:
+    """Return the ``digests`` parameter asking for ``names``."""
+    return ",".join(names)
+
+
+def parse_digests(value: str) -> tuple[str, ...]:
+    """Return the digests a ``digests`` parameter names; raise ``ProtocolError`` if malformed.
+
+    Each is one of :data:`DIGESTS`, named once.
+    """
+    names = tuple(value.split(","))
+    if not set(names) <= set(DIGESTS) or len(set(names)) != len(names):
+        raise ProtocolError(
+            400,
+            "BadRequest",
+            f"{DIGESTS_PARAMETER} names each of {', '.join(DIGESTS)} once at most",
+        )
+    return names
+
+
 def parse_range(value: str | None) -> tuple[int, int | None]:
     """Return the ``first`` and ``last`` of a ``Range: bytes=F-[L]`` header (whole if absent)."""
     if not value:
@@ -209,6 +235,26 @@ def new_to_json(new: NewObject) -> dict[str, Any]:
         "checksum_type": new.checksum_type,
         "tags": dict(new.tags),
     }
+
+
+def description_json(new: NewObject, expect: Mapping[str, str] | None = None) -> str:
+    """Return the description of a streamed body's trailer: ``new``, and the digests expected.
+
+    ``expect`` maps digests asked of the node (``md5`` and checksum algorithms) to the
+    base64 values the S3 client declared for them.
+    """
+    value = new_to_json(new)
+    if expect:
+        value["expect"] = dict(expect)
+    return header_json(value)
+
+
+def expect_from_json(data: Mapping[str, Any]) -> dict[str, str]:
+    """Return the digests a description expects (none if it names none)."""
+    try:
+        return _strings(data.get("expect", {}))
+    except TypeError:
+        raise ProtocolError(400, "BadRequest", "expect is not a map of strings") from None
 
 
 def tags_from_json(value: Any) -> dict[str, str]:
@@ -529,13 +575,14 @@ class Trailer:
     signature: bytes
 
 
-def trailer_room(described: NewObject) -> int:
+def trailer_room(described: NewObject, expect: Mapping[str, str] | None = None) -> int:
     """The bytes to keep for the trailer of an object described as ``described`` for now.
 
+    ``expect`` are the digests its description will expect (see :func:`description_json`).
     The room is fixed before the body is sent, so that the request has a length (a chunked
     body costs the node more to read); the trailer is padded to fill it.
     """
-    description = len(header_json(new_to_json(described)))
+    description = len(description_json(described, expect))
     # digest, newline, description, newline, base64 signature (88), the 4-byte length
     return min(MAX_TRAILER, 64 + 1 + description + TRAILER_SLACK + 1 + 88 + 4)
 

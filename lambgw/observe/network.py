@@ -106,10 +106,12 @@ class TimedNetwork:
         described: NewObject,
         if_none_match: bool = False,
         if_match: str | None = None,
+        digests: Sequence[str] = (),
+        expect: Mapping[str, str] | None = None,
     ) -> IUpload | None:
         """Start streaming an object (its finish is timed as ``put_object``)."""
         upload = self.network.open_upload(
-            account, order_id, path, described, if_none_match, if_match
+            account, order_id, path, described, if_none_match, if_match, digests, expect
         )
         return None if upload is None else _TimedUpload(upload, self, (order_id, path))
 
@@ -237,10 +239,20 @@ class TimedNetwork:
         )
 
     def open_part(
-        self, account: str, order_id: str, path: str, upload_id: str, number: int, size: int
+        self,
+        account: str,
+        order_id: str,
+        path: str,
+        upload_id: str,
+        number: int,
+        size: int,
+        digests: Sequence[str] = (),
+        expect: Mapping[str, str] | None = None,
     ) -> IUpload | None:
         """Start streaming a part (its finish is timed as ``upload_part``)."""
-        upload = self.network.open_part(account, order_id, path, upload_id, number, size)
+        upload = self.network.open_part(
+            account, order_id, path, upload_id, number, size, digests, expect
+        )
         return (
             None if upload is None else _TimedUpload(upload, self, (order_id, path), "upload_part")
         )
