@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from lambgw.network import splice
+from lambgw.network import signing, splice
 from lambgw.network.errors import NetworkUnavailable
 from lambgw.network.interface import IUpload
 from lambgw.network.splice import SpliceRelay
@@ -38,7 +38,7 @@ log = Logger()
 #: Bodies with at least this much still to come are spliced when both ends allow it.
 SPLICE_MIN = 1024 * 1024
 #: What the network checks a relayed body's bytes against when the client signed none.
-UNSIGNED = "UNSIGNED-PAYLOAD"
+UNSIGNED = signing.UNSIGNED_PAYLOAD
 
 
 class ClientFailed(Exception):
