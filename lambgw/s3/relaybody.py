@@ -10,9 +10,9 @@ move the rest of the body from the client's socket to the node's
 (:class:`~lambgw.network.splice.SpliceRelay`); then it tells the channel that the body is
 in, and twisted.web handles the request as if it had read every byte.
 
-A client that fails or leaves mid-body loses its connection, and the upload is dropped.  A
-node that fails mid-body drops the upload; the client is answered ``503`` at once and its
-connection closed, the rest of its body unread.
+A client that fails or leaves mid-body loses its connection, and the upload is dropped.  When
+the node's connection fails mid-body, the request is answered as a failed store is (``503``,
+the failed network call logged), and its connection closes with the rest of its body unread.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from lambgw.network.errors import NetworkUnavailable
 from lambgw.network.interface import IUpload
 from lambgw.network.splice import SpliceRelay
 from lambgw.protocol.errors import S3Error
-from lambgw.protocol.s3xml import error_document
 from lambgw.s3.spool import SpooledFile
 
 log = Logger()
@@ -89,6 +88,10 @@ class RelayBody:
         self._relay: SpliceRelay | None = None
         self._finishing = False
         self._ended = False
+        #: The node's socket, while the rest of the body goes into it by splice.
+        self._node: tcp.Connection | None = None
+        #: Whether the node's connection failed in the middle of the body.
+        self._cut = False
         upload.throttle(self._hold, self._release)
         if size >= SPLICE_MIN and can_splice(self._transport):
             upload.direct(self._writable).addCallback(self._connected)
@@ -111,7 +114,7 @@ class RelayBody:
     def finish(self) -> Deferred[SpooledFile]:
         """Fire with the body's description once every byte is passed on."""
         self._finishing = True
-        if self._ended or self._passed != self._size:
+        if self._ended or (self._passed != self._size and not self._cut):
             return fail(S3Error.of("IncompleteBody", "The request was cancelled."))
         return succeed(
             SpooledFile(
@@ -206,6 +209,7 @@ class RelayBody:
             self._transport.resumeProducing()
             return
         self._relay = relay
+        self._node = socket
         relay.done.addCallbacks(self._relayed, self._failed)
         relay.start()
 
@@ -216,7 +220,7 @@ class RelayBody:
 
     def _relayed(self, _: None) -> None:
         """Every byte is in the node's socket: twisted.web takes the request from here."""
-        self._relay = None
+        self._relay = self._node = None
         self._upload.indirect()
         self._channel.body_ended()
         self._transport.resumeProducing()
@@ -224,22 +228,15 @@ class RelayBody:
     def _failed(self, reason: Failure) -> None:
         self._relay = None
         self._upload.indirect()
-        self.abort()
         if reason.check(ClientFailed):
+            self.abort()
             self._transport.abortConnection()
             return
-        log.warn("An upload spliced to the network failed: {why}", why=reason.getErrorMessage())
-        state = self._request.s3
-        self._request.respond_early(
-            503,
-            [
-                (b"Content-Type", b"application/xml"),
-                (b"x-amz-request-id", state.request_id.encode()),
-            ],
-            error_document(
-                "ServiceUnavailable",
-                "The storage network is unavailable; retry.",
-                None,
-                state.request_id,
-            ),
-        )
+        # The node's connection failed: it is dropped, so that the upload fails as a store
+        # whose connection broke does; the request is answered as such a store is, and then
+        # its connection closes with the rest of its body unread.
+        self._cut = True
+        if self._node is not None:
+            self._node.abortConnection()
+        self._channel.persistent = False
+        self._channel.body_ended()
