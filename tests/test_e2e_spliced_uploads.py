@@ -40,6 +40,9 @@ from tests.test_e2e_lambnet import _incoming, prepare_account, start_node
 #: A size that is not a multiple of any buffer: the last piece is a partial one.
 SIZE = 8 * MiB + 12_345
 UNSIGNED = "UNSIGNED-PAYLOAD"
+#: The gateway's window for a body's pace, and the least rate over it (bytes a second).
+HEADER_TIMEOUT = 3
+MIN_BODY_RATE = 200_000
 
 
 class SplicedUploadTests(GatewayCase):
@@ -69,6 +72,8 @@ class SplicedUploadTests(GatewayCase):
             argv = [
                 *(*TWISTD, "-n", "--pidfile=", "lambgw", "--home", home, "--account", ACCOUNT),
                 *("--gateway.address", "127.0.0.1:{port}"),
+                *("--gateway.header_timeout", str(HEADER_TIMEOUT)),
+                *("--gateway.min_body_rate", str(MIN_BODY_RATE)),
                 *("--admin-listen", f"tcp:{admin_port}:interface=127.0.0.1"),
                 *("--broker.validator_addr", f"http://127.0.0.1:{cls.node.port}"),
             ]
@@ -259,6 +264,52 @@ class SplicedUploadTests(GatewayCase):
         body = os.urandom(2 * MiB)
         self.assertEqual(self.send("PUT", self.key("b"), body)[0], 200)
         self.assertEqual(self.get(self.key("b")), body)
+
+    def test_stalled_body_cut(self) -> None:
+        """A client that stops mid-body is answered RequestTimeout in time; nothing is left."""
+        used = self.used()
+        before = self.spliced()
+        path = object_path(self.bucket, self.key("a"))
+        signed = self.signer.sign("PUT", path, (), UNSIGNED)
+        signed["content-length"] = str(16 * MiB)
+        head = f"PUT {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in signed.items())
+        with socket.create_connection(("127.0.0.1", self.gateway.port)) as sock:
+            sock.sendall(head.encode() + b"\r\n" + os.urandom(4 * MiB))
+            began = time.monotonic()
+            sock.settimeout(4 * HEADER_TIMEOUT)
+            received = b""
+            while more := sock.recv(65536):
+                received += more
+            took = time.monotonic() - began
+        self.assertTrue(received.startswith(b"HTTP/1.1 400 "), received[:200])
+        self.assertIn(b"<Code>RequestTimeout</Code>", received)
+        # Spliced bytes count for the pace: the first window passes, the next one cuts.
+        self.assertLess(took, 2 * HEADER_TIMEOUT + 2)
+        self.assertGreater(self.spliced() - before, 2 * MiB)
+        self.assertNothingLeft(used)
+        self.assertEqual(self.head_status(self.key("a")), 404)
+
+    def test_steady_relayed_body_kept(self) -> None:
+        """A body spliced at twice the least rate, over several windows, is not cut."""
+        body = os.urandom(3 * MiB)
+        before = self.spliced()
+        path = object_path(self.bucket, self.key("a"))
+        signed = self.signer.sign("PUT", path, (), UNSIGNED)
+        signed["content-length"] = str(len(body))
+        head = f"PUT {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in signed.items())
+        piece = 64 * 1024
+        began = time.monotonic()
+        with socket.create_connection(("127.0.0.1", self.gateway.port)) as sock:
+            sock.sendall(head.encode() + b"\r\n")
+            for offset in range(0, len(body), piece):
+                sock.sendall(body[offset : offset + piece])
+                time.sleep(piece / (2 * MIN_BODY_RATE))
+            sock.settimeout(30)
+            answer = sock.recv(65536)
+        self.assertGreater(time.monotonic() - began, 2 * HEADER_TIMEOUT)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:300])
+        self.assertGreater(self.spliced() - before, 2 * MiB)
+        self.assertEqual(self.get(self.key("a")), body)
 
     # -- parts ---------------------------------------------------------------------------
 
