@@ -6,13 +6,15 @@ node with ``--lambnet``), and prints each minute's rates and the processes' RSS;
 end, the last minute's rates against the first's (target >= 0.9) and how much the RSS grew
 after the first minute (target < 20 MiB).
 
-``python -m bench.s3bench --delay MS`` runs the gateway over a node twice, reached directly
-and through ``bench.delayproxy`` (``MS`` milliseconds each way), and prints the small-request
-rates at each number of clients with and without the delay (target >= 0.8x).
+``python -m bench.s3bench --delay MS`` runs two gateways over a node each, one reached
+directly and one through ``bench.delayproxy`` (``MS`` milliseconds each way), measured in
+alternate batches, and prints the small-request rates at each number of clients with and
+without the delay (target >= 0.8x).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
@@ -180,15 +182,6 @@ def soak(factory: TargetFactory, minutes: float, period: float = 60.0, size: int
     return met
 
 
-def _median_rates(batches: SmallBatches, repeats: int) -> tuple[float, float]:
-    """The median PUT and GET rates of ``repeats`` batches."""
-    runs = [batches.run(time.monotonic() + 300) for _ in range(repeats)]
-    return (
-        statistics.median(r.put_rate for r in runs),
-        statistics.median(r.get_rate for r in runs),
-    )
-
-
 def delayed(
     factory: Callable[[Path, float], AbstractContextManager[Target]],
     delay_ms: float,
@@ -197,22 +190,44 @@ def delayed(
     repeats: int = 3,
     size: int = 4096,
 ) -> bool:
-    """Small-request rates without and with ``delay_ms`` each way; print them; whether met."""
+    """Small-request rates without and with ``delay_ms`` each way; print them; whether met.
+
+    Both gateways run at once, each over a node of its own, and take turns batch by batch,
+    so that both get the same share of whatever else the machine is doing; each rate is the
+    median of ``repeats`` batches.
+    """
     payload = Payload.of(os.urandom(size))
-    rates: dict[tuple[float, int], tuple[float, float]] = {}
-    peaks: dict[float, int] = {}
-    for delay in (0.0, delay_ms):
-        with (
-            tempfile.TemporaryDirectory(prefix="s3bench-delay-") as home,
-            factory(Path(home), delay) as target,
-        ):
-            SmallBatches(target, 16, 8, payload).run(time.monotonic() + 120)
+    delays = (0.0, delay_ms)
+    runs: dict[tuple[float, int], list[Rates]] = {(d, c): [] for d in delays for c in clients}
+    with contextlib.ExitStack() as stack:
+        targets = {}
+        for delay in delays:
+            home = stack.enter_context(tempfile.TemporaryDirectory(prefix="s3bench-delay-"))
+            targets[delay] = stack.enter_context(factory(Path(home), delay))
+        batches = {
+            (d, c): SmallBatches(targets[d], c, max(1, total // c), payload)
+            for d in delays
+            for c in clients
+        }
+        for delay in delays:
+            SmallBatches(targets[delay], 16, 8, payload).run(time.monotonic() + 120)
+        for round_ in range(repeats):
             for count in clients:
-                batches = SmallBatches(target, count, max(1, total // count), payload)
-                rates[delay, count] = _median_rates(batches, repeats)
-                put, get = rates[delay, count]
-                _say(f"delay {delay:g} ms, {count} clients: PUT {put:.0f}/s, GET {get:.0f}/s")
-            peaks[delay] = memory_status(target.pid)["VmHWM"]
+                for delay in delays if round_ % 2 == 0 else delays[::-1]:
+                    rates = batches[delay, count].run(time.monotonic() + 300)
+                    runs[delay, count].append(rates)
+                    _say(
+                        f"round {round_ + 1}, delay {delay:g} ms, {count} clients: "
+                        f"PUT {rates.put_rate:.0f}/s, GET {rates.get_rate:.0f}/s"
+                    )
+        peaks = {delay: memory_status(targets[delay].pid)["VmHWM"] for delay in delays}
+    medians = {
+        key: (
+            statistics.median(r.put_rate for r in found),
+            statistics.median(r.get_rate for r in found),
+        )
+        for key, found in runs.items()
+    }
     _say(f"\nsmall requests ({size} bytes) over a node {delay_ms:g} ms away each way:")
     _say(
         f"{'clients':>8} {'PUT':>8} {'delayed':>8} {'ratio':>6}"
@@ -220,7 +235,7 @@ def delayed(
     )
     met = True
     for count in clients:
-        (near_put, near_get), (far_put, far_get) = rates[0.0, count], rates[delay_ms, count]
+        (near_put, near_get), (far_put, far_get) = medians[0.0, count], medians[delay_ms, count]
         put_ratio = far_put / near_put if near_put else 0.0
         get_ratio = far_get / near_get if near_get else 0.0
         if count == max(clients):
