@@ -2,18 +2,21 @@
 
 :class:`NodeRequest` keeps small bodies in memory and writes larger ones to files in the
 store's ``incoming/`` directory (one per part with ``x-lamb-part-sizes``), so that storing
-the object is a rename.  The written bytes are flushed to disk by a pool thread as they
-accumulate, so the final ``fsync`` of the store finds little left to do.  A body signed
-with a trailer (``x-lamb-content-sha256: STREAMING-TRAILER``) carries its declared size in
-the ``size`` query parameter; the bytes after that size are the trailer, kept apart.
+the object is a rename.  A body signed with a trailer (``x-lamb-content-sha256:
+STREAMING-TRAILER``) carries its declared size in the ``size`` query parameter; the bytes
+after that size are the trailer, kept apart.
 
-A spooled body is hashed in a pool thread (a :class:`~lambgw.lanes.Lane`), not on the
-reactor: SHA-256 releases the GIL, so the bodies of several uploads are hashed at once
-while the reactor goes on reading them.  The digests a streamed body's ``digests`` parameter
-asks for (:mod:`lambgw.lambnet.digests`) are computed the same way: the checksums in the
+A spooled body is hashed and written in a pool thread (a :class:`~lambgw.lanes.Lane`), not
+on the reactor: SHA-256 and file writes release the GIL, so the bodies of several uploads
+are hashed and written at once while the reactor goes on reading them.  The lane hashes
+each batch, then writes it to the body's :class:`SpoolFiles`, which start a new file at
+each part's end; the reactor only reads from the connection.  The written bytes are
+flushed to disk by another pool thread as they accumulate, so the final ``fsync`` of the
+store finds little left to do.  The digests a streamed body's ``digests`` parameter asks
+for (:mod:`lambgw.lambnet.digests`) are computed the same way: the checksums in the
 SHA-256's lane, the MD5, the slowest, in a lane of its own.  The connection stops reading
 while too much waits in a lane, and the request is handled only once its whole body is
-hashed.
+hashed and written.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import io
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from itertools import accumulate
 from typing import IO, Any
@@ -48,7 +51,7 @@ log = Logger()
 MEMORY_BODY = 256 * 1024
 #: Spooled bodies untouched for this many seconds are left over from a crash.
 INCOMING_MAX_AGE = 600.0
-#: The written bytes of a spooled body are flushed to disk each time this many more arrive.
+#: The written bytes of a spooled body are flushed to disk each time this many more are written.
 SYNC_EVERY = 32 * 1024 * 1024
 #: The node reads up to this much from a connection at a time while a large body arrives.
 READ_SIZE = 1024 * 1024
@@ -69,6 +72,87 @@ def _streamed_query(uri: bytes) -> tuple[int | None, str | None]:
     return size, parameters.get(wire.DIGESTS_PARAMETER)
 
 
+def _write_all(fd: int, data: memoryview) -> None:
+    """Write all of ``data`` to the file ``fd``."""
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+class SpoolFiles:
+    """The files of a spooled body in ``directory``, one per part, written in order.
+
+    ``limits`` are the offsets in the body where parts end (the last part's end excluded).
+    The first file is made at once; then :meth:`write` is called by one thread at a time
+    (the body's hashing lane), and the other attributes are read only while it is not.
+    A file with ``SYNC_EVERY`` bytes not yet flushed, or a file ended with some, is handed
+    to ``flush(fd, periodic)`` as a new descriptor, which ``flush`` closes.  The first error
+    (``ENOSPC`` say) is kept in :attr:`error`, and nothing more is written.
+    """
+
+    def __init__(
+        self, directory: str, limits: Sequence[int], flush: Callable[[int, bool], None]
+    ) -> None:
+        self._directory = directory
+        self._limits = limits
+        self._flush = flush
+        #: The files made, and the bytes written to each.
+        self.paths: list[str] = []
+        self.sizes: list[int] = []
+        self.error: OSError | None = None
+        self._fd = -1
+        self._written = 0
+        self._unsynced = 0
+        self._guard(self._next_file)
+
+    def _guard(self, act: Callable[[], None]) -> None:
+        if self.error is not None:
+            return
+        try:
+            act()
+        except OSError as e:
+            self.error = e
+            self.close()
+
+    def _next_file(self) -> None:
+        if self._fd >= 0:
+            if self._unsynced:
+                self._flush(os.dup(self._fd), False)
+            os.close(self._fd)
+            self._fd = -1
+        fd, path = tempfile.mkstemp(dir=self._directory, prefix="body-")
+        self._fd = fd
+        self.paths.append(path)
+        self.sizes.append(0)
+        self._unsynced = 0
+
+    def write(self, data: Buffer) -> None:
+        """Write the next bytes of the body, starting a new file at each part's end."""
+        self._guard(lambda: self._write(memoryview(data)))
+
+    def _write(self, view: memoryview) -> None:
+        while view:
+            index = len(self.sizes) - 1
+            end = self._limits[index] if index < len(self._limits) else None
+            if end is not None and self._written >= end:
+                self._next_file()
+                continue
+            take = len(view) if end is None else min(len(view), end - self._written)
+            _write_all(self._fd, view[:take])
+            self.sizes[-1] += take
+            self._unsynced += take
+            self._written += take
+            view = view[take:]
+        if self._unsynced >= SYNC_EVERY:
+            self._unsynced = 0
+            self._flush(os.dup(self._fd), True)
+
+    def close(self) -> None:
+        """Close the file being written, if any (the files stay)."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+
 class NodeChannel(LeanChannel):
     """An HTTP/1.1 connection to the node (see :class:`LeanChannel`)."""
 
@@ -84,14 +168,19 @@ class NodeRequest(Request):
 
     #: Bytes of the object received (the trailer, if any, not counted).
     received = 0
+    #: The files of a spooled body (the list of its :class:`SpoolFiles`: read it only once
+    #: the body is written, when the request is handled).
     spool_paths: tuple[str, ...] | list[str] = ()
+    #: The body if kept in memory (or thrown away); empty if spooled.
     body: IO[bytes]
     channel: Any
     #: With a trailer: the object's declared size, and the bytes after it.
     declared: int | None = None
     tail: bytes = b""
-    #: The lane hashing a spooled body (None: hashed as it arrives, on the reactor), with the
-    #: checksums asked of it, if any ...
+    #: The files of a spooled body (None: kept in memory).
+    _files: SpoolFiles | None = None
+    #: The lane hashing a spooled body and writing it to its files (None: hashed as it
+    #: arrives, on the reactor), with the checksums asked of it, if any ...
     _hashing: Lane | None = None
     #: ... and the lane of its MD5, if asked.
     _md5: Lane | None = None
@@ -102,15 +191,14 @@ class NodeRequest(Request):
     _held = False
     #: The arguments of ``requestReceived``, while the body's hashing is being finished.
     _waiting: tuple[bytes, bytes, bytes] | None = None
+    #: Whether the request ended while a lane was busy: its files go once the lanes are idle.
+    _ended = False
 
     def gotLength(self, length: int | None) -> None:
         """Choose where the body goes: memory if small and announced, else spool files."""
         self._sha256 = hashlib.sha256()
         self._update: Callable[[Buffer], None] = self._sha256.update
         self.received = 0
-        self.spool_paths = []
-        self._sizes: list[int] = []
-        self._unsynced = 0
         self._syncing = False
         self._syncs: list[Deferred[None]] = []
         self._sync_error: BaseException | None = None
@@ -140,9 +228,22 @@ class NodeRequest(Request):
             transport.bufferSize = READ_SIZE
             self.notifyFinish().addBoth(self._small_reads, transport)
         self.notifyFinish().addBoth(self._discard_spool)
+        self.body = self.content = io.BytesIO()  # type: ignore[assignment]
         node = self.channel.site.node
+        files = self._files = SpoolFiles(
+            self.channel.site.incoming,
+            self._limits,
+            lambda fd, periodic: node.reactor.callFromThread(self._sync_in_pool, fd, periodic),
+        )
+        self.spool_paths = files.paths
+        update = self._update
+
+        def hash_and_write(data: Buffer) -> None:
+            update(data)
+            files.write(data)
+
         self._hashing = Lane(
-            node.reactor, node.threadpool, self._update, self._hashed, self._all_hashed
+            node.reactor, node.threadpool, hash_and_write, self._hashed, self._all_hashed
         )
         if self._digests is not None and self._digests.md5 is not None:
             self._md5 = Lane(
@@ -152,7 +253,6 @@ class NodeRequest(Request):
                 self._hashed,
                 self._all_hashed,
             )
-        self._next_file()
 
     def _ask_digests(self, asked: str, in_memory: bool) -> None:
         """Digest the body as the ``digests`` parameter ``asked``; keep why not if malformed.
@@ -218,9 +318,10 @@ class NodeRequest(Request):
             self.processingFailed(Failure())
 
     def _hash(self, data: bytes) -> None:
-        """Hash ``data``: in the lane for a spooled body, pausing the connection if it lags."""
+        """Hash and keep ``data``: a spooled body's in the lanes, pausing reading if they lag."""
         if self._hashing is None:
             self._update(data)
+            self.body.write(data)
             return
         self._hashing.put(data)
         if self._md5 is not None:
@@ -237,7 +338,7 @@ class NodeRequest(Request):
         return max(self._hashing.pending, self._md5.pending)
 
     def _busy(self) -> bool:
-        """Whether a lane still has some of the body to hash."""
+        """Whether a lane still has some of the body to hash or write."""
         return (self._hashing is not None and self._hashing.busy) or (
             self._md5 is not None and self._md5.busy
         )
@@ -255,11 +356,14 @@ class NodeRequest(Request):
     def _all_hashed(self) -> None:
         """A lane ran dry (on the reactor, after its every batch): handle a waiting request.
 
-        Each lane calls this after its last update of its digests; the request is handled
-        once no lane is busy, so that it reads the digests of the whole body.
+        Each lane calls this after its last update of its digests (and write to the files);
+        the request is handled once no lane is busy, so that it reads the digests of the
+        whole body, whose files are written.  A request that ended meanwhile loses its files.
         """
         if self._busy():
             return
+        if self._ended:
+            self._discard_spool(None)
         if self._held:
             self._release()
         waiting, self._waiting = self._waiting, None
@@ -282,48 +386,19 @@ class NodeRequest(Request):
             )
         for lane in (self._hashing, self._md5):
             if lane is not None:
-                lane.clear()  # nothing will read the digests
+                lane.clear()  # nothing will read the digests or the files
         super().connectionLost(reason)
 
-    def _next_file(self) -> None:
-        if self.spool_paths:
-            if self._unsynced:
-                self._sync_in_pool()
-            self.body.close()
-        fd, path = tempfile.mkstemp(dir=self.channel.site.incoming, prefix="body-")
-        self.spool_paths.append(path)  # type: ignore[union-attr]
-        self._sizes.append(0)
-        self._unsynced = 0
-        self.body = self.content = os.fdopen(fd, "w+b")  # type: ignore[assignment]
-
     def handleContentChunk(self, data: bytes) -> None:
-        """Hash and store a piece of the body, starting a new file at each part's end."""
+        """Hash and store a piece of the body (a spooled one's in its lanes), tail apart."""
         if self.declared is not None and self.received + len(data) > self.declared:
             keep = max(0, self.declared - self.received)
             self._keep_tail(data[keep:])
             data = data[:keep]
             if not data:
                 return
-        self._hash(data)
-        written = self.received
         self.received += len(data)
-        if not self.spool_paths:
-            self.body.write(data)
-            return
-        view = memoryview(data)
-        while view:
-            index = len(self._sizes) - 1
-            end = self._limits[index] if index < len(self._limits) else None
-            if end is not None and written >= end:
-                self._next_file()
-                continue
-            take = len(view) if end is None else min(len(view), end - written)
-            self.body.write(view[:take])
-            self._sizes[-1] += take
-            self._unsynced += take
-            written += take
-            view = view[take:]
-        self._maybe_sync()
+        self._hash(data)
 
     def _keep_tail(self, data: bytes) -> None:
         """Keep the bytes after the declared size (the trailer), at most ``MAX_TRAILER``."""
@@ -339,21 +414,16 @@ class NodeRequest(Request):
             raise wire.ProtocolError(400, "BadRequest", "the body's trailer is too large")
         return wire.decode_trailer(b"".join(self._tail))
 
-    def _maybe_sync(self) -> None:
-        """Flush what was written to disk in a pool thread, one flush at a time."""
-        if self._unsynced >= SYNC_EVERY and not self._syncing:
-            self._syncing = True
-            self._sync_in_pool().addBoth(self._synced)
+    def _sync_in_pool(self, fd: int, periodic: bool) -> None:
+        """Flush a spool file's written bytes to disk in a pool thread, then close ``fd``.
 
-    def _synced(self, result: object) -> None:
-        self._syncing = False
-
-    def _sync_in_pool(self) -> Deferred[None]:
-        """Flush the current file's written bytes to disk in a pool thread."""
+        Called on the reactor by the files' writer, before its lane runs dry.  A file's
+        periodic flushes go one at a time: one due while another runs is skipped.
+        """
+        if self.channel is None or (periodic and self._syncing):
+            os.close(fd)
+            return
         node = self.channel.site.node
-        self.body.flush()
-        self._unsynced = 0
-        fd = os.dup(self.body.fileno())
 
         def sync() -> None:
             try:
@@ -364,7 +434,12 @@ class NodeRequest(Request):
         synced: Deferred[None] = deferToThreadPool(node.reactor, node.threadpool, sync)
         synced.addErrback(self._sync_failed)
         self._syncs.append(synced)
-        return synced
+        if periodic:
+            self._syncing = True
+            synced.addBoth(self._synced)
+
+    def _synced(self, result: object) -> None:
+        self._syncing = False
 
     def _sync_failed(self, failure: Failure) -> None:
         # Reported once: the store's own fsync, on another descriptor, may not see it again.
@@ -372,16 +447,19 @@ class NodeRequest(Request):
             self._sync_error = failure.value
 
     def flushed(self) -> Deferred[None]:
-        """Fire once every flush of the body to disk has ended; fail if one failed."""
+        """Fire once every flush of the body to disk has ended; fail if a write or one failed."""
         syncs, self._syncs = self._syncs, []
+        return gatherResults(syncs).addCallback(lambda _: self._check_written())
 
-        def ended(_: object) -> None:
-            if self._sync_error is not None:
-                raise wire.ProtocolError(
-                    500, "InternalError", f"the body could not be written: {self._sync_error}"
-                )
-
-        return gatherResults(syncs).addCallback(ended)
+    def _check_written(self) -> None:
+        """Raise ``ProtocolError`` (500) if the body could not be written or flushed."""
+        error = self._sync_error
+        if error is None and self._files is not None:
+            error = self._files.error
+        if error is not None:
+            raise wire.ProtocolError(
+                500, "InternalError", f"the body could not be written: {error}"
+            )
 
     def body_sha256(self) -> str:
         """The SHA-256 of the body received (the trailer excluded), in hex."""
@@ -396,24 +474,36 @@ class NodeRequest(Request):
         transport.bufferSize = DEFAULT_READ
 
     def _discard_spool(self, result: object) -> None:
-        """Remove the spool files that were not moved into the store."""
+        """Remove the spool files that were not moved into the store, once all are written.
+
+        A request ends with its lanes busy only when its connection is lost: the lanes drop
+        what waits, and the files go when they run dry (see :meth:`_all_hashed`), after the
+        last a lane may have made.
+        """
+        files = self._files
+        assert files is not None
+        if self._busy():
+            self._ended = True
+            return
+        files.close()
         for path in self.spool_paths:
             with suppress(FileNotFoundError):
                 os.unlink(path)
 
     def segments(self) -> list[Segment]:
-        """The body as segments for :meth:`Store.put`, one per part; files are flushed first."""
+        """The body as segments for :meth:`Store.put`, one per part, once it is all written."""
         sizes = self.part_sizes or [self.received]
         if sum(sizes) != self.received:
             raise wire.ProtocolError(400, "BadRequest", "the part sizes do not add up to the body")
-        if not self.spool_paths:
+        if self._files is None:
             assert isinstance(self.body, io.BytesIO)
             data = self.body.getvalue()
             ends = list(accumulate(sizes))
             return [Segment("", n, data[end - n : end]) for n, end in zip(sizes, ends, strict=True)]
-        self.body.flush()
+        self._check_written()
+        files = self._files
         segments = [
-            Segment(path, size) for path, size in zip(self.spool_paths, self._sizes, strict=True)
+            Segment(path, size) for path, size in zip(files.paths, files.sizes, strict=True)
         ]
         return segments + [Segment("", 0, b"") for _ in sizes[len(segments) :]]
 
