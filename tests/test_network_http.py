@@ -850,6 +850,11 @@ class HeldPool:
     def callInThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
         self.calls.append(lambda: f(*a, **kw))
 
+    def callInThreadWithCallback(
+        self, on_result: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
+    ) -> None:
+        self.calls.append(lambda: SyncPool().callInThreadWithCallback(on_result, f, *a, **kw))
+
 
 class WireTests(SynchronousTestCase):
     @given(st.lists(st.integers(min_value=0, max_value=5 * 2**30), max_size=200))

@@ -98,6 +98,23 @@ class StreamedUploadTests(SynchronousTestCase):
         self.assertRaises(errors.NoSuchPath, self.h.store.head, "demo", self.order_id, "k")
         self.assertEqual((self.used(), self.incoming()), (0, []))
 
+    def test_failed_write_refused(self) -> None:
+        """A body whose file system fills as it is written (ENOSPC) is refused; nothing is left."""
+        incoming_dir = os.path.realpath(os.path.join(self.root, "incoming"))
+        write = os.write
+
+        def full(fd: int, data: Any) -> int:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(incoming_dir + os.sep):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return write(fd, data)
+
+        self.patch(incoming.os, "write", full)
+        result = self.stream(os.urandom(400_000))
+        self.assertRefused(result, errors.NetworkError, "could not be written")
+        self.assertIn("No space left on device", str(result.value))
+        self.assertRaises(errors.NoSuchPath, self.h.store.head, "demo", self.order_id, "k")
+        self.assertEqual((self.used(), self.incoming()), (0, []))
+
     def test_short_body_refused(self) -> None:
         """Fewer bytes than the declared size fail the upload; nothing is stored."""
         data = os.urandom(400_000)
