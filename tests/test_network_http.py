@@ -137,14 +137,6 @@ class Harness:
         result: _T | Failure = results[0]
         return result
 
-    def settle(self) -> None:
-        """Run what the pool's threads handed the reactor, until they hand it nothing more."""
-        while self.scheduled:
-            pending = list(self.scheduled)
-            del self.scheduled[:]
-            for f in pending:
-                f()
-
 
 def _segment(directory: str, name: str, data: bytes) -> Segment:
     path = os.path.join(directory, name)

@@ -56,8 +56,6 @@ class StreamedUploadTests(SynchronousTestCase):
         return self.h.store.order("demo", self.order_id).used
 
     def incoming(self) -> list[str]:
-        """The files in incoming/ once the reactor has run what the lanes handed it."""
-        self.h.settle()
         incoming = os.path.join(self.root, "incoming")
         return [n for _, _, names in os.walk(incoming) for n in names]
 

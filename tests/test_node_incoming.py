@@ -181,20 +181,31 @@ class SpooledWriteTests(SynchronousTestCase):
         self.assertEqual(self.left(), [])
 
     def test_lost_while_the_lane_writes(self) -> None:
-        """A connection lost while the lane writes leaves no file, even one made after."""
+        """A connection lost while the lane writes removes the files at once; none is made after."""
         request, calls, _ = self.request(HeldPool([]), [READ_SIZE, READ_SIZE])
-        lost: list[int] = []
+        left_at_loss: list[list[str]] = []
 
         def write(fd: int, data: Any) -> int:
-            if not lost and _in(self.incoming, fd):
-                lost.append(len(request.spool_paths))
+            if not left_at_loss and _in(self.incoming, fd):
                 request.connectionLost(Failure(ConnectionLost()))
+                left_at_loss.append(self.left())
             return _real_write(fd, data)
 
         self.patch(incoming.os, "write", write)
         request.gotLength(2 * READ_SIZE)
         request.handleContentChunk(os.urandom(2 * READ_SIZE))
+        calls.pop(0)()  # the lane: its first file written, the second not made
+        self.assertEqual((left_at_loss, len(request.spool_paths)), ([[]], 1))
         while calls:
             calls.pop(0)()
-        self.assertEqual((lost, len(request.spool_paths)), ([1], 2))
+        self.assertEqual(self.left(), [])
+
+    def test_lost_with_the_lane_stopped(self) -> None:
+        """Files go with the connection even if the lane never runs again (a node stopping)."""
+        request, calls, _ = self.request(HeldPool([]))
+        request.gotLength(2 * READ_SIZE)
+        request.handleContentChunk(os.urandom(READ_SIZE))
+        calls.pop(0)()  # the lane writes; its news wait for the reactor
+        request.handleContentChunk(os.urandom(READ_SIZE))
+        request.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(self.left(), [])

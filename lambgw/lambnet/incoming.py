@@ -25,6 +25,7 @@ import hashlib
 import io
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -83,10 +84,11 @@ class SpoolFiles:
 
     ``limits`` are the offsets in the body where parts end (the last part's end excluded).
     The first file is made at once; then :meth:`write` is called by one thread at a time
-    (the body's hashing lane), and the other attributes are read only while it is not.
-    A file with ``SYNC_EVERY`` bytes not yet flushed, or a file ended with some, is handed
-    to ``flush(fd, periodic)`` as a new descriptor, which ``flush`` closes.  The first error
-    (``ENOSPC`` say) is kept in :attr:`error`, and nothing more is written.
+    (the body's hashing lane), and :attr:`sizes`, :attr:`error` and :meth:`close` are
+    used only while it is not.  A file with ``SYNC_EVERY`` bytes not yet flushed, or a file
+    ended with some, is handed to ``flush(fd, periodic)`` as a new descriptor, which
+    ``flush`` closes.  The first error (``ENOSPC`` say) is kept in :attr:`error`, and
+    nothing more is written.  Once :meth:`abandon` has returned the files made, no other is.
     """
 
     def __init__(
@@ -102,9 +104,11 @@ class SpoolFiles:
         self._fd = -1
         self._written = 0
         self._unsynced = 0
+        self._lock = threading.Lock()
+        self._abandoned = False
         self._guard(self._next_file)
 
-    def _guard(self, act: Callable[[], None]) -> None:
+    def _guard(self, act: Callable[[], object]) -> None:
         if self.error is not None:
             return
         try:
@@ -113,28 +117,34 @@ class SpoolFiles:
             self.error = e
             self.close()
 
-    def _next_file(self) -> None:
+    def _next_file(self) -> bool:
+        """End the file being written, and make the next unless abandoned (then False)."""
         if self._fd >= 0:
             if self._unsynced:
                 self._flush(os.dup(self._fd), False)
-            os.close(self._fd)
-            self._fd = -1
-        fd, path = tempfile.mkstemp(dir=self._directory, prefix="body-")
+            self.close()
+        with self._lock:
+            if self._abandoned:
+                return False
+            fd, path = tempfile.mkstemp(dir=self._directory, prefix="body-")
+            self.paths.append(path)
         self._fd = fd
-        self.paths.append(path)
         self.sizes.append(0)
         self._unsynced = 0
+        return True
 
     def write(self, data: Buffer) -> None:
         """Write the next bytes of the body, starting a new file at each part's end."""
-        self._guard(lambda: self._write(memoryview(data)))
+        if not self._abandoned:
+            self._guard(lambda: self._write(memoryview(data)))
 
     def _write(self, view: memoryview) -> None:
         while view:
             index = len(self.sizes) - 1
             end = self._limits[index] if index < len(self._limits) else None
             if end is not None and self._written >= end:
-                self._next_file()
+                if not self._next_file():
+                    return
                 continue
             take = len(view) if end is None else min(len(view), end - self._written)
             _write_all(self._fd, view[:take])
@@ -151,6 +161,12 @@ class SpoolFiles:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)
+
+    def abandon(self) -> list[str]:
+        """The files made; no other will be (any thread, while one writes or not)."""
+        with self._lock:
+            self._abandoned = True
+            return list(self.paths)
 
 
 class NodeChannel(LeanChannel):
@@ -191,7 +207,7 @@ class NodeRequest(Request):
     _held = False
     #: The arguments of ``requestReceived``, while the body's hashing is being finished.
     _waiting: tuple[bytes, bytes, bytes] | None = None
-    #: Whether the request ended while a lane was busy: its files go once the lanes are idle.
+    #: Whether the request ended while a lane was busy: its file is closed once they are idle.
     _ended = False
 
     def gotLength(self, length: int | None) -> None:
@@ -358,12 +374,13 @@ class NodeRequest(Request):
 
         Each lane calls this after its last update of its digests (and write to the files);
         the request is handled once no lane is busy, so that it reads the digests of the
-        whole body, whose files are written.  A request that ended meanwhile loses its files.
+        whole body, whose files are written.  A request that ended meanwhile closes its file.
         """
         if self._busy():
             return
         if self._ended:
-            self._discard_spool(None)
+            assert self._files is not None
+            self._files.close()
         if self._held:
             self._release()
         waiting, self._waiting = self._waiting, None
@@ -474,21 +491,22 @@ class NodeRequest(Request):
         transport.bufferSize = DEFAULT_READ
 
     def _discard_spool(self, result: object) -> None:
-        """Remove the spool files that were not moved into the store, once all are written.
+        """Remove the spool files that were not moved into the store, at once.
 
-        A request ends with its lanes busy only when its connection is lost: the lanes drop
-        what waits, and the files go when they run dry (see :meth:`_all_hashed`), after the
-        last a lane may have made.
+        A request ends with its lanes busy only when its connection is lost (the node's
+        shutdown too, after which the reactor runs nothing the lanes hand it): the files are
+        abandoned, so that the lane makes no other, and removed.  The lane may still be
+        writing to one, which it keeps open until the lanes are idle (see :meth:`_all_hashed`).
         """
         files = self._files
         assert files is not None
-        if self._busy():
-            self._ended = True
-            return
-        files.close()
-        for path in self.spool_paths:
+        for path in files.abandon():
             with suppress(FileNotFoundError):
                 os.unlink(path)
+        if self._busy():
+            self._ended = True
+        else:
+            files.close()
 
     def segments(self) -> list[Segment]:
         """The body as segments for :meth:`Store.put`, one per part, once it is all written."""
