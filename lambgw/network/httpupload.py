@@ -101,6 +101,7 @@ class StreamedUpload:
         self.progress: Callable[[], None] = _nothing
         #: While bytes are written into the socket directly: called when it can take more.
         self._direct_resume: Callable[[], None] | None = None
+        self._direct_failed: Callable[[], None] | None = None
         self._direct: Deferred[tcp.Connection | None] | None = None
 
     def answered(self, request: Deferred[ObjectInfo]) -> None:
@@ -148,17 +149,21 @@ class StreamedUpload:
             _fire(waiter, self._outcome)
         return waiter
 
-    def direct(self, resumed: Callable[[], None]) -> Deferred[tcp.Connection | None]:
+    def direct(
+        self, resumed: Callable[[], None], failed: Callable[[], None]
+    ) -> Deferred[tcp.Connection | None]:
         """Fire, once the request is being sent, with its socket if bytes may go into it directly.
 
         That is when the node is reached over plain TCP.  From then on the caller writes
         the object's next bytes into the socket itself (after what this upload's transport
-        still holds), reports them with :meth:`sent_directly`, and ``resumed`` is called
-        each time the transport is writable again, until :meth:`indirect`.  Fires with
-        ``None`` (and nothing changes) over TLS, or once the upload has ended.
+        still holds), reports them with :meth:`sent_directly`; ``resumed`` is called each
+        time the transport is writable again, and ``failed`` if the upload fails, until
+        :meth:`indirect`.  Fires with ``None`` (and nothing changes) over TLS, or once the
+        upload has ended.
         """
         direct: Deferred[tcp.Connection | None] = Deferred()
         self._direct_resume = resumed
+        self._direct_failed = failed
         self._direct = direct
         if self._consumer is not None:
             self._go_direct()
@@ -172,7 +177,7 @@ class StreamedUpload:
 
     def indirect(self) -> None:
         """Bytes come through :meth:`write` again (see :meth:`direct`)."""
-        self._direct_resume = None
+        self._direct_resume = self._direct_failed = None
 
     def _go_direct(self) -> None:
         direct, self._direct = self._direct, None
@@ -180,7 +185,7 @@ class StreamedUpload:
             return
         under = getattr(self._consumer, "_consumer", None)
         if self._finished or self._failed or type(under) is not tcp.Client or under.TLS:
-            self._direct_resume = None
+            self._direct_resume = self._direct_failed = None
             direct.callback(None)
         else:
             direct.callback(under)
@@ -250,9 +255,12 @@ class StreamedUpload:
         if self._failed:
             return
         self._failed = True
+        failed, self._direct_failed = self._direct_failed, None
         self._direct_resume = None
         if self._direct is not None:
-            self._go_direct()
+            self._go_direct()  # not yet sending: nothing goes direct
+        elif failed is not None:
+            failed()
         self._early = []
         self._small_writes()
         if self._paused:

@@ -261,13 +261,14 @@ class IUpload(Interface):
     def abort() -> None:
         """Give up the upload: nothing is stored."""
 
-    def direct(resumed: Callable[[], None]) -> Deferred[Any]:
+    def direct(resumed: Callable[[], None], failed: Callable[[], None]) -> Deferred[Any]:
         """Fire with a socket the object's next bytes may be written into directly, or ``None``.
 
         It fires once the upload is being sent; with a socket (a Twisted TCP transport),
         the caller may write the bytes into it itself (with splice(2)) after what the
         transport holds, reporting them with :meth:`sent_directly`; ``resumed`` is called
-        whenever the transport can write again, until :meth:`indirect`.
+        whenever the transport can write again, and ``failed`` if the upload fails (the
+        socket is then of no use), until :meth:`indirect`.
         """
 
     def sent_directly(count: int) -> None:

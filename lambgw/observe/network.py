@@ -353,9 +353,9 @@ class _TimedUpload:
         """Give up."""
         self.upload.abort()
 
-    def direct(self, resumed: Callable[[], None]) -> Deferred[Any]:
+    def direct(self, resumed: Callable[[], None], failed: Callable[[], None]) -> Deferred[Any]:
         """The socket the bytes may go into directly, if any."""
-        return self.upload.direct(resumed)
+        return self.upload.direct(resumed, failed)
 
     def sent_directly(self, count: int) -> None:
         """Bytes went into that socket."""

@@ -94,7 +94,7 @@ class RelayBody:
         self._cut = False
         upload.throttle(self._hold, self._release)
         if size >= SPLICE_MIN and can_splice(self._transport):
-            upload.direct(self._writable).addCallback(self._connected)
+            upload.direct(self._writable, self._upload_failed).addCallback(self._connected)
 
     # -- what twisted.web calls --------------------------------------------------------
 
@@ -179,6 +179,16 @@ class RelayBody:
         if self._relay is not None:
             self._relay.resume()
 
+    def _upload_failed(self) -> None:
+        """The upload failed (its connection was lost or given up): end the relay as cut.
+
+        Not at once: this is called inside the upload's own failure.
+        """
+        relay = self._relay
+        if relay is not None:
+            why = NetworkUnavailable("the upload to the network failed")
+            self._reactor.callLater(0, relay.fail, Failure(why))
+
     # -- the relay ---------------------------------------------------------------------
 
     def _connected(self, socket: tcp.Connection | None) -> None:
@@ -236,7 +246,7 @@ class RelayBody:
         # whose connection broke does; the request is answered as such a store is, and then
         # its connection closes with the rest of its body unread.
         self._cut = True
-        if self._node is not None:
+        if self._node is not None and self._node.connected:
             self._node.abortConnection()
         self._channel.persistent = False
         self._channel.body_ended()
