@@ -8,7 +8,7 @@ a run and, at the end, the failing tests with how often each failed::
     runs 50, failed runs 0, tests run 4650, failures 0
 
 and exits 1 if any run failed or timed out.  Threads hand results to the reactor in many places
-(the spool's lanes, the serial store, sendfile and splice bodies): an ordering that only holds
+(the spool's lanes, the node's lanes, the serial store, sendfile and splice bodies): an ordering that only holds
 on a quiet machine shows up here, where a single run on an idle machine would pass.
 """
 
@@ -41,6 +41,9 @@ MODULES = (
     "tests.test_embedded",
     "tests.test_quick",
     "tests.test_worker_balance",
+    "tests.test_node_incoming",
+    "tests.test_node_digests",
+    "tests.test_e2e_spliced_uploads",
 )
 
 #: A line that names a test (a dotted name alone on its line), under ``[FAIL]`` or ``[ERROR]``.
