@@ -91,12 +91,15 @@ def start_node(home: str, port: int | None = None) -> GatewayProcess:
     return GatewayProcess("lambnet", home, port, "", process, log_path)
 
 
-def start_gateway(home: str, mode: str, node_port: int, order_id: str) -> GatewayProcess:
-    """Start the gateway in ``mode`` over the node on ``node_port``."""
+def start_gateway(
+    home: str, mode: str, node_port: int, order_id: str, *flags: str
+) -> GatewayProcess:
+    """Start the gateway in ``mode`` over the node on ``node_port``, with extra ``flags``."""
     argv = [
         *(*TWISTD, "-n", "--pidfile=", mode, "--home", home, "--account", ACCOUNT),
         *("--gateway.address", "127.0.0.1:{port}", *ADMIN_ANYWHERE),
         *("--broker.validator_addr", f"http://127.0.0.1:{node_port}"),
+        *flags,
     ]
     if mode == "s3gw":
         argv += ["--broker.extra_order_id", order_id]
@@ -107,6 +110,11 @@ class LambnetCase(GatewayCase):
     """A gateway case whose gateway talks to a lambnet node started for the class."""
 
     node: ClassVar[GatewayProcess]
+
+    @classmethod
+    def gateway_flags(cls) -> tuple[str, ...]:
+        """Extra command-line flags of the gateway (none)."""
+        return ()
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -121,7 +129,9 @@ class LambnetCase(GatewayCase):
         try:
             order_id = prepare_account(home)
             cls.node = start_node(home, free_port())
-            cls.gateway = start_gateway(home, cls.mode, cls.node.port, order_id)
+            cls.gateway = start_gateway(
+                home, cls.mode, cls.node.port, order_id, *cls.gateway_flags()
+            )
             if cls.mode == "lambgw":
                 cls.bucket = order_id
             else:

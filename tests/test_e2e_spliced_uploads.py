@@ -14,10 +14,9 @@ import hashlib
 import http.client
 import os
 import socket
-import tempfile
 import time
 import urllib.request
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SkipTest
@@ -26,16 +25,11 @@ from bench.client import Endpoint, Signer, connect, crc32_base64, object_path
 from lambgw.network import splice
 from tests.gateway import (
     ACCESS_KEY,
-    ACCOUNT,
     SECRET_KEY,
-    TWISTD,
-    GatewayCase,
     MiB,
-    _spawn,
     free_port,
-    target_is_moto,
 )
-from tests.test_e2e_lambnet import _incoming, prepare_account, start_node
+from tests.test_e2e_lambnet import LambnetCase, _incoming
 
 #: A size that is not a multiple of any buffer: the last piece is a partial one.
 SIZE = 8 * MiB + 12_345
@@ -45,51 +39,29 @@ HEADER_TIMEOUT = 3
 MIN_BODY_RATE = 200_000
 
 
-class SplicedUploadTests(GatewayCase):
+class SplicedUploadTests(LambnetCase):
     """Large PUTs and parts over a node, relayed by the kernel."""
 
-    node: ClassVar[Any]
     admin: ClassVar[str]
     mode = "lambgw"
 
     @classmethod
-    def setUpClass(cls) -> None:
-        """Start the node and the gateway over it, with its admin pages on a known port."""
-        if target_is_moto():
-            raise SkipTest("the lambnet tests run against the gateway only")
-        if not splice.available():
-            raise SkipTest("splice(2) is Linux's")
-        cls.root = tempfile.mkdtemp(prefix="lambgw-e2e-")
-        cls.scratch = os.path.join(cls.root, "scratch")
-        os.makedirs(cls.scratch)
-        home = os.path.join(cls.root, "home")
-        os.makedirs(home)
-        admin_port = free_port()
-        cls.admin = f"http://127.0.0.1:{admin_port}"
-        try:
-            order_id = prepare_account(home)
-            cls.node = start_node(home, free_port())
-            argv = [
-                *(*TWISTD, "-n", "--pidfile=", "lambgw", "--home", home, "--account", ACCOUNT),
-                *("--gateway.address", "127.0.0.1:{port}"),
-                *("--gateway.header_timeout", str(HEADER_TIMEOUT)),
-                *("--gateway.min_body_rate", str(MIN_BODY_RATE)),
-                *("--admin-listen", f"tcp:{admin_port}:interface=127.0.0.1"),
-                *("--broker.validator_addr", f"http://127.0.0.1:{cls.node.port}"),
-            ]
-            cls.gateway = _spawn(argv, home, "lambgw", order_id)
-            cls.bucket = order_id
-        except BaseException:
-            cls.tearDownClass()
-            raise
+    def gateway_flags(cls) -> tuple[str, ...]:
+        """Short bounds on a body's pace, and the admin pages on a known port."""
+        port = free_port()
+        cls.admin = f"http://127.0.0.1:{port}"
+        return (
+            *("--gateway.header_timeout", str(HEADER_TIMEOUT)),
+            *("--gateway.min_body_rate", str(MIN_BODY_RATE)),
+            *("--admin-listen", f"tcp:{port}:interface=127.0.0.1"),
+        )
 
     @classmethod
-    def tearDownClass(cls) -> None:
-        """Stop the gateway and the node, remove the directory."""
-        node = cls.__dict__.get("node")
-        if node is not None:
-            node.stop()
-        super().tearDownClass()
+    def setUpClass(cls) -> None:
+        """Start the node and the gateway over it, where splice(2) is."""
+        if not splice.available():
+            raise SkipTest("splice(2) is Linux's")
+        super().setUpClass()
 
     def setUp(self) -> None:
         super().setUp()
@@ -143,6 +115,14 @@ class SplicedUploadTests(GatewayCase):
         finally:
             if own:
                 conn.close()
+
+    def raw_head(self, key: str, size: int) -> bytes:
+        """The head of an unsigned-payload PUT of ``size`` bytes to ``key``, as bytes."""
+        path = object_path(self.bucket, key)
+        signed = self.signer.sign("PUT", path, (), UNSIGNED)
+        signed["content-length"] = str(size)
+        lines = [f"PUT {path} HTTP/1.1", *(f"{k}: {v}" for k, v in signed.items()), "", ""]
+        return "\r\n".join(lines).encode()
 
     def head_status(self, key: str) -> int:
         return self.send("HEAD", key, sha256=hashlib.sha256(b"").hexdigest())[0]
@@ -251,12 +231,9 @@ class SplicedUploadTests(GatewayCase):
         """A client that closes after a quarter of its body: no object, no charge, no file."""
         used = self.used()
         size = 32 * MiB
-        path = object_path(self.bucket, self.key("a"))
-        signed = self.signer.sign("PUT", path, (), UNSIGNED)
-        signed["content-length"] = str(size)
-        head = f"PUT {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in signed.items())
+        head = self.raw_head(self.key("a"), size)
         with socket.create_connection(("127.0.0.1", self.gateway.port)) as sock:
-            sock.sendall(head.encode() + b"\r\n")
+            sock.sendall(head)
             sock.sendall(os.urandom(size // 4))
             time.sleep(0.5)
         self.assertNothingLeft(used)
@@ -269,12 +246,9 @@ class SplicedUploadTests(GatewayCase):
         """A client that stops mid-body is answered RequestTimeout in time; nothing is left."""
         used = self.used()
         before = self.spliced()
-        path = object_path(self.bucket, self.key("a"))
-        signed = self.signer.sign("PUT", path, (), UNSIGNED)
-        signed["content-length"] = str(16 * MiB)
-        head = f"PUT {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in signed.items())
+        head = self.raw_head(self.key("a"), 16 * MiB)
         with socket.create_connection(("127.0.0.1", self.gateway.port)) as sock:
-            sock.sendall(head.encode() + b"\r\n" + os.urandom(4 * MiB))
+            sock.sendall(head + os.urandom(4 * MiB))
             began = time.monotonic()
             sock.settimeout(4 * HEADER_TIMEOUT)
             received = b""
@@ -293,14 +267,11 @@ class SplicedUploadTests(GatewayCase):
         """A body spliced at twice the least rate, over several windows, is not cut."""
         body = os.urandom(3 * MiB)
         before = self.spliced()
-        path = object_path(self.bucket, self.key("a"))
-        signed = self.signer.sign("PUT", path, (), UNSIGNED)
-        signed["content-length"] = str(len(body))
-        head = f"PUT {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in signed.items())
+        head = self.raw_head(self.key("a"), len(body))
         piece = 64 * 1024
         began = time.monotonic()
         with socket.create_connection(("127.0.0.1", self.gateway.port)) as sock:
-            sock.sendall(head.encode() + b"\r\n")
+            sock.sendall(head)
             for offset in range(0, len(body), piece):
                 sock.sendall(body[offset : offset + piece])
                 time.sleep(piece / (2 * MIN_BODY_RATE))
