@@ -8,8 +8,9 @@ a run and, at the end, the failing tests with how often each failed::
     runs 50, failed runs 0, tests run 4650, failures 0
 
 and exits 1 if any run failed or timed out.  Threads hand results to the reactor in many places
-(the spool's lanes, the node's lanes, the serial store, sendfile and splice bodies): an ordering that only holds
-on a quiet machine shows up here, where a single run on an idle machine would pass.
+(the spool's lanes, the node's lanes, the serial store, sendfile and splice bodies): an
+ordering that only holds on a quiet machine shows up here, where a single run on an idle
+machine would pass.
 """
 
 from __future__ import annotations

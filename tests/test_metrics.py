@@ -124,6 +124,7 @@ class TextFormatTests(SynchronousTestCase):
                 "lambgw_network_call_errors": "counter",
                 "lambgw_connections_open": "gauge",
                 "lambgw_connections_closed": "counter",
+                "lambgw_upload_spliced_bytes": "counter",
             },
         )
         (sent,) = families["lambgw_sent_bytes"].samples
