@@ -732,6 +732,32 @@ class ObjectBodyTests(SynchronousTestCase):
         self.assertIsNone(self.consumer.producer)
 
 
+def held_node_request(
+    case: SynchronousTestCase, path: bytes | None = None
+) -> tuple[NodeRequest, list[Callable[[], None]], list[str]]:
+    """A request to a node whose pool runs nothing until told to, for ``case``.
+
+    ``path``: the request's target as its channel read it.  Returns the request, the pool's
+    calls and what happened to the connection (pauses, resumes, the request handled).
+    """
+    h = Harness(case.mktemp())
+    calls: list[Callable[[], None]] = []
+    pool: Any = HeldPool(calls)
+    node = Node(h.store, QueueReactor(calls), h.clock, pool)
+    channel = DummyChannel()
+    channel.site = NodeSite(node)
+    if path is not None:
+        channel._path = path
+    events: list[str] = []
+    channel.transport.pauseProducing = lambda: events.append("pause")
+    channel.transport.resumeProducing = lambda: events.append("resume")
+    request = NodeRequest(channel)
+    request.requestHeaders.setRawHeaders(b"authorization", [signing.SCHEME.encode()])
+    case.addCleanup(request.connectionLost, Failure(ConnectionDone()))
+    case.patch(request, "process", lambda: events.append("process"))
+    return request, calls, events
+
+
 class NodeSpoolTests(SynchronousTestCase):
     def test_leftover_bodies_swept_at_start(self) -> None:
         """Bodies left in incoming/ by a crash are removed when the node starts; fresh ones stay."""
@@ -771,24 +797,8 @@ class NodeSpoolTests(SynchronousTestCase):
         self.assertEqual(request.spool_paths and os.path.exists(request.spool_paths[0]), False)
 
     def held_request(self) -> tuple[NodeRequest, list[Callable[[], None]], list[str]]:
-        """A spooling request of a node whose pool runs nothing until told to.
-
-        Returns the request, the pool's calls and what happened to the connection.
-        """
-        h = Harness(self.mktemp())
-        calls: list[Callable[[], None]] = []
-        pool: Any = HeldPool(calls)
-        node = Node(h.store, QueueReactor(calls), h.clock, pool)
-        channel = DummyChannel()
-        channel.site = NodeSite(node)
-        events: list[str] = []
-        channel.transport.pauseProducing = lambda: events.append("pause")
-        channel.transport.resumeProducing = lambda: events.append("resume")
-        request = NodeRequest(channel)
-        request.requestHeaders.setRawHeaders(b"authorization", [signing.SCHEME.encode()])
-        self.addCleanup(request.connectionLost, Failure(ConnectionDone()))
-        self.patch(request, "process", lambda: events.append("process"))
-        return request, calls, events
+        """A spooling request of a node whose pool runs nothing until told to."""
+        return held_node_request(self)
 
     def test_body_hashed_in_a_pool_thread(self) -> None:
         """A spooled body is hashed by the pool; the request is handled once all of it is."""

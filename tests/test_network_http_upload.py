@@ -29,12 +29,31 @@ def _new(data: bytes) -> NewObject:
     return NewObject(size=len(data), etag=hashlib.md5(data).hexdigest(), metadata={"k": "v"})
 
 
-class StreamedUploadTests(SynchronousTestCase):
+class NodeStoreCase(SynchronousTestCase):
+    """A client and a node in memory, with what the node's store holds at hand."""
+
     def setUp(self) -> None:
         self.root = self.mktemp()
         self.h = Harness(self.root)
         self.order_id = self.h.order.order_id
 
+    def used(self) -> int:
+        """The bytes the test's order uses."""
+        return self.h.store.order("demo", self.order_id).used
+
+    def incoming(self) -> list[str]:
+        """The bodies left in the node's ``incoming/``."""
+        incoming = os.path.join(self.root, "incoming")
+        return [n for _, _, names in os.walk(incoming) for n in names]
+
+    def assertRefused(self, result: Any, kind: type[Exception], text: str) -> None:
+        """``result`` is a failure of ``kind`` whose message holds ``text``."""
+        self.assertIsInstance(result, Failure)
+        self.assertTrue(result.check(kind), result)
+        self.assertIn(text, str(result.value))
+
+
+class StreamedUploadTests(NodeStoreCase):
     def open(self, size: int, path: str = "k", if_none_match: bool = False) -> Any:
         described = NewObject(size=size, etag="", metadata={"k": "v"})
         upload = self.h.network.open_upload("demo", self.order_id, path, described, if_none_match)
@@ -51,18 +70,6 @@ class StreamedUploadTests(SynchronousTestCase):
     def stored(self, path: str) -> bytes:
         _, ranges = self.h.store.open_range("demo", self.order_id, path)
         return b"".join(os.pread(r.file.fileno(), r.length, r.offset) for r in ranges)
-
-    def used(self) -> int:
-        return self.h.store.order("demo", self.order_id).used
-
-    def incoming(self) -> list[str]:
-        incoming = os.path.join(self.root, "incoming")
-        return [n for _, _, names in os.walk(incoming) for n in names]
-
-    def assertRefused(self, result: Any, kind: type[Exception], text: str) -> None:
-        self.assertIsInstance(result, Failure)
-        self.assertTrue(result.check(kind), result)
-        self.assertIn(text, str(result.value))
 
     def test_stored_as_streamed(self) -> None:
         """The bytes written, then the trailer, make the object the trailer describes."""

@@ -13,17 +13,15 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.test.requesthelper import DummyChannel
 
-from lambgw.lambnet.app import Node, NodeSite
 from lambgw.lambnet.incoming import HASH_HIGH_WATER, READ_SIZE, NodeRequest
 from lambgw.network import errors, signing, wire
 from lambgw.network.interface import NewObject
 from lambgw.protocol.checksums import ALGORITHMS
-from tests.test_network_http import Harness, HeldPool, QueueReactor
+from tests.test_network_http import held_node_request
+from tests.test_network_http_upload import NodeStoreCase
 
 MD5_MISMATCH = "The Content-MD5 you specified did not match what we received."
 CRC32_MISMATCH = "The CRC32 you specified did not match the calculated checksum."
@@ -44,13 +42,11 @@ def crc32_b64(data: bytes) -> str:
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
 
 
-class DigestedUploadTests(SynchronousTestCase):
+class DigestedUploadTests(NodeStoreCase):
     """Objects and parts streamed with digests the node computes and checks."""
 
     def setUp(self) -> None:
-        self.root = self.mktemp()
-        self.h = Harness(self.root)
-        self.order_id = self.h.order.order_id
+        super().setUp()
         self.network = self.h.network
 
     def put(
@@ -78,18 +74,6 @@ class DigestedUploadTests(SynchronousTestCase):
         if isinstance(result, Failure):
             result.raiseException()
         return result
-
-    def used(self) -> int:
-        return self.h.store.order("demo", self.order_id).used
-
-    def incoming(self) -> list[str]:
-        incoming = os.path.join(self.root, "incoming")
-        return [n for _, _, names in os.walk(incoming) for n in names]
-
-    def assertRefused(self, result: Any, kind: type[Exception], text: str) -> None:
-        self.assertIsInstance(result, Failure)
-        self.assertTrue(result.check(kind), result)
-        self.assertIn(text, str(result.value))
 
     def assertNothingStored(self) -> None:
         self.assertRaises(errors.NoSuchPath, self.h.store.head, "demo", self.order_id, "k")
@@ -249,21 +233,10 @@ class DigestLaneTests(SynchronousTestCase):
 
         Returns the request, the pool's calls and what happened to the connection.
         """
-        h = Harness(self.mktemp())
-        calls: list[Callable[[], None]] = []
-        pool: Any = HeldPool(calls)
-        node = Node(h.store, QueueReactor(calls), h.clock, pool)
-        channel = DummyChannel()
-        channel.site = NodeSite(node)
-        channel._path = f"/{wire.VERSION}/x?size={size}&digests={digests}".encode()
-        events: list[str] = []
-        channel.transport.pauseProducing = lambda: events.append("pause")
-        channel.transport.resumeProducing = lambda: events.append("resume")
-        request = NodeRequest(channel)
-        request.requestHeaders.setRawHeaders(b"authorization", [signing.SCHEME.encode()])
+        request, calls, events = held_node_request(
+            self, f"/{wire.VERSION}/x?size={size}&digests={digests}".encode()
+        )
         request.requestHeaders.setRawHeaders(signing.SHA256_HEADER.encode(), [b"STREAMING-TRAILER"])
-        self.addCleanup(request.connectionLost, Failure(ConnectionDone()))
-        self.patch(request, "process", lambda: events.append("process"))
         request.gotLength(size)
         return request, calls, events
 
