@@ -19,7 +19,7 @@ from zope.interface.verify import verifyObject
 
 from lambgw.network import index as index_module
 from lambgw.network.embedded import EmbeddedNetwork
-from lambgw.network.errors import NoSuchPath, QuotaExceeded
+from lambgw.network.errors import NoSuchPath, PreconditionFailed, QuotaExceeded
 from lambgw.network.files import SMALL_READ, BytesBody, FileRangeBody
 from lambgw.network.interface import INetwork, NewObject, Segment
 from lambgw.network.store import Store
@@ -327,13 +327,39 @@ class QuickWriteTests(SynchronousTestCase):
             for call in pending:
                 call()
 
-    def test_stored_at_once(self) -> None:
-        """No writer waits: the put is committed before the call returns; no thread runs."""
-        info = self.successResultOf(self.put("k", b"abc"))
-        self.assertEqual(info.size, 3)
+    def run_turn_end(self) -> None:
+        """Run what the reactor was handed for the end of its turn, and no more."""
+        pending, self.reactor.calls = self.reactor.calls, []
+        for call in pending:
+            call()
+
+    def test_stored_at_the_end_of_the_turn(self) -> None:
+        """No writer waits: the put commits on the reactor at the turn's end; no thread runs."""
+        put = self.put("k", b"abc")
+        self.assertNoResult(put)
+        self.assertRaises(NoSuchPath, self.store.head, "demo", self.order_id, "k")
+        self.run_turn_end()
+        self.assertEqual(self.successResultOf(put).size, 3)
         self.assertEqual(self.store.head("demo", self.order_id, "k").size, 3)
-        self.end_turn()
-        self.assertEqual(self.pool.started, [])
+        self.assertEqual((self.pool.started, self.reactor.calls), ([], []))
+
+    def test_puts_of_a_turn_committed_together(self) -> None:
+        """The puts of one turn are one transaction, on the reactor; a refused one alone fails."""
+        transactions: list[int] = []
+        group_now = self.store.index.group_now
+        self.patch(self.store.index, "group_now", lambda: transactions.append(1) or group_now())
+        puts = [self.put(f"k{n}", b"abc") for n in range(3)]
+        again = [Segment("", 2, b"ab")]
+        puts.append(
+            self.network.put_object(
+                "demo", self.order_id, "k1", again, NewObject(2, "e"), if_none_match=True
+            )
+        )
+        self.run_turn_end()
+        self.assertEqual([self.successResultOf(put).size for put in puts[:3]], [3, 3, 3])
+        self.failureResultOf(puts[3], PreconditionFailed)
+        self.assertEqual((transactions, self.pool.started), ([1], []))
+        self.assertEqual(self.store.order("demo", self.order_id).used, 9)
 
     def test_waits_in_the_lane_behind_another_writer(self) -> None:
         """Another process writing: the put goes to the writes' lane, grouped, and is stored."""
@@ -350,13 +376,16 @@ class QuickWriteTests(SynchronousTestCase):
     def test_checkpoints_run_in_the_lane(self) -> None:
         """Every so many quick puts, a checkpoint of the index is queued in the writes' lane."""
         self.patch(index_module, "CHECKPOINT_EVERY", 2)
-        self.successResultOf(self.put("a", b"1"))
+        done = self.put("a", b"1")
         self.end_turn()
+        self.successResultOf(done)
         self.assertEqual(self.pool.started, [])
         checkpoints: list[tuple[int, int]] = []
         checkpoint = self.store.index.checkpoint
         self.patch(self.store.index, "checkpoint", lambda: checkpoints.append(checkpoint()))
-        self.successResultOf(self.put("b", b"2"))
+        done = self.put("b", b"2")
+        self.run_turn_end()
+        self.successResultOf(done)
         self.assertEqual(checkpoints, [])
         self.end_turn()
         self.assertEqual(len(checkpoints), 1)

@@ -167,6 +167,60 @@ class WriteNowTests(IndexCase):
         with self.index.group():
             self.assertRaises(RuntimeError, self.insert_now, "a")
 
+    def test_a_group_without_waiting(self) -> None:
+        """Writes in a group that does not wait: savepoints, committed together at its end."""
+        ran: list[list[str]] = []
+        with self.index.group_now():
+            self.insert_now("a")
+            with self.assertRaises(ValueError), self.index.write_now() as db:
+                db.execute("INSERT INTO t (k) VALUES ('c')")
+                raise ValueError("undo this one")
+            self.insert("b")
+            self.index.after_commit(lambda: ran.append(self.keys()))
+            self.assertEqual((self.keys(), ran), ([], []))
+            with self.index.read() as db:
+                self.assertEqual(db.execute("SELECT count(*) FROM t").fetchone(), (2,))
+        self.assertEqual(self.keys(), ["a", "b"])
+        self.assertEqual(ran, [["a", "b"]])
+
+    def test_a_group_without_waiting_finds_the_index_held(self) -> None:
+        """Another writer in the queue, or SQLite's lock held: WouldWait, nothing written."""
+        other = self.open()
+        with other.write(), self.assertRaises(index_module.WouldWait), self.index.group_now():
+            self.insert_now("a")
+        holder = sqlite3.connect(os.path.join(self.root, index_module.INDEX_FILE), timeout=0)
+        self.addCleanup(holder.close)
+        holder.execute("BEGIN IMMEDIATE")
+        with self.assertRaises(index_module.WouldWait), self.index.group_now():
+            self.insert_now("b")
+        holder.execute("ROLLBACK")
+        with self.index.group_now():
+            self.insert_now("c")
+        self.assertEqual(self.keys(), ["c"])
+
+    def test_a_failed_group_without_waiting_commits_nothing(self) -> None:
+        """A group whose block raises commits none of its writes, and counts no commit."""
+        self.patch(index_module, "CHECKPOINT_EVERY", 1)
+        with self.assertRaises(RuntimeError), self.index.group_now():
+            self.insert_now("a")
+            raise RuntimeError("the group failed")
+        self.assertEqual(self.keys(), [])
+        self.assertFalse(self.index.checkpoint_due())
+        with self.index.group_now():
+            self.insert_now("b")
+            self.insert_now("c")
+        self.assertTrue(self.index.checkpoint_due())
+
+    def test_groups_do_not_nest(self) -> None:
+        """A group inside another is refused, whichever waits."""
+        for outer, inner in (
+            (self.index.group, self.index.group_now),
+            (self.index.group_now, self.index.group),
+            (self.index.group_now, self.index.group_now),
+        ):
+            with self.assertRaises(RuntimeError), outer(), inner():
+                pass
+
     def test_checkpoint_due_every_so_many_commits(self) -> None:
         """Every CHECKPOINT_EVERY quick commits ask for one checkpoint, once."""
         self.patch(index_module, "CHECKPOINT_EVERY", 3)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.logger import LogEvent, globalLogPublisher
@@ -13,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lambgw.network.errors import NoSuchOrder, NoSuchPath, PreconditionFailed, QuotaExceeded
 from lambgw.network.index import INDEX_FILE
 from lambgw.network.interface import NewObject, Segment
-from lambgw.network.quick import QuickCalls, WouldWait
+from lambgw.network.quick import QuickCalls, TurnWrites, WouldWait
 from lambgw.network.serial import SerialCalls
 from lambgw.network.store import Store
 from tests.test_serial import ManualPool, QueueReactor
@@ -284,3 +285,162 @@ class StoreQuickWriteTests(SynchronousTestCase):
         self.assertRaises(NoSuchPath, self.store.head, "demo", self.order_id, "k")
         self.put_now("k", b"abc")
         self.assertEqual(self.used(), 3)
+
+
+class TurnWritesTests(SynchronousTestCase):
+    """The small writes of one turn: committed together at its end, each undone alone."""
+
+    def setUp(self) -> None:
+        self.base, self.store, self.order_id = open_store(self, 64 * 1024)
+        self.groups: list[str] = []
+        for name in ("group", "group_now"):
+            self.patch(self.store.index, name, self.counted(name, getattr(self.store.index, name)))
+        self.pool = ManualPool()
+        self.reactor = QueueReactor()
+        self.lane = SerialCalls(
+            self.reactor,  # type: ignore[arg-type]
+            self.pool,  # type: ignore[arg-type]
+            self.store.index.group,
+        )
+        self.clock = Clock()
+        self.quick = QuickCalls(self.lane.call_grouped, clock=self.clock)
+        self.writes = TurnWrites(
+            self.reactor,  # type: ignore[arg-type]
+            self.store.index,
+            self.quick,
+            limit=3,
+        )
+
+    def counted(self, name: str, group: Callable[[], Any]) -> Callable[[], Any]:
+        def counting() -> Any:
+            self.groups.append(name)
+            return group()
+
+        return counting
+
+    def put(self, path: str, data: bytes, **conditions: Any) -> Any:
+        args = (
+            "demo",
+            self.order_id,
+            path,
+            [Segment("", len(data), data)],
+            NewObject(len(data), "e"),
+        )
+
+        def now(*args: Any) -> Any:
+            return self.store.put(*args, now=True, **conditions)
+
+        def slow(*args: Any) -> Any:
+            return self.store.put(*args, **conditions)
+
+        return self.writes.call(now, slow, *args)
+
+    def stored(self) -> list[str]:
+        """The paths stored, as another connection sees them."""
+        db = sqlite3.connect(os.path.join(self.base, INDEX_FILE))
+        try:
+            return sorted(bytes(p).decode() for (p,) in db.execute("SELECT path FROM objects"))
+        finally:
+            db.close()
+
+    def end_turn(self) -> None:
+        """Run what the reactor was handed, then what that handed the pool, then again."""
+        for calls in (self.reactor.calls, self.pool.started, self.reactor.calls):
+            pending, calls[:] = list(calls), []
+            for call in pending:
+                call()
+
+    def test_one_commit_at_the_end_of_the_turn(self) -> None:
+        """A turn's writes are answered only once committed, all in one group, in order."""
+        puts = [self.put(f"k{n}", b"abc") for n in range(3)]
+        for put in puts:
+            self.assertNoResult(put)
+        self.assertEqual(self.stored(), [])
+        self.end_turn()
+        self.assertEqual([self.successResultOf(put).path for put in puts], ["k0", "k1", "k2"])
+        self.assertEqual(self.stored(), ["k0", "k1", "k2"])
+        self.assertEqual((self.groups, self.pool.started), (["group_now"], []))
+        self.assertEqual(self.store.order("demo", self.order_id).used, 9)
+
+    def test_alone_in_its_turn(self) -> None:
+        """A write alone in its turn commits by itself, with no group."""
+        put = self.put("k", b"abc")
+        self.end_turn()
+        self.assertEqual(self.successResultOf(put).size, 3)
+        self.assertEqual(self.groups, [])
+
+    def test_groups_of_at_most_the_limit(self) -> None:
+        """More writes in a turn than the limit: several groups, each committed."""
+        puts = [self.put(f"k{n}", b"a") for n in range(7)]
+        self.end_turn()
+        self.assertEqual([self.successResultOf(put).size for put in puts], [1] * 7)
+        self.assertEqual(self.groups, ["group_now", "group_now"])  # 3, 3, and 1 alone
+        self.assertEqual(len(self.stored()), 7)
+
+    def test_a_refused_write_is_undone_alone(self) -> None:
+        """A write refused in the group fails with its error; the others are stored."""
+        self.successResultOf(self.end_turn_of(self.put("k", b"abc")))
+        puts = [
+            self.put("a", b"1"),
+            self.put("k", b"x", if_none_match=True),
+            self.put("big", bytes(64 * 1024)),
+        ]
+        self.end_turn()
+        self.assertEqual(self.successResultOf(puts[0]).size, 1)
+        self.failureResultOf(puts[1], PreconditionFailed)
+        self.failureResultOf(puts[2], QuotaExceeded)
+        self.assertEqual(self.stored(), ["a", "k"])
+        self.assertEqual(self.store.order("demo", self.order_id).used, 4)
+
+    def end_turn_of(self, d: Any) -> Any:
+        self.end_turn()
+        return d
+
+    def test_index_held_the_group_goes_to_the_pool(self) -> None:
+        """Another writer holds the index: the turn's writes are grouped in the pool."""
+        other = Store(self.base, durable=False)
+        self.addCleanup(other.close)
+        with other.index.write():
+            puts = [self.put(f"k{n}", b"ab") for n in range(3)]
+            for _ in range(2):  # the turn's end, then the lane's start
+                pending, self.reactor.calls = self.reactor.calls, []
+                for call in pending:
+                    call()
+            self.assertEqual(len(self.pool.started), 1)
+        self.end_turn()
+        self.assertEqual([self.successResultOf(put).size for put in puts], [2, 2, 2])
+        self.assertEqual(self.groups, ["group_now", "group"])
+        self.assertEqual(self.stored(), ["k0", "k1", "k2"])
+
+    def test_a_write_that_would_wait_goes_to_the_pool(self) -> None:
+        """One write of the group that cannot be done without waiting is done by the pool."""
+        args = ("demo", self.order_id, "f", [Segment("", 3, b"abc")], NewObject(3, "e"))
+
+        def waits(*args: Any) -> Any:
+            raise WouldWait("needs a file")
+
+        puts = [self.put("a", b"1"), self.writes.call(waits, self.store.put, *args)]
+        self.end_turn()
+        self.assertEqual(self.successResultOf(puts[0]).size, 1)
+        self.assertNoResult(puts[1])
+        self.end_turn()
+        self.assertEqual(self.successResultOf(puts[1]).path, "f")
+        self.assertEqual(self.stored(), ["a", "f"])
+
+    def test_a_failed_commit_fails_the_group(self) -> None:
+        """If the group's transaction cannot commit, every write of it fails; none is stored."""
+        group_now = self.store.index.group_now
+
+        @contextmanager
+        def failing() -> Iterator[None]:
+            with group_now():
+                yield
+                self.store.index.nowait().execute("INSERT INTO no_such_table VALUES (1)")
+
+        self.patch(self.store.index, "group_now", failing)
+        puts = [self.put(f"k{n}", b"ab") for n in range(2)]
+        self.end_turn()
+        for put in puts:
+            self.failureResultOf(put, sqlite3.OperationalError)
+        self.assertEqual(self.stored(), [])
+        self.assertEqual(self.store.order("demo", self.order_id).used, 0)

@@ -23,12 +23,16 @@ class ManualPool:
 
 
 class QueueReactor:
-    """Keeps ``callFromThread`` calls for the test to run."""
+    """Keeps ``callFromThread`` calls, and calls for the turn's end, for the test to run."""
 
     def __init__(self) -> None:
         self.calls: list[Callable[[], None]] = []
 
     def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
+        self.calls.append(lambda: f(*args))
+
+    def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> None:
+        assert delay == 0, "only the end of the turn is kept"
         self.calls.append(lambda: f(*args))
 
 

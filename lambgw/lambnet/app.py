@@ -41,7 +41,7 @@ from lambgw.network import sessions, signing, wire
 from lambgw.network.errors import ANSWERS, NetworkError
 from lambgw.network.files import SMALL_READ, FileRangeBody, read_small
 from lambgw.network.interface import IObjectBody, NewObject, ObjectInfo
-from lambgw.network.quick import QuickCalls, checkpoint_if_due
+from lambgw.network.quick import QuickCalls, TurnWrites, checkpoint_if_due
 from lambgw.network.serial import SerialCalls
 from lambgw.network.store import FileRange, Store, held_inline
 from lambgw.network.uploads import StoredUploads
@@ -210,7 +210,7 @@ class Node:
         threadpool: ThreadPool,
         uploads: StoredUploads | None = None,
     ) -> None:
-        """Serve ``store``, calling it in ``threadpool``; ``clock`` dates requests.
+        """Serve ``store``, calling it in ``threadpool``; ``clock`` dates requests and ends turns.
 
         ``uploads`` are the store's multipart uploads (with the default expiry if not given).
         """
@@ -224,6 +224,7 @@ class Node:
         self._quick = QuickCalls(self._reads.call)
         self._writes = SerialCalls(reactor, threadpool, store.index.group)
         self._quick_writes = QuickCalls(self._writes.call_grouped)
+        self._turn_writes = TurnWrites(clock, store.index, self._quick_writes)
         #: The nonces of requests signed with an account's key; those of a session are numbered.
         self._nonces = signing.NonceCache()
         self._sessions = sessions.SessionTable()
@@ -484,11 +485,12 @@ class Node:
         if_match = _header(request, wire.IF_MATCH_HEADER)
         await request.flushed()
         segments = request.segments()
-        # A small body goes into the index, with no fsync of its own: at once if that needs no
-        # wait, else committed together with the others queued beside it.
+        # A small body goes into the index, with no fsync of its own: at the end of the
+        # reactor's turn, with the others of the turn, if that needs no wait, else committed
+        # together with the others queued beside it.
         args = (account, order_id, path, segments, new, if_none_match, if_match)
         if held_inline(segments, new.size):
-            info = await self._quick_writes.call(self._put_now, self.store.put, *args)
+            info = await self._turn_writes.call(self._put_now, self.store.put, *args)
         else:
             info = await self._call(self.store.put, *args)
         request.setResponseCode(201)

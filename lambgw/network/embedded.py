@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
@@ -40,7 +40,7 @@ from lambgw.network.interface import (
     Segment,
     UploadsPage,
 )
-from lambgw.network.quick import QuickCalls, checkpoint_if_due
+from lambgw.network.quick import QuickCalls, TurnWrites, checkpoint_if_due
 from lambgw.network.serial import SerialCalls
 from lambgw.network.store import Store, held_inline
 from lambgw.network.uploads import StoredUploads
@@ -74,6 +74,8 @@ class EmbeddedNetwork:
         self._writes = SerialCalls(reactor, threadpool, store.index.group)
         self._reads = QuickCalls(SerialCalls(reactor, threadpool).call, clock=quick_clock)
         self._quick_writes = QuickCalls(self._writes.call_grouped, clock=quick_clock)
+        # The reactor is also an IReactorTime: the turn's writes wait for its end.
+        self._turn_writes = TurnWrites(cast(IReactorTime, reactor), store.index, self._quick_writes)
 
     @classmethod
     def from_directory(
@@ -120,12 +122,13 @@ class EmbeddedNetwork:
     ) -> Deferred[ObjectInfo]:
         """Store an object made of the spooled ``segments``, atomically.
 
-        A small object in memory is stored on the reactor thread if no other writer holds
-        the index, else committed with the others queued beside it.
+        A small object in memory is stored on the reactor thread at the end of its turn,
+        with the others of the turn (:class:`TurnWrites`), if no other writer holds the index;
+        else committed with the others queued beside it.
         """
         args = (account, order_id, path, segments, new, if_none_match, if_match)
         if held_inline(segments, new.size):
-            return self._quick_writes.call(self._put_now, self._store.put, *args)
+            return self._turn_writes.call(self._put_now, self._store.put, *args)
         return self._writes.call(self._store.put, *args)
 
     def _put_now(self, *args: Any) -> ObjectInfo:

@@ -138,6 +138,19 @@ def _immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
+@contextmanager
+def _savepoint(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One savepoint of the transaction open on ``db``: undone alone if the block raises."""
+    db.execute("SAVEPOINT write")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK TO write")
+        db.execute("RELEASE write")
+        raise
+    db.execute("RELEASE write")
+
+
 class Index:
     """The index of the store in ``root``, created and brought up to date if needed."""
 
@@ -196,22 +209,54 @@ class Index:
         """:meth:`write` on the :meth:`nowait` connection, without waiting for other writers.
 
         Raises :class:`WouldWait` at once if another writer holds the writers' queue or the
-        index.  Not inside a :meth:`group`.  Every :data:`CHECKPOINT_EVERY` such commits,
-        :meth:`checkpoint_due` says so once.
+        index.  Every :data:`CHECKPOINT_EVERY` such commits, :meth:`checkpoint_due` says so
+        once.  Inside a :meth:`group_now`, a savepoint of its transaction; not inside a
+        :meth:`group`.
         """
-        if self._group_hooks() is not None:
-            raise RuntimeError("write_now is not for a group of writes")
+        group = self._group()
+        if group is not None:
+            if group[1] is not self.nowait():
+                raise RuntimeError("write_now is not for a group of writes that may wait")
+            with _savepoint(group[1]) as db:
+                yield db
+            return
+        with self._locked_now(), no_waiting(), _immediate(self.nowait()) as db:
+            yield db
+        self._unchecked += 1
+
+    @contextmanager
+    def group_now(self) -> Iterator[None]:
+        """:meth:`group` on the :meth:`nowait` connection, without waiting for other writers.
+
+        Raises :class:`WouldWait` at once, with nothing written, if another writer holds the
+        writers' queue or the index.  Each :meth:`write_now` or :meth:`write` in the block is
+        a savepoint; the whole counts as one commit towards :meth:`checkpoint_due`.
+        """
+        if self._group() is not None:
+            raise RuntimeError("groups of writes do not nest")
+        hooks: list[Callable[[], None]] = []
+        with self._locked_now(), no_waiting(), _immediate(self.nowait()) as db:
+            self._local.group = (hooks, db)
+            try:
+                yield
+            finally:
+                self._local.group = None
+        self._unchecked += 1
+        for hook in hooks:
+            hook()
+
+    @contextmanager
+    def _locked_now(self) -> Iterator[None]:
+        """Hold the writers' queue for the block; :class:`WouldWait` if another holds it."""
         fd = self._writer_fd()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise WouldWait("another writer holds the index") from None
         try:
-            with no_waiting(), _immediate(self.nowait()) as db:
-                yield db
+            yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-        self._unchecked += 1
 
     def checkpoint_due(self) -> bool:
         """Whether :meth:`write_now` committed enough since the last time to checkpoint now."""
@@ -279,52 +324,50 @@ class Index:
         the others are committed together when the block ends.  If that commit fails, none
         is.  Work handed to :meth:`after_commit` in the block runs once the commit is done.
         """
+        if self._group() is not None:
+            raise RuntimeError("groups of writes do not nest")
         hooks: list[Callable[[], None]] = []
-        with self._transaction():
-            self._local.group_hooks = hooks
+        with self._transaction() as db:
+            self._local.group = (hooks, db)
             try:
                 yield
             finally:
-                self._local.group_hooks = None
+                self._local.group = None
         for hook in hooks:
             hook()
 
-    def _group_hooks(self) -> list[Callable[[], None]] | None:
-        """The after-commit work of this thread's group, or None outside a group."""
-        hooks: list[Callable[[], None]] | None = getattr(self._local, "group_hooks", None)
-        return hooks
+    def _group(self) -> tuple[list[Callable[[], None]], sqlite3.Connection] | None:
+        """The calling thread's group of writes (its after-commit work, its connection), or None."""
+        group: tuple[list[Callable[[], None]], sqlite3.Connection] | None = getattr(
+            self._local, "group", None
+        )
+        return group
 
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` once what this thread wrote is committed: now, or after its group.
 
         If the group's commit fails, ``hook`` is dropped.
         """
-        hooks = self._group_hooks()
-        if hooks is None:
+        group = self._group()
+        if group is None:
             hook()
         else:
-            hooks.append(hook)
+            group[0].append(hook)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction, committed unless the block raises.
 
         The writers queue for it on the ``flock`` of :data:`WRITERS_FILE`.  Inside
-        :meth:`group`, a savepoint of the group's transaction instead.
+        :meth:`group` or :meth:`group_now`, a savepoint of the group's transaction instead.
         """
-        if self._group_hooks() is None:
+        group = self._group()
+        if group is None:
             with self._transaction() as db:
                 yield db
             return
-        db = self.connection()
-        db.execute("SAVEPOINT write")
-        try:
+        with _savepoint(group[1]) as db:
             yield db
-        except BaseException:
-            db.execute("ROLLBACK TO write")
-            db.execute("RELEASE write")
-            raise
-        db.execute("RELEASE write")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -341,12 +384,13 @@ class Index:
     def read(self) -> Iterator[sqlite3.Connection]:
         """One read transaction: the block sees one snapshot of the index.
 
-        Inside :meth:`group`, the group's transaction.
+        Inside a group of writes, the group's transaction.
         """
-        db = self.connection()
-        if self._group_hooks() is not None:
-            yield db
+        group = self._group()
+        if group is not None:
+            yield group[1]
             return
+        db = self.connection()
         db.execute("BEGIN")
         try:
             yield db

@@ -38,12 +38,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from lambgw.network.index import Index, WouldWait
 from lambgw.network.serial import SerialCalls
 
-__all__ = ["QuickCalls", "WouldWait", "checkpoint_if_due"]
+__all__ = ["QuickCalls", "TurnWrites", "WouldWait", "checkpoint_if_due"]
 
 log = Logger()
 
@@ -55,6 +57,12 @@ BUDGET = 0.002
 PAUSE = 0.05
 #: ... doubled while each next try is slow too, up to this.
 LONGEST_PAUSE = 64.0
+#: The most writes of one turn committed together (:class:`TurnWrites`).
+TURN_GROUP = 32
+
+#: A write waiting for the end of its turn: its quick and slow forms, their arguments, and
+#: the Deferred of its result.
+_Write = tuple[Callable[..., Any], Callable[..., Any], tuple[Any, ...], Deferred[Any]]
 
 
 class QuickCalls:
@@ -83,10 +91,13 @@ class QuickCalls:
         #: Whether the calls' staying slow was logged (once, until a call is quick again).
         self._warned = False
 
-    def call(self, quick: Callable[..., _T], slow: Callable[..., _T], *args: Any) -> Deferred[_T]:
+    def call(
+        self, quick: Callable[..., _T], slow: Callable[..., _T], *args: Any, weight: int = 1
+    ) -> Deferred[_T]:
         """Fire with ``quick(*args)``, or with ``slow(*args)`` run in the pool.
 
-        ``quick`` raises :class:`WouldWait` where it cannot answer without waiting.
+        ``quick`` raises :class:`WouldWait` where it cannot answer without waiting.  A call
+        that does the work of ``weight`` calls has ``weight`` times the budget.
         """
         start = self._clock()
         if start < self._pooled_until:
@@ -98,14 +109,18 @@ class QuickCalls:
         except Exception:
             return fail()
         finally:
-            self._timed(start)
+            self._timed(start, weight)
         return succeed(result)
 
-    def _timed(self, start: float) -> None:
+    def pooled(self, slow: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        """Fire with ``slow(*args)`` run in the pool, without trying it here first."""
+        return self._pooled(slow, *args)
+
+    def _timed(self, start: float, weight: int) -> None:
         """Take note of a quick call that began at ``start`` and has just ended."""
         now = self._clock()
         took = now - start
-        if took <= self._budget:
+        if took <= self._budget * weight:
             self._pause = self._first_pause
             self._warned = False
             return
@@ -121,6 +136,90 @@ class QuickCalls:
             )
             self._warned = True
         self._pause = min(2 * self._pause, self._longest)
+
+
+class TurnWrites:
+    """The small writes asked for in one turn of the reactor, committed together.
+
+    A write alone in its turn goes through :class:`QuickCalls` as it would by itself.  When
+    several came in one turn (a busy gateway or node gets a few at a time from its clients),
+    they are tried together on the reactor thread at the turn's end: one transaction
+    (:meth:`~lambgw.network.index.Index.group_now`), each write a savepoint of it, so they
+    cost one commit and one turn of the writers' lock instead of one each.  A write that
+    raises is undone alone and its error is its answer.  If the group cannot start without
+    waiting, or the writes are going to the pool for a while, the group runs in the pool,
+    in the index's :meth:`~lambgw.network.index.Index.group`.  No write is answered before
+    its group is committed.
+    """
+
+    def __init__(
+        self, reactor: IReactorTime, index: Index, quick: QuickCalls, limit: int = TURN_GROUP
+    ) -> None:
+        """Group the writes of a turn of ``reactor`` in ``index``, ``limit`` at most a group.
+
+        ``quick`` hands the calls that are not quick to a lane that runs them in a group
+        (:meth:`SerialCalls.call_grouped`).
+        """
+        self._reactor = reactor
+        self._index = index
+        self._quick = quick
+        self._limit = limit
+        self._waiting: list[_Write] = []
+
+    def call(self, quick: Callable[..., _T], slow: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        """Fire with ``quick(*args)`` or ``slow(*args)``, as :meth:`QuickCalls.call` does.
+
+        Both are writes that are one savepoint inside a group of writes.
+        """
+        d: Deferred[_T] = Deferred()
+        if not self._waiting:
+            self._reactor.callLater(0, self._end_of_turn)
+        self._waiting.append((quick, slow, args, d))
+        return d
+
+    def _end_of_turn(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for start in range(0, len(waiting), self._limit):
+            writes = waiting[start : start + self._limit]
+            if len(writes) == 1:
+                quick, slow, args, d = writes[0]
+                self._quick.call(quick, slow, *args).chainDeferred(d)
+                continue
+            done = self._quick.call(self._now, self._pooled, writes, weight=len(writes))
+            done.addCallbacks(self._answer, self._fail, (writes,), errbackArgs=(writes,))
+
+    def _now(self, writes: list[_Write]) -> list[Any]:
+        """Each write's result or failure, all committed together without waiting."""
+        with self._index.group_now():
+            return [_outcome(quick, args) for quick, _, args, _ in writes]
+
+    @staticmethod
+    def _pooled(writes: list[_Write]) -> list[Any]:
+        """Each write's result or failure (in a pool thread, in a group of the index)."""
+        return [_outcome(slow, args) for _, slow, args, _ in writes]
+
+    def _answer(self, outcomes: list[Any], writes: list[_Write]) -> None:
+        for (_, slow, args, d), outcome in zip(writes, outcomes, strict=True):
+            if isinstance(outcome, Failure) and outcome.check(WouldWait):
+                # Undone: this one needs what a quick write may not do (the pool does it).
+                self._quick.pooled(slow, *args).chainDeferred(d)
+            elif isinstance(outcome, Failure):
+                d.errback(outcome)
+            else:
+                d.callback(outcome)
+
+    @staticmethod
+    def _fail(failure: Failure, writes: list[_Write]) -> None:
+        for *_, d in writes:
+            d.errback(failure)
+
+
+def _outcome(f: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """``f(*args)``, or the failure it raised."""
+    try:
+        return f(*args)
+    except Exception:
+        return Failure()
 
 
 def checkpoint_if_due(index: Index, lane: SerialCalls) -> None:
