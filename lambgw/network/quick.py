@@ -23,6 +23,10 @@ blocking (:class:`QuickCalls`):
   nothing;
 - anything else a call raises is its answer, as from the pool.
 
+Small writes are also grouped (:class:`TurnWrites`): those of one turn of the reactor
+commit together at its end, so that a busy gateway or node pays one commit for a few
+objects.
+
 The first pause is short (:data:`PAUSE`, 50 ms) because most slow calls are not the
 store's doing: on a machine whose cores are all busy, the scheduler runs another process
 in the middle of a call now and then.  With a first pause of one second, those few calls
