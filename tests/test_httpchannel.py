@@ -9,8 +9,9 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
+from twisted.web.test.requesthelper import DummyChannel
 
-from lambgw.httpchannel import LeanChannel
+from lambgw.httpchannel import LeanChannel, LeanRequest
 
 
 class CountingTransport(StringTransport):
@@ -229,3 +230,36 @@ class OnePassHeadTests(SynchronousTestCase):
                 self.assertSame(data, [data[:cut], data[cut:]])
         lean = self.assertSame(data, [TAKEN["put with its body"], TAKEN["get"]])
         self.assertEqual(lean.one_pass, 2)
+
+
+class ResponseHeaderTests(SynchronousTestCase):
+    def test_set_as_twisted_sets_them(self) -> None:
+        """Each header set ends up as twisted.web's own setHeader leaves it, breaks and all."""
+        pairs: list[tuple[Any, Any]] = [
+            (b"ETag", b'"abc"'),
+            (b"etag", b'"again"'),
+            (b"x-amz-request-id", b"0123"),
+            (b"Content-Md5", b"x"),
+            (b"X-Empty", b""),
+            (b"X-Folded", b"one\r\ntwo\nthree\rfour"),
+            (b"X-Trailing", b"end\n"),
+            ("X-Text", "caf\u00e9"),
+            (b"X-Mixed", "text"),
+        ]
+        ours, theirs = LeanRequest(DummyChannel()), Request(DummyChannel())
+        for name, value in pairs:
+            ours.setHeader(name, value)
+            theirs.setHeader(name, value)
+        self.assertEqual(
+            sorted(ours.responseHeaders.getAllRawHeaders()),
+            sorted(theirs.responseHeaders.getAllRawHeaders()),
+        )
+        self.assertEqual(ours.responseHeaders.getRawHeaders(b"x-folded"), [b"one two three four"])
+
+    def test_cookies_not_parsed(self) -> None:
+        """A ``Cookie`` header is a header like any other: no cookie is parsed from it."""
+        request = LeanRequest(DummyChannel())
+        request.requestHeaders.setRawHeaders(b"Cookie", [b"a=1; b=2"])
+        request.parseCookies()
+        self.assertEqual(request.received_cookies, {})
+        self.assertEqual(request.getHeader(b"cookie"), b"a=1; b=2")

@@ -39,7 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
-from lambgw.httpchannel import LeanChannel
+from lambgw.httpchannel import LeanChannel, LeanRequest
 from lambgw.lambnet.digests import BodyDigests
 from lambgw.lanes import Buffer, Lane
 from lambgw.network import signing, wire
@@ -173,7 +173,7 @@ class NodeChannel(LeanChannel):
     """An HTTP/1.1 connection to the node (see :class:`LeanChannel`)."""
 
 
-class NodeRequest(Request):
+class NodeRequest(LeanRequest, Request):
     """A request whose body is spooled into the store's ``incoming/`` and hashed on arrival.
 
     With an ``x-lamb-part-sizes`` header, the body is cut into one file per part as it

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 
+from lambgw.httpchannel import LeanRequest
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import http_date
 from lambgw.s3.connections import AT_CAP, ConnectionLimits, Connections, Refusal, S3Channel
@@ -205,7 +206,7 @@ class IFront(Protocol):
         """Set ``request.s3`` and ``request.content`` from the request's headers."""
 
 
-class S3Request(server.Request):
+class S3Request(LeanRequest, server.Request):
     """A twisted.web request whose body is checked, spooled and hashed as it arrives."""
 
     _parsePOSTFormSubmission = False
