@@ -387,6 +387,35 @@ GATEWAYS: dict[str, Callable[[Path, str], AbstractContextManager[Target]]] = {
 }
 
 
+#: How many of a server's log lines telling of a failure a failed group prints.
+PROBLEM_LINES = 20
+_PROBLEM = re.compile(r"failed|Traceback|Error|Unhandled", re.IGNORECASE)
+
+
+def _measure_group(bench: Bench, target: Target, group: str) -> Results:
+    """The group's figures on ``target``; if it fails, each is missing, saying why.
+
+    A failure also prints the last lines of the server's logs (and its node's) that tell of
+    one, since the logs go with the server's temporary home.
+    """
+    try:
+        return MEASURES[group](bench, target)
+    except (BenchError, StartError, OSError) as exc:
+        _log(target, f"{group} failed: {exc}")
+        for log in [target.server.log] + ([target.node.log] if target.node else []):
+            try:
+                lines = log.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            for line in [line for line in lines if _PROBLEM.search(line)][-PROBLEM_LINES:]:
+                _log(target, f"{log.name}: {line}")
+        return {
+            figure.key: Measurement(None, f"failed: {exc}")
+            for figure in FIGURES
+            if figure.group == group
+        }
+
+
 def run_target(bench: Bench, factory: TargetFactory, name: str, groups: tuple[str, ...]) -> Results:
     """Start one server in a temporary home, run the groups on it, and stop it."""
     results: Results = {}
@@ -394,13 +423,7 @@ def run_target(bench: Bench, factory: TargetFactory, name: str, groups: tuple[st
         try:
             with factory(Path(tmp)) as target:
                 for group in groups:
-                    try:
-                        results.update(MEASURES[group](bench, target))
-                    except (BenchError, StartError, OSError) as exc:
-                        _log(target, f"{group} failed: {exc}")
-                        for figure in FIGURES:
-                            if figure.group == group and figure.key not in results:
-                                results[figure.key] = Measurement(None, f"failed: {exc}")
+                    results.update(_measure_group(bench, target, group))
         except NotInstalled as exc:
             print(f"[{name}] not installed: {exc}", file=sys.stderr)
             for figure in FIGURES:
@@ -436,7 +459,7 @@ def run_side_by_side(
             for target, done in zip((one, other), rounds, strict=True):
                 results: Results = {}
                 for group in groups:
-                    results.update(MEASURES[group](one_round, target))
+                    results.update(_measure_group(one_round, target, group))
                 done.append(results)
 
     def median(values: list[float]) -> float | None:
@@ -444,10 +467,12 @@ def run_side_by_side(
 
     def medians(runs: list[Results]) -> Results:
         found: Results = {}
-        for key in runs[0]:
-            values = [v for r in runs if (v := r[key].value) is not None]
-            cpus = [c for r in runs if (c := r[key].cpu) is not None]
-            runs_text = "/".join(f"{v:.0f}" for v in values)
+        for key in dict.fromkeys(key for r in runs for key in r):
+            measured = [r[key] for r in runs if key in r]
+            values = [v for m in measured if (v := m.value) is not None]
+            cpus = [c for m in measured if (c := m.cpu) is not None]
+            # A figure no round measured keeps the first round's reason.
+            runs_text = "/".join(f"{v:.0f}" for v in values) if values else measured[0].note
             found[key] = Measurement(median(values), runs_text, median(cpus))
         return found
 

@@ -17,7 +17,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from bench import compare, servers
+from bench import compare, s3bench, servers
 from bench.client import Endpoint, Payload, Signer, object_path
 from bench.figures import FIGURES, GROUPS, QUICK, SEAWEED_GOALS, Bench, Goal, Measurement
 from bench.report import lambnet_report, report
@@ -226,3 +226,42 @@ class CompareTests(SynchronousTestCase):
         """A directory without lambgw/ is refused before anything starts."""
         with self.assertRaises(SystemExit):
             compare.main([self.mktemp()])
+
+
+class FailedGroupTests(SynchronousTestCase):
+    def test_failure_leaves_figures_missing_and_tells_the_logs(self) -> None:
+        """A group that fails gives its figures as missing, with why; the logs' complaints print."""
+        home = Path(self.mktemp())
+        home.mkdir()
+        log, node_log = home / "gateway.log", home / "lambnet.log"
+        log.write_text("started\nNetwork call put_object o/k failed after 30.000 s: Timeout\nok\n")
+        node_log.write_text("Unhandled error in Deferred:\nquiet line\n")
+        endpoint = Endpoint("127.0.0.1", 1, "a", "b")
+        target = servers.Target(
+            "lambnet",
+            endpoint,
+            ServerProcess(["true"], 1, log),
+            "bucket",
+            home,
+            ServerProcess(["true"], 2, node_log),
+        )
+
+        def failing(bench: Bench, target: servers.Target) -> dict[str, Measurement]:
+            raise s3bench.BenchError("PUT /b/k: 503")
+
+        self.patch(s3bench, "MEASURES", {**s3bench.MEASURES, "small": failing})
+        printed: list[str] = []
+        self.patch(s3bench, "_log", lambda target, text: printed.append(text))
+        results = s3bench._measure_group(Bench(QUICK), target, "small")
+        expected = {f.key for f in FIGURES if f.group == "small"}
+        self.assertEqual(set(results), expected)
+        self.assertEqual({m.value for m in results.values()}, {None})
+        self.assertIn("failed: PUT /b/k: 503", next(iter(results.values())).note)
+        self.assertEqual(
+            printed,
+            [
+                "small failed: PUT /b/k: 503",
+                "gateway.log: Network call put_object o/k failed after 30.000 s: Timeout",
+                "lambnet.log: Unhandled error in Deferred:",
+            ],
+        )
