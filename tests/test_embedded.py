@@ -24,7 +24,7 @@ from lambgw.network.files import SMALL_READ, BytesBody, FileRangeBody
 from lambgw.network.interface import INetwork, NewObject, Segment
 from lambgw.network.store import Store
 from tests.test_quick import open_store
-from tests.test_serial import ManualPool, QueueReactor
+from tests.test_serial import ManualPool, QueueReactor, end_turn
 
 
 @implementer(IConsumer)
@@ -322,10 +322,7 @@ class QuickWriteTests(SynchronousTestCase):
 
     def end_turn(self) -> None:
         """Run what the reactor was handed, then what that handed the pool, then again."""
-        for calls in (self.reactor.calls, self.pool.started, self.reactor.calls):
-            pending, calls[:] = list(calls), []
-            for call in pending:
-                call()
+        end_turn(self.reactor, self.pool)
 
     def run_turn_end(self) -> None:
         """Run what the reactor was handed for the end of its turn, and no more."""

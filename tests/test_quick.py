@@ -17,7 +17,7 @@ from lambgw.network.interface import NewObject, Segment
 from lambgw.network.quick import QuickCalls, TurnWrites, WouldWait
 from lambgw.network.serial import SerialCalls
 from lambgw.network.store import Store
-from tests.test_serial import ManualPool, QueueReactor
+from tests.test_serial import ManualPool, QueueReactor, end_turn
 
 #: Clock steps and read times in exact binary fractions, so that sums compare equal.
 STEP = 2.0**-3
@@ -66,10 +66,7 @@ class QuickCallsTests(SynchronousTestCase):
 
     def run_lane(self) -> None:
         """End the reactor's turn, run the lane's thread and hand its results back."""
-        for calls in (self.reactor.calls, self.pool.started, self.reactor.calls):
-            pending, calls[:] = list(calls), []
-            for call in pending:
-                call()
+        end_turn(self.reactor, self.pool)
 
     def read(self, seconds: float = FAST) -> str:
         """One read whose quick form takes ``seconds``; what it answered."""
@@ -345,10 +342,7 @@ class TurnWritesTests(SynchronousTestCase):
 
     def end_turn(self) -> None:
         """Run what the reactor was handed, then what that handed the pool, then again."""
-        for calls in (self.reactor.calls, self.pool.started, self.reactor.calls):
-            pending, calls[:] = list(calls), []
-            for call in pending:
-                call()
+        end_turn(self.reactor, self.pool)
 
     def test_one_commit_at_the_end_of_the_turn(self) -> None:
         """A turn's writes are answered only once committed, all in one group, in order."""

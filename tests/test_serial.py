@@ -36,6 +36,14 @@ class QueueReactor:
         self.calls.append(lambda: f(*args))
 
 
+def end_turn(reactor: QueueReactor, pool: ManualPool) -> None:
+    """Run what the reactor was handed, then what that handed the pool, then again."""
+    for calls in (reactor.calls, pool.started, reactor.calls):
+        pending, calls[:] = list(calls), []
+        for call in pending:
+            call()
+
+
 class SerialCallsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.pool = ManualPool()
