@@ -211,6 +211,19 @@ class WriteNowTests(IndexCase):
             self.insert_now("c")
         self.assertTrue(self.index.checkpoint_due())
 
+    def test_a_group_rolled_back_under_it_commits_nothing(self) -> None:
+        """Once SQLite has rolled a group back (on a full disk, say), no later write commits."""
+        for group, connection in (
+            (self.index.group, self.index.connection),
+            (self.index.group_now, self.index.nowait),
+        ):
+            with self.subTest(group.__name__):
+                with self.assertRaises(sqlite3.OperationalError), group():
+                    self.insert("a")
+                    connection().execute("ROLLBACK")  # as SQLite does after SQLITE_FULL
+                    self.assertRaises(index_module.GroupRolledBack, self.insert, "b")
+                self.assertEqual(self.keys(), [])
+
     def test_groups_do_not_nest(self) -> None:
         """A group inside another is refused, whichever waits."""
         for outer, inner in (

@@ -114,6 +114,10 @@ class WouldWait(Exception):
     """Work that was asked not to wait, and would have to (for a lock, or for a file)."""
 
 
+class GroupRolledBack(Exception):
+    """A write in a group of writes whose transaction SQLite has already rolled back."""
+
+
 @contextmanager
 def no_waiting() -> Iterator[None]:
     """Turn SQLite's refusal to wait for a lock into :class:`WouldWait`."""
@@ -140,7 +144,14 @@ def _immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 @contextmanager
 def _savepoint(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One savepoint of the transaction open on ``db``: undone alone if the block raises."""
+    """One savepoint of the transaction open on ``db``: undone alone if the block raises.
+
+    If SQLite has rolled the transaction back (as it does on some errors: a full disk, an
+    I/O error), this raises: a savepoint would otherwise begin a transaction of its own,
+    committed alone, and the group's failure would then misreport it.
+    """
+    if not db.in_transaction:
+        raise GroupRolledBack("the group's transaction was rolled back by an earlier error")
     db.execute("SAVEPOINT write")
     try:
         yield db
