@@ -31,7 +31,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import NamedTuple
 
 #: The file of a store's index: a directory without it holds no store.
 INDEX_FILE = "index.sqlite3"
@@ -112,6 +113,13 @@ CREATE TABLE IF NOT EXISTS pending (
 
 class WouldWait(Exception):
     """Work that was asked not to wait, and would have to (for a lock, or for a file)."""
+
+
+class _Group(NamedTuple):
+    """A thread's group of writes: the work to run once it is committed, and its connection."""
+
+    hooks: list[Callable[[], None]]
+    db: sqlite3.Connection
 
 
 class GroupRolledBack(Exception):
@@ -226,12 +234,12 @@ class Index:
         """
         group = self._group()
         if group is not None:
-            if group[1] is not self.nowait():
+            if group.db is not self.nowait():
                 raise RuntimeError("write_now is not for a group of writes that may wait")
-            with _savepoint(group[1]) as db:
+            with _savepoint(group.db) as db:
                 yield db
             return
-        with self._locked_now(), no_waiting(), _immediate(self.nowait()) as db:
+        with self._immediate_now() as db:
             yield db
         self._unchecked += 1
 
@@ -243,29 +251,24 @@ class Index:
         writers' queue or the index.  Each :meth:`write_now` or :meth:`write` in the block is
         a savepoint; the whole counts as one commit towards :meth:`checkpoint_due`.
         """
-        if self._group() is not None:
-            raise RuntimeError("groups of writes do not nest")
-        hooks: list[Callable[[], None]] = []
-        with self._locked_now(), no_waiting(), _immediate(self.nowait()) as db:
-            self._local.group = (hooks, db)
-            try:
-                yield
-            finally:
-                self._local.group = None
+        with self._grouped(self._immediate_now()):
+            yield
         self._unchecked += 1
-        for hook in hooks:
-            hook()
 
     @contextmanager
-    def _locked_now(self) -> Iterator[None]:
-        """Hold the writers' queue for the block; :class:`WouldWait` if another holds it."""
+    def _immediate_now(self) -> Iterator[sqlite3.Connection]:
+        """A transaction on :meth:`nowait`, the writers' queue held for it, without waiting.
+
+        :class:`WouldWait` at once if another writer holds the queue or the index.
+        """
         fd = self._writer_fd()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise WouldWait("another writer holds the index") from None
         try:
-            yield
+            with no_waiting(), _immediate(self.nowait()) as db:
+                yield db
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -335,11 +338,17 @@ class Index:
         the others are committed together when the block ends.  If that commit fails, none
         is.  Work handed to :meth:`after_commit` in the block runs once the commit is done.
         """
+        with self._grouped(self._transaction()):
+            yield
+
+    @contextmanager
+    def _grouped(self, transaction: AbstractContextManager[sqlite3.Connection]) -> Iterator[None]:
+        """Make ``transaction`` this thread's group of writes; run its hooks once committed."""
         if self._group() is not None:
             raise RuntimeError("groups of writes do not nest")
         hooks: list[Callable[[], None]] = []
-        with self._transaction() as db:
-            self._local.group = (hooks, db)
+        with transaction as db:
+            self._local.group = _Group(hooks, db)
             try:
                 yield
             finally:
@@ -347,11 +356,9 @@ class Index:
         for hook in hooks:
             hook()
 
-    def _group(self) -> tuple[list[Callable[[], None]], sqlite3.Connection] | None:
-        """The calling thread's group of writes (its after-commit work, its connection), or None."""
-        group: tuple[list[Callable[[], None]], sqlite3.Connection] | None = getattr(
-            self._local, "group", None
-        )
+    def _group(self) -> _Group | None:
+        """The calling thread's group of writes, or None."""
+        group: _Group | None = getattr(self._local, "group", None)
         return group
 
     def after_commit(self, hook: Callable[[], None]) -> None:
@@ -363,7 +370,7 @@ class Index:
         if group is None:
             hook()
         else:
-            group[0].append(hook)
+            group.hooks.append(hook)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -377,7 +384,7 @@ class Index:
             with self._transaction() as db:
                 yield db
             return
-        with _savepoint(group[1]) as db:
+        with _savepoint(group.db) as db:
             yield db
 
     @contextmanager
@@ -399,7 +406,7 @@ class Index:
         """
         group = self._group()
         if group is not None:
-            yield group[1]
+            yield group.db
             return
         db = self.connection()
         db.execute("BEGIN")
