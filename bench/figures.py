@@ -140,6 +140,13 @@ FIGURES: tuple[Figure, ...] = (
     Figure("list_walk_small", "list", "walk of {list0} keys (pages of {page})", "s"),
     Figure("list_walk_large", "list", "walk of {list1} keys (pages of {page})", "s"),
     Figure(
+        "list_page_growth",
+        "list",
+        "list page time, {list1} / {list0} keys",
+        "x",
+        Goal("not growing (< 1.1)", None, 1.1),
+    ),
+    Figure(
         "list_walk_growth",
         "list",
         "walk time per page, {list1} / {list0} keys",

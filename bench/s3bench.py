@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from http.client import HTTPConnection
 from pathlib import Path
 from types import FrameType
 
@@ -37,6 +38,7 @@ from bench.client import (
     SMALL_TIMEOUT,
     BenchError,
     PreparedRequest,
+    Signer,
     connect,
     download,
     object_path,
@@ -231,26 +233,31 @@ _KEY_COUNT = re.compile(rb"<KeyCount>(\d+)</KeyCount>")
 
 def _page_times(bench: Bench, target: Target, bucket: str, keys: int) -> list[float]:
     """Time ListObjectsV2 pages starting at evenly spread keys of the bucket."""
-    page, pages = bench.sizes.page, bench.sizes.pages
     signer = target.signer()
-    times: list[float] = []
     conn = connect(target.endpoint, SMALL_TIMEOUT)
     try:
-        for n in range(pages):
-            position = (keys - page) * n // max(1, pages - 1)
-            query = [("list-type", "2"), ("max-keys", str(page))]
-            if position:
-                query.append(("start-after", _list_key(position - 1, bench.sizes.per_prefix)))
-            request = signer.prepare("GET", object_path(bucket), query)
-            start = time.perf_counter()
-            body = perform(conn, request)
-            times.append((time.perf_counter() - start) * 1000)
-            found = _KEY_COUNT.search(body)
-            if found is None or int(found.group(1)) != min(page, keys - position):
-                raise BenchError(f"page at {position} listed {found and found.group(1)!r} keys")
+        return [_page_time(bench, conn, signer, bucket, keys, n) for n in range(bench.sizes.pages)]
     finally:
         conn.close()
-    return times
+
+
+def _page_time(
+    bench: Bench, conn: HTTPConnection, signer: Signer, bucket: str, keys: int, n: int
+) -> float:
+    """Time the ``n``-th of the bucket's evenly spread pages, checked to be full; ms."""
+    page, pages = bench.sizes.page, bench.sizes.pages
+    position = (keys - page) * n // max(1, pages - 1)
+    query = [("list-type", "2"), ("max-keys", str(page))]
+    if position:
+        query.append(("start-after", _list_key(position - 1, bench.sizes.per_prefix)))
+    request = signer.prepare("GET", object_path(bucket), query)
+    start = time.perf_counter()
+    body = perform(conn, request)
+    took = (time.perf_counter() - start) * 1000
+    found = _KEY_COUNT.search(body)
+    if found is None or int(found.group(1)) != min(page, keys - position):
+        raise BenchError(f"page at {position} listed {found and found.group(1)!r} keys")
+    return took
 
 
 _TOKEN = re.compile(rb"<NextContinuationToken>([^<]+)</NextContinuationToken>")
@@ -301,26 +308,32 @@ def _delimited(bench: Bench, target: Target, bucket: str, keys: int) -> float:
 
 
 def measure_list(bench: Bench, target: Target) -> Results:
-    """Fill a fresh bucket to each listing size in turn and time pages at each size."""
+    """Fill a fresh bucket to each listing size and time pages and walks in it.
+
+    How much slower the larger bucket lists is measured at the end, in both buckets in
+    alternation, so that the machine's drift over the long fill does not read as growth.
+    """
     sizes = bench.sizes
-    bucket = target.new_bucket("bench-list")
     results: Results = {}
-    filled = 0
     rate = 0.0
-    for key, keys in zip(("list_small", "list_large"), sizes.list_sizes, strict=True):
-        projected = (keys - filled) / rate if rate else 0.0
+    filled: list[tuple[str, int]] = []
+    for n, (key, keys) in enumerate(
+        zip(("list_small", "list_large"), sizes.list_sizes, strict=True)
+    ):
+        projected = keys / rate if rate else 0.0
         if projected > sizes.fill_budget:
             results[key] = Measurement(
                 None,
-                f"skipped: filling {keys - filled:,} more keys would take ~{projected:.0f} s "
+                f"skipped: filling {keys:,} keys would take ~{projected:.0f} s "
                 f"at {rate:.0f} PUT/s (budget {sizes.fill_budget:.0f} s)",
             )
             break
+        bucket = target.new_bucket(f"bench-list-{n}")
         start = time.monotonic()
-        rate = _fill(bench, target, bucket, filled, keys)
+        rate = _fill(bench, target, bucket, 0, keys)
         took = time.monotonic() - start
         _log(target, f"filled {keys:,} keys at {rate:.0f} PUT/s in {took:.0f} s")
-        filled = keys
+        filled.append((bucket, keys))
         times = _page_times(bench, target, bucket, keys)
         _log(target, f"{keys:,} keys: pages " + "/".join(f"{t:.1f}" for t in times) + " ms")
         spread = f"pages {min(times):.1f}..{max(times):.1f} ms"
@@ -334,13 +347,49 @@ def measure_list(bench: Bench, target: Target) -> Results:
         _log(target, f"{keys:,} keys: walks " + "/".join(f"{w:.2f}" for w in walks) + " s")
         delimited = [_delimited(bench, target, bucket, keys) for _ in range(sizes.repeats)]
         results["list_delim"] = Measurement(statistics.median(delimited), f"of {keys:,} keys")
-    small, large = results.get("list_walk_small"), results.get("list_walk_large")
-    if small and large and small.value and large.value:
-        growth = (large.value / sizes.list_sizes[-1]) / (small.value / sizes.list_sizes[0])
-        results["list_walk_growth"] = Measurement(growth)
+    if len(filled) == len(sizes.list_sizes) > 1:
+        results.update(_growth(bench, target, filled[0], filled[-1]))
     if "list_walk_large" not in results:
         results["list_delim"] = Measurement(None, "skipped with the larger listing")
     return results
+
+
+def _growth(
+    bench: Bench, target: Target, small: tuple[str, int], large: tuple[str, int]
+) -> Results:
+    """How much slower the larger bucket lists than the smaller, listed in alternation.
+
+    ``list_page_growth``: the larger bucket's page time over the smaller's, a page of each
+    in turn; ``list_walk_growth``: its walk time per key over the smaller's, a walk of each
+    in turn.
+    """
+    signer = target.signer()
+    pages: tuple[list[float], list[float]] = ([], [])
+    conn = connect(target.endpoint, SMALL_TIMEOUT)
+    try:
+        for n in range(bench.sizes.pages):
+            for times, (bucket, keys) in zip(pages, (small, large), strict=True):
+                times.append(_page_time(bench, conn, signer, bucket, keys, n))
+    finally:
+        conn.close()
+    walks: tuple[list[float], list[float]] = ([], [])
+    for _ in range(bench.sizes.repeats):
+        for times, (bucket, keys) in zip(walks, (small, large), strict=True):
+            times.append(_walk(bench, target, bucket, keys) / keys)
+    medians = [statistics.median(times) for times in (*pages, *walks)]
+    page_note = "; ".join(
+        f"{keys:,} keys {median:.1f} ms"
+        for median, (_, keys) in zip(medians[:2], (small, large), strict=True)
+    )
+    walk_note = "; ".join(
+        f"{keys:,} keys " + "/".join(f"{t * keys:.2f}" for t in times) + " s"
+        for times, (_, keys) in zip(walks, (small, large), strict=True)
+    )
+    _log(target, f"in alternation: pages {page_note}; walks {walk_note}")
+    return {
+        "list_page_growth": Measurement(medians[1] / medians[0], f"alternate pages: {page_note}"),
+        "list_walk_growth": Measurement(medians[3] / medians[2], f"alternate walks: {walk_note}"),
+    }
 
 
 def measure_multipart_group(bench: Bench, target: Target) -> Results:
