@@ -14,6 +14,9 @@ Three of twisted.web's steps cost more per request than they need to:
   for its own), though they never change on a connection: :class:`LeanChannel` asks once;
 - the response head goes to the transport as a sequence of four pieces per header, each
   checked and queued on its own: :class:`LeanChannel` writes it as one piece of bytes;
+- an answer written to a TCP transport costs two ``epoll_ctl`` calls and a poll to learn
+  that the socket is writable: :class:`LeanChannel`'s transport sends it at the end of the
+  reactor's turn instead (:mod:`lambgw.heldwrites`);
 - each response header set is encoded and split at line breaks, and each request's
   cookies parsed: :class:`LeanRequest` stores a header of plain bytes as it is, and
   parses no cookie (neither S3 nor the network protocol has any).
@@ -29,6 +32,8 @@ from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 from twisted.web.iweb import INonQueuedRequestFactory
 
+from lambgw.heldwrites import hold_writes
+
 #: A request line the one-pass parser takes: a token method, a target of printable ASCII,
 #: and HTTP/1.0 or 1.1 (twisted.web's ``_parseRequestLine`` takes all of these, and more).
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([!-~]+) (HTTP/1\.[01])")
@@ -41,6 +46,11 @@ class LeanChannel(HTTPChannel):
 
     _peer: Any = None
     _host: Any = None
+
+    def connectionMade(self) -> None:
+        """Begin as twisted.web does; answers are sent at the end of the turn that wrote them."""
+        super().connectionMade()
+        hold_writes(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         """Parse a request head that came whole in one pass; give the rest to twisted.web."""

@@ -35,6 +35,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from lambgw.heldwrites import hold_writes
 from lambgw.network.httpbody import BytesProducer
 
 #: The largest answer head read (status line and headers).
@@ -307,6 +308,10 @@ class LeanConnection(Protocol):
             self.transport.abortConnection()
 
     # -- the node's side ---------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Requests are sent at the end of the reactor's turn (see :mod:`lambgw.heldwrites`)."""
+        hold_writes(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         """Parse the answer head, then pass the body on."""
