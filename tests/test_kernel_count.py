@@ -153,19 +153,47 @@ class SettledTests(SynchronousTestCase):
         return S3Request(DummyChannel())
 
     def test_settled_waits_for_sends(self) -> None:
-        """settled() fires once every noted send has returned."""
+        """when_settled() calls at once with no send in flight, else once every one returned."""
         request = self.request()
-        self.successResultOf(request.settled())
+        calls: list[str] = []
+        request.when_settled(lambda: calls.append("now"))
+        self.assertEqual(calls, ["now"])
         first: Deferred[None] = Deferred()
         second: Deferred[None] = Deferred()
         request.kernel_send(first)
         request.kernel_send(second)
-        settled = request.settled()
+        request.when_settled(lambda: calls.append("later"))
         first.callback(None)
-        self.assertNoResult(settled)
+        self.assertEqual(calls, ["now"])
         second.errback(ConnectionLost())
-        self.successResultOf(settled)
+        self.assertEqual(calls, ["now", "later"])
         self.failureResultOf(second, ConnectionLost)
+
+    def test_over_observers(self) -> None:
+        """when_over() observers hear, in order, of a finished answer, each only once."""
+        request = self.request()
+        heard: list[tuple[str, object]] = []
+        request.when_over(lambda reason: heard.append(("first", reason)))
+        request.when_over(lambda reason: heard.append(("second", reason)))
+        request.setHeader(b"Content-Length", b"0")
+        request.finish()
+        self.assertEqual(heard, [("first", None), ("second", None)])
+
+    def test_over_observers_when_lost(self) -> None:
+        """Observers hear the failure of a lost request; one that raises stops no other."""
+        request = self.request()
+        heard: list[object] = []
+
+        def raising(reason: Failure | None) -> None:
+            raise RuntimeError("an observer's own bug")
+
+        request.when_over(raising)
+        request.when_over(heard.append)
+        request.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(len(heard), 1)
+        assert isinstance(heard[0], Failure)
+        self.assertTrue(heard[0].check(ConnectionLost))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_unsent_buffer_not_counted(self) -> None:
         """Bytes left in the transport's buffer when the connection is lost were not sent."""

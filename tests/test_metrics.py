@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -238,8 +239,8 @@ class FakeRequest:
         self.channel = channel
         self.done: Deferred[None] = Deferred()
 
-    def notifyFinish(self) -> Deferred[None]:
-        return self.done
+    def when_over(self, observer: Callable[[Failure | None], object]) -> None:
+        self.done.addBoth(lambda result: observer(result if isinstance(result, Failure) else None))
 
 
 class InFlightTests(SynchronousTestCase):

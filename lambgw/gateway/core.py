@@ -134,6 +134,20 @@ class Gateway:
             return succeed(cached)
         return self._call(name, "", lambda: self.buckets.get(name))
 
+    def _in_bucket(self, name: str, then: Callable[[Bucket], Deferred[T]]) -> Deferred[T]:
+        """``then(bucket)`` for the bucket ``name``: at once when it is cached, else once known.
+
+        A cached bucket costs no Deferred of its own; what ``then`` raises is the failure of
+        the Deferred returned, either way.
+        """
+        cached = self.buckets.cached(name)
+        if cached is None:
+            return self.bucket(name).addCallback(then)
+        try:
+            return then(cached)
+        except Exception:
+            return fail()
+
     def create_bucket(self, name: str) -> Deferred[Bucket]:
         """Create bucket ``name`` (s3gw) or say why not (lambgw)."""
         return self._call(name, "", lambda: self.buckets.create(name))
@@ -308,7 +322,7 @@ class Gateway:
                 lambda: self.network.head_object(self.account, b.order_id, b.prefix + key),
             ).addCallback(keyed, key)
 
-        return self.bucket(bucket).addCallback(found)
+        return self._in_bucket(bucket, found)
 
     def get_object(
         self, bucket: str, key: str, first: int = 0, last: int | None = None
@@ -325,7 +339,7 @@ class Gateway:
                 ),
             ).addCallback(lambda got: (keyed(got[0], key), got[1]))
 
-        return self.bucket(bucket).addCallback(found)
+        return self._in_bucket(bucket, found)
 
     def delete_object(self, bucket: str, key: str, if_match: str | None = None) -> Deferred[bool]:
         """Delete ``key``; deleting a missing key succeeds, as in S3, unless ``if_match``."""
@@ -346,7 +360,7 @@ class Gateway:
                 self.orders.released(order_id)
             return deleted
 
-        return self.bucket(bucket).addCallback(found)
+        return self._in_bucket(bucket, found)
 
     @inlineCallbacks
     def copy_object(
@@ -391,7 +405,7 @@ class Gateway:
                 bucket, key, lambda: self.network.get_tags(self.account, b.order_id, b.prefix + key)
             )
 
-        return self.bucket(bucket).addCallback(found)
+        return self._in_bucket(bucket, found)
 
     def put_tags(self, bucket: str, key: str, tags: Mapping[str, str]) -> Deferred[None]:
         """Replace the tags of the object at ``key`` (none: remove them)."""
@@ -404,7 +418,7 @@ class Gateway:
                 lambda: self.network.put_tags(self.account, b.order_id, b.prefix + key, tags),
             )
 
-        return self.bucket(bucket).addCallback(found)
+        return self._in_bucket(bucket, found)
 
     @inlineCallbacks
     def list_objects(

@@ -13,7 +13,8 @@ from typing import Any
 from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.web.http import Request
+
+from lambgw.s3.request import S3Request
 
 #: Seconds between two looks at the connections being closed while draining.
 CLOSE_POLL = 0.05
@@ -40,19 +41,19 @@ class InFlight:
         """Whether :meth:`drain` was called: the gateway is stopping."""
         return self._draining
 
-    def request_factory(self, factory: Callable[..., Request]) -> Callable[..., Request]:
+    def request_factory(self, factory: Callable[..., S3Request]) -> Callable[..., S3Request]:
         """A request factory for a site that makes requests with ``factory`` and counts them."""
 
-        def make(*args: Any) -> Request:
+        def make(*args: Any) -> S3Request:
             request = factory(*args)
             transport = getattr(getattr(request, "channel", None), "transport", None)
             self._count += 1
-            request.notifyFinish().addBoth(self._finished, transport)
+            request.when_over(lambda _: self._finished(transport))
             return request
 
         return make
 
-    def _finished(self, result: object, transport: Any) -> None:
+    def _finished(self, transport: Any) -> None:
         self._count -= 1
         if self._draining and transport is not None and transport.connected:
             transport.loseConnection()

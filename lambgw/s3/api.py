@@ -231,7 +231,7 @@ def serve(api: S3API, request: S3Request) -> object:
     the route's error handler unless the request is already over.
     """
     d: Deferred[Any] = maybeDeferred(api.dispatch, request)
-    request.notifyFinish().addErrback(lambda _: d.cancel())
+    request.when_over(lambda reason: None if reason is None else d.cancel())
 
     def over() -> bool:
         return bool(request.finished or request._disconnected)
@@ -256,7 +256,7 @@ def serve(api: S3API, request: S3Request) -> object:
 
 
 def _request_over(
-    result: object, request: S3Request, finished: Callable[[bool], None] | None
+    reason: Failure | None, request: S3Request, finished: Callable[[bool], None] | None
 ) -> None:
     """Clean up after a request, then tell its observer whether it was answered.
 
@@ -264,8 +264,8 @@ def _request_over(
     """
     request.run_cleanups()
     if finished is not None:
-        answered = not isinstance(result, Failure)
-        request.settled().addCallback(lambda _: finished(answered))
+        answered = reason is None
+        request.when_settled(lambda: finished(answered))
 
 
 class S3Resource(Resource):
@@ -316,7 +316,7 @@ class S3Resource(Resource):
         request.setHeader(b"x-amz-id-2", state.request_id.encode())
         observer = self._api.observer
         finished = None if observer is None else observer(request)
-        request.notifyFinish().addBoth(_request_over, request, finished)
+        request.when_over(lambda reason: _request_over(reason, request, finished))
         policy = self._cors()
         if request.method == b"OPTIONS" and state.error is None:
             return self._preflight(request, policy)

@@ -218,7 +218,9 @@ class S3Request(LeanRequest, server.Request):
         super().__init__(*args, **kwargs)
         #: Calls handing body bytes to the kernel still in flight, and who waits for none.
         self._kernel_sends = 0
-        self._settled: list[Deferred[None]] = []
+        self._settled: list[Callable[[], object]] = []
+        #: Who is told when the request is over (see :meth:`when_over`).
+        self._over: list[Callable[[Failure | None], object]] = []
         #: Called when the request is answered at its headers, before the answer is written.
         self.answered_early: list[Callable[[], None]] = []
 
@@ -302,27 +304,46 @@ class S3Request(LeanRequest, server.Request):
         super().connectionLost(reason)
         self.run_cleanups()
 
+    def when_over(self, observer: Callable[[Failure | None], object]) -> None:
+        """Call ``observer`` once the request is over, as ``notifyFinish`` would fire.
+
+        It is called with None when the answer is finished, or with the failure that ended
+        the request (its client gone).  Observers are called in the order given, all from
+        one ``notifyFinish``; one that raises is logged, and the others are still called.
+        """
+        if not self._over:
+            self.notifyFinish().addBoth(self._ended)
+        self._over.append(observer)
+
+    def _ended(self, result: object) -> None:
+        observers, self._over = self._over, []
+        reason = result if isinstance(result, Failure) else None
+        for observer in observers:
+            try:
+                observer(reason)
+            except Exception:
+                log.failure("Unhandled failure after a request ended")
+
     def kernel_send(self, call: Deferred[Any]) -> None:
-        """Note a call handing body bytes to the kernel: :meth:`settled` waits for it."""
+        """Note a call handing body bytes to the kernel: :meth:`when_settled` waits for it."""
         self._kernel_sends += 1
 
         def returned(result: object) -> object:
             self._kernel_sends -= 1
             if not self._kernel_sends:
                 waiting, self._settled = self._settled, []
-                for d in waiting:
-                    d.callback(None)
+                for call in waiting:
+                    call()
             return result
 
         call.addBoth(returned)
 
-    def settled(self) -> Deferred[None]:
-        """Fire once no call handing body bytes to the kernel is in flight."""
+    def when_settled(self, call: Callable[[], object]) -> None:
+        """Call ``call`` once no call handing body bytes to the kernel is in flight (or now)."""
         if not self._kernel_sends:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._settled.append(d)
-        return d
+            call()
+        else:
+            self._settled.append(call)
 
     def run_cleanups(self) -> None:
         """Delete what the request left behind (a spooled body not committed)."""
