@@ -73,7 +73,9 @@ class _HeldWrites(tcp.Connection):
         if not self._write_held:
             return
         self._write_held = False
-        if self.connected and not self.disconnecting:
+        if not self.connected:
+            return  # lost meanwhile: nothing is sent on a closed connection
+        if not self.disconnecting:
             try:
                 why = self.doWrite()
             except Exception:

@@ -169,6 +169,23 @@ class SettledTests(SynchronousTestCase):
         self.assertEqual(calls, ["now", "later"])
         self.failureResultOf(second, ConnectionLost)
 
+    def test_settled_waiter_raising(self) -> None:
+        """A waiter that raises is logged: the send's own result and the other waiters stay."""
+        request = self.request()
+        calls: list[str] = []
+        send: Deferred[int] = Deferred()
+        request.kernel_send(send)
+
+        def raising() -> None:
+            raise RuntimeError("a waiter's own bug")
+
+        request.when_settled(raising)
+        request.when_settled(lambda: calls.append("after"))
+        send.callback(5)
+        self.assertEqual(self.successResultOf(send), 5)
+        self.assertEqual(calls, ["after"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_over_observers(self) -> None:
         """when_over() observers hear, in order, of a finished answer, each only once."""
         request = self.request()

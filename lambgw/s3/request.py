@@ -332,8 +332,11 @@ class S3Request(LeanRequest, server.Request):
             self._kernel_sends -= 1
             if not self._kernel_sends:
                 waiting, self._settled = self._settled, []
-                for call in waiting:
-                    call()
+                for waiter in waiting:
+                    try:
+                        waiter()
+                    except Exception:
+                        log.failure("Unhandled failure once a request's sends returned")
             return result
 
         call.addBoth(returned)
