@@ -45,6 +45,8 @@ MODULES = (
     "tests.test_node_incoming",
     "tests.test_node_digests",
     "tests.test_e2e_spliced_uploads",
+    "tests.test_heldwrites",
+    "tests.test_lean_agent",
 )
 
 #: A line that names a test (a dotted name alone on its line), under ``[FAIL]`` or ``[ERROR]``.
