@@ -12,7 +12,8 @@ all of the turn's I/O and before the next poll, when Twisted's own transport wou
 learnt that its socket is writable) each such transport sends at once.  The answers of a
 turn still leave together, after all of the turn's requests are handled, as they did.
 What the socket does not take, and a transport that is closing, is left to the reactor
-as usual; a transport the reactor already watches is left to it too.
+as usual; a transport the reactor already watches is left to it too.  Code that fills the
+socket around the transport (sendfile, splice) waits for room with :func:`watch_writable`.
 
 Only Twisted's own plain TCP connections are changed (TLS goes over one, and is changed
 through it); any other transport writes as it always does.
@@ -65,6 +66,7 @@ class _HeldWrites(tcp.Connection):
 
     def _watch(self) -> None:
         """Have the reactor watch the socket and send the rest, as Twisted's transports do."""
+        self._write_held = False
         self._watched = True
         super().startWriting()
 
@@ -114,6 +116,19 @@ def hold_writes(transport: Any) -> None:
                 transport.__class__ = held
             return
         transport = getattr(transport, "transport", None)
+
+
+def watch_writable(transport: tcp.Connection) -> None:
+    """Have the reactor call ``transport.doWrite`` once its socket is writable.
+
+    For bytes sent to the socket around the transport (sendfile, splice), which fill it
+    without the transport knowing: ``startWriting`` on a held transport would only wait for
+    the turn's end, not for room in the socket.
+    """
+    if isinstance(transport, _HeldWrites):
+        transport._watch()
+    else:
+        transport.startWriting()
 
 
 def _send_all() -> None:

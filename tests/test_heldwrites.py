@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -10,13 +11,15 @@ from twisted.internet import task, tcp
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionAborted, ConnectionDone
-from twisted.internet.interfaces import IReactorFDSet
+from twisted.internet.interfaces import IPushProducer, IReactorFDSet
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from lambgw.heldwrites import HeldClient, HeldServer, hold_writes
+from lambgw.network.files import wait_writable
 
 reactor: Any = _reactor
 
@@ -196,6 +199,57 @@ class TurnTests(TestCase):
         client.transport.loseConnection()  # type: ignore[union-attr]
         received = yield reading.done
         self.assertEqual(received, b"hello")
+
+
+@implementer(IPushProducer)
+class Resumed:
+    """A producer that counts how often it is resumed."""
+
+    def __init__(self) -> None:
+        self.resumed = 0
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        self.resumed += 1
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class WatchWritableTests(TestCase):
+    """Bytes sent around a held transport: waiting for room waits for the socket itself."""
+
+    @inlineCallbacks
+    def test_waits_for_room_in_the_socket(self) -> Any:
+        """A socket filled around the transport resumes its producer only once it drains."""
+        reading = Reading(b"")
+        port = reactor.listenTCP(0, Factory.forProtocol(lambda: reading), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = Answering(lambda transport, data: None, held=True)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        yield connectProtocol(endpoint, client)
+        transport: Any = client.transport
+        reading.transport.pauseProducing()  # type: ignore[union-attr]  # the peer reads nothing
+        sock = transport.getHandle()
+        filled = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                filled += sock.send(b"x" * 65536)
+        producer = Resumed()
+        transport.registerProducer(producer, True)
+        wait_writable(transport)
+        yield task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(producer.resumed, 0)
+        reading.transport.resumeProducing()  # type: ignore[union-attr]
+        while not producer.resumed:
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(producer.resumed, 1)
+        transport.unregisterProducer()
+        transport.loseConnection()
+        received = yield reading.done
+        self.assertEqual(len(received), filled)
 
 
 class HoldWritesTests(SynchronousTestCase):

@@ -31,6 +31,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from lambgw.heldwrites import watch_writable
 from lambgw.network.errors import NetworkError
 from lambgw.network.interface import IObjectBody
 from lambgw.network.store import FileRange
@@ -245,9 +246,9 @@ def sendfile_transport(consumer: IConsumer) -> tcp.Connection | None:
 
 
 def wait_writable(transport: tcp.Connection) -> None:
-    """Have ``transport`` resume its producer once its buffer is sent and it can write."""
+    """Have ``transport`` resume its producer once its buffer is sent and its socket has room."""
     transport.producerPaused = True
-    transport.startWriting()
+    watch_writable(transport)
 
 
 @implementer(IObjectBody, IPushProducer)
