@@ -521,11 +521,18 @@ def run_side_by_side(
             values = [v for m in measured if (v := m.value) is not None]
             cpus = [c for m in measured if (c := m.cpu) is not None]
             # A figure no round measured keeps the first round's reason.
-            runs_text = "/".join(f"{v:.0f}" for v in values) if values else measured[0].note
+            runs_text = "/".join(_round_text(v) for v in values) if values else measured[0].note
             found[key] = Measurement(median(values), runs_text, median(cpus))
         return found
 
     return medians(rounds[0]), medians(rounds[1])
+
+
+def _round_text(value: float) -> str:
+    """A round's figure with three significant digits or more (a walk is a tenth of a second)."""
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -265,3 +265,10 @@ class FailedGroupTests(SynchronousTestCase):
                 "lambnet.log: Unhandled error in Deferred:",
             ],
         )
+
+
+class RoundTextTests(SynchronousTestCase):
+    def test_small_figures_keep_their_digits(self) -> None:
+        """A round's figure under 1 (a walk's seconds) is not printed as 0."""
+        texts = [s3bench._round_text(v) for v in (0.0303, 0.106, 7.5, 12.34, 3142.6)]
+        self.assertEqual(texts, ["0.0303", "0.106", "7.5", "12.3", "3143"])
