@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from twisted.internet import reactor as _reactor
@@ -64,6 +64,18 @@ class Reading(Protocol):
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
         self.done.callback(b"".join(self.received))
+
+
+@inlineCallbacks
+def held_client(case: TestCase) -> Generator[Any, Any, tuple[Reading, Answering]]:
+    """A held client connection to a server that keeps what it reads: both protocols."""
+    reading = Reading(b"")
+    port = reactor.listenTCP(0, Factory.forProtocol(lambda: reading), interface="127.0.0.1")
+    case.addCleanup(port.stopListening)
+    client = Answering(lambda transport, data: None, held=True)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+    yield connectProtocol(endpoint, client)
+    return reading, client
 
 
 class TurnTests(TestCase):
@@ -140,27 +152,26 @@ class TurnTests(TestCase):
         self.assertTrue(reason.check(ConnectionDone))
         self.assertGreaterEqual(self.server_watched(server), 1)
 
+    def written_then(self, data: bytes, end: str) -> Deferred[tuple[bytes, Failure]]:
+        """Answer with ``data`` and then the transport's ``end`` method, in the same turn."""
+
+        def answer(transport: Any, _: bytes) -> None:
+            transport.write(data)
+            getattr(transport, end)()
+
+        return self.exchange(answer).addCallback(lambda got: (got[0], got[2]))
+
     @inlineCallbacks
     def test_closed_in_the_turn_after_its_answer(self) -> Any:
         """An answer followed by a close in the same turn arrives whole before the close."""
-
-        def answer(transport: Any, data: bytes) -> None:
-            transport.write(b"last words")
-            transport.loseConnection()
-
-        received, _, reason = yield self.exchange(answer)
+        received, reason = yield self.written_then(b"last words", "loseConnection")
         self.assertEqual(received, b"last words")
         self.assertTrue(reason.check(ConnectionDone))
 
     @inlineCallbacks
     def test_aborted_in_the_turn_sends_nothing(self) -> Any:
         """An abort drops what was written, as it does on Twisted's own connections."""
-
-        def answer(transport: Any, data: bytes) -> None:
-            transport.write(b"never sent")
-            transport.abortConnection()
-
-        received, _, reason = yield self.exchange(answer)
+        received, reason = yield self.written_then(b"never sent", "abortConnection")
         self.assertEqual(received, b"")
         self.assertTrue(reason.check(ConnectionAborted))
 
@@ -185,12 +196,7 @@ class TurnTests(TestCase):
     @inlineCallbacks
     def test_a_client_connection_too(self) -> Any:
         """A connection made by this process sends its writes at the turn's end too."""
-        reading = Reading(b"")
-        port = reactor.listenTCP(0, Factory.forProtocol(lambda: reading), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        client = Answering(lambda transport, data: None, held=True)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
-        yield connectProtocol(endpoint, client)
+        reading, client = yield held_client(self)
         self.assertIsInstance(client.transport, HeldClient)
         connecting = self.server_watched(client)  # a connection in progress is watched
         client.transport.write(b"hello")  # type: ignore[union-attr]
@@ -224,12 +230,7 @@ class WatchWritableTests(TestCase):
     @inlineCallbacks
     def test_waits_for_room_in_the_socket(self) -> Any:
         """A socket filled around the transport resumes its producer only once it drains."""
-        reading = Reading(b"")
-        port = reactor.listenTCP(0, Factory.forProtocol(lambda: reading), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        client = Answering(lambda transport, data: None, held=True)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
-        yield connectProtocol(endpoint, client)
+        reading, client = yield held_client(self)
         transport: Any = client.transport
         reading.transport.pauseProducing()  # type: ignore[union-attr]  # the peer reads nothing
         sock = transport.getHandle()
