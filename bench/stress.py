@@ -47,6 +47,7 @@ MODULES = (
     "tests.test_e2e_spliced_uploads",
     "tests.test_heldwrites",
     "tests.test_lean_agent",
+    "tests.test_lambnet_service",
 )
 
 #: A line that names a test (a dotted name alone on its line), under ``[FAIL]`` or ``[ERROR]``.

@@ -72,8 +72,10 @@ class NodeSite(Site):
         incoming = os.path.join(node.store.root, "incoming")
         os.makedirs(incoming, exist_ok=True)
         sweep_incoming(incoming)
-        #: This process's own directory in ``incoming/``: a crash's bodies go at the next start.
-        self.incoming = SpoolDirectory.claim(incoming).path
+        #: This process's own directory in ``incoming/``, released when the node stops (a
+        #: crash's bodies go at the next start).
+        self.spool = SpoolDirectory.claim(incoming)
+        self.incoming = self.spool.path
         self.displayTracebacks = False
         self.noisy = False
 

@@ -30,6 +30,7 @@ from lambgw.lambnet.app import Node, NodeSite
 from lambgw.network.completion import DEFAULT_UPLOAD_EXPIRY
 from lambgw.network.store import Store
 from lambgw.network.uploads import StoredUploads
+from lambgw.spooldir import SpoolDirectory
 
 log = Logger()
 
@@ -90,6 +91,24 @@ class _ThreadPoolService(service.Service):
         return None
 
 
+class _SpoolService(service.Service):
+    """Removes the node's directory in ``incoming/`` when it stops, with what is left in it.
+
+    It stops after the store's pool, whose stop waits for the threads writing bodies and
+    moving them into the store: what is left then belongs to no stored object.  That covers
+    a body whose connection is still open, which the reactor may not close before the
+    process ends (a connection that is neither read, its hashing behind, nor written to).
+    """
+
+    def __init__(self, spool: SpoolDirectory) -> None:
+        self.spool = spool
+
+    def stopService(self) -> None:
+        """Remove the directory."""
+        super().stopService()
+        self.spool.release()
+
+
 class _StoreService(service.Service):
     """Closes the store when the node stops, off the reactor.
 
@@ -115,13 +134,15 @@ def makeService(options: Options) -> service.IService:
     fix_mmap_threshold()
     top = service.MultiService()
     store = Store(options["data"])
-    _StoreService(store).setServiceParent(top)
     pool = ThreadPool(minthreads=1, maxthreads=16, name="lambnet-store")
-    _ThreadPoolService(pool).setServiceParent(top)
     uploads = StoredUploads(store, options["multipart-expiry"])
     node = Node(store, reactor, reactor, pool, uploads)  # type: ignore[arg-type]
-    TimerService(UPLOAD_SWEEP, node.expire_uploads).setServiceParent(top)
     site = NodeSite(node)
+    # Services stop in the reverse order: the listener, the pool, the spool, the store.
+    _StoreService(store).setServiceParent(top)
+    _SpoolService(site.spool).setServiceParent(top)
+    _ThreadPoolService(pool).setServiceParent(top)
+    TimerService(UPLOAD_SWEEP, node.expire_uploads).setServiceParent(top)
     if not options["debug"]:
         site.log = lambda request: None  # type: ignore[method-assign]
     listener: Any = strports.service(options["listen"], site)
