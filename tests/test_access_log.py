@@ -194,7 +194,7 @@ class AccessLogTests(SynchronousTestCase):
         request.s3.error = S3Error("SignatureDoesNotMatch", 403, "No.")
         request.s3.responded = True
         for observer in request.answered_early:
-            observer()
+            observer(request)
         (event,) = self.events
         self.assertIn(' PutObject PUT "/b/k" 403 in=0 out=0', formatEvent(event))
 
@@ -203,7 +203,7 @@ class AccessLogTests(SynchronousTestCase):
         log = self.access_log()
         request: Any = log.request_factory(lambda *args: FakeRequest("GET", "/b/k"))(None)
         for observer in request.answered_early:
-            observer()
+            observer(request)
         self.assertEqual(self.events, [])
 
     def test_given_up(self) -> None:

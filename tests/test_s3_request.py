@@ -363,7 +363,7 @@ class EarlyAnswerTests(SynchronousTestCase):
         request.s3 = RequestState(request_id="0123456789ABCDEF", started=0.0)
         written_when_told: list[bytes] = []
         request.answered_early.append(
-            lambda: written_when_told.append(channel.transport.written.getvalue())
+            lambda answered: written_when_told.append(answered.channel.transport.written.getvalue())
         )
         request.respond_early(403, [(b"Content-Type", b"application/xml")], b"<Error/>")
         self.assertEqual(written_when_told, [b""])

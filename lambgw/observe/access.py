@@ -198,7 +198,7 @@ class AccessLog:
 
         def make(channel: Any, *args: Any) -> S3Request:
             request = factory(channel, *args)
-            request.answered_early.append(lambda: self._answered_early(request, channel))
+            request.answered_early.append(lambda answered: self._answered_early(answered, channel))
             return request
 
         return make

@@ -221,8 +221,9 @@ class S3Request(LeanRequest, server.Request):
         self._settled: list[Callable[[], object]] = []
         #: Who is told when the request is over (see :meth:`when_over`).
         self._over: list[Callable[[Failure | None], object]] = []
-        #: Called when the request is answered at its headers, before the answer is written.
-        self.answered_early: list[Callable[[], None]] = []
+        #: Called with the request when it is answered at its headers, before the answer is
+        #: written (given the request, an observer holds none: no cycle through this list).
+        self.answered_early: list[Callable[[S3Request], None]] = []
 
     def gotLength(self, length: int | None) -> None:
         """Decide where the body goes, now that the headers are known."""
@@ -286,7 +287,7 @@ class S3Request(LeanRequest, server.Request):
         self.requestHeaders.removeHeader(b"expect")
         observers, self.answered_early = self.answered_early, []
         for observer in observers:
-            observer()
+            observer(self)
         lines = [b"HTTP/1.1 %d %s" % (status, _reason(status))]
         lines += [name + b": " + value for name, value in headers]
         lines += [b"Content-Length: %d" % len(body), b"Connection: close", b"", b""]
