@@ -32,7 +32,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from lambgw.allocator import fix_mmap_threshold
+from lambgw.allocator import fix_mmap_threshold, tune_collector
 from lambgw.config import Config, ConfigError
 from lambgw.gateway.core import Gateway, sweep_spool
 from lambgw.gateway.legacy import adopt_uploads
@@ -575,7 +575,9 @@ def make_service(options: GatewayOptions) -> service.IService:
         defer.setDebugging(True)
     fix_mmap_threshold()
     supervised = workers_service(options, reactor, gateway_service)
-    return supervised if supervised is not None else gateway_service(options, reactor)
+    made = supervised if supervised is not None else gateway_service(options, reactor)
+    tune_collector()
+    return made
 
 
 def gateway_service(

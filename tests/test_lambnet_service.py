@@ -47,6 +47,10 @@ async def _close(client: Protocol) -> None:
 class StopTests(TestCase):
     """A node stopped with a body half received leaves nothing in ``incoming/``."""
 
+    def setUp(self) -> None:
+        # The collector's settings are the node process's, not the test runner's.
+        self.patch(tap, "tune_collector", lambda: None)
+
     def test_stop_with_a_body_half_received(self) -> None:
         """The body's file goes with the node's directory, though its connection stays open."""
         return ensureDeferred(self._stop_with_a_body_half_received())

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
-from lambgw.allocator import fix_mmap_threshold
+from lambgw.allocator import fix_mmap_threshold, tune_collector
 from lambgw.lambnet.app import Node, NodeSite
 from lambgw.network.completion import DEFAULT_UPLOAD_EXPIRY
 from lambgw.network.store import Store
@@ -147,4 +147,5 @@ def makeService(options: Options) -> service.IService:
         site.log = lambda request: None  # type: ignore[method-assign]
     listener: Any = strports.service(options["listen"], site)
     listener.setServiceParent(top)
+    tune_collector()
     return top
