@@ -97,7 +97,8 @@ class _SpoolService(service.Service):
     It stops after the store's pool, whose stop waits for the threads writing bodies and
     moving them into the store: what is left then belongs to no stored object.  That covers
     a body whose connection is still open, which the reactor may not close before the
-    process ends (a connection that is neither read, its hashing behind, nor written to).
+    process ends: one whose reading is paused while its hashing catches up, with nothing to
+    write.
     """
 
     def __init__(self, spool: SpoolDirectory) -> None:
