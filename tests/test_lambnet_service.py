@@ -51,7 +51,7 @@ class StopTests(TestCase):
         # The collector's settings are the node process's, not the test runner's.
         self.patch(tap, "tune_collector", lambda: None)
 
-    def test_stop_with_a_body_half_received(self) -> None:
+    def test_stop_with_a_body_half_received(self) -> Deferred[None]:
         """The body's file goes with the node's directory, though its connection stays open."""
         return ensureDeferred(self._stop_with_a_body_half_received())
 
