@@ -10,10 +10,12 @@ A transport made by :func:`hold_writes` that is written to notes that it has byt
 send instead, and at the end of the reactor's turn (a ``callLater(0)``, which runs after
 all of the turn's I/O and before the next poll, when Twisted's own transport would have
 learnt that its socket is writable) each such transport sends at once.  The answers of a
-turn still leave together, after all of the turn's requests are handled, as they did.
-What the socket does not take, and a transport that is closing, is left to the reactor
-as usual; a transport the reactor already watches is left to it too.  Code that fills the
-socket around the transport (sendfile, splice) waits for room with :func:`watch_writable`.
+turn leave together, after all of the turn's requests are handled, unless code that knows
+its bytes should not wait for the turn's end sends them earlier, still without the poller:
+:func:`send_now` for one transport, :func:`send_all` for all that hold bytes.  What the
+socket does not take, and a transport that is closing, is left to the reactor as usual; a
+transport the reactor already watches is left to it too.  Code that fills the socket
+around the transport (sendfile, splice) waits for room with :func:`watch_writable`.
 
 Only Twisted's own plain TCP connections are changed (TLS goes over one, and is changed
 through it); any other transport writes as it always does.
@@ -54,7 +56,7 @@ class _HeldWrites(tcp.Connection):
         self._write_held = True
         held = _held.transports
         if not held:
-            cast(IReactorTime, self.reactor).callLater(0, _send_all)
+            cast(IReactorTime, self.reactor).callLater(0, send_all)
         held.append(self)
 
     def stopWriting(self) -> None:
@@ -131,7 +133,13 @@ def watch_writable(transport: tcp.Connection) -> None:
         transport.startWriting()
 
 
-def _send_all() -> None:
+def send_now(transport: Any) -> None:
+    """Send what ``transport`` holds now instead of at the turn's end (a no-op otherwise)."""
+    if isinstance(transport, _HeldWrites):
+        transport._send_held()
+
+
+def send_all() -> None:
     """Send what each transport written to in the turn holds."""
     held, _held.transports = _held.transports, []
     for transport in held:

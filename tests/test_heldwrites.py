@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import select
+import socket
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -18,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from lambgw.heldwrites import HeldClient, HeldServer, hold_writes
+from lambgw.heldwrites import HeldClient, HeldServer, hold_writes, send_all, send_now
 from lambgw.network.files import wait_writable
 
 reactor: Any = _reactor
@@ -205,6 +207,75 @@ class TurnTests(TestCase):
         client.transport.loseConnection()  # type: ignore[union-attr]
         received = yield reading.done
         self.assertEqual(received, b"hello")
+
+
+def arrived(sock: socket.socket) -> bytes:
+    """What ``sock`` has received, waiting up to 5 s for the first byte (blocking the reactor).
+
+    Called inside a turn of the reactor: bytes that are held to the turn's end never come.
+    """
+    readable, _, _ = select.select([sock], [], [], 5)
+    return sock.recv(65536, socket.MSG_DONTWAIT) if readable else b""
+
+
+class SentEarlyTests(TestCase):
+    """Bytes sent before the turn's end when the code that wrote them says so."""
+
+    @inlineCallbacks
+    def served(self, count: int) -> Any:
+        """``count`` plain sockets, each connected to a held server: the pairs."""
+        servers: list[Protocol] = []
+        accepted: Deferred[None] = Deferred()
+
+        def made() -> Protocol:
+            server = Protocol()
+            servers.append(server)
+            if len(servers) == count:
+                reactor.callLater(0, accepted.callback, None)
+            return server
+
+        port = reactor.listenTCP(0, Factory.forProtocol(made), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        peers = []
+        for _ in range(count):
+            peer = socket.create_connection(("127.0.0.1", port.getHost().port))
+            self.addCleanup(peer.close)
+            peers.append(peer)
+        yield accepted
+        for server in servers:
+            hold_writes(server.transport)
+            self.addCleanup(server.transport.loseConnection)  # type: ignore[union-attr]
+        return list(zip(servers, peers, strict=True))
+
+    @inlineCallbacks
+    def test_send_now(self) -> Any:
+        """One transport's bytes are on their way when ``send_now`` returns."""
+        ((server, peer),) = yield self.served(1)
+        transport: Any = server.transport
+        transport.write(b"now")
+        send_now(transport)
+        self.assertEqual(arrived(peer), b"now")
+
+    @inlineCallbacks
+    def test_send_all(self) -> Any:
+        """Every transport written to in the turn sends when ``send_all`` returns."""
+        pairs = yield self.served(2)
+        for n, (server, _) in enumerate(pairs):
+            server.transport.write(b"answer %d" % n)  # type: ignore[union-attr]
+        send_all()
+        self.assertEqual([arrived(peer) for _, peer in pairs], [b"answer 0", b"answer 1"])
+
+    @inlineCallbacks
+    def test_held_otherwise(self) -> Any:
+        """Without either, the bytes wait for the turn's end (what the tests above rely on)."""
+        ((server, peer),) = yield self.served(1)
+        server.transport.write(b"later")  # type: ignore[union-attr]
+        peer.setblocking(False)
+        with self.assertRaises(BlockingIOError):
+            peer.recv(16)
+        peer.setblocking(True)
+        yield task.deferLater(reactor, 0, lambda: None)
+        self.assertEqual(arrived(peer), b"later")
 
 
 @implementer(IPushProducer)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import select
+import socket
 from typing import Any
 
 from treq import content
@@ -16,6 +18,7 @@ from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
+from lambgw.heldwrites import hold_writes
 from lambgw.network.httpbody import BytesProducer
 from lambgw.network.leanagent import MAX_AHEAD, LeanAgent, LeanResponse, _Chunked
 
@@ -329,3 +332,65 @@ class ChunkedTests(TestCase):
         pieces = [decoder.feed(bytes([b]))[0] for b in self.BODY[: self.BODY.index(b"NEXT")]]
         self.assertTrue(decoder.done)
         self.assertEqual(b"".join(pieces), b"abcd0123456789")
+
+
+class Held(Protocol):
+    """Keeps its connection, answers the first request only, and counts what it reads."""
+
+    def __init__(self, made: list[Held]) -> None:
+        made.append(self)
+        self.answered = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.answered:
+            self.answered = True
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")  # type: ignore[union-attr]
+
+
+def readable(sock: Any) -> bool:
+    """Whether bytes wait in ``sock``, waiting up to 5 s for them (blocking the reactor)."""
+    found, _, _ = select.select([sock], [], [], 5)
+    return bool(found)
+
+
+class SentAtOnceTests(TestCase):
+    """A request leaves when it is made; what its answer completes, when it is handled."""
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        self.nodes: list[Held] = []
+        self.agent, self.url = agent_on(self, Factory.forProtocol(lambda: Held(self.nodes)))
+        first = yield self.agent.request(b"GET", self.url)
+        self.assertEqual((yield content(first)), b"ok")  # its connection is kept
+
+    def test_request_on_a_kept_connection(self) -> Deferred[Any]:
+        """The request is in the node's socket when ``request`` returns: not at the turn's end."""
+        asked = self.agent.request(b"GET", self.url)  # the node leaves it unanswered
+        handle = self.nodes[0].transport.getHandle()  # type: ignore[union-attr]
+        self.assertTrue(readable(handle))
+        asked.cancel()  # which drops the connection
+        return self.assertFailure(asked, CancelledError)
+
+    @inlineCallbacks
+    def test_what_the_answer_completes(self) -> Any:
+        """What the answer's handler writes to a held connection is sent when it is handled."""
+        accepted: Deferred[Protocol] = Deferred()
+
+        def made() -> Protocol:
+            protocol = Protocol()
+            reactor.callLater(0, accepted.callback, protocol)  # type: ignore[attr-defined]
+            return protocol
+
+        port = reactor.listenTCP(0, Factory.forProtocol(made), interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        peer = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(peer.close)
+        their: Any = (yield accepted).transport  # a connection of one of the gateway's clients
+        hold_writes(their)
+        self.addCleanup(their.loseConnection)
+        (connection,) = self.agent._idle
+        asked = self.agent.request(b"GET", self.url)  # the node leaves it unanswered
+        asked.addCallback(lambda response: their.write(b"answered"))
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        self.assertTrue(asked.called)
+        self.assertTrue(readable(peer))

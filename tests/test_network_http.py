@@ -46,7 +46,7 @@ from lambgw.lambnet.keys import PublicKeys
 from lambgw.lambnet.resource import NodeResource
 from lambgw.network import errors, signing, wire
 from lambgw.network.files import read_small
-from lambgw.network.http import IDLE_TIMEOUT, HTTPNetwork
+from lambgw.network.http import EARLY_GROUP, IDLE_TIMEOUT, HTTPNetwork
 from lambgw.network.httpbody import HTTPObjectBody, SegmentsProducer
 from lambgw.network.interface import NewObject, Segment
 from lambgw.network.store import Store
@@ -294,17 +294,18 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(self.body_of(self.h.run(second)), b"B")
 
     def test_reads_of_more_than_one_request(self) -> None:
-        """More reads in a turn than one request carries go in several requests."""
+        """A turn's reads go in groups of ``EARLY_GROUP``, each sent once it is full."""
         order = self.h.order.order_id
-        count = wire.MAX_READ + 3
+        count = 2 * EARLY_GROUP + 3
         for n in range(count):
             self.put(f"o{n}", b"%d" % n)
         sent = self.sent()
         reads = [self.h.network.get_object("demo", order, f"o{n}") for n in range(count)]
+        self.assertEqual(sent, [(b"POST", b"read")] * 2)  # before the turn ends
         self.assertEqual(
             [self.body_of(self.h.run(d)) for d in reads], [b"%d" % n for n in range(count)]
         )
-        self.assertEqual(sent, [(b"POST", b"read")] * 2)
+        self.assertEqual(sent, [(b"POST", b"read")] * 3)
 
     def test_empty_object(self) -> None:
         """An empty object is stored, and read back as no bytes."""

@@ -18,6 +18,12 @@ given (``_producer``), which the download code splices from.  Connections are ke
 and reused most recent first; those idle for the pool's timeout are closed by one timer.
 A GET, HEAD or DELETE that a reused connection loses before any byte of its answer (the
 node closed it meanwhile) is sent once more on a new connection.
+
+A request leaves when it is made, and what the gateway writes on handling an answer (the
+answers to its clients that it completes) leaves once the answer is handled, both without
+the poller (:mod:`lambgw.heldwrites`) and without waiting for the end of the reactor's
+turn: a busy turn lasts tens of milliseconds, and over a far node a request held to its
+end, or an answer held behind the rest of it, adds that to a round trip.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from lambgw.heldwrites import hold_writes
+from lambgw.heldwrites import hold_writes, send_all, send_now
 from lambgw.network.httpbody import BytesProducer
 
 #: The largest answer head read (status line and headers).
@@ -260,12 +266,13 @@ class LeanConnection(Protocol):
     # -- the agent's side --------------------------------------------------------------
 
     def send(self, data: bytes, head_only: bool) -> Deferred[LeanResponse]:
-        """Write a request (head and body, ``data``); fire with its answer."""
+        """Send a request (head and body, ``data``) at once; fire with its answer."""
         self._waiting = Deferred(self._cancel)
         self._head_only = head_only
         self._got_any = False
         self._buffer = b""
         self.transport.write(data)
+        send_now(self.transport)
         return self._waiting
 
     def _cancel(self, waiting: Deferred[LeanResponse]) -> None:
@@ -310,7 +317,7 @@ class LeanConnection(Protocol):
     # -- the node's side ---------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        """Requests are sent at the end of the reactor's turn (see :mod:`lambgw.heldwrites`)."""
+        """Requests are sent without the poller (see :mod:`lambgw.heldwrites`)."""
         hold_writes(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -333,6 +340,7 @@ class LeanConnection(Protocol):
         if response is not None:
             waiting, self._waiting = self._waiting, None
             waiting.callback(response)
+            send_all()  # what handling the answer wrote
 
     def _parse_head(self) -> LeanResponse | None:
         """The answer, once its head is in (``None`` before); its body taken as far as it came."""
