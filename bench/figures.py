@@ -32,6 +32,10 @@ class Sizes:
     #: Pages timed for each listing figure (with 7, one listing code's ratio over a node read
     #: 1.26 in one run and 1.75 in another).
     pages: int = 25
+    #: Walks timed for each walk figure, in every round: a walk of 10,000 keys takes a
+    #: tenth of a second, and one walk a round read 1.75x over a node where 60 pages in
+    #: alternation read 1.14x.
+    walks: int = 5
     #: Listing keys are ``list/PREFIX/KEY``, this many under each prefix.
     per_prefix: int = 1000
     rss_size: int = 1024 * MiB
@@ -52,6 +56,7 @@ QUICK = Sizes(
     list_sizes=(160, 640),
     page=50,
     pages=3,
+    walks=2,
     per_prefix=64,
     rss_size=16 * MiB,
     multipart_size=16 * MiB,

@@ -339,7 +339,7 @@ def measure_list(bench: Bench, target: Target) -> Results:
         spread = f"pages {min(times):.1f}..{max(times):.1f} ms"
         results[key] = Measurement(statistics.median(times), spread)
         results["list_fill"] = Measurement(rate, f"to {keys:,} keys")
-        walks = [_walk(bench, target, bucket, keys) for _ in range(sizes.repeats)]
+        walks = [_walk(bench, target, bucket, keys) for _ in range(sizes.walks)]
         walk_key = key.replace("list_", "list_walk_")
         results[walk_key] = Measurement(
             statistics.median(walks), "runs " + "/".join(f"{w:.2f}" for w in walks) + " s"
@@ -373,7 +373,7 @@ def _growth(
     finally:
         conn.close()
     walks: tuple[list[float], list[float]] = ([], [])
-    for _ in range(bench.sizes.repeats):
+    for _ in range(bench.sizes.walks):
         for times, (bucket, keys) in zip(walks, (small, large), strict=True):
             times.append(_walk(bench, target, bucket, keys) / keys)
     medians = [statistics.median(times) for times in (*pages, *walks)]
