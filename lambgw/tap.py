@@ -34,6 +34,7 @@ from twisted.python.threadpool import ThreadPool
 
 from lambgw.allocator import fix_mmap_threshold, tune_collector
 from lambgw.config import Config, ConfigError
+from lambgw.dispatch import lean_dispatch
 from lambgw.gateway.core import Gateway, sweep_spool
 from lambgw.gateway.legacy import adopt_uploads
 from lambgw.gateway.multipart import MultipartUploads
@@ -576,6 +577,7 @@ def make_service(options: GatewayOptions) -> service.IService:
     fix_mmap_threshold()
     supervised = workers_service(options, reactor, gateway_service)
     made = supervised if supervised is not None else gateway_service(options, reactor)
+    lean_dispatch(reactor)
     tune_collector()
     return made
 

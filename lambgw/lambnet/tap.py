@@ -26,6 +26,7 @@ from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from lambgw.allocator import fix_mmap_threshold, tune_collector
+from lambgw.dispatch import lean_dispatch
 from lambgw.lambnet.app import Node, NodeSite
 from lambgw.network.completion import DEFAULT_UPLOAD_EXPIRY
 from lambgw.network.store import Store
@@ -148,5 +149,6 @@ def makeService(options: Options) -> service.IService:
         site.log = lambda request: None  # type: ignore[method-assign]
     listener: Any = strports.service(options["listen"], site)
     listener.setServiceParent(top)
+    lean_dispatch(reactor)
     tune_collector()
     return top
