@@ -255,3 +255,66 @@ class WriteNowTests(IndexCase):
         self.assertEqual(log_frames, copied)
         self.assertGreaterEqual(copied, 1100)
         self.assertEqual(len(self.keys()), 1100)
+
+    def wal_size(self) -> int:
+        """The size of the index's log file, in bytes."""
+        return os.path.getsize(os.path.join(self.root, index_module.INDEX_FILE + "-wal"))
+
+    def test_a_long_log_is_emptied_though_writes_go_on(self) -> None:
+        """A checkpoint of a long log empties it, though a write landed while it copied.
+
+        SQLite starts its log over only at a write that finds all of it copied: under a
+        steady load a write always lands while a checkpoint copies, and the log would grow
+        for as long as the process runs.
+        """
+        self.patch(index_module, "RESTART_FRAMES", 50)
+        for n in range(60):
+            self.insert_now(str(n))
+        copy = self.index._copy
+
+        def copy_then_write() -> tuple[int, int]:
+            copied = copy()
+            # Another thread's write, between the copy and the end of the checkpoint.
+            writer = threading.Thread(target=self.insert, args=("late",))
+            writer.start()
+            writer.join()
+            return copied
+
+        self.patch(self.index, "_copy", copy_then_write)
+        log_frames, copied = self.index.checkpoint()
+        self.assertEqual(copied, log_frames)
+        self.assertGreaterEqual(log_frames, 60)
+        self.assertEqual(self.wal_size(), 0)
+        self.assertEqual(len(self.keys()), 61)
+        self.insert_now("after")
+        self.assertEqual(len(self.keys()), 62)
+
+    def test_a_short_log_is_only_copied(self) -> None:
+        """Below RESTART_FRAMES, the log is copied and kept for the writes to reuse."""
+        for n in range(20):
+            self.insert_now(str(n))
+        log_frames, copied = self.index.checkpoint()
+        self.assertEqual(copied, log_frames)
+        self.assertLess(log_frames, index_module.RESTART_FRAMES)
+        self.assertGreater(self.wal_size(), 0)
+
+    def test_a_reader_on_the_log_keeps_it_for_the_next_checkpoint(self) -> None:
+        """A reader still on the log makes the restart give up, with writers free again."""
+        self.patch(index_module, "RESTART_FRAMES", 50)
+        self.patch(index_module, "RESTART_WAIT", 0.01)
+        for n in range(30):
+            self.insert_now(str(n))
+        reader = sqlite3.connect(os.path.join(self.root, index_module.INDEX_FILE))
+        self.addCleanup(reader.close)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()
+        for n in range(30, 60):
+            self.insert_now(str(n))
+        log_frames, copied = self.index.checkpoint()
+        self.assertLess(copied, log_frames)
+        self.assertGreater(self.wal_size(), 0)
+        self.insert_now("free")  # the writers' queue was let go: no WouldWait
+        reader.execute("COMMIT")
+        self.index.checkpoint()
+        self.assertEqual(self.wal_size(), 0)
+        self.assertEqual(len(self.keys()), 61)

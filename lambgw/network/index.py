@@ -43,6 +43,11 @@ BUSY_TIMEOUT = 30.0
 #: :meth:`Index.write_now` asks for a checkpoint after this many commits (of a few pages
 #: each: SQLite's own automatic checkpoint comes at 1,000 pages).
 CHECKPOINT_EVERY = 128
+#: A checkpoint that leaves this many frames (pages) or more in the log also starts the log
+#: over (:meth:`Index.checkpoint`): about 16 MiB of log at SQLite's pages of 4 KiB.
+RESTART_FRAMES = 4096
+#: Seconds the restart of the log waits for readers still on it before it gives up.
+RESTART_WAIT = 0.2
 #: A writer that finds the queue's lock taken tries again after this many seconds ...
 _FIRST_WAIT = 50e-6
 #: ... doubled after each try, up to this.
@@ -283,11 +288,54 @@ class Index:
         """Copy what the log holds into the index, as far as readers allow (pool thread).
 
         Returns the frames in the log and how many of them are now in the index.
+
+        SQLite starts its log over only when a write begins with every frame of it already
+        copied, and quick writes go on while a checkpoint copies: under a steady load the log
+        would grow for as long as the process runs (15 KiB for each small object, and each
+        checkpoint flushing more of it).  So a log of :data:`RESTART_FRAMES` or more is then
+        emptied (:meth:`_restart`).
         """
+        log_frames, copied = self._copy()
+        if log_frames >= RESTART_FRAMES:
+            self._restart()
+        return log_frames, copied
+
+    def _copy(self) -> tuple[int, int]:
+        """Copy the log into the index alongside writers; the frames in it and those copied."""
         _, log_frames, copied = (
             self.connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         )
         return int(log_frames), int(copied)
+
+    def _restart(self) -> bool:
+        """Copy the rest of the log into the index and empty the log; whether it was done.
+
+        Writers are held off for it by taking their queue (:meth:`_queue_for_writing`): a
+        quick write meanwhile goes to the pool, as when another writer holds the index.
+        Readers still on the log are waited for :data:`RESTART_WAIT` seconds at most; if
+        they stay, the log is left as it is until the next checkpoint.
+        """
+        fd = self._writer_fd()
+        self._queue_for_writing(fd)
+        try:
+            db = self._restarter()
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return not busy
+
+    def _restarter(self) -> sqlite3.Connection:
+        """The calling thread's connection for :meth:`_restart`, opened on its first use.
+
+        Its busy handler waits :data:`RESTART_WAIT` seconds at most, so that the writers'
+        queue is not held for long.
+        """
+        db: sqlite3.Connection | None = getattr(self._local, "restarter", None)
+        if db is None:
+            db = self._open(RESTART_WAIT)
+            db.execute(f"PRAGMA busy_timeout = {int(RESTART_WAIT * 1000)}")
+            self._local.restarter = db
+        return db
 
     def _open(self, busy_timeout: float) -> sqlite3.Connection:
         """A new connection to the index that waits ``busy_timeout`` seconds for locks."""
