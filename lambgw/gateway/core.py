@@ -184,7 +184,6 @@ class Gateway:
                 f"/{bucket}",
             )
 
-    @inlineCallbacks
     def put_object(
         self,
         bucket: str,
@@ -193,27 +192,45 @@ class Gateway:
         new: NewObject,
         if_none_match: bool = False,
         if_match: str | None = None,
-    ) -> Generator[Deferred[Any], Any, ObjectInfo]:
+    ) -> Deferred[ObjectInfo]:
         """Store an object made of spooled segments (consumed either way).
 
         The conditions are the network's (:meth:`INetwork.put_object`).
         """
-        try:
-            b = yield self.bucket(bucket)
-            check_key(key, b.prefix)
-        except Exception:
+
+        def found(b: Bucket) -> Deferred[ObjectInfo]:
+            try:
+                check_key(key, b.prefix)
+            except Exception:
+                discard()
+                raise
+            return self._call(
+                bucket,
+                key,
+                lambda: self.network.put_object(
+                    self.account, b.order_id, b.prefix + key, segments, new, if_none_match, if_match
+                ),
+            ).addCallback(stored, b.order_id)
+
+        def discard() -> None:
             for segment in segments:
                 _unlink(segment.path)
-            raise
-        info: ObjectInfo = yield self._call(
-            bucket,
-            key,
-            lambda: self.network.put_object(
-                self.account, b.order_id, b.prefix + key, segments, new, if_none_match, if_match
-            ),
-        )
-        self.orders.charge(b.order_id, info.size)
-        return keyed(info, key)
+
+        def not_found(failure: Failure) -> Failure:
+            discard()
+            return failure
+
+        def stored(info: ObjectInfo, order_id: str) -> ObjectInfo:
+            self.orders.charge(order_id, info.size)
+            return keyed(info, key)
+
+        cached = self.buckets.cached(bucket)
+        if cached is None:
+            return self.bucket(bucket).addCallbacks(found, not_found)
+        try:
+            return found(cached)
+        except Exception:
+            return fail()
 
     def open_upload(
         self,
