@@ -55,14 +55,14 @@ _CLAIMING = ".new"
 #: An owner file still being claimed this many seconds after it was made was left by a crash.
 CLAIMING_GRACE = 60.0
 #: How the file id of bytes kept in the index starts.
-_INLINE = "="
+INLINE_MARK = "="
 
 log = Logger()
 
 
 def is_inline(file_id: str) -> bool:
     """Whether ``file_id`` names bytes kept in the index rather than an object file."""
-    return file_id.startswith(_INLINE)
+    return file_id.startswith(INLINE_MARK)
 
 
 class ObjectFiles:
@@ -368,7 +368,7 @@ class ObjectFiles:
     def keep_inline(db: sqlite3.Connection, data: bytes) -> str:
         """Keep ``data`` in the index (inside a write transaction); its file id."""
         row_id = db.execute("INSERT INTO small_files (data) VALUES (?)", (data,)).lastrowid
-        return _INLINE + str(row_id)
+        return INLINE_MARK + str(row_id)
 
     @staticmethod
     def drop_inline(db: sqlite3.Connection, file_ids: Sequence[str]) -> None:

@@ -63,7 +63,7 @@ from lambgw.network.listing import (
     load_column,
     write_object_row,
 )
-from lambgw.network.objectfiles import ObjectFiles, is_inline
+from lambgw.network.objectfiles import INLINE_MARK, ObjectFiles, is_inline
 from lambgw.network.wire import PageColumns
 
 _ORDER_COLUMNS = "order_id, account, capacity, used, created, expires, status"
@@ -74,6 +74,16 @@ _LOOKUP = (
     f"SELECT {', '.join('o.' + c for c in OBJECT_COLUMNS.split(', '))} FROM orders r"
     " LEFT JOIN objects o ON o.order_id = r.order_id AND o.path = ?"
     " WHERE r.order_id = ? AND r.account = ?"
+)
+
+#: :data:`_LOOKUP`, and the bytes of an object the index holds as one piece (else NULL).
+_LOOKUP_HELD = _LOOKUP.replace(
+    " FROM orders r",
+    ", (SELECT s.data FROM small_files s WHERE json_array_length(o.files) = 1"
+    f" AND substr(json_extract(o.files, '$[0][0]'), 1, 1) = '{INLINE_MARK}'"
+    " AND s.id = CAST(substr(json_extract(o.files, '$[0][0]'), 2) AS INTEGER))"
+    " FROM orders r",
+    1,
 )
 
 #: The largest object kept in the index rather than in a file of its own.  No larger than
@@ -104,6 +114,15 @@ class FileRange:
     file: IO[bytes]
     offset: int
     length: int
+
+
+def _found(row: Sequence[Any] | None, raw: bytes, order_id: str) -> Sequence[Any]:
+    """A row of :data:`_LOOKUP`, or the error of a missing order or object."""
+    if row is None:
+        raise NoSuchOrder(f"no such order: {order_id}")
+    if row[0] is None:
+        raise NoSuchPath(f"no object at {raw.decode('utf-8')}")
+    return row
 
 
 def held_inline(segments: Sequence[Segment], size: int) -> bool:
@@ -433,11 +452,7 @@ class Store:
         transaction around them.  ``db``: the connection to read on (the thread's own).
         """
         db = db or self._index.connection()
-        row = db.execute(_LOOKUP, (raw, order_id, account)).fetchone()
-        if row is None:
-            raise NoSuchOrder(f"no such order: {order_id}")
-        if row[0] is None:
-            raise NoSuchPath(f"no object at {raw.decode('utf-8')}")
+        row = _found(db.execute(_LOOKUP, (raw, order_id, account)).fetchone(), raw, order_id)
         files = [(file_id, size) for file_id, size in json.loads(row[11])]
         return info_from_row(row), files, load_column(row[12])
 
@@ -487,7 +502,18 @@ class Store:
         with no_waiting():
             db = self._index.nowait()
             for _ in range(_READ_ATTEMPTS):
-                info, files, _ = self._lookup(account, order_id, raw, db)
+                row = _found(
+                    db.execute(_LOOKUP_HELD, (raw, order_id, account)).fetchone(), raw, order_id
+                )
+                info = info_from_row(row)
+                held: bytes | None = row[-1]
+                if held is not None:
+                    # One piece, read in the same statement (a snapshot of its own).
+                    end = info.size if last is None else min(last + 1, info.size)
+                    if len(held) < end:
+                        raise OSError(f"held bytes are shorter than recorded ({len(held)} bytes)")
+                    return info, held[first:end]
+                files = [(file_id, size) for file_id, size in json.loads(row[11])]
                 if not all(is_inline(file_id) for file_id, _ in files):
                     raise WouldWait(f"the object at {path} is in files")
                 data: list[bytes] = []
