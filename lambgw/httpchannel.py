@@ -11,7 +11,8 @@ Three of twisted.web's steps cost more per request than they need to:
   leaves the channel and request as twisted.web would, so which parser ran changes
   nothing but the time taken;
 - every request asks its channel for the connection's two addresses (``getsockname(2)``
-  for its own), though they never change on a connection: :class:`LeanChannel` asks once;
+  for its own), and its request factory whether it is queued, though neither changes on
+  a connection: :class:`LeanChannel` asks once;
 - the response head goes to the transport as a sequence of four pieces per header, each
   checked and queued on its own: :class:`LeanChannel` writes it as one piece of bytes;
 - an answer written to a TCP transport costs two ``epoll_ctl`` calls and a poll to learn
@@ -46,6 +47,8 @@ class LeanChannel(HTTPChannel):
 
     _peer: Any = None
     _host: Any = None
+    #: Whether the site's request factory takes no queue position (asked once).
+    _nonqueued: bool | None = None
 
     def connectionMade(self) -> None:
         """Begin as twisted.web does; answers are sent at the end of the turn that wrote them."""
@@ -139,10 +142,9 @@ class LeanChannel(HTTPChannel):
     ) -> None:
         """Take a parsed head as twisted.web's ``lineReceived`` and ``headerReceived`` do."""
         factory = self.requestFactory
-        if INonQueuedRequestFactory.providedBy(factory):
-            request = factory(self)
-        else:
-            request = factory(self, len(self.requests))
+        if self._nonqueued is None:
+            self._nonqueued = INonQueuedRequestFactory.providedBy(factory)
+        request = factory(self) if self._nonqueued else factory(self, len(self.requests))
         self.requests.append(request)
         self._HTTPChannel__first_line = 0
         self._command, self._path, self._version = method, target, version
