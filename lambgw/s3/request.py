@@ -9,6 +9,8 @@ closes; otherwise the body is read and dropped, then the error is rendered.
 
 from __future__ import annotations
 
+import os
+import random
 import re
 import secrets
 import time
@@ -194,9 +196,15 @@ class RequestState:
         return self.received or b""
 
 
+#: Request ids: drawn from a generator seeded once from the system's, not one system call
+#: each (an id names a request in logs; it guards nothing).
+_ids = random.Random(secrets.randbits(128))
+os.register_at_fork(after_in_child=lambda: _ids.seed(secrets.randbits(128)))
+
+
 def new_request_id() -> str:
     """A request id as S3 prints them: 16 upper-case hex digits."""
-    return secrets.token_hex(8).upper()
+    return f"{_ids.getrandbits(64):016X}"
 
 
 class IFront(Protocol):
