@@ -223,13 +223,12 @@ def check_conditions(headers: Mapping[str, Sequence[str]], info: ObjectInfo) -> 
     return None
 
 
-@inlineCallbacks
-def put_object(api: S3API, request: S3Request, target: Target) -> Any:
+def put_object(api: S3API, request: S3Request, target: Target) -> Deferred[bytes]:
     """PutObject, or CopyObject when ``x-amz-copy-source`` is given."""
     headers = header_map(request)
     if "x-amz-copy-source" in headers:
-        result = yield copy_object(api, request, target, headers)
-        return result
+        copied: Deferred[bytes] = copy_object(api, request, target, headers)
+        return copied
     refuse_unsupported(headers, PUT_OBJECT, api.owner_id)
     if_none_match, if_match = write_conditions(headers)
     spooled = request.s3.spooled()
@@ -238,25 +237,28 @@ def put_object(api: S3API, request: S3Request, target: Target) -> Any:
     if spooled.network_digests:
         # The network fills in the ETag and the checksums: the kind is known already.
         new = evolve(new, checksum_type="FULL_OBJECT" if requested_checksums(headers) else "")
+
+    def stored(info: ObjectInfo, by_network: bool = False) -> bytes:
+        request.setHeader(b"ETag", f'"{info.etag}"'.encode())
+        answered = dict(info.checksums) if by_network else checksums
+        for name, value in answered.items():
+            request.setHeader(f"x-amz-checksum-{name}".encode(), value.encode())
+        request.setHeader(b"Content-Length", b"0")
+        return b""
+
     if spooled.upload is not None:
-        info = yield api.gateway.finish_upload(
+        finished = api.gateway.finish_upload(
             target.bucket, target.key, spooled.upload, new, spooled.sha256 or ""
         )
-        checksums = dict(info.checksums) if spooled.network_digests else checksums
-    else:
-        info = yield api.gateway.put_object(
-            target.bucket,
-            target.key,
-            [Segment(spooled.path, spooled.size, spooled.data)],
-            new,
-            if_none_match,
-            if_match,
-        )
-    request.setHeader(b"ETag", f'"{info.etag}"'.encode())
-    for name, value in checksums.items():
-        request.setHeader(f"x-amz-checksum-{name}".encode(), value.encode())
-    request.setHeader(b"Content-Length", b"0")
-    return b""
+        return finished.addCallback(stored, bool(spooled.network_digests))
+    return api.gateway.put_object(
+        target.bucket,
+        target.key,
+        [Segment(spooled.path, spooled.size, spooled.data)],
+        new,
+        if_none_match,
+        if_match,
+    ).addCallback(stored)
 
 
 def get_object(api: S3API, request: S3Request, target: Target) -> Deferred[Any]:
