@@ -4,9 +4,10 @@
 [--clients C]`` starts a gateway from the source tree ``BASE`` (a checkout, or ``git archive
 REV | tar -x -C BASE``) and one from this tree, each in a fresh home (with ``--lambnet``,
 each over a node of its own tree; with ``--workers``, each with that many workers).  Then,
-round after round, each gets ``N`` small PUTs and ``N`` GETs of them from ``C`` clients,
-the order of the two alternating, and the script prints for each figure the median over the
-rounds for both trees and their ratio.
+round after round, ``N`` small PUTs go to one and then to the other, and then ``N`` GETs of
+them, from ``C`` clients, the order of the two alternating; the script prints for each
+figure the median over the rounds for both trees, their ratio, and the median of the rounds'
+own ratios (each taken over two batches run back to back) with the middle half of them.
 
 This machine's speed drifts by tens of percent from one minute to the next, so two runs
 made one after the other cannot show a change of a few percent; rounds interleaved in one
@@ -33,36 +34,28 @@ from bench.servers import GatewayTarget, Target, gateway_target, lambnet_target
 Rounds = dict[str, dict[str, list[float]]]
 
 
-def run_round(target: GatewayTarget, label: str, count: int, clients: int) -> dict[str, float]:
-    """Send ``count`` PUTs of new 4 KiB objects, then GETs of them; the round's figures."""
+def run_batch(
+    target: GatewayTarget, method: str, paths: list[list[str]], payload: Payload, clients: int
+) -> dict[str, float]:
+    """Send a ``method`` of 4 KiB to each path, one client a row; the batch's figures."""
     signer = target.signer()
-    payload = Payload.of(os.urandom(4096))
-    per = max(1, count // clients)
-    paths = [
-        [object_path(target.bucket, f"{label}/{c}/{i}") for i in range(per)] for c in range(clients)
-    ]
     pids = {"gateway": target.pid}
     if target.node is not None:
         pids["node"] = target.node.pid
-    figures: dict[str, float] = {}
-    for method in ("PUT", "GET"):
-        requests = [
-            [
-                signer.prepare(method, path, payload=payload if method == "PUT" else None)
-                for path in row
-            ]
-            for row in paths
-        ]
-        before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
-        done, elapsed = send(target, requests)
-        figures[f"{method} req/s"] = done / elapsed
-        total = 0.0
-        for name, pid in pids.items():
-            used = (tree_cpu_seconds(pid) - before[name]) * 1e6 / max(done, 1)
-            figures[f"{method} CPU µs, {name}"] = used
-            total += used
-        if len(pids) > 1:
-            figures[f"{method} CPU µs, all"] = total
+    requests = [
+        [signer.prepare(method, path, payload=payload if method == "PUT" else None) for path in row]
+        for row in paths
+    ]
+    before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
+    done, elapsed = send(target, requests)
+    figures = {f"{method} req/s": done / elapsed}
+    total = 0.0
+    for name, pid in pids.items():
+        used = (tree_cpu_seconds(pid) - before[name]) * 1e6 / max(done, 1)
+        figures[f"{method} CPU µs, {name}"] = used
+        total += used
+    if len(pids) > 1:
+        figures[f"{method} CPU µs, all"] = total
     return figures
 
 
@@ -80,13 +73,23 @@ def send(target: GatewayTarget, requests: list[list[PreparedRequest]]) -> tuple[
 
 
 def table(rounds: Rounds, names: Sequence[str]) -> list[str]:
-    """The figures' medians for both trees and the ratio of the second to the first."""
+    """The figures' medians for both trees, and the ratio of the second to the first.
+
+    ``ratio`` is that of the medians; ``paired`` the median of the rounds' own ratios (the
+    two trees' batches of a round ran one after the other), with the middle half of them.
+    """
     base, new = names
-    lines = [f"{'figure':26}  {base:>10}  {new:>10}  {'ratio':>6}"]
+    lines = [f"{'figure':26}  {base:>10}  {new:>10}  {'ratio':>6}  {'paired':>6}  middle half"]
     for figure, trees in rounds.items():
         old, now = statistics.median(trees[base]), statistics.median(trees[new])
         ratio = f"{now / old:6.3f}" if old else "     -"
-        lines.append(f"{figure:26}  {old:10.1f}  {now:10.1f}  {ratio}")
+        pairs = sorted(b / a for a, b in zip(trees[base], trees[new], strict=True) if a)
+        paired, spread = "     -", ""
+        if pairs:
+            paired = f"{statistics.median(pairs):6.3f}"
+            low, high = pairs[len(pairs) // 4], pairs[(3 * len(pairs) - 1) // 4]
+            spread = f"{low:.3f}-{high:.3f}"
+        lines.append(f"{figure:26}  {old:10.1f}  {now:10.1f}  {ratio}  {paired}  {spread}")
     return lines
 
 
@@ -126,10 +129,23 @@ def main(argv: Sequence[str] | None = None) -> None:
             target = stack.enter_context(start(home, source=source))
             assert isinstance(target, GatewayTarget)
             targets.append((name, target))
+        payload = Payload.of(os.urandom(4096))
+        per = max(1, args.count // args.clients)
         for number in range(args.rounds):
             order = targets if number % 2 == 0 else targets[::-1]
-            for name, target in order:
-                record(rounds, name, run_round(target, f"r{number}", args.count, args.clients))
+            paths = {
+                name: [
+                    [object_path(target.bucket, f"r{number}/{c}/{i}") for i in range(per)]
+                    for c in range(args.clients)
+                ]
+                for name, target in targets
+            }
+            # Each kind of request goes to the two trees one after the other, so that the
+            # round's ratio is taken at one speed of the machine.
+            for method in ("PUT", "GET"):
+                for name, target in order:
+                    figures = run_batch(target, method, paths[name], payload, args.clients)
+                    record(rounds, name, figures)
     print(f"{args.rounds} rounds of {args.count} requests, {args.clients} clients; median:")
     print("\n".join(table(rounds, names)))
 

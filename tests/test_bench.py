@@ -195,15 +195,18 @@ class DelayProxyTests(SynchronousTestCase):
 
 class CompareTests(SynchronousTestCase):
     def test_medians_and_ratio(self) -> None:
-        """Each figure's row has both trees' medians over the rounds and new / base."""
+        """Each figure's row: both trees' medians, their ratio, and the rounds' own ratios."""
         rounds: dict[str, dict[str, list[float]]] = {}
         for base, new in ((100.0, 90.0), (300.0, 80.0), (200.0, 70.0)):
             compare.record(rounds, "base", {"GET req/s": base, "GET CPU µs, gateway": 0.0})
             compare.record(rounds, "new", {"GET req/s": new, "GET CPU µs, gateway": 5.0})
         header, rate, cpu = compare.table(rounds, ("base", "new"))
-        self.assertEqual(header.split(), ["figure", "base", "new", "ratio"])
-        self.assertEqual(rate.split()[-3:], ["200.0", "80.0", "0.400"])
-        self.assertEqual(cpu.split()[-3:], ["0.0", "5.0", "-"])
+        self.assertEqual(
+            header.split(), ["figure", "base", "new", "ratio", "paired", "middle", "half"]
+        )
+        # The rounds' ratios are 0.9, 0.267 and 0.35: their median, then the middle half.
+        self.assertEqual(rate.split()[-5:], ["200.0", "80.0", "0.400", "0.350", "0.267-0.900"])
+        self.assertEqual(cpu.split()[-4:], ["0.0", "5.0", "-", "-"])
 
     def test_source_tree_runs(self) -> None:
         """A process started for another source tree imports that tree's code, not this one's.
