@@ -4,8 +4,10 @@
 embedded network in a temporary home, sends ``N`` small PUTs and then ``N`` GETs of them
 from ``C`` concurrent clients (pre-signed, as ``bench.s3bench`` does), ``--repeats`` times,
 and prints the median CPU milliseconds (user + system, all threads) the gateway process
-spent per request.  Unlike
-requests per second, the figure does not depend on what else runs on the machine.
+spent per request, and the size its store's write-ahead log has at the end.  The figure
+depends less than requests per second on what else runs, but a shared machine's speed still
+moves it by tens of percent from one hour to the next: to compare two trees, use
+``bench.compare``.
 """
 
 from __future__ import annotations
@@ -100,12 +102,14 @@ def main(argv: list[str] | None = None) -> None:
         measure(target, min(args.count, 320), args.clients, args.size, "warmup")
         for run in range(args.repeats):
             runs.append(measure(target, args.count, args.clients, args.size, f"run{run}"))
+        logs = sum(path.stat().st_size for path in Path(home).rglob("*.sqlite3-wal"))
     for kind, values in (("PUT", [p for p, _ in runs]), ("GET", [g for _, g in runs])):
         spread = "/".join(f"{v:.3f}" for v in values)
         print(
             f"gateway CPU per {args.size}-byte {kind}: {statistics.median(values):.3f} ms"
             f" (median of runs {spread})"
         )
+    print(f"the store's write-ahead log at the end: {logs / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":
