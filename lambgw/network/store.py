@@ -76,6 +76,14 @@ _LOOKUP = (
     " WHERE r.order_id = ? AND r.account = ?"
 )
 
+#: An order of the account, and the size, files and etag of its object at a path (all
+#: ``NULL`` if there is none): what a write checks, in one statement.
+_ORDER_AND_OBJECT = (
+    f"SELECT {', '.join('r.' + c for c in _ORDER_COLUMNS.split(', '))}, o.size, o.files, o.etag"
+    " FROM orders r LEFT JOIN objects o ON o.order_id = r.order_id AND o.path = ?"
+    " WHERE r.order_id = ? AND r.account = ?"
+)
+
 #: :data:`_LOOKUP`, and the bytes of an object the index holds as one piece (else NULL).
 _LOOKUP_HELD = _LOOKUP.replace(
     " FROM orders r",
@@ -417,13 +425,13 @@ class Store:
         without waiting for other writers (:meth:`Index.write_now`).
         """
         with self._index.write_now() if now else self._index.write() as db:
-            order = self._order(db, account, info.order_id)
+            row = db.execute(_ORDER_AND_OBJECT, (raw, info.order_id, account)).fetchone()
+            if row is None:
+                raise NoSuchOrder(f"no such order: {info.order_id}")
+            order = _order_from_row(row)
             if order.expired(self._clock()):
                 raise OrderExpired(f"the order {order.order_id} has expired")
-            old = db.execute(
-                "SELECT size, files, etag FROM objects WHERE order_id = ? AND path = ?",
-                (info.order_id, raw),
-            ).fetchone()
+            old = None if row[7] is None else row[7:]
             check_write_conditions(old, info.path, if_none_match, if_match)
             used = order.used - (old[0] if old else 0) + info.size
             if used > order.capacity:
