@@ -307,8 +307,8 @@ class Index:
         )
         return int(log_frames), int(copied)
 
-    def _restart(self) -> bool:
-        """Copy the rest of the log into the index and empty the log; whether it was done.
+    def _restart(self) -> None:
+        """Copy the rest of the log into the index and empty the log.
 
         Writers are held off for it by taking their queue (:meth:`_queue_for_writing`): a
         quick write meanwhile goes to the pool, as when another writer holds the index.
@@ -319,10 +319,9 @@ class Index:
         self._queue_for_writing(fd)
         try:
             db = self._restarter()
-            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-        return not busy
 
     def _restarter(self) -> sqlite3.Connection:
         """The calling thread's connection for :meth:`_restart`, opened on its first use.

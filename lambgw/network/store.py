@@ -125,7 +125,7 @@ class FileRange:
 
 
 def _found(row: Sequence[Any] | None, raw: bytes, order_id: str) -> Sequence[Any]:
-    """A row of :data:`_LOOKUP`, or the error of a missing order or object."""
+    """A row of :data:`_LOOKUP` (or :data:`_LOOKUP_HELD`), or the error of what is missing."""
     if row is None:
         raise NoSuchOrder(f"no such order: {order_id}")
     if row[0] is None:
