@@ -35,7 +35,7 @@ Rounds = dict[str, dict[str, list[float]]]
 
 
 def run_batch(
-    target: GatewayTarget, method: str, paths: list[list[str]], payload: Payload, clients: int
+    target: GatewayTarget, method: str, paths: list[list[str]], payload: Payload
 ) -> dict[str, float]:
     """Send a ``method`` of 4 KiB to each path, one client a row; the batch's figures."""
     signer = target.signer()
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             # round's ratio is taken at one speed of the machine.
             for method in ("PUT", "GET"):
                 for name, target in order:
-                    figures = run_batch(target, method, paths[name], payload, args.clients)
+                    figures = run_batch(target, method, paths[name], payload)
                     record(rounds, name, figures)
     print(f"{args.rounds} rounds of {args.count} requests, {args.clients} clients; median:")
     print("\n".join(table(rounds, names)))
