@@ -1,12 +1,18 @@
-"""Measure the gateway's CPU time per small request.
+"""Measure the gateway's CPU time per small request, and a bare twisted.web resource's.
 
 ``python -m bench.cpu [--count N] [--clients C] [--size BYTES]`` starts the gateway on its
 embedded network in a temporary home, sends ``N`` small PUTs and then ``N`` GETs of them
 from ``C`` concurrent clients (pre-signed, as ``bench.s3bench`` does), ``--repeats`` times,
 and prints the median CPU milliseconds (user + system, all threads) the gateway process
-spent per request, and the size its store's write-ahead log has at the end.  The figure
-depends less than requests per second on what else runs, but a shared machine's speed still
-moves it by tens of percent from one hour to the next: to compare two trees, use
+spent per request, against issue 12's targets, and the size its store's write-ahead log has
+at the end.
+
+The figure depends less than requests per second on what else runs, but a shared machine's
+speed still moves it by tens of percent from one hour to the next (twofold on the 2-core VM
+the figures in ``bench/README.md`` come from).  So each run also sends the same requests to
+a bare twisted.web resource (:mod:`bench.bare`), each kind right after the gateway's, and
+the gateway's CPU over the resource's is printed too (the median of the runs' own ratios),
+against the targets over the resource's CPU when they were set.  To compare two trees, use
 ``bench.compare``.
 """
 
@@ -20,10 +26,17 @@ import time
 from pathlib import Path
 
 from bench.client import Payload, PreparedRequest, object_path, run_clients
-from bench.servers import Target, gateway_target
+from bench.servers import Target, bare_target, gateway_target
 
 #: Seconds a measured batch may take before its clients give up.
 DEADLINE = 600.0
+#: Issue 12's targets: the most CPU milliseconds per 4 KiB request, on one worker.
+TARGETS = {"PUT": 0.450, "GET": 0.300}
+#: The size of object the targets are for.
+TARGET_SIZE = 4096
+#: CPU milliseconds a bare twisted.web resource took per request when the targets were set
+#: (it answered 8,300 small requests a second on one core).
+BARE_THEN = 1 / 8.3
 
 
 def cpu_seconds(pid: int) -> float:
@@ -72,8 +85,10 @@ def cpu_per_request(target: Target, requests: list[list[PreparedRequest]]) -> fl
     return 1000 * used / done
 
 
-def measure(target: Target, count: int, clients: int, size: int, tag: str) -> tuple[float, float]:
-    """PUT ``count`` objects of ``size`` bytes, then GET them; return CPU ms per PUT and GET."""
+def requests(
+    target: Target, count: int, clients: int, size: int, tag: str
+) -> tuple[list[list[PreparedRequest]], list[list[PreparedRequest]]]:
+    """``count`` PUTs of new objects of ``size`` bytes, and the GETs of them, one row a client."""
     payload = Payload.of(os.urandom(size))
     signer = target.signer()
     per_client = max(1, count // clients)
@@ -83,7 +98,63 @@ def measure(target: Target, count: int, clients: int, size: int, tag: str) -> tu
     ]
     puts = [[signer.prepare("PUT", p, payload=payload) for p in row] for row in paths]
     gets = [[signer.prepare("GET", p) for p in row] for row in paths]
-    return cpu_per_request(target, puts), cpu_per_request(target, gets)
+    return puts, gets
+
+
+def measure_pair(
+    target: Target, floor: Target, count: int, clients: int, size: int, tag: str
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """CPU ms per PUT and per GET of ``target`` and of ``floor``, each kind to both in turn."""
+    mine, theirs = (requests(t, count, clients, size, tag) for t in (target, floor))
+    put, floor_put = cpu_per_request(target, mine[0]), cpu_per_request(floor, theirs[0])
+    get, floor_get = cpu_per_request(target, mine[1]), cpu_per_request(floor, theirs[1])
+    return (put, get), (floor_put, floor_get)
+
+
+def report(
+    size: int, gateway: list[tuple[float, float]], bare: list[tuple[float, float]]
+) -> list[str]:
+    """The lines that give the runs' CPU ms per PUT and GET of the gateway and of the floor.
+
+    ``gateway`` and ``bare``: one (PUT, GET) pair per run, each of the floor's measured
+    right after the gateway's.
+    """
+    lines = []
+    for index, kind in enumerate(("PUT", "GET")):
+        values = [run[index] for run in gateway]
+        line = (
+            f"gateway CPU per {size}-byte {kind}: {statistics.median(values):.3f} ms"
+            f" (median of runs {_spread(values)})"
+        )
+        if size == TARGET_SIZE:
+            line += _verdict(statistics.median(values), TARGETS[kind], " ms")
+        lines.append(line)
+    for index, kind in enumerate(("PUT", "GET")):
+        floor = [run[index] for run in bare]
+        lines.append(
+            f"bare twisted.web CPU per {size}-byte {kind}: {statistics.median(floor):.3f} ms"
+            f" (median of runs {_spread(floor)})"
+        )
+        ratios = [run[index] / base[index] for run, base in zip(gateway, bare, strict=True)]
+        line = (
+            f"gateway over bare, {kind}: {statistics.median(ratios):.2f}x (runs {_spread(ratios)})"
+        )
+        if size == TARGET_SIZE:
+            line += _verdict(statistics.median(ratios), TARGETS[kind] / BARE_THEN, "x")
+        lines.append(line)
+    if size == TARGET_SIZE:
+        lines.append(
+            f"(the targets over the bare resource's {1000 * BARE_THEN:.0f} µs when they were set)"
+        )
+    return lines
+
+
+def _spread(values: list[float]) -> str:
+    return "/".join(f"{value:.3f}" for value in values)
+
+
+def _verdict(value: float, target: float, unit: str) -> str:
+    return f"; target <= {target:.3f}{unit}: {'met' if value <= target else 'NOT met'}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,20 +166,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="measured runs (median printed)")
     args = parser.parse_args(argv)
     runs: list[tuple[float, float]] = []
+    floors: list[tuple[float, float]] = []
     with (
         tempfile.TemporaryDirectory(prefix="lambgw-cpu-") as home,
         gateway_target(Path(home)) as target,
+        tempfile.TemporaryDirectory(prefix="lambgw-bare-") as bare_home,
+        bare_target(Path(bare_home)) as bare,
     ):
-        measure(target, min(args.count, 320), args.clients, args.size, "warmup")
+        measure_pair(target, bare, min(args.count, 320), args.clients, args.size, "warmup")
         for run in range(args.repeats):
-            runs.append(measure(target, args.count, args.clients, args.size, f"run{run}"))
+            mine, floor = measure_pair(target, bare, args.count, args.clients, args.size, f"r{run}")
+            runs.append(mine)
+            floors.append(floor)
         logs = sum(path.stat().st_size for path in Path(home).rglob("*.sqlite3-wal"))
-    for kind, values in (("PUT", [p for p, _ in runs]), ("GET", [g for _, g in runs])):
-        spread = "/".join(f"{v:.3f}" for v in values)
-        print(
-            f"gateway CPU per {args.size}-byte {kind}: {statistics.median(values):.3f} ms"
-            f" (median of runs {spread})"
-        )
+    for line in report(args.size, runs, floors):
+        print(line)
     print(f"the store's write-ahead log at the end: {logs / 2**20:.1f} MiB")
 
 

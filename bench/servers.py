@@ -477,6 +477,22 @@ def sink_target(home: Path, name: str = "sink") -> Iterator[Target]:
         server.stop()
 
 
+@contextmanager
+def bare_target(home: Path, name: str = "bare twisted.web") -> Iterator[Target]:
+    """Run the bare twisted.web resource (``python -m bench.bare``), the CPU floor."""
+    port = free_port()
+    server = ServerProcess(
+        _python("-m", "bench.bare", str(port)), port, home / "bare.log", source_env(None)
+    )
+    server.start()
+    try:
+        yield Target(
+            name, Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY), server, "bare", home
+        )
+    finally:
+        server.stop()
+
+
 _BUCKET_NAME = re.compile(rb"<Name>([^<]+)</Name>")
 _STATUS = re.compile(r"^(\w+):\s+(\d+) kB$", re.MULTILINE)
 

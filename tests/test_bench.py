@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -16,9 +17,11 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
 
-from bench import compare, s3bench, servers
-from bench.client import Endpoint, Payload, Signer, object_path
+from bench import bare, compare, cpu, s3bench, servers
+from bench.bare import BareResource
+from bench.client import Endpoint, Payload, Signer, connect, object_path, perform
 from bench.figures import FIGURES, GROUPS, QUICK, SEAWEED_GOALS, Bench, Goal, Measurement
 from bench.report import lambnet_report, report
 from bench.servers import NotInstalled, ServerProcess, free_port, seaweedfs_target
@@ -154,6 +157,70 @@ class QuickRunTests(SynchronousTestCase):
             self.assertIsNotNone(row["gateway"], row)
             self.assertIsNotNone(row["moto"], row)
         self.assertEqual([row["key"] for row in figures], [f.key for f in FIGURES])
+
+
+class CpuReportTests(SynchronousTestCase):
+    def test_figures_ratios_and_verdicts(self) -> None:
+        """The gateway's medians meet or miss the targets; its ratio to the floor is paired."""
+        gateway = [(0.5, 0.25), (0.4, 0.35), (0.6, 0.29)]
+        bare = [(0.2, 0.1), (0.1, 0.1), (0.3, 0.1)]
+        lines = cpu.report(4096, gateway, bare)
+        self.assertEqual(
+            lines[0],
+            "gateway CPU per 4096-byte PUT: 0.500 ms (median of runs 0.500/0.400/0.600);"
+            " target <= 0.450 ms: NOT met",
+        )
+        self.assertTrue(lines[1].endswith("0.290 ms (median of runs 0.250/0.350/0.290);"
+                                          " target <= 0.300 ms: met"))  # fmt: skip
+        self.assertIn("bare twisted.web CPU per 4096-byte PUT: 0.200 ms", lines[2])
+        # The runs' own ratios are 2.5, 4.0 and 2.0: their median, not 0.5 / 0.2.
+        self.assertTrue(
+            lines[3].startswith("gateway over bare, PUT: 2.50x (runs 2.500/4.000/2.000)")
+        )
+        self.assertTrue(lines[3].endswith(f"target <= {0.450 / cpu.BARE_THEN:.3f}x: met"))
+        self.assertTrue(lines[5].startswith("gateway over bare, GET: 2.90x"))
+        self.assertTrue(lines[5].endswith("x: NOT met"))
+        self.assertIn("120 µs", lines[6])
+
+    def test_no_target_for_another_size(self) -> None:
+        """The targets are for 4 KiB objects: another size prints the figures alone."""
+        lines = cpu.report(65536, [(1.0, 1.0)], [(0.5, 0.5)])
+        self.assertEqual(len(lines), 6)
+        self.assertFalse([line for line in lines if "target" in line])
+
+
+class BareResourceTests(SynchronousTestCase):
+    def test_round_trip_over_loopback(self) -> None:
+        """The bare resource, run as the bench runs it, gives back what was PUT."""
+        with tempfile.TemporaryDirectory() as home, servers.bare_target(Path(home)) as bare:
+            signer = bare.signer()
+            conn = connect(bare.endpoint)
+            try:
+                path = object_path(bare.bucket, "a/b")
+                perform(conn, signer.prepare("PUT", path, payload=Payload.of(b"x" * 4096)))
+                self.assertEqual(perform(conn, signer.prepare("GET", path)), b"x" * 4096)
+            finally:
+                conn.close()
+
+    def test_bounded(self) -> None:
+        """A missing path is 404, a body too large 413, and the oldest body goes past the limit."""
+        resource = BareResource(max_objects=2)
+        for name in (b"/a", b"/b", b"/a", b"/c"):
+            request = DummyRequest([])
+            request.method, request.path = b"PUT", name
+            request.content = io.BytesIO(name)
+            self.assertEqual(resource.render(request), b"")
+        self.assertEqual(sorted(resource.bodies), [b"/a", b"/c"])
+        request = DummyRequest([])
+        request.path = b"/b"
+        self.assertEqual(resource.render(request), b"")
+        self.assertEqual(request.responseCode, 404)
+        request = DummyRequest([])
+        request.method, request.path = b"PUT", b"/d"
+        request.content = io.BytesIO(bytes(bare.MAX_BODY + 1))
+        resource.render(request)
+        self.assertEqual(request.responseCode, 413)
+        self.assertNotIn(b"/d", resource.bodies)
 
 
 class DelayProxyTests(SynchronousTestCase):
