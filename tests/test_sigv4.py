@@ -227,6 +227,29 @@ class AuthorizationHeaderTests(SynchronousTestCase):
             self.assertEqual(parsed.signed_headers, ("host", "range", "x-amz-date"))
             self.assertEqual(parsed.signature, "abc")
 
+    def test_signature_alone_changes(self) -> None:
+        """Values alike but for their signature each parse to their own, as a full parse does."""
+        head = (
+            "AWS4-HMAC-SHA256 Credential=AK/20130524/us-east-1/s3/aws4_request,"
+            " SignedHeaders=host;x-amz-date, Signature="
+        )
+        for signature in ("ab12", "CD34", "ab12", "not hex", "ab12 "):
+            parsed = sigv4.AuthorizationHeader.parse(head + signature)
+            self.assertEqual(parsed.signature, signature.strip())
+            self.assertEqual(parsed.signed_headers, ("host", "x-amz-date"))
+            self.assertEqual(parsed, sigv4._parse_authorization(head + signature))
+        other = head.replace("AK/", "BK/") + "ab12"
+        self.assertEqual(sigv4.AuthorizationHeader.parse(other).credential.access_key, "BK")
+
+    def test_malformed_every_time(self) -> None:
+        """A malformed value is refused each time it comes, not only the first."""
+        value = "AWS4-HMAC-SHA256 Credential=AK/2013/us-east-1/s3/aws4_request, " + (
+            "SignedHeaders=host, Signature=ab12"
+        )
+        for _ in range(2):
+            e = self.assertRaises(S3Error, sigv4.AuthorizationHeader.parse, value)
+            self.assertEqual(e.code, "AuthorizationHeaderMalformed")
+
     def test_any_region(self) -> None:
         """Any region in the credential scope is accepted."""
         credential = sigv4.Credential.parse("AK/20130524/eu-west-9/s3/aws4_request", "X")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from typing import Final
 from urllib.parse import unquote_to_bytes
@@ -28,6 +29,8 @@ STREAMING_UNSIGNED_TRAILER: Final = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 _UNRESERVED: Final = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 )
+#: A signature as clients send it: hex digits.
+_HEX: Final = re.compile("[0-9a-fA-F]+")
 _ENCODE: Final = tuple(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in range(256))
 _ENCODE_PATH: Final = tuple("/" if b == ord("/") else _ENCODE[b] for b in range(256))
 
@@ -192,32 +195,48 @@ class AuthorizationHeader:
 
     @classmethod
     def parse(cls, value: str) -> AuthorizationHeader:
-        """Parse the header value; raise ``AuthorizationHeaderMalformed`` if it is malformed."""
-        algorithm, _, rest = value.strip().partition(" ")
-        if algorithm != ALGORITHM:
-            raise S3Error.of(
-                "AuthorizationHeaderMalformed", f"Unsupported algorithm {algorithm!r}."
-            )
-        fields: dict[str, str] = {}
-        for item in rest.split(","):
-            name, eq, field_value = item.strip().partition("=")
-            if not eq:
-                raise S3Error.of(
-                    "AuthorizationHeaderMalformed",
-                    f"The authorization header is malformed near {item.strip()!r}.",
-                )
-            fields[name.strip()] = field_value.strip()
-        missing = [n for n in ("Credential", "SignedHeaders", "Signature") if n not in fields]
-        if missing:
+        """Parse the header value; raise ``AuthorizationHeaderMalformed`` if it is malformed.
+
+        A client sends the same credential and signed headers with every request and only
+        the signature changes: what comes before a last ``Signature=`` of hex digits is
+        parsed once and kept (:func:`_parse_unsigned`).
+        """
+        head, mark, signature = value.rpartition("Signature=")
+        if not mark or not _HEX.fullmatch(signature):
+            return _parse_authorization(value)
+        unsigned = _parse_unsigned(head + mark)
+        return cls(unsigned.credential, unsigned.signed_headers, signature)
+
+
+def _parse_authorization(value: str) -> AuthorizationHeader:
+    """Parse a whole ``Authorization`` value (:meth:`AuthorizationHeader.parse`)."""
+    algorithm, _, rest = value.strip().partition(" ")
+    if algorithm != ALGORITHM:
+        raise S3Error.of("AuthorizationHeaderMalformed", f"Unsupported algorithm {algorithm!r}.")
+    fields: dict[str, str] = {}
+    for item in rest.split(","):
+        name, eq, field_value = item.strip().partition("=")
+        if not eq:
             raise S3Error.of(
                 "AuthorizationHeaderMalformed",
-                f"The authorization header is malformed; missing {', '.join(missing)}.",
+                f"The authorization header is malformed near {item.strip()!r}.",
             )
-        return cls(
-            Credential.parse(fields["Credential"], "AuthorizationHeaderMalformed"),
-            parse_signed_headers(fields["SignedHeaders"], "AuthorizationHeaderMalformed"),
-            fields["Signature"],
+        fields[name.strip()] = field_value.strip()
+    missing = [n for n in ("Credential", "SignedHeaders", "Signature") if n not in fields]
+    if missing:
+        raise S3Error.of(
+            "AuthorizationHeaderMalformed",
+            f"The authorization header is malformed; missing {', '.join(missing)}.",
         )
+    return AuthorizationHeader(
+        Credential.parse(fields["Credential"], "AuthorizationHeaderMalformed"),
+        parse_signed_headers(fields["SignedHeaders"], "AuthorizationHeaderMalformed"),
+        fields["Signature"],
+    )
+
+
+#: The parse of the recent values of ``Authorization`` with their signature left out.
+_parse_unsigned = functools.lru_cache(maxsize=256)(_parse_authorization)
 
 
 def parse_signed_headers(value: str, error_code: str) -> tuple[str, ...]:
