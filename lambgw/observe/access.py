@@ -224,8 +224,8 @@ class AccessLog:
         the request is completed.  One that leaves earlier cut its download: that is one
         warning, unless the gateway's side failed (and said so).
         """
-        due = body_due(request)
-        if not completed and due is not None and request.sentLength >= due:
+        due = None if completed else body_due(request)
+        if due is not None and request.sentLength >= due:
             completed = True
         if not completed and due is not None and not request.s3.delivery_failed:
             self.warnings.warn(
