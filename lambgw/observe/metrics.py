@@ -38,10 +38,8 @@ class _Family:
     help: str
     labelnames: Labels = ()
 
-    def _check(self, labels: Labels) -> Labels:
-        if len(labels) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, not {labels}")
-        return labels
+    def _refuse(self, labels: Labels) -> None:
+        raise ValueError(f"{self.name} takes labels {self.labelnames}, not {labels}")
 
 
 @define(eq=False)
@@ -52,8 +50,9 @@ class Counter(_Family):
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         """Add ``amount`` to the counter of ``labels``."""
-        key = self._check(labels)
-        self._values[key] = self._values.get(key, 0.0) + amount
+        if len(labels) != len(self.labelnames):
+            self._refuse(labels)
+        self._values[labels] = self._values.get(labels, 0.0) + amount
 
     def value(self, *labels: str) -> float:
         """The current value for ``labels``."""
@@ -82,12 +81,13 @@ class Histogram(_Family):
 
     def observe(self, value: float, *labels: str) -> None:
         """Count ``value`` for ``labels``, in the first bucket that holds it."""
-        key = self._check(labels)
-        counts = self._counts.get(key)
+        if len(labels) != len(self.labelnames):
+            self._refuse(labels)
+        counts = self._counts.get(labels)
         if counts is None:
-            counts = self._counts[key] = [0] * (len(self.buckets) + 1)
+            counts = self._counts[labels] = [0] * (len(self.buckets) + 1)
         counts[bisect_left(self.buckets, value)] += 1
-        self._sums[key] = self._sums.get(key, 0.0) + value
+        self._sums[labels] = self._sums.get(labels, 0.0) + value
 
     def count(self, *labels: str) -> int:
         """How many values were observed for ``labels``."""
