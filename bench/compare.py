@@ -1,13 +1,14 @@
 """Compare two source trees side by side: their gateways serve interleaved rounds.
 
 ``python -m bench.compare BASE [--lambnet] [--workers N] [--count N] [--rounds R]
-[--clients C]`` starts a gateway from the source tree ``BASE`` (a checkout, or ``git archive
-REV | tar -x -C BASE``) and one from this tree, each in a fresh home (with ``--lambnet``,
-each over a node of its own tree; with ``--workers``, each with that many workers).  Then,
-round after round, ``N`` small PUTs go to one and then to the other, and then ``N`` GETs of
-them, from ``C`` clients, the order of the two alternating; the script prints for each
-figure the median over the rounds for both trees, their ratio, and the median of the rounds'
-own ratios (each taken over two batches run back to back) with the middle half of them.
+[--clients C]`` runs ``R`` rounds.  Each starts a gateway from the source tree ``BASE`` (a
+checkout, or ``git archive REV | tar -x -C BASE``) and one from this tree, each in a fresh
+home (with ``--lambnet``, each over a node of its own tree; with ``--workers``, each with
+that many workers), warms both up, sends ``N`` small PUTs to one and then to the other, and
+then ``N`` GETs of them, from ``C`` clients, the order of the two alternating from round to
+round, and stops them.  The script prints for each figure the median over the rounds for
+both trees, their ratio, and the median of the rounds' own ratios (each taken over two
+batches run back to back) with the middle half of them.
 
 This machine's speed drifts by tens of percent from one minute to the next, so two runs
 made one after the other cannot show a change of a few percent; rounds interleaved in one
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("base", type=Path, help="the source tree to compare against")
     parser.add_argument("--lambnet", action="store_true", help="each gateway over a node")
     parser.add_argument("--count", type=int, default=3000, help="requests of each kind a round")
-    parser.add_argument("--rounds", type=int, default=6, help="rounds for each tree")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds for each tree")
     parser.add_argument("--clients", type=int, default=16, help="concurrent connections")
     parser.add_argument("--workers", help='run each gateway with --workers N (or "auto")')
     args = parser.parse_args(argv)
@@ -122,20 +123,28 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     names = ("base", "this tree")
     rounds: Rounds = {}
-    with contextlib.ExitStack() as stack:
-        targets = []
-        for name, source in zip(names, (args.base, None), strict=True):
-            home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            target = stack.enter_context(start(home, source=source))
-            assert isinstance(target, GatewayTarget)
-            targets.append((name, target))
-        payload = Payload.of(os.urandom(4096))
-        per = max(1, args.count // args.clients)
-        for number in range(args.rounds):
+    payload = Payload.of(os.urandom(4096))
+    per = max(1, args.count // args.clients)
+    for number in range(args.rounds):
+        # Fresh processes each round: one process of a tree can run ten percent faster or
+        # slower than another of the same tree for its whole life (two processes of one
+        # tree have differed by that much over ten rounds), which rounds on the same two
+        # processes would take for a difference of the trees.
+        with contextlib.ExitStack() as stack:
+            targets = []
+            for name, source in zip(names, (args.base, None), strict=True):
+                home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                target = stack.enter_context(start(home, source=source))
+                assert isinstance(target, GatewayTarget)
+                targets.append((name, target))
+                warm = [[object_path(target.bucket, f"warm/{c}/{i}") for i in range(10)]
+                        for c in range(args.clients)]  # fmt: skip
+                for method in ("PUT", "GET"):
+                    run_batch(target, method, warm, payload)
             order = targets if number % 2 == 0 else targets[::-1]
             paths = {
                 name: [
-                    [object_path(target.bucket, f"r{number}/{c}/{i}") for i in range(per)]
+                    [object_path(target.bucket, f"r/{c}/{i}") for i in range(per)]
                     for c in range(args.clients)
                 ]
                 for name, target in targets
@@ -144,8 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             # round's ratio is taken at one speed of the machine.
             for method in ("PUT", "GET"):
                 for name, target in order:
-                    figures = run_batch(target, method, paths[name], payload)
-                    record(rounds, name, figures)
+                    record(rounds, name, run_batch(target, method, paths[name], payload))
     print(f"{args.rounds} rounds of {args.count} requests, {args.clients} clients; median:")
     print("\n".join(table(rounds, names)))
 
