@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
+from urllib.parse import unquote_to_bytes
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -169,6 +171,15 @@ class CanonicalFormTests(SynchronousTestCase):
         """A literal ``+`` stays a plus (encoded), ``~`` stays as is."""
         self.assertEqual(sigv4.canonical_uri("/b/a+b~c"), "/b/a%2Bb~c")
         self.assertEqual(sigv4.canonical_uri("/b/a%2Bb%7Ec"), "/b/a%2Bb~c")
+
+    def test_plain_paths_kept_as_they_are(self) -> None:
+        """A plain path is its own canonical URI: the same as decoding and encoding it give."""
+        rng = random.Random(7)
+        alphabet = "ab/-._~Z9+=%20é?"
+        for _ in range(5000):
+            path = "/" + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+            again = sigv4.uri_encode(unquote_to_bytes(path), keep_slash=True)
+            self.assertEqual(sigv4.canonical_uri(path), again, path)
 
     def test_empty_path(self) -> None:
         """An empty path is ``/``."""

@@ -29,6 +29,8 @@ STREAMING_UNSIGNED_TRAILER: Final = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 _UNRESERVED: Final = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 )
+#: A path of unreserved characters and slashes only: its own canonical URI.
+_CANONICAL_PATH: Final = re.compile("/[A-Za-z0-9._~/-]*")
 #: A signature as clients send it: hex digits.
 _HEX: Final = re.compile("[0-9a-fA-F]+")
 _ENCODE: Final = tuple(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in range(256))
@@ -47,6 +49,8 @@ def canonical_uri(raw_path: str) -> str:
     The path is decoded once and encoded again, so that clients which encode more or less
     than the canonical set still match; non-ASCII characters are taken as UTF-8.
     """
+    if _CANONICAL_PATH.fullmatch(raw_path):
+        return raw_path  # nothing to decode, nothing to encode: already canonical
     return uri_encode(unquote_to_bytes(raw_path or "/"), keep_slash=True)
 
 

@@ -63,12 +63,15 @@ def parse_target(raw_uri: bytes) -> Target:
     try:
         raw_path = raw_path_b.decode("ascii")
         raw_query = raw_query_b.decode("ascii")
-        path = unquote_to_bytes(raw_path).decode("utf-8")
+        # Most paths have nothing percent-encoded: they are their own decoding.
+        path = unquote_to_bytes(raw_path).decode("utf-8") if "%" in raw_path else raw_path
     except UnicodeDecodeError:
         raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.") from None
     if not path.startswith("/"):
         raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.")
-    if _BAD_PERCENT.search(raw_path) or _BAD_PERCENT.search(raw_query):
+    if ("%" in raw_path and _BAD_PERCENT.search(raw_path)) or (
+        "%" in raw_query and _BAD_PERCENT.search(raw_query)
+    ):
         raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.")
     bucket, _, key = path[1:].partition("/")
     query: dict[str, str] = {}
