@@ -161,6 +161,13 @@ FIGURES: tuple[Figure, ...] = (
     Figure("list_delim", "list", "list {list1} keys by '/': {prefixes} prefixes", "ms"),
 )
 
+#: Issue 12's targets for the gateway with ``--workers`` against SeaweedFS, both running,
+#: measured in alternate rounds: its rate over SeaweedFS's.
+WORKERS_SEAWEED_GOALS: dict[str, Goal] = {
+    "put_small": Goal(">= 1.0x", 1.0),
+    "get_small": Goal(">= 1.0x", 1.0),
+}
+
 #: The figures with a SeaweedFS column, and their targets as the gateway's speed relative to
 #: SeaweedFS's (its rate over SeaweedFS's, or SeaweedFS's time over its).
 SEAWEED_GOALS: dict[str, Goal | None] = {

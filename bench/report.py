@@ -5,7 +5,16 @@ Over lambnet against the embedded network, and with ``--workers`` against one pr
 
 from __future__ import annotations
 
-from bench.figures import FIGURES, SEAWEED_GOALS, TIME_UNITS, Bench, Figure, Goal, Results
+from bench.figures import (
+    FIGURES,
+    SEAWEED_GOALS,
+    TIME_UNITS,
+    WORKERS_SEAWEED_GOALS,
+    Bench,
+    Figure,
+    Goal,
+    Results,
+)
 
 #: ``yes``/``NO`` for a target met or not; nothing when the figure is missing.
 _MET = {True: "yes", False: "NO", None: ""}
@@ -229,4 +238,18 @@ def workers_report(bench: Bench, groups: tuple[str, ...], one: Results, many: Re
     for key, m in many.items():
         lines.append(f"  {key}: rounds 1 worker {one[key].note}; workers {m.note}")
     title = "the gateway with --workers against one process, both running, in alternate rounds:"
+    return "\n".join(["", title, *lines])
+
+
+def workers_seaweed_report(
+    bench: Bench, groups: tuple[str, ...], seaweed: Results, many: Results
+) -> str:
+    """Render the figures of the gateway with ``--workers`` next to SeaweedFS's, with targets."""
+    lines = _side_by_side(
+        bench, groups, ("seaweedfs", "workers"), seaweed, many, WORKERS_SEAWEED_GOALS
+    )
+    lines.append("(ratio: workers / seaweedfs; for CPU, lower is better)")
+    for key, m in many.items():
+        lines.append(f"  {key}: rounds seaweedfs {seaweed[key].note}; workers {m.note}")
+    title = "the gateway with --workers against SeaweedFS, both running, in alternate rounds:"
     return "\n".join(["", title, *lines])

@@ -61,7 +61,7 @@ from bench.figures import (
 )
 from bench.multipart import measure_multipart
 from bench.netpath import delayed, server_cpu, soak
-from bench.report import lambnet_report, report, workers_report
+from bench.report import lambnet_report, report, workers_report, workers_seaweed_report
 from bench.servers import (
     NotInstalled,
     RssSampler,
@@ -646,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
             for size in (bench.sizes.mid, bench.sizes.large):
                 print("  " + relay.describe(size, *relay.relay_ceiling(size)))
     many: Results = {}
+    against_seaweed: dict[str, dict[str, object]] = {}
     if args.workers:
         flags = ("--workers", args.workers)
         one, many = run_side_by_side(
@@ -655,6 +656,24 @@ def main(argv: list[str] | None = None) -> int:
             lambda home: gateway_target(home, "workers", flags),
         )
         print(workers_report(bench, groups, one, many))
+        if "small" in groups and not args.no_seaweedfs:
+            # Issue 12's target is the workers against SeaweedFS: measured side by side too,
+            # not across the minutes between the tables above.
+            try:
+                theirs, ours = run_side_by_side(
+                    bench,
+                    ("small",),
+                    lambda home: seaweedfs_target(home, "seaweedfs"),
+                    lambda home: gateway_target(home, "workers", flags),
+                )
+            except StartError as exc:
+                print(f"[seaweedfs] did not start: {exc}", file=sys.stderr)
+            else:
+                print(workers_seaweed_report(bench, ("small",), theirs, ours))
+                against_seaweed = {
+                    "seaweedfs": {k: asdict(m) for k, m in theirs.items()},
+                    "workers": {k: asdict(m) for k, m in ours.items()},
+                }
     print(f"\n({time.monotonic() - started:.0f} s; server-side figures; MB = 10^6 bytes)")
     if args.json:
         args.json.write_text(
@@ -668,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seaweedfs": {k: asdict(m) for k, m in (seaweed or {}).items()},
                     "lambnet": {k: asdict(m) for k, m in over.items()},
                     "workers": {k: asdict(m) for k, m in many.items()},
+                    "workers_against_seaweedfs": against_seaweed,
                 },
                 indent=2,
             )

@@ -23,7 +23,7 @@ from bench import bare, compare, cpu, s3bench, servers
 from bench.bare import BareResource
 from bench.client import Endpoint, Payload, Signer, connect, object_path, perform
 from bench.figures import FIGURES, GROUPS, QUICK, SEAWEED_GOALS, Bench, Goal, Measurement
-from bench.report import lambnet_report, report
+from bench.report import lambnet_report, report, workers_seaweed_report
 from bench.servers import NotInstalled, ServerProcess, free_port, seaweedfs_target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +96,22 @@ class LambnetTableTests(SynchronousTestCase):
         self.assertEqual(tail("list_small"), ["<=", "1.5x", "NO"])
         self.assertEqual(tail("get_small"), [">=", "0.6x", "NO"])
         self.assertEqual(tail("get_small", cpu=True), ["<=", "2.5x", "NO"])
+
+
+class WorkersAgainstSeaweedTests(SynchronousTestCase):
+    def test_small_rates_against_their_targets(self) -> None:
+        """The workers' rates over SeaweedFS's, measured side by side, meet 1.0x or not."""
+        seaweed = {"put_small": Measurement(900.0, "900", 1600.0), "get_small": Measurement(1800.0)}
+        many = {"put_small": Measurement(990.0, "990", 1200.0), "get_small": Measurement(1700.0)}
+        bench = Bench(QUICK)
+        lines = workers_seaweed_report(bench, ("small",), seaweed, many).splitlines()
+        rows = {line.strip().split("  ")[0]: line.split() for line in lines if "4 KiB" in line}
+        put = bench.label(next(f for f in FIGURES if f.key == "put_small"))
+        get = bench.label(next(f for f in FIGURES if f.key == "get_small"))
+        self.assertEqual(rows[put][-4:], ["1.10", ">=", "1.0x", "yes"])
+        self.assertEqual(rows[get][-4:], ["0.94", ">=", "1.0x", "NO"])
+        self.assertEqual(rows[f"server CPU, {put}"][-1], "0.75")
+        self.assertIn("  put_small: rounds seaweedfs 900; workers 990", lines)
 
 
 class SeaweedColumnTests(SynchronousTestCase):
