@@ -137,8 +137,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 target = stack.enter_context(start(home, source=source))
                 assert isinstance(target, GatewayTarget)
                 targets.append((name, target))
-                warm = [[object_path(target.bucket, f"warm/{c}/{i}") for i in range(10)]
-                        for c in range(args.clients)]  # fmt: skip
+                warm = [
+                    [object_path(target.bucket, f"warm/{c}/{i}") for i in range(10)]
+                    for c in range(args.clients)
+                ]
                 for method in ("PUT", "GET"):
                     run_batch(target, method, warm, payload)
             order = targets if number % 2 == 0 else targets[::-1]

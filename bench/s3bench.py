@@ -646,7 +646,9 @@ def main(argv: list[str] | None = None) -> int:
             for size in (bench.sizes.mid, bench.sizes.large):
                 print("  " + relay.describe(size, *relay.relay_ceiling(size)))
     many: Results = {}
-    against_seaweed: dict[str, dict[str, object]] = {}
+    # The workers and SeaweedFS, side by side (``--workers`` with the small requests).
+    beside_seaweed: Results = {}
+    beside_workers: Results = {}
     if args.workers:
         flags = ("--workers", args.workers)
         one, many = run_side_by_side(
@@ -670,10 +672,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[seaweedfs] did not start: {exc}", file=sys.stderr)
             else:
                 print(workers_seaweed_report(bench, ("small",), theirs, ours))
-                against_seaweed = {
-                    "seaweedfs": {k: asdict(m) for k, m in theirs.items()},
-                    "workers": {k: asdict(m) for k, m in ours.items()},
-                }
+                beside_seaweed, beside_workers = theirs, ours
     print(f"\n({time.monotonic() - started:.0f} s; server-side figures; MB = 10^6 bytes)")
     if args.json:
         args.json.write_text(
@@ -687,7 +686,10 @@ def main(argv: list[str] | None = None) -> int:
                     "seaweedfs": {k: asdict(m) for k, m in (seaweed or {}).items()},
                     "lambnet": {k: asdict(m) for k, m in over.items()},
                     "workers": {k: asdict(m) for k, m in many.items()},
-                    "workers_against_seaweedfs": against_seaweed,
+                    "workers_against_seaweedfs": {
+                        "seaweedfs": {k: asdict(m) for k, m in beside_seaweed.items()},
+                        "workers": {k: asdict(m) for k, m in beside_workers.items()},
+                    },
                 },
                 indent=2,
             )
@@ -701,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
             *over.values(),
             *many.values(),
             *(seaweed or {}).values(),
+            *beside_seaweed.values(),
+            *beside_workers.values(),
         ]
         if m.value is None and m.note.startswith(("failed", "did not start"))
     ]

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from attrs import define, field
@@ -464,33 +464,29 @@ def lambnet_target(
 
 
 @contextmanager
-def sink_target(home: Path, name: str = "sink") -> Iterator[Target]:
-    """Run the trivial sink server (``python -m bench.sink``)."""
-    port = free_port()
-    env = source_env(None)
-    server = ServerProcess(_python("-m", "bench.sink", str(port)), port, home / "sink.log", env)
-    server.start()
-    try:
-        endpoint = Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY)
-        yield Target(name, endpoint, server, "sink", home)
-    finally:
-        server.stop()
-
-
-@contextmanager
-def bare_target(home: Path, name: str = "bare twisted.web") -> Iterator[Target]:
-    """Run the bare twisted.web resource (``python -m bench.bare``), the CPU floor."""
+def _module_target(home: Path, name: str, module: str) -> Iterator[Target]:
+    """Run ``python -m bench.MODULE PORT``, a server of the bench's own, as a target."""
     port = free_port()
     server = ServerProcess(
-        _python("-m", "bench.bare", str(port)), port, home / "bare.log", source_env(None)
+        _python("-m", f"bench.{module}", str(port)), port, home / f"{module}.log", source_env(None)
     )
     server.start()
     try:
         yield Target(
-            name, Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY), server, "bare", home
+            name, Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY), server, module, home
         )
     finally:
         server.stop()
+
+
+def sink_target(home: Path, name: str = "sink") -> AbstractContextManager[Target]:
+    """Run the trivial sink server (``python -m bench.sink``)."""
+    return _module_target(home, name, "sink")
+
+
+def bare_target(home: Path, name: str = "bare twisted.web") -> AbstractContextManager[Target]:
+    """Run the bare twisted.web resource (``python -m bench.bare``), the CPU floor."""
+    return _module_target(home, name, "bare")
 
 
 _BUCKET_NAME = re.compile(rb"<Name>([^<]+)</Name>")

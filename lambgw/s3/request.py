@@ -69,9 +69,7 @@ def parse_target(raw_uri: bytes) -> Target:
         raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.") from None
     if not path.startswith("/"):
         raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.")
-    if ("%" in raw_path and _BAD_PERCENT.search(raw_path)) or (
-        "%" in raw_query and _BAD_PERCENT.search(raw_query)
-    ):
+    if _BAD_PERCENT.search(raw_path) or _BAD_PERCENT.search(raw_query):
         raise S3Error("InvalidURI", 400, "Couldn't parse the specified URI.")
     bucket, _, key = path[1:].partition("/")
     query: dict[str, str] = {}
