@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lambgw.network.errors import NoSuchOrder, NoSuchPath, PreconditionFailed, QuotaExceeded
 from lambgw.network.index import INDEX_FILE
 from lambgw.network.interface import NewObject, Segment
+from lambgw.network.objectfiles import INLINE_MARK
 from lambgw.network.quick import QuickCalls, TurnWrites, WouldWait
 from lambgw.network.serial import SerialCalls
 from lambgw.network.store import Store
@@ -195,6 +197,23 @@ class StoreQuickReadTests(SynchronousTestCase):
         self.assertEqual(self.store.read_held_now("demo", self.order_id, "k", 2, 4)[1], b"234")
         self.assertEqual(self.store.read_held_now("demo", self.order_id, "k", 8, 99)[1], b"89")
         self.assertEqual(self.store.head_now("demo", self.order_id, "k"), info)
+
+    def test_held_pieces_read_in_order(self) -> None:
+        """An object of several pieces the index holds is read whole, not as its first piece.
+
+        The statement that reads a held object with its row takes a row of one piece only:
+        one of two pieces (made by hand here) is read piece by piece, with the same answer.
+        """
+        self.put("k", b"abc")
+        with self.store.index.write() as db:
+            ids = [
+                db.execute("INSERT INTO small_files (data) VALUES (?)", (data,)).lastrowid
+                for data in (b"abc", b"defgh")
+            ]
+            files = json.dumps([[f"{INLINE_MARK}{ids[0]}", 3], [f"{INLINE_MARK}{ids[1]}", 5]])
+            db.execute("UPDATE objects SET files = ?, size = 8", (files,))
+        self.assertEqual(self.store.read_held_now("demo", self.order_id, "k")[1], b"abcdefgh")
+        self.assertEqual(self.store.read_held_now("demo", self.order_id, "k", 2, 4)[1], b"cde")
 
     def test_object_in_files_would_wait(self) -> None:
         """An object in files is not read on the caller's thread."""

@@ -131,15 +131,34 @@ class GroupRolledBack(Exception):
     """A write in a group of writes whose transaction SQLite has already rolled back."""
 
 
-@contextmanager
-def no_waiting() -> Iterator[None]:
-    """Turn SQLite's refusal to wait for a lock into :class:`WouldWait`."""
-    try:
-        yield
-    except sqlite3.OperationalError as error:
-        if error.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+class _NoWaiting:
+    """A context that turns SQLite's refusal to wait for a lock into :class:`WouldWait`.
+
+    A class rather than a generator: it is entered on every quick read and write, and
+    holds no state, so one instance serves them all.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: object
+    ) -> None:
+        if isinstance(error, sqlite3.OperationalError) and error.sqlite_errorcode in (
+            sqlite3.SQLITE_BUSY,
+            sqlite3.SQLITE_LOCKED,
+        ):
             raise WouldWait(str(error)) from error
-        raise
+
+
+_NO_WAITING = _NoWaiting()
+
+
+def no_waiting() -> _NoWaiting:
+    """Turn SQLite's refusal to wait for a lock into :class:`WouldWait` (a context)."""
+    return _NO_WAITING
 
 
 @contextmanager

@@ -85,11 +85,14 @@ _ORDER_AND_OBJECT = (
 )
 
 #: :data:`_LOOKUP`, and the bytes of an object the index holds as one piece (else NULL).
+#: The ``files`` column is written by :func:`~lambgw.network.listing.write_object_row` as
+#: ``[["=ID", SIZE]]`` for such an object: it is read as text, which costs a fraction of
+#: SQLite's JSON functions (pieces are separated by ``],``; a file id holds no bracket).
 _LOOKUP_HELD = _LOOKUP.replace(
     " FROM orders r",
-    ", (SELECT s.data FROM small_files s WHERE json_array_length(o.files) = 1"
-    f" AND substr(json_extract(o.files, '$[0][0]'), 1, 1) = '{INLINE_MARK}'"
-    " AND s.id = CAST(substr(json_extract(o.files, '$[0][0]'), 2) AS INTEGER))"
+    ", (SELECT s.data FROM small_files s"
+    f" WHERE substr(o.files, 1, 4) = '[[\"{INLINE_MARK}' AND instr(o.files, '],') = 0"
+    " AND s.id = CAST(substr(o.files, 5) AS INTEGER))"
     " FROM orders r",
     1,
 )
