@@ -112,6 +112,17 @@ class Gateway:
         return cls(network, account, cache, buckets, spool)
 
     def _call(self, bucket: str, key: str, call: Callable[[], Deferred[T]]) -> Deferred[T]:
+        return self._call_then(bucket, key, call, None)
+
+    def _call_then(
+        self,
+        bucket: str,
+        key: str,
+        call: Callable[[], Deferred[Any]],
+        then: Callable[[Any], T] | None,
+    ) -> Deferred[T]:
+        """``call()``, its network errors made S3 errors about ``key``, its result ``then``'d."""
+
         def translate(failure: Failure) -> Failure:
             if isinstance(failure.value, net.NetworkError):
                 raise s3_error(failure.value, bucket, key) from None
@@ -120,8 +131,10 @@ class Gateway:
         try:
             started = call()
         except Exception:
-            return fail().addErrback(translate)
-        return started.addErrback(translate)
+            started = fail()
+        if then is None:
+            return started.addErrback(translate)
+        return started.addCallbacks(then, translate)
 
     def list_buckets(self) -> Deferred[Sequence[Bucket]]:
         """The buckets, fetched afresh from the network."""
@@ -204,13 +217,14 @@ class Gateway:
             except Exception:
                 discard()
                 raise
-            return self._call(
+            return self._call_then(
                 bucket,
                 key,
                 lambda: self.network.put_object(
                     self.account, b.order_id, b.prefix + key, segments, new, if_none_match, if_match
                 ),
-            ).addCallback(stored, b.order_id)
+                lambda info: stored(info, b.order_id),
+            )
 
         def discard() -> None:
             for segment in segments:
@@ -333,11 +347,12 @@ class Gateway:
 
         def found(b: Bucket) -> Deferred[ObjectInfo]:
             check_key(key, b.prefix)
-            return self._call(
+            return self._call_then(
                 bucket,
                 key,
                 lambda: self.network.head_object(self.account, b.order_id, b.prefix + key),
-            ).addCallback(keyed, key)
+                lambda info: keyed(info, key),
+            )
 
         return self._in_bucket(bucket, found)
 
@@ -348,13 +363,14 @@ class Gateway:
 
         def found(b: Bucket) -> Deferred[tuple[ObjectInfo, IObjectBody]]:
             check_key(key, b.prefix)
-            return self._call(
+            return self._call_then(
                 bucket,
                 key,
                 lambda: self.network.get_object(
                     self.account, b.order_id, b.prefix + key, first, last
                 ),
-            ).addCallback(lambda got: (keyed(got[0], key), got[1]))
+                lambda got: (keyed(got[0], key), got[1]),
+            )
 
         return self._in_bucket(bucket, found)
 

@@ -429,6 +429,11 @@ class BytesBody:
         self._data = b""
         return succeed(None)
 
+    def take(self) -> bytes:
+        """The bytes themselves, for a caller that writes them at once (the body is spent)."""
+        data, self._data = self._data, b""
+        return data
+
     def close(self) -> None:
         """Drop the bytes."""
         self._data = b""

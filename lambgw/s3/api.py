@@ -31,12 +31,16 @@ import lambgw.s3.objects as objects
 import lambgw.s3.postobject as postobject
 import lambgw.s3.tagging as tagging
 from lambgw.gateway.core import Gateway
+from lambgw.httpchannel import header_name
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import error_document
 from lambgw.s3.cors import CorsPolicy
 from lambgw.s3.request import S3Request, Target
 
 log = Logger()
+
+#: Headers every S3 response has, under twisted.web's names for them.
+_SERVER, _REQUEST_ID, _ID_2 = map(header_name, (b"Server", b"x-amz-request-id", b"x-amz-id-2"))
 
 #: Sub-resources that name operations this gateway does not implement.
 UNSUPPORTED = frozenset(
@@ -233,25 +237,20 @@ def serve(api: S3API, request: S3Request) -> object:
     d: Deferred[Any] = maybeDeferred(api.dispatch, request)
     request.when_over(lambda reason: None if reason is None else d.cancel())
 
-    def over() -> bool:
-        return bool(request.finished or request._disconnected)
-
-    def failed(failure: Failure) -> bytes | None:
-        if over():
-            if not failure.check(CancelledError):
-                log.failure("Unhandled failure of a finished request", failure)
-            return None
-        return api.render_error(request, failure)
-
-    def write(body: object) -> None:
-        if over():
+    def answer(result: object) -> None:
+        if request.finished or request._disconnected:
+            if isinstance(result, Failure) and not result.check(CancelledError):
+                log.failure("Unhandled failure of a finished request", result)
             return
-        if isinstance(body, bytes) and body:
-            request.write(body)
-        request.finish()
+        try:
+            body = api.render_error(request, result) if isinstance(result, Failure) else result
+            if isinstance(body, bytes) and body:
+                request.write(body)
+            request.finish()
+        except Exception:
+            log.failure("Unhandled failure writing a response")
 
-    d.addErrback(failed).addCallback(write)
-    d.addErrback(lambda failure: log.failure("Unhandled failure writing a response", failure))
+    d.addBoth(answer)
     return NOT_DONE_YET
 
 
@@ -311,9 +310,11 @@ class S3Resource(Resource):
     def render(self, request: S3Request) -> Any:
         """Add the headers every S3 response has and run the request's operation."""
         state = request.s3
-        request.setHeader(b"Server", b"lambgw")
-        request.setHeader(b"x-amz-request-id", state.request_id.encode())
-        request.setHeader(b"x-amz-id-2", state.request_id.encode())
+        raw = request.responseHeaders._rawHeaders
+        request_id = state.request_id.encode()
+        raw[_SERVER] = [b"lambgw"]
+        raw[_REQUEST_ID] = [request_id]
+        raw[_ID_2] = [request_id]
         observer = self._api.observer
         finished = None if observer is None else observer(request)
         request.when_over(lambda reason: _request_over(reason, request, finished))

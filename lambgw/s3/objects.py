@@ -15,6 +15,8 @@ from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from lambgw.httpchannel import header_name
+from lambgw.network.files import BytesBody
 from lambgw.network.interface import IObjectBody, ObjectInfo, Segment
 from lambgw.protocol.auth import PayloadMode
 from lambgw.protocol.checksums import decode_b64, normalize_name
@@ -54,6 +56,11 @@ if TYPE_CHECKING:
     from lambgw.s3.api import S3API
 
 log = Logger()
+
+#: Response headers every GET and HEAD of an object has, under twisted.web's names for them.
+_ETAG, _LAST_MODIFIED, _ACCEPT_RANGES, _CONTENT_LENGTH = map(
+    header_name, (b"ETag", b"Last-Modified", b"Accept-Ranges", b"Content-Length")
+)
 
 #: A ``%`` not followed by two hex digits.
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -114,15 +121,15 @@ def verify_body(
 
 def object_headers(request: S3Request, info: ObjectInfo) -> None:
     """Set the headers that describe an object on a GET or HEAD response."""
-    request.setHeader(b"ETag", f'"{info.etag}"'.encode())
-    request.setHeader(b"Last-Modified", http_date(info.last_modified).encode())
+    raw = request.responseHeaders._rawHeaders
+    raw[_ETAG] = [f'"{info.etag}"'.encode()]
+    raw[_LAST_MODIFIED] = [http_date(info.last_modified).encode()]
     request.setHeader(b"Content-Type", header_bytes(info.content_type))
-    request.setHeader(b"Accept-Ranges", b"bytes")
+    raw[_ACCEPT_RANGES] = [b"bytes"]
     for name, value in info.headers.items():
         request.setHeader(name.encode(), header_bytes(value))
     # User metadata goes back with the names' case as stored (lower case, as S3 does):
     # twisted.web would title-case them, which clients keep in the metadata keys.
-    raw = request.responseHeaders._rawHeaders
     for name, value in info.metadata.items():
         raw[b"x-amz-meta-" + header_bytes(name)] = [header_bytes(value)]
     if info.part_sizes:
@@ -319,6 +326,9 @@ def _answer(
         if body is not None:
             body.close()
         return b""
+    if type(body) is BytesBody:
+        # Bytes already read are the answer itself: no producer, no Deferred.
+        return body.take()
     return _deliver(request, target, body)
 
 
@@ -354,7 +364,7 @@ def _describe(
         length = wanted[1] - wanted[0] + 1
     else:
         length = info.size
-    request.setHeader(b"Content-Length", str(length).encode())
+    request.responseHeaders._rawHeaders[_CONTENT_LENGTH] = [str(length).encode()]
     return length
 
 

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 
-from lambgw.httpchannel import LeanRequest
+from lambgw.httpchannel import LeanRequest, header_name
 from lambgw.protocol.errors import S3Error
 from lambgw.protocol.s3xml import http_date
 from lambgw.s3.connections import AT_CAP, ConnectionLimits, Connections, Refusal, S3Channel
@@ -40,6 +40,8 @@ IDLE_TIMEOUT = 120
 MAX_XML_BODY = 4 * 1024 * 1024
 #: A ``%`` not followed by two hex digits.
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+#: The ``Date`` header of every response, under twisted.web's name for it.
+_DATE = header_name(b"Date")
 
 
 @frozen
@@ -278,7 +280,7 @@ class S3Request(LeanRequest, server.Request):
         self.method, self.uri, self.clientproto = command, path, version
         self.path = path.partition(b"?")[0]
         self.site = self.channel.site
-        self.setHeader(b"Date", http_date(time.time()).encode())
+        self.responseHeaders._rawHeaders[_DATE] = [http_date(time.time()).encode()]
         try:
             self.render(self.site.resource)
         except BaseException:
