@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import Any
 
 from attrs import define, field, frozen
@@ -102,7 +103,7 @@ class AccessRecord:
         aborted = "" if self.completed else " aborted"
         return (
             f"{self.request_id} {self.client} {self.access_key or '-'} {self.operation} "
-            f"{self.method} {json.dumps(self.path, ensure_ascii=False)} {self.status} "
+            f"{self.method} {encode_basestring(self.path)} {self.status} "
             f"in={self.bytes_in} out={self.bytes_out} {self.duration * 1000:.1f}ms{aborted}"
         )
 
