@@ -38,6 +38,9 @@ from lambgw.heldwrites import hold_writes
 #: A request line the one-pass parser takes: a token method, a target of printable ASCII,
 #: and HTTP/1.0 or 1.1 (twisted.web's ``_parseRequestLine`` takes all of these, and more).
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([!-~]+) (HTTP/1\.[01])")
+#: twisted.web's own cache of canonical header names (bounded by it), read without a call
+#: for each header of a request; a name not in it goes through ``_nameEncoder.encode``.
+_CANONICAL_NAMES = _nameEncoder._canonicalHeaderCache
 #: The headers that choose how the body is read.
 _LENGTH, _CODING = b"Content-Length", b"Transfer-Encoding"
 
@@ -107,14 +110,18 @@ class LeanChannel(HTTPChannel):
             return None
         headers: list[tuple[bytes, bytes]] = []
         framing = 0
+        known = _CANONICAL_NAMES
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
             if not colon or not name or line[0] in b" \t":
                 return None
-            try:
-                name = _nameEncoder.encode(name)
-            except InvalidHeaderName:
-                return None
+            canonical = known.get(name)
+            if canonical is None:
+                try:
+                    canonical = _nameEncoder.encode(name)
+                except InvalidHeaderName:
+                    return None
+            name = canonical
             value = value.strip(b" \t")
             if name == _LENGTH:
                 if not value.isdigit():
