@@ -36,7 +36,7 @@ def host_name(host: str) -> str:
 
 def bucket_from_host(host: str | None, domains: Iterable[str]) -> str | None:
     """The bucket a ``Host`` header names under one of ``domains``, or None for path style."""
-    if not host:
+    if not host or not domains:
         return None
     name = host_name(host)
     for domain in domains:
