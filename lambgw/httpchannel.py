@@ -225,7 +225,7 @@ class LeanRequest(Request):
             and b"\n" not in value
             and b"\r" not in value
         ):
-            self.responseHeaders._rawHeaders[header_name(name)] = [value]
+            self.responseHeaders._rawHeaders[_nameEncoder.encode(name)] = [value]
         else:
             super().setHeader(name, value)
 
