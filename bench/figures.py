@@ -180,8 +180,14 @@ SEAWEED_GOALS: dict[str, Goal | None] = {
     "list_walk_large": None,
     "list_delim": None,
 }
-#: The groups SeaweedFS runs.
-SEAWEED_GROUPS = ("small", "list")
+#: The other S3 servers measured beside the gateway on the small requests and listings, and
+#: their targets by figure: SeaweedFS's are issue 12's; rclone serve s3 is there to compare.
+PEER_GOALS: dict[str, dict[str, Goal | None]] = {
+    "seaweedfs": SEAWEED_GOALS,
+    "rclone": dict.fromkeys(SEAWEED_GOALS),
+}
+#: The groups the peers run.
+PEER_GROUPS = ("small", "list")
 #: Units of figures where less is better: their speed ratio is the baseline's over ours.
 TIME_UNITS = ("ms", "s")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from bench.figures import (
     FIGURES,
-    SEAWEED_GOALS,
+    PEER_GOALS,
     TIME_UNITS,
     WORKERS_SEAWEED_GOALS,
     Bench,
@@ -33,19 +33,27 @@ def speedup(figure: Figure, value: float | None, base: float | None) -> float | 
     return base / value if figure.unit in TIME_UNITS else value / base
 
 
-def seaweed_cells(figure: Figure, value: float | None, seaweed: Results) -> dict[str, object]:
-    """The SeaweedFS figure of a row, the gateway's speed relative to it, and that target."""
-    theirs = seaweed.get(figure.key)
+def peer_cells(name: str, figure: Figure, value: float | None, peer: Results) -> dict[str, object]:
+    """A peer's figure of a row, the gateway's speed relative to it, and its target if any.
+
+    The keys are the peer's ``name`` and, after it, ``_speedup``, ``_target``, ``_met`` and
+    ``_note``.
+    """
+    theirs = peer.get(figure.key)
     base = theirs.value if theirs else None
     ratio = speedup(figure, value, base)
-    goal = SEAWEED_GOALS.get(figure.key)
+    goal = PEER_GOALS[name].get(figure.key)
     return {
-        "seaweedfs": base,
-        "seaweedfs_speedup": ratio,
-        "seaweedfs_target": goal.text if goal else None,
-        "seaweedfs_met": goal.met(value, ratio) if goal else None,
-        "seaweedfs_note": theirs.note if theirs else "",
+        name: base,
+        f"{name}_speedup": ratio,
+        f"{name}_target": goal.text if goal else None,
+        f"{name}_met": goal.met(value, ratio) if goal else None,
+        f"{name}_note": theirs.note if theirs else "",
     }
+
+
+def _has_goals(name: str) -> bool:
+    return any(PEER_GOALS[name].values())
 
 
 def report(
@@ -54,16 +62,18 @@ def report(
     gateway: Results,
     moto: Results,
     ceiling: Results,
-    seaweed: Results | None = None,
+    peers: dict[str, Results] | None = None,
 ) -> tuple[str, list[dict[str, object]]]:
     """Render the table (and its notes) and the rows as plain data for ``--json``.
 
-    With ``seaweed``, the figures of :data:`SEAWEED_GOALS` get a SeaweedFS column: its
-    value, the gateway's speed relative to it (``x``), that target and whether it is met.
+    Each of ``peers`` (by name, a key of :data:`PEER_GOALS`) gets a column for the figures it
+    has goals for: its value, the gateway's speed relative to it (``x``) and, for a peer with
+    targets, that target and whether it is met.
     """
+    peers = peers or {}
     header: tuple[str, ...] = ("figure", "unit", "gateway", "moto", "ratio", "target", "met")
-    if seaweed is not None:
-        header += ("seaweedfs", "x", "target", "met")
+    for name in peers:
+        header += (name, "x", "target", "met") if _has_goals(name) else (name, "x")
     rows: list[tuple[str, ...]] = []
     data: list[dict[str, object]] = []
     notes: list[str] = []
@@ -86,19 +96,22 @@ def report(
             _MET[met],
         )
         cells: dict[str, object] = {}
-        if seaweed is not None and figure.key in SEAWEED_GOALS:
-            cells = seaweed_cells(figure, value, seaweed)
-            faster = cells["seaweedfs_speedup"]
+        for name, peer in peers.items():
+            width = 4 if _has_goals(name) else 2
+            if figure.key not in PEER_GOALS[name]:
+                row += ("",) * width
+                continue
+            mine = peer_cells(name, figure, value, peer)
+            cells.update(mine)
+            faster = mine[f"{name}_speedup"]
             row += (
-                _fmt(cells["seaweedfs"]),  # type: ignore[arg-type]
+                _fmt(mine[name]),  # type: ignore[arg-type]
                 "-" if faster is None else f"{faster:.2f}",
-                str(cells["seaweedfs_target"] or ""),
-                _MET[cells["seaweedfs_met"]],  # type: ignore[index]
-            )
-            if cells["seaweedfs_note"]:
-                notes.append(f"{label} [seaweedfs]: {cells['seaweedfs_note']}")
-        elif seaweed is not None:
-            row += ("", "", "", "")
+                str(mine[f"{name}_target"] or ""),
+                _MET[mine[f"{name}_met"]],  # type: ignore[index]
+            )[:width]
+            if mine[f"{name}_note"]:
+                notes.append(f"{label} [{name}]: {mine[f'{name}_note']}")
         rows.append(row)
         for side, m in (("gateway", ours), ("moto", theirs)):
             if m and m.note:
@@ -121,8 +134,10 @@ def report(
             }
         )
     lines = _table(header, rows)
-    if seaweed is not None:
-        lines.append("(x: the gateway's speed relative to SeaweedFS; above 1 it is faster)")
+    if peers:
+        lines.append(
+            f"(x: the gateway's speed relative to {', '.join(peers)}; above 1 it is faster)"
+        )
     if notes:
         lines += ["", "notes:"] + [f"  {n}" for n in notes]
     if ceiling:

@@ -1,10 +1,11 @@
-"""Benchmark the gateway against baseline S3 servers (moto_server, SeaweedFS) in the same run.
+"""Benchmark the gateway against other S3 servers (moto_server, SeaweedFS, rclone) in one run.
 
 ``python -m bench.s3bench [--quick] [--only GROUP ...] [--json FILE]`` starts each server
 on loopback in a temporary directory, measures every figure on it, stops it, and prints
 one table: figure, gateway, moto, their ratio, and the target; the small-request and
 listing figures also have a SeaweedFS column (``weed server -s3``, when installed), with
-the gateway's speed relative to it and that target.  The client's own ceiling
+the gateway's speed relative to it and that target, and an rclone column (``rclone serve
+s3``, when installed) with the gateway's speed relative to it.  The client's own ceiling
 (the same client against a server that does nothing) is printed under the table.  With
 ``--lambnet``, the gateway also runs over a ``twistd lambnet`` node, and a second table puts
 its figures next to the embedded network's; with ``--workers N`` (or ``auto``), a table puts
@@ -51,8 +52,8 @@ from bench.figures import (
     FULL,
     GROUPS,
     MB,
+    PEER_GROUPS,
     QUICK,
-    SEAWEED_GROUPS,
     Bench,
     Measurement,
     MiB,
@@ -71,6 +72,7 @@ from bench.servers import (
     lambnet_target,
     memory_status,
     moto_target,
+    rclone_target,
     reset_peak_rss,
     seaweedfs_target,
     sink_target,
@@ -589,6 +591,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         help="leave out the SeaweedFS column (it runs when weed is installed)",
     )
     parser.add_argument(
+        "--no-rclone",
+        action="store_true",
+        help="leave out the rclone serve s3 column (it runs when rclone is installed)",
+    )
+    parser.add_argument(
         "--fill-budget",
         type=float,
         metavar="SECONDS",
@@ -622,15 +629,19 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     gateway = run_target(bench, lambda home: gateway_factory(home, "gateway"), "gateway", groups)
     moto = run_target(bench, lambda home: moto_target(home, "moto"), "moto", groups)
-    seaweed: Results | None = None
-    seaweed_groups = tuple(g for g in groups if g in SEAWEED_GROUPS)
-    if seaweed_groups and not args.no_seaweedfs:
-        seaweed = run_target(
-            bench, lambda home: seaweedfs_target(home, "seaweedfs"), "seaweedfs", seaweed_groups
+    peers: dict[str, Results] = {}
+    peer_groups = tuple(g for g in groups if g in PEER_GROUPS)
+    if peer_groups and not args.no_seaweedfs:
+        peers["seaweedfs"] = run_target(
+            bench, lambda home: seaweedfs_target(home, "seaweedfs"), "seaweedfs", peer_groups
+        )
+    if peer_groups and not args.no_rclone:
+        peers["rclone"] = run_target(
+            bench, lambda home: rclone_target(home, "rclone"), "rclone", peer_groups
         )
     ceiling_groups = tuple(g for g in groups if g in ("throughput", "small"))
     ceiling = run_target(bench, lambda home: sink_target(home, "sink"), "sink", ceiling_groups)
-    table, data = report(bench, groups, gateway, moto, ceiling, seaweed)
+    table, data = report(bench, groups, gateway, moto, ceiling, peers)
     print(table)
     over: Results = {}
     if args.lambnet:
@@ -683,7 +694,10 @@ def main(argv: list[str] | None = None) -> int:
                     "sizes": asdict(sizes),
                     "figures": data,
                     "ceiling": {k: asdict(m) for k, m in ceiling.items()},
-                    "seaweedfs": {k: asdict(m) for k, m in (seaweed or {}).items()},
+                    **{
+                        name: {k: asdict(m) for k, m in peer.items()}
+                        for name, peer in peers.items()
+                    },
                     "lambnet": {k: asdict(m) for k, m in over.items()},
                     "workers": {k: asdict(m) for k, m in many.items()},
                     "workers_against_seaweedfs": {
@@ -702,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
             *ceiling.values(),
             *over.values(),
             *many.values(),
-            *(seaweed or {}).values(),
+            *(m for peer in peers.values() for m in peer.values()),
             *beside_seaweed.values(),
             *beside_workers.values(),
         ]

