@@ -66,9 +66,9 @@ def report(
 ) -> tuple[str, list[dict[str, object]]]:
     """Render the table (and its notes) and the rows as plain data for ``--json``.
 
-    Each of ``peers`` (by name, a key of :data:`PEER_GOALS`) gets a column for the figures it
-    has goals for: its value, the gateway's speed relative to it (``x``) and, for a peer with
-    targets, that target and whether it is met.
+    Each of ``peers`` (by name, a key of :data:`PEER_GOALS`) gets a column for the figures of
+    its entry there: its value, the gateway's speed relative to it (``x``) and, for a peer
+    with targets, that target and whether it is met.
     """
     peers = peers or {}
     header: tuple[str, ...] = ("figure", "unit", "gateway", "moto", "ratio", "target", "met")
