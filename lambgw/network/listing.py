@@ -4,6 +4,8 @@ Paths are BLOBs of UTF-8 in the index, so SQL order is byte order.  A listing wa
 primary key ``(order_id, path)`` from the marker on; with a delimiter, everything under a
 common prefix is skipped with one range seek (the next query starts at the byte successor
 of the prefix), so a page costs ``O(max_keys)`` index lookups whatever the order's size.
+A run of common prefixes one after another (the top of a tree) is one statement that seeks
+from each to the next inside SQLite.
 A listing reads only the columns of a :class:`ListedObject`.
 """
 
@@ -244,9 +246,73 @@ def _scan(
             if cut >= 0:
                 common = key[: cut + len(delim)]
                 entries.append((common, None))
+                if seen == 1:
+                    # A common prefix right where the scan began: likely one of a run.
+                    return _hop(db, order_id, start, delim, upper, common, wanted, entries)
                 return byte_successor(common), True, True
             entries.append((key, ListedObject(key.decode("utf-8"), row[1], row[2], row[3])))
             low, inclusive = key, False
     finally:
         cursor.close()
     return low, inclusive, seen == limit
+
+
+#: The paths that follow the common prefix ``?1`` one after the other, each the first path
+#: after the last one's common prefix, for as long as each has one (a path without one, or
+#: ``NULL`` at the end, comes last); at most ``?5`` of them.  ``?2`` is the order, ``?3`` the
+#: length of the listing's prefix, ``?4`` the delimiter (as BLOBs, lengths are in bytes).
+#: Paths are UTF-8 (:func:`~lambgw.network.store.encode_path`), which has no byte 0xFF, so the
+#: paths under a common prefix sort below it followed by 0xFF, and the paths after them above.
+_HOP = """
+WITH RECURSIVE hop(path) AS (
+  SELECT ?1
+  UNION ALL
+  SELECT (
+    SELECT o.path FROM objects AS o WHERE o.order_id = ?2
+    AND o.path > CAST(
+      substr(hop.path, 1, ?3 + instr(substr(hop.path, ?3 + 1), ?4) + length(?4) - 1) || x'ff'
+      AS BLOB
+    ){within}
+    ORDER BY o.path LIMIT 1
+  )
+  FROM hop
+  WHERE instr(substr(hop.path, ?3 + 1), ?4) > 0
+  LIMIT ?5 + 1
+)
+SELECT path FROM hop LIMIT -1 OFFSET 1
+"""
+_HOPS = (_HOP.format(within=""), _HOP.format(within=" AND o.path < ?6"))
+
+
+def _hop(
+    db: sqlite3.Connection,
+    order_id: str,
+    start: bytes,
+    delim: bytes,
+    upper: bytes | None,
+    common: bytes,
+    wanted: int,
+    entries: _Entries,
+) -> tuple[bytes | None, bool, bool]:
+    """Append the common prefixes that follow ``common`` one after another, in one statement.
+
+    A run of common prefixes (``aws s3 ls`` of a tree's top) costs one seek each inside
+    SQLite, not a statement each.  Returns where the scan goes on, as :func:`_scan` does:
+    at the first path that is not under a common prefix, or nowhere at the end.
+    """
+    limit = wanted - len(entries)
+    if limit <= 0:
+        return byte_successor(common), True, True
+    args: list[Any] = [common, order_id, len(start), delim, limit]
+    if upper is not None:
+        args.append(upper)
+    rows = db.execute(_HOPS[upper is not None], args).fetchall()
+    for (key,) in rows:
+        if key is None:
+            return None, True, False
+        cut = key.find(delim, len(start))
+        if cut < 0:
+            return key, True, True
+        common = key[: cut + len(delim)]
+        entries.append((common, None))
+    return byte_successor(common), True, True
